@@ -1,0 +1,184 @@
+"""Images on disk: robust loading (any common format, EXIF orientation, odd modes) and atomic saving."""
+
+import dataclasses
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputImageError, OutputError
+
+DEFAULT_MAX_PIXELS = 40_000_000
+"""Images above this many pixels are refused (a 10,000 x 10,000 photo, image bombs); override per call."""
+
+_WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    """What ``load_image`` found and did, for reporting."""
+
+    path: str
+    format: str
+    mode: str
+    width: int
+    height: int
+    conversions: tuple[str, ...] = ()
+
+
+def load_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS, return_info: bool = False):
+    """Read an image file as float32 RGB in [0, 1], shape (H, W, 3).
+
+    EXIF orientation is applied; grayscale, grayscale+alpha, palette, CMYK, RGBA (alpha dropped: the photo's
+    colour is kept, not composited) and 16-bit/float images are converted. The file is only read.
+
+    Raises:
+        InputImageError: missing, unreadable, corrupt or truncated file, not an image, or more than
+            ``max_pixels`` pixels (checked from the header, before decoding).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.exists():
+        raise InputImageError(p, "no such file")
+    if p.is_dir():
+        raise InputImageError(p, "is a folder, not an image file")
+    conversions: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise InputImageError(p, f"image too large: {w}x{h} = {w * h / 1e6:.0f} Mpx (limit {max_pixels / 1e6:.0f} Mpx)")
+                if w < 8 or h < 8:
+                    raise InputImageError(p, f"image too small: {w}x{h}")
+                fmt = im.format or "unknown"
+                mode = im.mode
+                im.load()
+                oriented = ImageOps.exif_transpose(im)
+                if oriented is not im:
+                    conversions.append("EXIF orientation applied")
+                arr = _to_rgb_float(oriented, conversions)
+    except InputImageError:
+        raise
+    except UnidentifiedImageError:
+        raise InputImageError(p, "not an image (unrecognised format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputImageError(p, "image too large (decompression bomb guard)") from None
+    except PermissionError:
+        raise InputImageError(p, "permission denied") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputImageError(p, f"corrupt or truncated image ({e})") from None
+    if not np.isfinite(arr).all():
+        raise InputImageError(p, "image has NaN or infinite values")
+    if return_info:
+        return arr, ImageInfo(str(p), fmt, mode, arr.shape[1], arr.shape[0], tuple(conversions))
+    return arr
+
+
+def _to_rgb_float(im, conversions: list) -> np.ndarray:
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        conversions.append("palette -> RGB")
+        mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        a = np.asarray(im, dtype=np.float32) / 65535.0
+        conversions.append("16-bit grayscale -> RGB")
+        return np.repeat(a[..., None], 3, axis=-1)
+    if mode == "I":
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if a.max() > 255 else 255.0
+        conversions.append("32-bit integer grayscale -> RGB")
+        return np.repeat((np.clip(a, 0, top) / top).astype(np.float32)[..., None], 3, axis=-1)
+    if mode == "F":
+        a = np.asarray(im, dtype=np.float32)
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        a = (a - lo) / (hi - lo) if hi > 1.0 or lo < 0.0 else a
+        conversions.append("float grayscale -> RGB")
+        return np.repeat(np.clip(a, 0, 1)[..., None], 3, axis=-1)
+    if mode in ("1", "L"):
+        conversions.append("grayscale -> RGB")
+        im = im.convert("RGB")
+    elif mode == "LA":
+        conversions.append("grayscale+alpha -> RGB (alpha dropped)")
+        im = im.convert("RGB")
+    elif mode in ("RGBA", "RGBa", "PA"):
+        conversions.append("RGBA -> RGB (alpha dropped)")
+        im = im.convert("RGB")
+    elif mode != "RGB":
+        conversions.append(f"{mode} -> RGB")
+        im = im.convert("RGB")
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def check_output_path(path, *, overwrite: bool = False, inputs=()) -> Path:
+    """Validate an output file path before any work is done: known extension, not an input, not existing."""
+    p = Path(path)
+    if p.suffix.lower() not in _WRITE_FORMATS:
+        raise OutputError(p, f"unsupported output format {p.suffix!r}; use one of {', '.join(sorted(_WRITE_FORMATS))}")
+    for i in inputs:
+        if Path(i).exists() and p.exists() and os.path.samefile(p, i):
+            raise OutputError(p, "output would overwrite the input file")
+    if p.exists() and not overwrite:
+        raise OutputError(p, "exists; pass --overwrite to replace it")
+    parent = p.parent if str(p.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise OutputError(p, "output folder is not writable")
+    return p
+
+
+def save_image(path, image, *, quality: int = 95) -> Path:
+    """Write float [0, 1] (or uint8) RGB to ``path`` atomically (temp file in the same folder, then rename).
+
+    The format follows the extension. Folders are created. Nothing is half-written on failure.
+    """
+    from PIL import Image
+
+    p = Path(path)
+    fmt = _WRITE_FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise OutputError(p, f"unsupported output format {p.suffix!r}")
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except OSError as e:
+        raise OutputError(p, f"cannot write here ({e.strerror or e})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            kw = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+            Image.fromarray(arr).save(f, format=fmt, **kw)
+        os.replace(tmp, p)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise OutputError(p, f"write failed ({e.strerror or e})") from None
+        raise
+    return p
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write bytes atomically (temp file + rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return p

@@ -1,0 +1,202 @@
+"""Face detection and the 478 FaceMesh landmarks (MediaPipe, at the edge of the pipeline).
+
+Landmarks come back in pixels of the given image: (x, y, z) with x right, y down, z in the same scale as x,
+negative towards the camera. Several faces: sorted largest first; the largest is used unless ``face_index``
+says otherwise. A face too small for FaceMesh's own detector is retried on upscaled overlapping tiles.
+"""
+
+import dataclasses
+import functools
+import os
+import threading
+
+import numpy as np
+
+from .errors import FaceDetectionError
+from .topology import LEFT_PUPIL, NUM_LANDMARKS, RIGHT_PUPIL
+
+MIN_INTEROCULAR_PX = 10.0
+"""Below this inter-pupil distance (pixels) a face is refused as too small to edit."""
+
+_lock = threading.Lock()
+
+
+@dataclasses.dataclass(frozen=True)
+class Detection:
+    """What was found: all faces (largest first), which one was chosen, and how."""
+
+    landmarks: np.ndarray  # f32[478, 3] of the chosen face
+    all_landmarks: tuple  # f32[478, 3] per face, largest first
+    index: int
+    upscaled: bool
+
+    @property
+    def num_faces(self) -> int:
+        return len(self.all_landmarks)
+
+    @property
+    def interocular(self) -> float:
+        return float(np.linalg.norm(self.landmarks[LEFT_PUPIL, :2] - self.landmarks[RIGHT_PUPIL, :2]))
+
+    def describe(self) -> str:
+        how = " (found on an upscaled crop)" if self.upscaled else ""
+        if self.num_faces == 1:
+            return f"1 face{how}, inter-pupil distance {self.interocular:.0f} px"
+        return (
+            f"{self.num_faces} faces found; using face {self.index} "
+            f"({'the largest' if self.index == 0 else 'by --face-index'}){how}"
+        )
+
+
+def _quiet_mediapipe():
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@functools.cache
+def _face_mesh(max_faces: int):
+    _quiet_mediapipe()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import mediapipe as mp
+
+        return mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, refine_landmarks=True, max_num_faces=max_faces, min_detection_confidence=0.5
+        )
+
+
+def _as_uint8(image) -> np.ndarray:
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise FaceDetectionError("image", f"expected an RGB image of shape (H, W, 3), got {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _mesh_faces(img: np.ndarray, max_faces: int) -> list:
+    import warnings
+
+    h, w = img.shape[:2]
+    with _lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = _face_mesh(max_faces).process(img)
+    out = []
+    for face in res.multi_face_landmarks or ():
+        out.append(np.array([[p.x * w, p.y * h, p.z * w] for p in face.landmark], np.float32))
+    return [f for f in out if f.shape == (NUM_LANDMARKS, 3)]
+
+
+@functools.cache
+def _face_detector():
+    _quiet_mediapipe()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import mediapipe as mp
+
+        return mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.4)
+
+
+def _resize(img: np.ndarray, factor: float) -> np.ndarray:
+    from PIL import Image
+
+    size = (max(1, round(img.shape[1] * factor)), max(1, round(img.shape[0] * factor)))
+    return np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BICUBIC))
+
+
+def _detector_boxes(img: np.ndarray) -> list:
+    import warnings
+
+    h, w = img.shape[:2]
+    with _lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = _face_detector().process(img)
+    return [
+        (d.location_data.relative_bounding_box.xmin * w, d.location_data.relative_bounding_box.ymin * h,
+         d.location_data.relative_bounding_box.width * w, d.location_data.relative_bounding_box.height * h)
+        for d in res.detections or ()
+    ]
+
+
+def _upscaled_retry(img: np.ndarray, max_faces: int) -> list:
+    """Small faces: find boxes with the full-range detector on overlapping tiles, then FaceMesh on an
+    upscaled crop around each box.
+
+    MediaPipe's detectors look at a 128-192 px version of the frame, so a face that covers a few percent of
+    a large photo vanishes; tiles of 1/2, 1/3, 1/4 and 1/6 of the frame (50% overlap) bring it into range.
+    """
+    h, w = img.shape[:2]
+    for k in (1, 2, 3, 4, 6):
+        th, tw = int(np.ceil(2 * h / (k + 1))), int(np.ceil(2 * w / (k + 1)))
+        boxes = []
+        for i in range(k):
+            for j in range(k):
+                top, left = min(i * th // 2, h - th), min(j * tw // 2, w - tw)
+                tile = img[top : top + th, left : left + tw]
+                for x0, y0, bw, bh in _detector_boxes(tile):
+                    c = np.array([left + x0 + bw / 2, top + y0 + bh / 2])
+                    if all(np.linalg.norm(c - b[0]) > 0.5 * max(bw, bh) for b in boxes):
+                        boxes.append((c, max(bw, bh)))
+        found = []
+        for c, side in boxes[: max_faces * 2]:
+            half = side * 1.2
+            left, top = int(max(0, c[0] - half)), int(max(0, c[1] - half))
+            right, bottom = int(min(w, c[0] + half)), int(min(h, c[1] + half))
+            crop = img[top:bottom, left:right]
+            if min(crop.shape[:2]) < 4:
+                continue
+            factor = max(1.0, 384.0 / max(crop.shape[:2]))
+            big = _resize(crop, factor) if factor > 1.0 else crop
+            sx, sy = crop.shape[1] / big.shape[1], crop.shape[0] / big.shape[0]
+            for lm in _mesh_faces(big, 1):
+                found.append(lm * np.array([sx, sy, sx], np.float32) + np.array([left, top, 0.0], np.float32))
+        if found:
+            return found
+    return []
+
+
+def _size(lm: np.ndarray) -> float:
+    span = lm[:, :2].max(0) - lm[:, :2].min(0)
+    return float(span[0] * span[1])
+
+
+def detect_faces(image, *, max_faces: int = 8) -> tuple[list, bool]:
+    """All faces' landmarks (pixels), largest first, and whether the upscaled retry found them."""
+    img = _as_uint8(image)
+    faces = _mesh_faces(img, max_faces)
+    upscaled = False
+    if not faces:
+        faces = _upscaled_retry(img, max_faces)
+        upscaled = bool(faces)
+    faces.sort(key=_size, reverse=True)
+    return faces, upscaled
+
+
+def detect_landmarks(image, *, face_index: int | None = None, source: str = "image", return_detection: bool = False):
+    """Detect one face and return its 478 landmarks in pixels, f32[478, 3].
+
+    Args:
+        image: RGB, float in [0, 1] or uint8, (H, W, 3).
+        face_index: which face when there are several (0 = largest, the default).
+        source: the file name used in error messages.
+        return_detection: also return the ``Detection`` (all faces, choice, whether upscaled).
+
+    Raises:
+        FaceDetectionError: no face, ``face_index`` out of range, or the face is too small to edit.
+    """
+    faces, upscaled = detect_faces(image)
+    if not faces:
+        raise FaceDetectionError(source, "no face found")
+    idx = 0 if face_index is None else int(face_index)
+    if not 0 <= idx < len(faces):
+        raise FaceDetectionError(source, f"--face-index {idx} out of range: {len(faces)} face(s) found")
+    det = Detection(landmarks=faces[idx], all_landmarks=tuple(faces), index=idx, upscaled=upscaled)
+    if det.interocular < MIN_INTEROCULAR_PX:
+        raise FaceDetectionError(
+            source, f"face too small: inter-pupil distance {det.interocular:.1f} px (need >= {MIN_INTEROCULAR_PX:.0f})"
+        )
+    return (det.landmarks, det) if return_detection else det.landmarks
