@@ -143,17 +143,7 @@ def _upscaled_retry(img: np.ndarray, max_faces: int) -> list:
                         boxes.append((c, max(bw, bh)))
         found = []
         for c, side in boxes[: max_faces * 2]:
-            half = side * 1.2
-            left, top = int(max(0, c[0] - half)), int(max(0, c[1] - half))
-            right, bottom = int(min(w, c[0] + half)), int(min(h, c[1] + half))
-            crop = img[top:bottom, left:right]
-            if min(crop.shape[:2]) < 4:
-                continue
-            factor = max(1.0, 384.0 / max(crop.shape[:2]))
-            big = _resize(crop, factor) if factor > 1.0 else crop
-            sx, sy = crop.shape[1] / big.shape[1], crop.shape[0] / big.shape[0]
-            for lm in _mesh_faces(big, 1):
-                found.append(lm * np.array([sx, sy, sx], np.float32) + np.array([left, top, 0.0], np.float32))
+            found += _crop_mesh(img, c, side)
         if found:
             return found
     return []
@@ -164,11 +154,44 @@ def _size(lm: np.ndarray) -> float:
     return float(span[0] * span[1])
 
 
+def _crop_mesh(img: np.ndarray, centre, side: float) -> list:
+    """FaceMesh on a square crop around ``centre`` (side ``2.4 * side``), upscaled to about 384 px."""
+    h, w = img.shape[:2]
+    half = side * 1.2
+    left, top = int(max(0, centre[0] - half)), int(max(0, centre[1] - half))
+    right, bottom = int(min(w, centre[0] + half)), int(min(h, centre[1] + half))
+    crop = img[top:bottom, left:right]
+    if min(crop.shape[:2]) < 4:
+        return []
+    factor = max(1.0, 384.0 / max(crop.shape[:2]))
+    big = _resize(crop, factor) if factor > 1.0 else crop
+    sx, sy = crop.shape[1] / big.shape[1], crop.shape[0] / big.shape[0]
+    return [lm * np.array([sx, sy, sx], np.float32) + np.array([left, top, 0.0], np.float32) for lm in _mesh_faces(big, 1)]
+
+
+def _covered(centre, faces) -> bool:
+    for f in faces:
+        lo, hi = f[:, :2].min(0), f[:, :2].max(0)
+        if (lo <= centre).all() and (centre <= hi).all():
+            return True
+    return False
+
+
 def detect_faces(image, *, max_faces: int = 8) -> tuple[list, bool]:
-    """All faces' landmarks (pixels), largest first, and whether the upscaled retry found them."""
+    """All faces' landmarks (pixels), largest first, and whether an upscaled retry was needed.
+
+    FaceMesh runs on the whole frame; MediaPipe's full-range detector then looks for faces FaceMesh's own
+    detector missed (smaller ones), which get FaceMesh on an upscaled crop; with still nothing found, tiles.
+    """
     img = _as_uint8(image)
     faces = _mesh_faces(img, max_faces)
     upscaled = False
+    for x0, y0, bw, bh in _detector_boxes(img):
+        centre = np.array([x0 + bw / 2, y0 + bh / 2])
+        if len(faces) < max_faces and not _covered(centre, faces):
+            extra = _crop_mesh(img, centre, max(bw, bh))
+            faces += extra
+            upscaled |= bool(extra)
     if not faces:
         faces = _upscaled_retry(img, max_faces)
         upscaled = bool(faces)

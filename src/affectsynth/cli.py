@@ -1,0 +1,224 @@
+"""The ``affectsynth`` command line: parse, load, call one pipeline function, write. No maths here.
+
+Exit codes: 0 success; 1 internal error; 2 bad input (image, face, target, output path); 3 missing or
+corrupt model file; 130 interrupted.
+"""
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import AffectsynthError, OutputError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Put a chosen valence/arousal affect on a face photo.",
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int):
+    typer.echo(f"affectsynth: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn):
+    """One-line errors and exit codes instead of tracebacks (set AFFECTSYNTH_DEBUG=1 for the traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except AffectsynthError as e:
+            if os.environ.get("AFFECTSYNTH_DEBUG"):
+                raise
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            typer.echo("affectsynth: interrupted", err=True)
+            raise typer.Exit(130) from None
+        except Exception as e:  # noqa: BLE001 - last resort: one line, not a traceback
+            if os.environ.get("AFFECTSYNTH_DEBUG"):
+                raise
+            _fail(f"internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]}", 1)
+
+    return wrapper
+
+
+def _note(msg: str):
+    typer.echo(msg, err=True)
+
+
+def _parse_target(text: str) -> tuple[float, float]:
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 2:
+        raise ValueError
+    return float(parts[0]), float(parts[1])
+
+
+def _targets(valence, arousal, emotion, target) -> list[tuple[str, float, float]]:
+    """Collect (name, V, A) from --valence/--arousal, --emotion (repeatable) and --target V,A (repeatable)."""
+    from .affect import EMOTION_PRESETS
+    from .errors import TargetError
+    from .pipeline import check_target
+
+    out = []
+    if (valence is None) != (arousal is None):
+        raise TargetError("target", "give both --valence and --arousal")
+    if valence is not None:
+        check_target(valence, arousal)
+        out.append((f"v{valence:+.2f}_a{arousal:+.2f}", valence, arousal))
+    for name in emotion or ():
+        key = name.strip().lower()
+        if key not in EMOTION_PRESETS:
+            raise TargetError("--emotion", f"unknown emotion {name!r}; known: {', '.join(sorted(EMOTION_PRESETS))}")
+        v, a = EMOTION_PRESETS[key]
+        out.append((key, v, a))
+    for t in target or ():
+        try:
+            v, a = _parse_target(t)
+        except ValueError:
+            raise TargetError("--target", f"expected 'V,A' such as 0.8,0.4, got {t!r}") from None
+        check_target(v, a)
+        out.append((f"v{v:+.2f}_a{a:+.2f}", v, a))
+    if not out:
+        raise TargetError("target", "no target: give --valence V --arousal A, --emotion NAME or --target V,A")
+    return out
+
+
+def _options(neutralize: bool, sample: bool, strength: float, exact_classes: bool):
+    from .pipeline import SynthesisOptions
+
+    return SynthesisOptions(neutralize=neutralize, sample=sample, strength=strength, interpolate=not exact_classes)
+
+
+ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="Model file (.npz); default: the built-in model.")]
+NeutralizeOpt = Annotated[bool, typer.Option("--neutralize/--no-neutralize", help="Remove the input's own expression first.")]
+SampleOpt = Annotated[bool, typer.Option("--sample", help="Draw a varied expression of the target's class, not its mean.")]
+StrengthOpt = Annotated[float, typer.Option("--strength", min=0.0, max=2.0, help="Scale of the applied expression.")]
+ExactOpt = Annotated[bool, typer.Option("--exact-classes", help="Use the target class's mean exactly (the paper), no V-A interpolation.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for --sample.")]
+
+
+@app.command()
+@guarded
+def synth(
+    input: Annotated[Path, typer.Argument(help="Input photo (JPEG, PNG, WebP, TIFF, ...).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output image file; a folder when several targets are given.")],
+    valence: Annotated[float | None, typer.Option("--valence", "-v", help="Target valence in [-1, 1].")] = None,
+    arousal: Annotated[float | None, typer.Option("--arousal", "-a", help="Target arousal in [-1, 1].")] = None,
+    emotion: Annotated[list[str] | None, typer.Option("--emotion", "-e", help="Preset target, e.g. happy, sad (repeatable).")] = None,
+    target: Annotated[list[str] | None, typer.Option("--target", "-t", help="Target as 'V,A' (repeatable).")] = None,
+    model: ModelOpt = None,
+    face_index: Annotated[int | None, typer.Option("--face-index", help="Which face when there are several (0 = largest).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    neutralize: NeutralizeOpt = True,
+    sample: SampleOpt = False,
+    strength: StrengthOpt = 1.0,
+    exact_classes: ExactOpt = False,
+    seed: SeedOpt = 0,
+):
+    """Synthesise the target affect(s) on the face in INPUT and write the result(s)."""
+    import jax
+    import numpy as np
+
+    from .io import check_output_path, load_image, save_image
+    from .landmarks import detect_landmarks
+    from .pipeline import load_model, synthesize_batch
+
+    goals = _targets(valence, arousal, emotion, target)
+    if len(goals) == 1 and output.suffix:
+        outs = [check_output_path(output, overwrite=overwrite, inputs=[input])]
+    else:
+        if output.exists() and not output.is_dir():
+            raise OutputError(output, "several targets need an output folder, but this is a file")
+        ext = input.suffix.lower() if input.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff") else ".png"
+        outs = [check_output_path(output / f"{input.stem}_{name}{ext}", overwrite=overwrite, inputs=[input]) for name, _, _ in goals]
+    image, info = load_image(input, return_info=True)
+    for c in info.conversions:
+        _note(f"note: {input}: {c}")
+    lm, det = detect_landmarks(image, face_index=face_index, source=str(input), return_detection=True)
+    if det.num_faces > 1 or det.upscaled:
+        _note(f"note: {input}: {det.describe()}")
+    mdl = load_model(model)
+    n = len(goals)
+    targets = np.array([[v, a] for _, v, a in goals], np.float32)
+    res = synthesize_batch(
+        np.repeat(image[None], n, 0), np.repeat(lm[None], n, 0), targets, mdl,
+        options=_options(neutralize, sample, strength, exact_classes), key=jax.random.PRNGKey(seed),
+    )
+    imgs = np.asarray(res.images)
+    for (name, v, a), out, im in zip(goals, outs, imgs):
+        save_image(out, im)
+        typer.echo(f"wrote {out}  (V={v:+.2f}, A={a:+.2f}, fit rms {float(res.fit_rms[0]):.3f})")
+
+
+DEMO_EMOTIONS = ("neutral", "happy", "excited", "surprised", "afraid", "angry", "disgusted", "sad", "bored", "calm")
+
+
+@app.command()
+@guarded
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the demo images.")] = Path("out"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
+    model: ModelOpt = None,
+):
+    """Synthesise several emotions on skimage's astronaut photo; write PNGs and a contact sheet."""
+    import numpy as np
+    import skimage.data
+
+    from .affect import EMOTION_PRESETS
+    from .io import check_output_path, save_image
+    from .landmarks import detect_landmarks
+    from .pipeline import load_model, synthesize_batch
+    from .sheets import contact_sheet, face_box
+
+    names = [e for e in DEMO_EMOTIONS if e in EMOTION_PRESETS]
+    outs = [check_output_path(output / f"astronaut_{n}.png", overwrite=overwrite) for n in names]
+    sheet_path = check_output_path(output / "contact_sheet.png", overwrite=overwrite)
+    image = skimage.data.astronaut().astype(np.float32) / 255.0
+    lm = detect_landmarks(image, source="skimage.data.astronaut()")
+    typer.echo("loading the expression model (built and cached at first use)...")
+    mdl = load_model(model)
+    targets = np.array([EMOTION_PRESETS[n] for n in names], np.float32)
+    typer.echo(f"synthesising {len(names)} targets...")
+    res = synthesize_batch(np.repeat(image[None], len(names), 0), np.repeat(lm[None], len(names), 0), targets, mdl)
+    imgs = np.asarray(res.images)
+    t, l, b, r = face_box(lm, *image.shape[:2])
+    tiles, labels = [image[t:b, l:r]], ["input"]
+    for n, out, im, (v, a) in zip(names, outs, imgs, targets):
+        save_image(out, im)
+        tiles.append(im[t:b, l:r])
+        labels.append(f"{n} V={v:+.2f} A={a:+.2f}")
+    save_image(sheet_path, contact_sheet(tiles, labels, columns=4, title="affectsynth demo: skimage.data.astronaut()"))
+    typer.echo(f"wrote {len(outs)} images and {sheet_path}")
+
+
+def _mount_subapps():
+    try:
+        from .cli_model import evaluate_app, model_app
+    except ImportError:  # pragma: no cover - only while a module is missing in a partial checkout
+        return
+    app.add_typer(model_app, name="model", help="Build, inspect and import affect models.")
+    app.add_typer(evaluate_app, name="evaluate", help="Evaluation protocols (the paper's section 4.1).")
+
+
+_mount_subapps()
+
+
+def main():
+    """Console-script entry point."""
+    try:
+        app()
+    except BrokenPipeError:  # pragma: no cover
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""The whole synthesis: fit -> V-A deformation -> render with the photo's texture -> Poisson blend.
+
+``synthesize_batch`` is one jit-compiled, vmapped function over a batch of same-size images. Each item is
+processed in a static-size crop around its face (chosen on the host from the landmarks, bucketed to
+multiples of 64 px so recompilation is bounded), then pasted back: pixels outside the face's render mask are
+the input's, bit for bit.
+"""
+
+import dataclasses
+import functools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from . import topology as topo
+from .affect import class_index
+from .errors import TargetError
+from .model import AffectModel, class_deformation, class_label, sample_deformation
+from .morphable import expression_offsets, fit_morphable_model, to_image_offsets
+from .poisson import poisson_blend
+from .raster import interpolate, rasterize, sample_bilinear
+
+CROP_BUCKET = 64
+
+# triangle groups of the render mesh
+SKIN, MOUTH, EYE, SKIRT = 0, 1, 2, 3
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthesisOptions:
+    """Static settings of ``synthesize_batch`` (hashable; changing one recompiles).
+
+    Attributes:
+        neutralize: remove the expression fitted on the input before adding the target's, so a smiling input
+            does not end up smiling twice.
+        interpolate: blend neighbouring V-A class means bilinearly (smooth in V-A; needed for animations).
+            False applies the target class's mean exactly as the paper does.
+        sample: draw a varied expression of the target's class instead of its mean (needs ``key``).
+        strength: scale of the applied deformation (1 = the model's).
+        subdivision: midpoint subdivisions of the render mesh (each x4 triangles).
+        fit_steps: optimiser steps of the morphable-model fit.
+        skirt: width of the ring beyond the face contour over which the deformation fades to zero, as a
+            fraction of the face's radius; the photo outside the ring is untouched.
+        mouth_interior: paint a cavity (and a hint of teeth) where the lips part wider than in the photo.
+        blend: "poisson" (gradient-domain blend into the photo) or "alpha" (feathered paste).
+    """
+
+    neutralize: bool = True
+    interpolate: bool = True
+    sample: bool = False
+    strength: float = 1.0
+    subdivision: int = 1
+    fit_steps: int = 150
+    skirt: float = 0.35
+    mouth_interior: bool = True
+    blend: str = "poisson"
+
+
+class SynthesisResult(eqx.Module):
+    """Batch output: images with the target affect, their edit masks and per-item diagnostics."""
+
+    images: Float[Array, "B H W 3"]
+    masks: Float[Array, "B H W"]
+    fit_rms: Float[Array, " B"]
+    """Fit residual RMS / inter-pupil distance (dimensionless; ~0.01-0.03 on good photos)."""
+    input_expression: Float[Array, "B Ke"]
+    """Expression coefficients fitted on the input (what ``neutralize`` removes)."""
+    class_id: Array
+    label: Float[Array, "B 2"]
+    """The training label of each item: median (V, A) of its class."""
+    mouth_opening: Float[Array, " B"]
+    """Area added to the mouth opening, as a fraction of the face mask's area."""
+
+
+@functools.cache
+def _render_mesh(subdivision: int):
+    """Triangles, groups and subdivision weights of the render mesh: face + hole fills + skirt ring."""
+    t = topo.face_topology()
+    ring = t.region("outer_boundary")
+    n = topo.NUM_LANDMARKS
+    skirt_ids = n + np.arange(len(ring))
+    skirt_tris = []
+    for k in range(len(ring)):
+        a, b = ring[k], ring[(k + 1) % len(ring)]
+        sa, sb = skirt_ids[k], skirt_ids[(k + 1) % len(ring)]
+        skirt_tris += [(a, b, sa), (b, sb, sa)]
+    tris = np.concatenate(
+        [t.triangles, t.fill_mouth, t.fill_right_eye, t.fill_left_eye, np.array(skirt_tris, np.int32)]
+    )
+    groups = np.concatenate(
+        [
+            np.full(len(t.triangles), SKIN),
+            np.full(len(t.fill_mouth), MOUTH),
+            np.full(len(t.fill_right_eye) + len(t.fill_left_eye), EYE),
+            np.full(len(skirt_tris), SKIRT),
+        ]
+    ).astype(np.int32)
+    sub = topo.subdivide(tris, n + len(ring), subdivision)
+    dense_groups = groups[np.arange(len(sub.triangles)) % len(tris)]
+    # per-vertex "mouth coordinate": 0 on the upper inner lip, 1 on the lower, 0.5 elsewhere
+    mouth_v = np.full(n + len(ring), 0.5, np.float32)
+    mouth_v[t.region("lips_inner_lower")] = 1.0
+    mouth_v[t.region("lips_inner_upper")] = 0.0
+    return {
+        "ring": jnp.asarray(ring),
+        "weights": jnp.asarray(sub.weights),
+        "triangles": jnp.asarray(sub.triangles),
+        "groups": jnp.asarray(dense_groups),
+        "mouth_v": jnp.asarray(sub.weights @ mouth_v)[:, None],
+        "lips": jnp.asarray(t.region("lips")),
+        "mouth_corners": jnp.asarray(t.region("lips_inner_upper")[[0, -1]]),
+    }
+
+
+def _triangle_areas(v2: Float[Array, "V 2"], tris) -> Float[Array, " F"]:
+    p = v2[tris]
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    return 0.5 * jnp.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+
+
+def _mouth_interior(render, frags, mesh, source2d, target2d, image, landmarks):
+    """Dark cavity (and a hint of upper teeth) where the target opens the lips wider than the photo."""
+    tri = jnp.maximum(frags.triangle_id, 0)
+    in_mouth = (frags.triangle_id >= 0) & (mesh["groups"][tri] == MOUTH)
+    a_src = _triangle_areas(source2d, mesh["triangles"])
+    a_tgt = _triangle_areas(target2d, mesh["triangles"])
+    newness = jnp.clip((a_tgt - a_src) / jnp.maximum(a_tgt, 1e-6), 0.0, 1.0)[tri]
+    alpha = jnp.where(in_mouth, newness, 0.0)
+    v = interpolate(frags, mesh["mouth_v"])[..., 0]  # 0 at upper lip -> 1 at lower lip
+    lip_rgb = jnp.mean(sample_bilinear(image, landmarks[mesh["lips"], :2]), axis=0)
+    depth = jnp.sin(jnp.pi * jnp.clip(v, 0.0, 1.0))  # darkest mid-opening
+    cavity = lip_rgb * (0.35 - 0.25 * depth)[..., None]
+    opening = jnp.sum(jnp.where(in_mouth, newness, 0.0))
+    corners = landmarks[mesh["mouth_corners"], :2]
+    mouth_width = jnp.linalg.norm(corners[0] - corners[1]) + 1e-3
+    teeth_rgb = jnp.clip(0.55 + 0.35 * jnp.mean(lip_rgb) * jnp.ones(3), 0.0, 0.92) * jnp.array([1.0, 0.97, 0.9])
+    wide = jnp.clip((opening / mouth_width**2 - 0.04) / 0.12, 0.0, 1.0)
+    teeth = wide * jnp.clip(1.0 - v / 0.28, 0.0, 1.0)
+    colour = cavity * (1 - teeth[..., None]) + teeth_rgb * teeth[..., None]
+    return render * (1 - alpha[..., None]) + colour * alpha[..., None], opening
+
+
+def _synthesize_one(image, landmarks, target, key, model: AffectModel, options: SynthesisOptions, crop):
+    h, w = image.shape[:2]
+    ch, cw = crop
+    centre = 0.5 * (landmarks[:, :2].min(0) + landmarks[:, :2].max(0))
+    top = jnp.clip(jnp.round(centre[1] - ch / 2), 0, h - ch).astype(jnp.int32)
+    left = jnp.clip(jnp.round(centre[0] - cw / 2), 0, w - cw).astype(jnp.int32)
+    patch = jax.lax.dynamic_slice(image, (top, left, 0), (ch, cw, 3))
+    lm = landmarks - jnp.stack([left, top, 0]).astype(landmarks.dtype)
+
+    fit = fit_morphable_model(lm, model.morphable, steps=options.fit_steps)
+    if options.sample:
+        deform = sample_deformation(model, target, key)
+    else:
+        deform = class_deformation(model, target, interpolate=options.interpolate)
+    deform = deform * options.strength
+    if options.neutralize:
+        deform = deform - expression_offsets(model.morphable, fit.expression)
+    offsets = to_image_offsets(fit, deform)  # pixels, landmark frame
+
+    mesh = _render_mesh(options.subdivision)
+    ring = lm[mesh["ring"]]
+    c2 = jnp.mean(ring[:, :2], axis=0)
+    skirt_xy = ring[:, :2] + (ring[:, :2] - c2) * options.skirt
+    face_depth = jnp.max(lm[:, 2]) - jnp.min(lm[:, 2])
+    skirt = jnp.concatenate([skirt_xy, ring[:, 2:] + face_depth], axis=1)
+    src = jnp.concatenate([lm, skirt], axis=0)
+    dst = jnp.concatenate([lm + offsets, skirt], axis=0)
+    src_d = mesh["weights"] @ src
+    dst_d = mesh["weights"] @ dst
+
+    frags = rasterize(dst_d, mesh["triangles"], ch, cw)
+    src_xy = interpolate(frags, src_d[:, :2])
+    render = sample_bilinear(patch, src_xy)
+    opening = jnp.zeros(())
+    if options.mouth_interior:
+        render, opening = _mouth_interior(render, frags, mesh, src_d[:, :2], dst_d[:, :2], patch, lm)
+    covered = (frags.triangle_id >= 0).astype(patch.dtype)
+    render = jnp.where(covered[..., None] > 0, render, patch)
+    if options.blend == "poisson":
+        out = poisson_blend(patch, render, covered)
+    else:
+        a = frags.coverage[..., None]
+        out = render * a + patch * (1 - a)
+    full = jax.lax.dynamic_update_slice(image, out.astype(image.dtype), (top, left, 0))
+    mask = jax.lax.dynamic_update_slice(jnp.zeros((h, w), image.dtype), covered, (top, left))
+    return (
+        full,
+        mask,
+        fit.rms,
+        fit.expression,
+        class_index(model.grid, target),
+        class_label(model, target),
+        opening / jnp.maximum(jnp.sum(covered), 1.0),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("options", "crop"))
+def _synthesize_batch_jit(images, landmarks, targets, keys, model, options, crop):
+    fn = functools.partial(_synthesize_one, model=model, options=options, crop=crop)
+    out = jax.vmap(fn)(images, landmarks, targets, keys)
+    return SynthesisResult(*out)
+
+
+def crop_size(landmarks, height: int, width: int, *, skirt: float = 0.35, bucket: int = CROP_BUCKET):
+    """Static crop (h, w) covering every face of a batch with its skirt and margin, bucketed to ``bucket`` px."""
+    lm = np.asarray(landmarks, np.float64).reshape(-1, topo.NUM_LANDMARKS, 3)
+    span = (lm[:, :, :2].max(1) - lm[:, :, :2].min(1)).max(0)  # (w, h)
+    need = span * (1.0 + skirt) * 1.35 + 16
+    ch = int(min(height, bucket * np.ceil(need[1] / bucket)))
+    cw = int(min(width, bucket * np.ceil(need[0] / bucket)))
+    return ch, cw
+
+
+def synthesize_batch(
+    images: Float[Array, "B H W 3"],
+    landmarks: Float[Array, "B 478 3"],
+    targets: Float[Array, "B 2"],
+    model: AffectModel,
+    *,
+    options: SynthesisOptions = SynthesisOptions(),
+    key: Array | None = None,
+    crop: tuple[int, int] | None = None,
+) -> SynthesisResult:
+    """Give each face of a batch its target (valence, arousal).
+
+    One jit-compiled, vmapped function over the batch; runs unchanged on CPU, GPU and TPU. Images are float
+    RGB in [0, 1], all of one size (bucket or pad mixed sizes); landmarks are FaceMesh's, in pixels.
+
+    Args:
+        images: f32[B, H, W, 3].
+        landmarks: f32[B, 478, 3] from ``detect_landmarks``.
+        targets: f32[B, 2] (valence, arousal), each in [-1, 1] (validate with ``affect.validate_target`` at
+            the edge: inside the jitted function a NaN target cannot raise).
+        model: an ``AffectModel`` (``load_model()`` gives the default).
+        options: static settings (see ``SynthesisOptions``).
+        key: PRNG key, used when ``options.sample`` is True.
+        crop: static processing window (h, w). Default: computed from the landmarks on the host; when the
+            landmarks are traced (called inside your own jit) the whole image is processed.
+    """
+    images = jnp.asarray(images, jnp.float32)
+    landmarks = jnp.asarray(landmarks, jnp.float32)
+    targets = jnp.asarray(targets, jnp.float32)
+    b, h, w = images.shape[:3]
+    if crop is None:
+        try:
+            crop = crop_size(np.asarray(landmarks), h, w, skirt=options.skirt)
+        except jax.errors.TracerArrayConversionError:
+            crop = (h, w)
+    keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, b)
+    return _synthesize_batch_jit(images, landmarks, targets, keys, model, options, tuple(int(c) for c in crop))
+
+
+def load_model(path=None) -> AffectModel:
+    """The affect model at ``path``, or the default one (built from our own code at first use, then cached)."""
+    if path is None:
+        from .expressions import default_model
+
+        return default_model()
+    from .model import load_model as _load
+
+    return _load(path)
+
+
+def check_target(valence: float, arousal: float, where: str = "target") -> np.ndarray:
+    """Validate a (valence, arousal) pair at the edge: finite and in [-1, 1]."""
+    for name, x in (("valence", valence), ("arousal", arousal)):
+        try:
+            xf = float(x)
+        except (TypeError, ValueError):
+            raise TargetError(where, f"{name} must be a number, got {x!r}") from None
+        if not np.isfinite(xf):
+            raise TargetError(where, f"{name} is {xf}; it must be a finite number in [-1, 1]")
+        if not -1.0 <= xf <= 1.0:
+            raise TargetError(where, f"{name} {xf:g} is outside [-1, 1]")
+    return np.array([valence, arousal], np.float32)
+
+
+def synthesize(
+    image,
+    valence: float,
+    arousal: float,
+    model: AffectModel | None = None,
+    *,
+    landmarks=None,
+    face_index: int | None = None,
+    options: SynthesisOptions = SynthesisOptions(),
+    key=None,
+) -> np.ndarray:
+    """One photo, one target: returns the edited image as float32 (H, W, 3) in [0, 1].
+
+    Detects the face when ``landmarks`` is not given (the largest face, or ``face_index``), loads the
+    default model when ``model`` is None.
+    """
+    from .landmarks import detect_landmarks
+
+    img = np.asarray(image)
+    if img.dtype == np.uint8:
+        img = img.astype(np.float32) / 255.0
+    target = check_target(valence, arousal)
+    if landmarks is None:
+        landmarks = detect_landmarks(img, face_index=face_index)
+    model = load_model() if model is None else model
+    res = synthesize_batch(img[None], np.asarray(landmarks)[None], target[None], model, options=options, key=key)
+    return np.asarray(res.images[0])

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from affectsynth.errors import InputImageError, OutputError
+from affectsynth.io import check_output_path, load_image, save_image
+
+
+@pytest.fixture
+def rgb():
+    rng = np.random.default_rng(0)
+    return (rng.random((40, 56, 3)) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".tif", ".bmp"])
+def test_round_trip_formats(tmp_path, rgb, ext):
+    p = save_image(tmp_path / f"a{ext}", rgb)
+    back = load_image(p)
+    assert back.shape == (40, 56, 3) and back.dtype == np.float32
+    tol = 0.0 if ext in (".png", ".tif", ".bmp") else 0.25
+    assert np.abs(back - rgb / 255.0).mean() <= tol + 1e-7
+
+
+def test_exif_orientation_applied(tmp_path, rgb):
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    im.save(tmp_path / "o.jpg", exif=exif, quality=95)
+    arr, info = load_image(tmp_path / "o.jpg", return_info=True)
+    assert arr.shape == (56, 40, 3)
+    assert any("EXIF" in c for c in info.conversions)
+
+
+@pytest.mark.parametrize(
+    "mode,expect",
+    [("L", "grayscale"), ("LA", "alpha"), ("RGBA", "alpha"), ("P", "palette"), ("I;16", "16-bit"), ("CMYK", "CMYK")],
+)
+def test_modes_converted(tmp_path, rgb, mode, expect):
+    base = Image.fromarray(rgb)
+    if mode == "I;16":
+        a = (np.asarray(base.convert("L")).astype(np.uint16) * 257)
+        im = Image.fromarray(a)
+        ext = ".png"
+    else:
+        im = base.convert(mode)
+        ext = ".tif" if mode == "CMYK" else ".png"
+    im.save(tmp_path / f"m{ext}")
+    arr, info = load_image(tmp_path / f"m{ext}", return_info=True)
+    assert arr.shape == (40, 56, 3) and 0.0 <= arr.min() and arr.max() <= 1.0
+    assert any(expect in c for c in info.conversions), info.conversions
+    if mode == "I;16":
+        assert np.allclose(arr[..., 0], np.asarray(base.convert("L")) / 255.0, atol=1e-6)
+
+
+def test_missing_corrupt_and_not_image(tmp_path, rgb):
+    with pytest.raises(InputImageError, match="no such file"):
+        load_image(tmp_path / "nope.jpg")
+    (tmp_path / "t.jpg").write_text("hello, I am not a picture")
+    with pytest.raises(InputImageError, match="not an image"):
+        load_image(tmp_path / "t.jpg")
+    save_image(tmp_path / "good.jpg", rgb)
+    data = (tmp_path / "good.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputImageError, match="corrupt or truncated"):
+        load_image(tmp_path / "cut.jpg")
+    with pytest.raises(InputImageError, match="folder"):
+        load_image(tmp_path)
+
+
+def test_huge_image_refused_from_header(tmp_path):
+    Image.new("1", (10_000, 10_000)).save(tmp_path / "huge.png")
+    with pytest.raises(InputImageError, match="too large: 10000x10000"):
+        load_image(tmp_path / "huge.png")
+
+
+def test_error_is_one_line_with_file(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    with pytest.raises(InputImageError) as e:
+        load_image(tmp_path / "x.png")
+    msg = str(e.value)
+    assert "\n" not in msg and str(tmp_path / "x.png") in msg
+
+
+def test_save_is_atomic(tmp_path, rgb, monkeypatch):
+    target = tmp_path / "out.png"
+    save_image(target, rgb)
+    before = target.read_bytes()
+
+    def boom(self, fp, *a, **k):
+        fp.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", boom)
+    with pytest.raises(OutputError, match="write failed"):
+        save_image(target, rgb * 0)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_check_output_path(tmp_path, rgb):
+    src = save_image(tmp_path / "in.png", rgb)
+    with pytest.raises(OutputError, match="exists"):
+        check_output_path(src)
+    with pytest.raises(OutputError, match="overwrite the input"):
+        check_output_path(src, overwrite=True, inputs=[src])
+    with pytest.raises(OutputError, match="unsupported output format"):
+        check_output_path(tmp_path / "x.gifx")
+    assert check_output_path(tmp_path / "new.png") == tmp_path / "new.png"
