@@ -10,6 +10,12 @@ What it derives, all from our own code over public inputs:
   portrait shipped inside scikit-image), made left/right symmetric, rotated frontal, translated so the
   origin is the centroid of the 468 mesh points and scaled to millimetres (inter-pupil distance 63 mm);
   x points to the image right (the subject's left), y up, z towards the camera;
+- a neutralised mouth: the astronaut smiles broadly (lip corners up and back, lips apart with teeth), a bad
+  neutral. ``neutralise_mouth`` moves the four lip contours to a closed, relaxed mouth by fixed rules
+  (narrow the mouth, close the lips onto a nearly flat stomion line, bring the corners forward) and
+  carries that displacement to the surrounding skin by a bi-Laplacian extension; the brows, eyes, nose,
+  and the face outline do not move. Regions, triangles and fills are computed on the unmodified shape;
+  only ``template`` is neutralised (mirror twins stay exact mirrors);
 - the mirror permutation (index of each point's left/right twin) and named regions.
 
 The output is deterministic for a given mediapipe version; ``tests/test_topology.py`` checks its invariants.
@@ -201,6 +207,115 @@ def mirror_permutation(x):
     return perm, R
 
 
+# Neutral-mouth rules (millimetres in the 63 mm inter-pupil frame). The proportions are those of an average
+# relaxed adult mouth: width about 0.77 inter-pupil distances (48.5 mm), lips closed on a stomion line whose
+# corners sit about 1.5 mm above its centre, corners about 3.5 mm less deep than in a broad smile.
+NEUTRAL_MOUTH_WIDTH_MM = 48.5
+NEUTRAL_CORNER_RISE_MM = 1.5
+NEUTRAL_CORNER_FORWARD_MM = 3.5
+NEUTRAL_LIP_GAP_MM = 0.5  # at the centre, tapering to 0 at the corners: keeps the mouth fill non-degenerate
+NEUTRAL_VERMILION_GAIN = 1.25  # a smile stretches the lips thin; relaxed lips are thicker
+NEUTRAL_FREE_RADIUS_MM = 45.0  # skin farther than this (along the mesh) from the lips stays where it is
+NEUTRAL_BAND_MM = 0.8  # the lip band's inner rings stay this far above/below the closed lip line
+
+
+def neutralise_mouth(sym, tris, regions, mirror):
+    """Close and relax a smiling mouth: deterministic rules on the lip contours + bi-Laplacian extension.
+
+    Lip contours (inner/outer, upper/lower, each 11 points corner to corner, paired by index): x is scaled
+    so the mouth is ``NEUTRAL_MOUTH_WIDTH_MM`` wide; inner contours move onto the stomion line
+    y_s(x) = y_0 + rise (x / x_c)^2 (y_0 the middle of the current lip gap at the midline) with a small gap
+    that tapers to zero at the corners; outer contours keep their vermilion height above/below the inner
+    one, times ``NEUTRAL_VERMILION_GAIN``; z comes forward by ``forward (x / x_c)^2``. Other vertices solve
+    min ||L d||^2 (L the uniform graph Laplacian of the open mesh) with the contour displacements and zero
+    displacement beyond ``NEUTRAL_FREE_RADIUS_MM`` (graph distance), at the outline, the eyes and brows.
+    """
+    from scipy.sparse import coo_matrix, diags
+    from scipy.sparse.csgraph import shortest_path
+    from scipy.sparse.linalg import spsolve
+
+    n = sym.shape[0]
+    iu, il = regions["lips_inner_upper"], regions["lips_inner_lower"][::-1]
+    ou, ol = regions["lips_outer_upper"], regions["lips_outer_lower"][::-1]
+    xc_old = np.abs(sym[ou, 0]).max()
+    sx = 0.5 * NEUTRAL_MOUTH_WIDTH_MM / xc_old
+    y0 = 0.5 * (sym[iu[len(iu) // 2], 1] + sym[il[len(il) // 2], 1])
+    # the smiling lower lip is dropped and retracted: inner contours meet at their mean depth
+    zmid = 0.5 * (sym[iu, 2] + sym[il, 2])
+    dz = {False: zmid - sym[iu, 2], True: zmid - sym[il, 2]}
+    target = {}
+    for inner, outer, sign in ((iu, ou, 1.0), (il, ol, -1.0)):
+        u = sym[inner, 0] / np.abs(sym[inner, 0]).max()
+        ys = y0 + NEUTRAL_CORNER_RISE_MM * u**2 + sign * 0.5 * NEUTRAL_LIP_GAP_MM * (1.0 - u**2)
+        gain = np.full(len(inner), NEUTRAL_VERMILION_GAIN)
+        gain[[0, -1]] = 0.3  # the outer corners are squeezed onto the lip line, like the band beside them
+        for ids, y_new in ((inner, ys), (outer, ys + gain * (sym[outer, 1] - sym[inner, 1]))):
+            p = sym[ids].copy()
+            uu = p[:, 0] / xc_old
+            p[:, 0] *= sx
+            p[:, 1] = y_new
+            p[:, 2] += NEUTRAL_CORNER_FORWARD_MM * uu**2 + dz[inner is il]
+            for i, q in zip(ids, p, strict=True):
+                target[int(i)] = q
+    # The two inner rings of the lip band (between the outer and inner contours) follow the contours by
+    # inverse-distance weighting, so the thin corner triangles keep their order.
+    from matplotlib.path import Path as PolyPath
+
+    # Each band point follows its own lip (the one whose inner contour is nearer).
+    outline = PolyPath(sym[np.concatenate([ou, ol[::-1][1:-1]]), :2])
+    band = [i for i in np.flatnonzero(outline.contains_points(sym[:468, :2])) if int(i) not in target]
+    lip_sets = [np.concatenate([iu, ou]), np.concatenate([il, ol])]
+    moves = [np.array([target[int(i)] for i in c]) - sym[c] for c in lip_sets]
+    for i in band:
+        k = int(np.argmin([np.linalg.norm(sym[c[:11]] - sym[i], axis=1).min() for c in lip_sets]))
+        wgt = np.linalg.norm(sym[lip_sets[k]] - sym[i], axis=1) ** -4.0
+        q = sym[i] + wgt @ moves[k] / wgt.sum()
+        # keep the band point at least NEUTRAL_BAND_MM off the closed lip line, on its own side
+        inner = lip_sets[k][:11]
+        tx, ty = (np.array([target[int(j)][c] for j in inner]) for c in (0, 1))
+        line_y = np.interp(q[0], tx, ty)
+        corner = inner[0] if q[0] < 0 else inner[-1]
+        if abs(q[0]) >= abs(target[int(corner)][0]):  # beside the corner: on the lip line, squeezed
+            q[1] = target[int(corner)][1] + 0.3 * (sym[i, 1] - sym[corner, 1])
+        elif k == 0:
+            q[1] = max(q[1], line_y + NEUTRAL_BAND_MM)
+        else:
+            q[1] = min(q[1], line_y - NEUTRAL_BAND_MM)
+        target[int(i)] = q
+    e = edges_of_tris(tris)
+    w = np.linalg.norm(sym[e[:, 0]] - sym[e[:, 1]], axis=1)
+    rows, cols = np.concatenate([e[:, 0], e[:, 1]]), np.concatenate([e[:, 1], e[:, 0]])
+    graph = coo_matrix((np.concatenate([w, w]), (rows, cols)), shape=(n, n)).tocsr()
+    lips = np.array(sorted(target))
+    dist = shortest_path(graph, directed=False, indices=lips).min(0)
+    fixed = (dist > NEUTRAL_FREE_RADIUS_MM) | (np.arange(n) >= 468)
+    for name in ("outer_boundary", "right_brow", "left_brow", "right_eye_hole", "left_eye_hole"):
+        fixed[regions[name]] = True
+    fixed[:468] |= ~np.isin(np.arange(468), np.unique(tris))
+    known = fixed.copy()
+    known[lips] = True
+    d = np.zeros((n, 3))
+    d[lips] = np.array([target[int(i)] for i in lips]) - sym[lips]
+    adj = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
+    deg = np.asarray(adj.sum(1)).ravel()
+    lap = diags(np.maximum(deg, 1.0)) - adj
+    lap = diags(1.0 / np.maximum(deg, 1.0)) @ lap
+    q = (lap.T @ lap).tocsr()
+    free = np.flatnonzero(~known)
+    kn = np.flatnonzero(known)
+    rhs = -(q[free][:, kn] @ d[kn])
+    d[free] = spsolve(q[free][:, free].tocsc(), rhs).reshape(-1, 3)
+    out = sym + d
+    out = 0.5 * (out + out[mirror] * np.array([-1.0, 1.0, 1.0]))
+    out[mirror == np.arange(n), 0] = 0.0
+    return out - np.array([0.0, 1.0, 1.0]) * out[:468].mean(0)  # keep the origin at the mesh centroid
+
+
+def edges_of_tris(tris):
+    e = np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1)
+    return np.unique(e, axis=0)
+
+
 def main():
     import mediapipe as mp
 
@@ -226,7 +341,7 @@ def main():
     pitch = np.arctan2(n[1], n[2])
     c, s = np.cos(pitch), np.sin(pitch)
     rx = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-    sym = sym @ rx
+    sym = sym @ rx.T  # row vectors: x @ R.T rotates by R
     sym = sym - sym[:468].mean(0)
     sym[full_perm == np.arange(478), 0] = 0.0
     ipd = np.linalg.norm(sym[468] - sym[473])
@@ -336,8 +451,9 @@ def main():
         "left_eye_hole": np.array(left_eye, np.int32),
         "outer_boundary": np.array(outer, np.int32),
     }
+    neutral = neutralise_mouth(sym, tris, regions, full_perm)
     arrays = {
-        "template": sym.astype(np.float32),
+        "template": neutral.astype(np.float32),
         "triangles": tris.astype(np.int32),
         "fill_mouth": fill["mouth"],
         "fill_right_eye": fill["right_eye"],
