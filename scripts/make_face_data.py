@@ -14,7 +14,8 @@ What it derives, all from our own code over public inputs:
   neutral. ``neutralise_mouth`` moves the four lip contours to a closed, relaxed mouth by fixed rules
   (narrow the mouth, close the lips onto a nearly flat stomion line, bring the corners forward) and
   carries that displacement to the surrounding skin by a bi-Laplacian extension; the brows, eyes, nose,
-  and the face outline do not move. Regions, triangles and fills are computed on the unmodified shape;
+  and the face outline keep their shape (all points then shift by the same ~1 mm so the origin stays at the
+  mesh centroid). Regions, triangles and fills are computed on the unmodified shape;
   only ``template`` is neutralised (mirror twins stay exact mirrors);
 - the mirror permutation (index of each point's left/right twin) and named regions.
 
