@@ -45,7 +45,7 @@ def tessellation_triangles(edges):
     # A clique whose three vertices surround a degree-3 vertex is a "cap" over a fan, not a face.
     bad = []
     for t in tris:
-        for v, nbrs in adj.items():
+        for nbrs in adj.values():
             if len(nbrs) == 3 and nbrs == set(t):
                 bad.append(t)
     tris = [t for t in tris if t not in bad]
@@ -353,7 +353,7 @@ def main():
     tris = orient(tris, sym)
     loops = boundary_loops(tris)
     loops.sort(key=len)
-    lens = [len(l) for l in loops]
+    lens = [len(loop) for loop in loops]
     assert lens == [16, 16, 20, 36], lens
     eye_a, eye_b, mouth, outer = loops
     # subject's right eye is on the image left (x < 0)

@@ -33,12 +33,19 @@ def test_exif_orientation_applied(tmp_path, rgb):
 
 @pytest.mark.parametrize(
     "mode,expect",
-    [("L", "grayscale"), ("LA", "alpha"), ("RGBA", "alpha"), ("P", "palette"), ("I;16", "16-bit"), ("CMYK", "CMYK")],
+    [
+        ("L", "grayscale"),
+        ("LA", "alpha"),
+        ("RGBA", "alpha"),
+        ("P", "palette"),
+        ("I;16", "16-bit"),
+        ("CMYK", "CMYK"),
+    ],
 )
 def test_modes_converted(tmp_path, rgb, mode, expect):
     base = Image.fromarray(rgb)
     if mode == "I;16":
-        a = (np.asarray(base.convert("L")).astype(np.uint16) * 257)
+        a = np.asarray(base.convert("L")).astype(np.uint16) * 257
         im = Image.fromarray(a)
         ext = ".png"
     else:

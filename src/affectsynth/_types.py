@@ -1,4 +1,4 @@
-"""Shape aliases used across affectsynth (jaxtyping). Batch axes are added by ``vmap`` in the pipeline only."""
+"""Shape aliases used across affectsynth (jaxtyping). Batch axes are added by ``vmap`` in the pipeline."""
 
 from jaxtyping import Array, Bool, Float, Int
 

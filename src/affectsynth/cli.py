@@ -4,15 +4,14 @@ Exit codes: 0 success; 1 internal error; 2 bad input (image, face, target, outpu
 corrupt model file; 130 interrupted.
 """
 
-import functools
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .errors import AffectsynthError, OutputError
+from .cli_errors import guarded
+from .errors import OutputError
 
 app = typer.Typer(
     add_completion=False,
@@ -20,35 +19,6 @@ app = typer.Typer(
     help="Put a chosen valence/arousal affect on a face photo.",
     pretty_exceptions_enable=False,
 )
-
-
-def _fail(message: str, code: int):
-    typer.echo(f"affectsynth: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def guarded(fn):
-    """One-line errors and exit codes instead of tracebacks (set AFFECTSYNTH_DEBUG=1 for the traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except AffectsynthError as e:
-            if os.environ.get("AFFECTSYNTH_DEBUG"):
-                raise
-            _fail(str(e), e.exit_code)
-        except KeyboardInterrupt:
-            typer.echo("affectsynth: interrupted", err=True)
-            raise typer.Exit(130) from None
-        except Exception as e:  # noqa: BLE001 - last resort: one line, not a traceback
-            if os.environ.get("AFFECTSYNTH_DEBUG"):
-                raise
-            _fail(f"internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]}", 1)
-
-    return wrapper
 
 
 def _note(msg: str):
@@ -77,7 +47,9 @@ def _targets(valence, arousal, emotion, target) -> list[tuple[str, float, float]
     for name in emotion or ():
         key = name.strip().lower()
         if key not in EMOTION_PRESETS:
-            raise TargetError("--emotion", f"unknown emotion {name!r}; known: {', '.join(sorted(EMOTION_PRESETS))}")
+            raise TargetError(
+                "--emotion", f"unknown emotion {name!r}; known: {', '.join(sorted(EMOTION_PRESETS))}"
+            )
         v, a = EMOTION_PRESETS[key]
         out.append((key, v, a))
     for t in target or ():
@@ -95,14 +67,29 @@ def _targets(valence, arousal, emotion, target) -> list[tuple[str, float, float]
 def _options(neutralize: bool, sample: bool, strength: float, exact_classes: bool):
     from .pipeline import SynthesisOptions
 
-    return SynthesisOptions(neutralize=neutralize, sample=sample, strength=strength, interpolate=not exact_classes)
+    return SynthesisOptions(
+        neutralize=neutralize, sample=sample, strength=strength, interpolate=not exact_classes
+    )
 
 
-ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="Model file (.npz); default: the built-in model.")]
-NeutralizeOpt = Annotated[bool, typer.Option("--neutralize/--no-neutralize", help="Remove the input's own expression first.")]
-SampleOpt = Annotated[bool, typer.Option("--sample", help="Draw a varied expression of the target's class, not its mean.")]
-StrengthOpt = Annotated[float, typer.Option("--strength", min=0.0, max=2.0, help="Scale of the applied expression.")]
-ExactOpt = Annotated[bool, typer.Option("--exact-classes", help="Use the target class's mean exactly (the paper), no V-A interpolation.")]
+ModelOpt = Annotated[
+    Path | None, typer.Option("--model", "-m", help="Model file (.npz); default: the built-in model.")
+]
+NeutralizeOpt = Annotated[
+    bool, typer.Option("--neutralize/--no-neutralize", help="Remove the input's own expression first.")
+]
+SampleOpt = Annotated[
+    bool, typer.Option("--sample", help="Draw a varied expression of the target's class, not its mean.")
+]
+StrengthOpt = Annotated[
+    float, typer.Option("--strength", min=0.0, max=2.0, help="Scale of the applied expression.")
+]
+ExactOpt = Annotated[
+    bool,
+    typer.Option(
+        "--exact-classes", help="Use the target class's mean exactly (the paper), no V-A interpolation."
+    ),
+]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for --sample.")]
 
 
@@ -110,13 +97,26 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for --sample.")]
 @guarded
 def synth(
     input: Annotated[Path, typer.Argument(help="Input photo (JPEG, PNG, WebP, TIFF, ...).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output image file; a folder when several targets are given.")],
-    valence: Annotated[float | None, typer.Option("--valence", "-v", help="Target valence in [-1, 1].")] = None,
-    arousal: Annotated[float | None, typer.Option("--arousal", "-a", help="Target arousal in [-1, 1].")] = None,
-    emotion: Annotated[list[str] | None, typer.Option("--emotion", "-e", help="Preset target, e.g. happy, sad (repeatable).")] = None,
-    target: Annotated[list[str] | None, typer.Option("--target", "-t", help="Target as 'V,A' (repeatable).")] = None,
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Output image file; a folder when several targets are given."),
+    ],
+    valence: Annotated[
+        float | None, typer.Option("--valence", "-v", help="Target valence in [-1, 1].")
+    ] = None,
+    arousal: Annotated[
+        float | None, typer.Option("--arousal", "-a", help="Target arousal in [-1, 1].")
+    ] = None,
+    emotion: Annotated[
+        list[str] | None, typer.Option("--emotion", "-e", help="Preset target, e.g. happy, sad (repeatable).")
+    ] = None,
+    target: Annotated[
+        list[str] | None, typer.Option("--target", "-t", help="Target as 'V,A' (repeatable).")
+    ] = None,
     model: ModelOpt = None,
-    face_index: Annotated[int | None, typer.Option("--face-index", help="Which face when there are several (0 = largest).")] = None,
+    face_index: Annotated[
+        int | None, typer.Option("--face-index", help="Which face when there are several (0 = largest).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
     neutralize: NeutralizeOpt = True,
     sample: SampleOpt = False,
@@ -138,8 +138,15 @@ def synth(
     else:
         if output.exists() and not output.is_dir():
             raise OutputError(output, "several targets need an output folder, but this is a file")
-        ext = input.suffix.lower() if input.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff") else ".png"
-        outs = [check_output_path(output / f"{input.stem}_{name}{ext}", overwrite=overwrite, inputs=[input]) for name, _, _ in goals]
+        ext = (
+            input.suffix.lower()
+            if input.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
+            else ".png"
+        )
+        outs = [
+            check_output_path(output / f"{input.stem}_{name}{ext}", overwrite=overwrite, inputs=[input])
+            for name, _, _ in goals
+        ]
     image, info = load_image(input, return_info=True)
     for c in info.conversions:
         _note(f"note: {input}: {c}")
@@ -150,16 +157,31 @@ def synth(
     n = len(goals)
     targets = np.array([[v, a] for _, v, a in goals], np.float32)
     res = synthesize_batch(
-        np.repeat(image[None], n, 0), np.repeat(lm[None], n, 0), targets, mdl,
-        options=_options(neutralize, sample, strength, exact_classes), key=jax.random.PRNGKey(seed),
+        np.repeat(image[None], n, 0),
+        np.repeat(lm[None], n, 0),
+        targets,
+        mdl,
+        options=_options(neutralize, sample, strength, exact_classes),
+        key=jax.random.PRNGKey(seed),
     )
     imgs = np.asarray(res.images)
-    for (name, v, a), out, im in zip(goals, outs, imgs):
+    for (_, v, a), out, im in zip(goals, outs, imgs, strict=True):
         save_image(out, im)
         typer.echo(f"wrote {out}  (V={v:+.2f}, A={a:+.2f}, fit rms {float(res.fit_rms[0]):.3f})")
 
 
-DEMO_EMOTIONS = ("neutral", "happy", "excited", "surprised", "afraid", "angry", "disgusted", "sad", "bored", "calm")
+DEMO_EMOTIONS = (
+    "neutral",
+    "happy",
+    "excited",
+    "surprised",
+    "afraid",
+    "angry",
+    "disgusted",
+    "sad",
+    "bored",
+    "calm",
+)
 
 
 @app.command()
@@ -188,23 +210,28 @@ def demo(
     mdl = load_model(model)
     targets = np.array([EMOTION_PRESETS[n] for n in names], np.float32)
     typer.echo(f"synthesising {len(names)} targets...")
-    res = synthesize_batch(np.repeat(image[None], len(names), 0), np.repeat(lm[None], len(names), 0), targets, mdl)
+    res = synthesize_batch(
+        np.repeat(image[None], len(names), 0), np.repeat(lm[None], len(names), 0), targets, mdl
+    )
     imgs = np.asarray(res.images)
-    t, l, b, r = face_box(lm, *image.shape[:2])
-    tiles, labels = [image[t:b, l:r]], ["input"]
-    for n, out, im, (v, a) in zip(names, outs, imgs, targets):
+    t, left, b, r = face_box(lm, *image.shape[:2])
+    tiles, labels = [image[t:b, left:r]], ["input"]
+    for n, out, im, (v, a) in zip(names, outs, imgs, targets, strict=True):
         save_image(out, im)
-        tiles.append(im[t:b, l:r])
+        tiles.append(im[t:b, left:r])
         labels.append(f"{n} V={v:+.2f} A={a:+.2f}")
-    save_image(sheet_path, contact_sheet(tiles, labels, columns=4, title="affectsynth demo: skimage.data.astronaut()"))
+    save_image(
+        sheet_path,
+        contact_sheet(tiles, labels, columns=4, title="affectsynth demo: skimage.data.astronaut()"),
+    )
     typer.echo(f"wrote {len(outs)} images and {sheet_path}")
 
 
 def _mount_subapps():
-    try:
-        from .cli_model import evaluate_app, model_app
-    except ImportError:  # pragma: no cover - only while a module is missing in a partial checkout
-        return
+    from .cli_batch import register
+    from .cli_model import evaluate_app, model_app
+
+    register(app)
     app.add_typer(model_app, name="model", help="Build, inspect and import affect models.")
     app.add_typer(evaluate_app, name="evaluate", help="Evaluation protocols (the paper's section 4.1).")
 

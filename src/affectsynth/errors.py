@@ -40,6 +40,6 @@ class ModelFileError(AffectsynthError):
 
 
 class OutputError(AffectsynthError):
-    """The output cannot be written (exists without --overwrite, unwritable folder, would overwrite the input)."""
+    """The output cannot be written (exists without --overwrite, unwritable folder, or it is the input)."""
 
     exit_code = 2

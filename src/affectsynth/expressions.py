@@ -153,6 +153,12 @@ def _midline_half(g: _Geometry, ids) -> np.ndarray:
     return np.where(np.abs(g.x[np.asarray(ids), 0]) < 1e-4, 0.5, 1.0)
 
 
+def _smoothstep(t):
+    """3t^2 - 2t^3 on [0, 1], clamped outside."""
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
 def _profile(n: int) -> np.ndarray:
     """sin(pi t) along a contour of n points, corner to corner (0 at both corners)."""
     return np.sin(np.pi * np.linspace(0.0, 1.0, n))
@@ -305,8 +311,19 @@ def _left_fields(g: _Geometry) -> dict[str, np.ndarray]:
     f["AU10"] = _rbf(g, up_l, v10, 8.0, pins=lower_lip)
 
     # Lip corner AUs (12, 14, 15, 20): the left corner region moves, the far (right) corner is pinned.
-    far = t.mirror[corners]
-    f["AU12"] = _rbf(g, corners, np.tile([5.5, 5.0, -2.5], (len(corners), 1)), 14.0, pins=far)
+    # The lip midline is pinned too: these muscles pull the corners, so the lips curve (a smile turns the
+    # corners up relative to the lips' centre) instead of the whole mouth sliding up or down.
+    lips_all = np.concatenate([upper_lip, lower_lip])
+    midline = lips_all[np.abs(x[lips_all, 0]) < 1e-4]
+    far = np.concatenate([t.mirror[corners], midline])
+    # Below the nose the pull fades towards the midline (a smile curves the lips; it does not lift the
+    # lips' centre as much as the corners); above the nose tip the field is untouched. Smooth in x and y.
+    nose_tip_y = x[4, 1]
+    corner_y = x[corner_out, 1]
+    above = _smoothstep((x[:, 1] - corner_y) / max(nose_tip_y - corner_y, 1e-6))
+    lateral = 0.25 + 0.75 * _smoothstep(np.abs(x[:, 0]) / xc)
+    taper = (above + (1.0 - above) * lateral)[:, None]
+    f["AU12"] = taper * _rbf(g, corners, np.tile([5.0, 6.5, -3.0], (len(corners), 1)), 14.0, pins=far)
     f["AU14"] = _rbf(g, corners, np.tile([-2.0, 0.8, -2.0], (len(corners), 1)), 8.0, pins=far)
     f["AU15"] = _rbf(g, corners, np.tile([1.0, -4.5, -0.5], (len(corners), 1)), 12.0, pins=far)
     f["AU20"] = _rbf(g, corners, np.tile([5.0, -1.0, -1.5], (len(corners), 1)), 12.0, pins=far)
@@ -499,7 +516,7 @@ def expression_basis(
 PROTOTYPES: tuple[tuple[str, float, float, dict[str, float]], ...] = (
     ("content", 0.79, -0.01, {"AU6": 0.35, "AU12": 0.6}),
     ("pleased", 0.77, 0.19, {"AU6": 0.55, "AU12": 0.8, "AU25": 0.2}),
-    ("happy", 0.81, 0.51, {"AU6": 0.8, "AU12": 1.0, "AU25": 0.6, "AU26": 0.15}),
+    ("happy", 0.81, 0.51, {"AU6": 0.8, "AU12": 1.0, "AU25": 0.4, "AU26": 0.1}),
     (
         "excited",
         0.62,
@@ -616,27 +633,6 @@ def limit_closure(intensities: np.ndarray, closure: np.ndarray, ceiling: float =
 
 # --------------------------------------------------------------------------------------------------------
 # Generated gallery
-
-
-def _gallery_frame_type():
-    try:
-        from .gallery import GalleryFrame
-
-        return GalleryFrame
-    except ImportError:  # pragma: no cover - the teammate's module not there yet
-        return _GalleryFrame
-
-
-@dataclasses.dataclass(frozen=True)
-class _GalleryFrame:
-    subject: str
-    sequence: str
-    frame: int
-    vertices: np.ndarray
-    valence: float
-    arousal: float
-    is_neutral: bool
-    source: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -766,7 +762,7 @@ def generate_gallery(
         is_neutral, source), deterministic for a given seed.
     """
     fields = action_unit_fields() if fields is None else fields
-    frame_type = _gallery_frame_type()
+    from .gallery import GalleryFrame as frame_type
     pose_rng = np.random.default_rng([seed, 1])
     plan = _gallery_plan(
         num_subjects=num_subjects,
@@ -837,6 +833,10 @@ def _package_version() -> str:
         return "0"
 
 
+DEFAULT_MODEL_REVISION = 6
+"""Bumped whenever the default model's build changes in a way the other key parts do not capture."""
+
+
 def default_model_key(config: GalleryConfig = DEFAULT_GALLERY) -> str:
     """Hash of the generator parameters, the AU prototypes, the template and the package version."""
     h = hashlib.sha256()
@@ -844,6 +844,7 @@ def default_model_key(config: GalleryConfig = DEFAULT_GALLERY) -> str:
     h.update(json.dumps([(n, v, a, sorted(p.items())) for n, v, a, p in PROTOTYPES]).encode())
     h.update(np.ascontiguousarray(topo.face_topology().template).tobytes())
     h.update(_package_version().encode())
+    h.update(f"revision {DEFAULT_MODEL_REVISION}".encode())
     return h.hexdigest()[:16]
 
 
@@ -852,14 +853,17 @@ def default_model_path(config: GalleryConfig = DEFAULT_GALLERY) -> Path:
 
 
 def _build_model(frames, fields):
-    """Gallery frames -> AffectModel through the teammates' builder (same path as a real corpus)."""
+    """Gallery frames -> AffectModel through ``build_affect_model`` (same path as a real corpus)."""
     from .model import build_affect_model
     from .morphable import morphable_model
 
     basis = np.stack([np.asarray(fields[n], np.float32) for n in AU_NAMES if n in fields])
     names = tuple(n for n in AU_NAMES if n in fields)
     morph = morphable_model(basis, np.full(len(names), 0.5, np.float32), names)
-    return build_affect_model(frames, morph)
+    model, _ = build_affect_model(
+        frames, morph, name="default-facs", source="affectsynth generated FACS gallery"
+    )
+    return model
 
 
 def build_default_model(*, cache: bool = True, force: bool = False, config: GalleryConfig = DEFAULT_GALLERY):

@@ -1,5 +1,6 @@
 """Images on disk: robust loading (any common format, EXIF orientation, odd modes) and atomic saving."""
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -13,7 +14,15 @@ from .errors import InputImageError, OutputError
 DEFAULT_MAX_PIXELS = 40_000_000
 """Images above this many pixels are refused (a 10,000 x 10,000 photo, image bombs); override per call."""
 
-_WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+_WRITE_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,14 +61,19 @@ def load_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS, return_info: bool 
             with Image.open(p) as im:
                 w, h = im.size
                 if w * h > max_pixels:
-                    raise InputImageError(p, f"image too large: {w}x{h} = {w * h / 1e6:.0f} Mpx (limit {max_pixels / 1e6:.0f} Mpx)")
+                    raise InputImageError(
+                        p,
+                        f"image too large: {w}x{h} = {w * h / 1e6:.0f} Mpx "
+                        f"(limit {max_pixels / 1e6:.0f} Mpx)",
+                    )
                 if w < 8 or h < 8:
                     raise InputImageError(p, f"image too small: {w}x{h}")
                 fmt = im.format or "unknown"
                 mode = im.mode
                 im.load()
+                orientation = im.getexif().get(0x0112, 1)  # EXIF Orientation tag; 1 = upright
                 oriented = ImageOps.exif_transpose(im)
-                if oriented is not im:
+                if orientation not in (0, 1):
                     conversions.append("EXIF orientation applied")
                 arr = _to_rgb_float(oriented, conversions)
     except InputImageError:
@@ -119,7 +133,9 @@ def check_output_path(path, *, overwrite: bool = False, inputs=()) -> Path:
     """Validate an output file path before any work is done: known extension, not an input, not existing."""
     p = Path(path)
     if p.suffix.lower() not in _WRITE_FORMATS:
-        raise OutputError(p, f"unsupported output format {p.suffix!r}; use one of {', '.join(sorted(_WRITE_FORMATS))}")
+        raise OutputError(
+            p, f"unsupported output format {p.suffix!r}; use one of {', '.join(sorted(_WRITE_FORMATS))}"
+        )
     for i in inputs:
         if Path(i).exists() and p.exists() and os.path.samefile(p, i):
             raise OutputError(p, "output would overwrite the input file")
@@ -145,35 +161,33 @@ def save_image(path, image, *, quality: int = 95) -> Path:
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         arr = (np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    kw = {"quality": quality} if fmt in ("JPEG", "WEBP") else {"compress_level": 1} if fmt == "PNG" else {}
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    except OSError as e:
-        raise OutputError(p, f"cannot write here ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            kw = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+        with atomic_open(p, "wb") as f:
             Image.fromarray(arr).save(f, format=fmt, **kw)
-        os.replace(tmp, p)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise OutputError(p, f"write failed ({e.strerror or e})") from None
-        raise
+    except OSError as e:
+        raise OutputError(p, f"write failed ({e.strerror or e})") from None
     return p
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write bytes atomically (temp file + rename)."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode: str = "wb", **kwargs):
+    """Open a temp file beside ``path`` for writing; on success it is renamed onto ``path`` (atomic on one
+    file system), on any error it is removed, so ``path`` is never half-written. Folders are created and
+    the file gets the usual permissions (0666 minus the umask; ``mkstemp`` alone would give 0600)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, p)
     except BaseException:
         try:
@@ -181,4 +195,10 @@ def atomic_write_bytes(path, data: bytes) -> Path:
         except OSError:
             pass
         raise
-    return p
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write bytes atomically (temp file + rename)."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+    return Path(path)

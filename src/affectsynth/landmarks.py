@@ -63,7 +63,10 @@ def _face_mesh(max_faces: int):
         import mediapipe as mp
 
         return mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, refine_landmarks=True, max_num_faces=max_faces, min_detection_confidence=0.5
+            static_image_mode=True,
+            refine_landmarks=True,
+            max_num_faces=max_faces,
+            min_detection_confidence=0.5,
         )
 
 
@@ -116,8 +119,12 @@ def _detector_boxes(img: np.ndarray) -> list:
         warnings.simplefilter("ignore")
         res = _face_detector().process(img)
     return [
-        (d.location_data.relative_bounding_box.xmin * w, d.location_data.relative_bounding_box.ymin * h,
-         d.location_data.relative_bounding_box.width * w, d.location_data.relative_bounding_box.height * h)
+        (
+            d.location_data.relative_bounding_box.xmin * w,
+            d.location_data.relative_bounding_box.ymin * h,
+            d.location_data.relative_bounding_box.width * w,
+            d.location_data.relative_bounding_box.height * h,
+        )
         for d in res.detections or ()
     ]
 
@@ -166,7 +173,10 @@ def _crop_mesh(img: np.ndarray, centre, side: float) -> list:
     factor = max(1.0, 384.0 / max(crop.shape[:2]))
     big = _resize(crop, factor) if factor > 1.0 else crop
     sx, sy = crop.shape[1] / big.shape[1], crop.shape[0] / big.shape[0]
-    return [lm * np.array([sx, sy, sx], np.float32) + np.array([left, top, 0.0], np.float32) for lm in _mesh_faces(big, 1)]
+    return [
+        lm * np.array([sx, sy, sx], np.float32) + np.array([left, top, 0.0], np.float32)
+        for lm in _mesh_faces(big, 1)
+    ]
 
 
 def _covered(centre, faces) -> bool:
@@ -199,7 +209,9 @@ def detect_faces(image, *, max_faces: int = 8) -> tuple[list, bool]:
     return faces, upscaled
 
 
-def detect_landmarks(image, *, face_index: int | None = None, source: str = "image", return_detection: bool = False):
+def detect_landmarks(
+    image, *, face_index: int | None = None, source: str = "image", return_detection: bool = False
+):
     """Detect one face and return its 478 landmarks in pixels, f32[478, 3].
 
     Args:
@@ -220,6 +232,8 @@ def detect_landmarks(image, *, face_index: int | None = None, source: str = "ima
     det = Detection(landmarks=faces[idx], all_landmarks=tuple(faces), index=idx, upscaled=upscaled)
     if det.interocular < MIN_INTEROCULAR_PX:
         raise FaceDetectionError(
-            source, f"face too small: inter-pupil distance {det.interocular:.1f} px (need >= {MIN_INTEROCULAR_PX:.0f})"
+            source,
+            f"face too small: inter-pupil distance {det.interocular:.1f} px "
+            f"(need >= {MIN_INTEROCULAR_PX:.0f})",
         )
     return (det.landmarks, det) if return_detection else det.landmarks

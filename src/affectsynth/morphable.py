@@ -43,6 +43,9 @@ class MorphableModel(eqx.Module):
         expression_basis: f32[K_exp, V, 3] expression modes (e.g. Action Unit fields at intensity 1).
         expression_std: f32[K_exp] prior standard deviation of each expression coefficient.
         expression_names: names of the expression modes (static).
+        expression_nonnegative: the expression modes are activations that cannot go negative (Action Units,
+            blendshape rigs); the fit then projects their coefficients onto >= 0 (static). False for signed
+            bases such as PCA modes.
     """
 
     mean: Float[Array, "V 3"]
@@ -51,6 +54,7 @@ class MorphableModel(eqx.Module):
     expression_basis: Float[Array, "Ke V 3"]
     expression_std: Float[Array, " Ke"]
     expression_names: tuple[str, ...] = eqx.field(static=True, default=())
+    expression_nonnegative: bool = eqx.field(static=True, default=False)
 
     @property
     def num_identity(self) -> int:
@@ -393,6 +397,7 @@ def morphable_model(
     identity="gp",
     *,
     identity_modes: int = 60,
+    expression_nonnegative: bool = True,
 ) -> MorphableModel:
     """Assemble a ``MorphableModel`` with the topology's template as mean.
 
@@ -403,6 +408,8 @@ def morphable_model(
         identity: "gp" (``default_identity_basis(identity_modes)``), "none", or a (basis, std) pair such as
             ``load_ict_identity_basis(folder)``.
         identity_modes: modes of the default GP basis.
+        expression_nonnegative: expression coefficients are non-negative activations (AUs, blendshapes);
+            pass False for a signed (PCA) expression basis.
     """
     mean = topo.face_topology().template
     v = mean.shape[0]
@@ -435,6 +442,7 @@ def morphable_model(
         expression_basis=jnp.asarray(expression_basis),
         expression_std=jnp.asarray(expression_std),
         expression_names=expression_names,
+        expression_nonnegative=bool(expression_nonnegative),
     )
 
 
@@ -655,6 +663,8 @@ def _initialise(model: MorphableModel, landmarks, weights, config: FitConfig):
     for _ in range(config.init_iterations):
         iod = jnp.maximum(scale * topo.IPD_MM, 1e-3)
         zi, ze = _ridge_coefficients(model, rotation, scale, translation, iod, landmarks, weights, config)
+        if model.expression_nonnegative:
+            ze = jnp.maximum(ze, 0.0)
         x = model.shape(model.identity_std * zi, model.expression_std * ze)
         rotation, scale, translation = similarity_procrustes(x, landmarks, weights)
     iod = jnp.maximum(scale * topo.IPD_MM, 1e-3)
@@ -706,7 +716,10 @@ def fit_morphable_model(
         p, state = carry
         _, g = value_and_grad(p, frame, model, landmarks, weights, config)
         updates, state = optimiser.update(g, state, p)
-        return (optax.apply_updates(p, updates), state), None
+        p = optax.apply_updates(p, updates)
+        if model.expression_nonnegative:  # projected gradient: activations stay >= 0
+            p = eqx.tree_at(lambda q: q.expression, p, jnp.maximum(p.expression, 0.0))
+        return (p, state), None
 
     init = (params, optimiser.init(params))
     (params, _), _ = jax.lax.scan(step, init, None, length=steps, unroll=config.unroll)

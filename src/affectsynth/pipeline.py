@@ -17,6 +17,14 @@ from jaxtyping import Array, Float
 
 from . import topology as topo
 from .affect import class_index
+from .appearance import (
+    AppearanceContext,
+    AppearanceOptions,
+    action_unit_basis,
+    apply_appearance,
+    dense_template,
+    project_action_units,
+)
 from .errors import TargetError
 from .model import AffectModel, class_deformation, class_label, sample_deformation
 from .morphable import expression_offsets, fit_morphable_model, to_image_offsets
@@ -36,6 +44,9 @@ class SynthesisOptions:
     Attributes:
         neutralize: remove the expression fitted on the input before adding the target's, so a smiling input
             does not end up smiling twice.
+        neutral_tolerance: fitted expression activations up to this value are treated as the person's
+            resting face and kept (landmark fits of neutral photos show activations of 0.1-0.7 for some
+            modes: identity the face model cannot express otherwise); only the excess is removed.
         interpolate: blend neighbouring V-A class means bilinearly (smooth in V-A; needed for animations).
             False applies the target class's mean exactly as the paper does.
         sample: draw a varied expression of the target's class instead of its mean (needs ``key``).
@@ -44,18 +55,23 @@ class SynthesisOptions:
         fit_steps: optimiser steps of the morphable-model fit.
         skirt: width of the ring beyond the face contour over which the deformation fades to zero, as a
             fraction of the face's radius; the photo outside the ring is untouched.
-        mouth_interior: paint a cavity (and a hint of teeth) where the lips part wider than in the photo.
+        mouth_interior: paint a cavity (and a hint of teeth) where the lips part wider than in the photo
+            (shorthand for ``appearance.mouth_interior`` when ``appearance`` is None).
+        appearance: which expression-appearance cues to draw (shading, wrinkles, mouth interior, eyes);
+            None: all on, with ``mouth_interior`` as given.
         blend: "poisson" (gradient-domain blend into the photo) or "alpha" (feathered paste).
     """
 
     neutralize: bool = True
+    neutral_tolerance: float = 0.25
     interpolate: bool = True
     sample: bool = False
     strength: float = 1.0
     subdivision: int = 1
-    fit_steps: int = 150
+    fit_steps: int = 60
     skirt: float = 0.35
     mouth_interior: bool = True
+    appearance: AppearanceOptions | None = None
     blend: str = "poisson"
 
 
@@ -100,47 +116,13 @@ def _render_mesh(subdivision: int):
     ).astype(np.int32)
     sub = topo.subdivide(tris, n + len(ring), subdivision)
     dense_groups = groups[np.arange(len(sub.triangles)) % len(tris)]
-    # per-vertex "mouth coordinate": 0 on the upper inner lip, 1 on the lower, 0.5 elsewhere
-    mouth_v = np.full(n + len(ring), 0.5, np.float32)
-    mouth_v[t.region("lips_inner_lower")] = 1.0
-    mouth_v[t.region("lips_inner_upper")] = 0.0
+    # NumPy, not jnp: this is cached across traces, and a jnp array created inside one trace would leak
     return {
-        "ring": jnp.asarray(ring),
-        "weights": jnp.asarray(sub.weights),
-        "triangles": jnp.asarray(sub.triangles),
-        "groups": jnp.asarray(dense_groups),
-        "mouth_v": jnp.asarray(sub.weights @ mouth_v)[:, None],
-        "lips": jnp.asarray(t.region("lips")),
-        "mouth_corners": jnp.asarray(t.region("lips_inner_upper")[[0, -1]]),
+        "ring": np.asarray(ring),
+        "weights": np.asarray(sub.weights, np.float32),
+        "triangles": np.asarray(sub.triangles, np.int32),
+        "groups": np.asarray(dense_groups, np.int32),
     }
-
-
-def _triangle_areas(v2: Float[Array, "V 2"], tris) -> Float[Array, " F"]:
-    p = v2[tris]
-    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
-    return 0.5 * jnp.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
-
-
-def _mouth_interior(render, frags, mesh, source2d, target2d, image, landmarks):
-    """Dark cavity (and a hint of upper teeth) where the target opens the lips wider than the photo."""
-    tri = jnp.maximum(frags.triangle_id, 0)
-    in_mouth = (frags.triangle_id >= 0) & (mesh["groups"][tri] == MOUTH)
-    a_src = _triangle_areas(source2d, mesh["triangles"])
-    a_tgt = _triangle_areas(target2d, mesh["triangles"])
-    newness = jnp.clip((a_tgt - a_src) / jnp.maximum(a_tgt, 1e-6), 0.0, 1.0)[tri]
-    alpha = jnp.where(in_mouth, newness, 0.0)
-    v = interpolate(frags, mesh["mouth_v"])[..., 0]  # 0 at upper lip -> 1 at lower lip
-    lip_rgb = jnp.mean(sample_bilinear(image, landmarks[mesh["lips"], :2]), axis=0)
-    depth = jnp.sin(jnp.pi * jnp.clip(v, 0.0, 1.0))  # darkest mid-opening
-    cavity = lip_rgb * (0.35 - 0.25 * depth)[..., None]
-    opening = jnp.sum(jnp.where(in_mouth, newness, 0.0))
-    corners = landmarks[mesh["mouth_corners"], :2]
-    mouth_width = jnp.linalg.norm(corners[0] - corners[1]) + 1e-3
-    teeth_rgb = jnp.clip(0.55 + 0.35 * jnp.mean(lip_rgb) * jnp.ones(3), 0.0, 0.92) * jnp.array([1.0, 0.97, 0.9])
-    wide = jnp.clip((opening / mouth_width**2 - 0.04) / 0.12, 0.0, 1.0)
-    teeth = wide * jnp.clip(1.0 - v / 0.28, 0.0, 1.0)
-    colour = cavity * (1 - teeth[..., None]) + teeth_rgb * teeth[..., None]
-    return render * (1 - alpha[..., None]) + colour * alpha[..., None], opening
 
 
 def _synthesize_one(image, landmarks, target, key, model: AffectModel, options: SynthesisOptions, crop):
@@ -150,7 +132,7 @@ def _synthesize_one(image, landmarks, target, key, model: AffectModel, options: 
     top = jnp.clip(jnp.round(centre[1] - ch / 2), 0, h - ch).astype(jnp.int32)
     left = jnp.clip(jnp.round(centre[0] - cw / 2), 0, w - cw).astype(jnp.int32)
     patch = jax.lax.dynamic_slice(image, (top, left, 0), (ch, cw, 3))
-    lm = landmarks - jnp.stack([left, top, 0]).astype(landmarks.dtype)
+    lm = landmarks - jnp.stack([left, top, 0]).astype(landmarks.dtype)[None, :]
 
     fit = fit_morphable_model(lm, model.morphable, steps=options.fit_steps)
     if options.sample:
@@ -159,13 +141,18 @@ def _synthesize_one(image, landmarks, target, key, model: AffectModel, options: 
         deform = class_deformation(model, target, interpolate=options.interpolate)
     deform = deform * options.strength
     if options.neutralize:
-        deform = deform - expression_offsets(model.morphable, fit.expression)
+        excess = jnp.maximum(fit.expression - options.neutral_tolerance, 0.0)
+        if not model.morphable.expression_nonnegative:  # signed modes: shrink towards 0 from both sides
+            excess = jnp.sign(fit.expression) * jnp.maximum(
+                jnp.abs(fit.expression) - options.neutral_tolerance, 0
+            )
+        deform = deform - expression_offsets(model.morphable, excess)
     offsets = to_image_offsets(fit, deform)  # pixels, landmark frame
 
-    mesh = _render_mesh(options.subdivision)
+    mesh = {k: jnp.asarray(v) for k, v in _render_mesh(options.subdivision).items()}
     ring = lm[mesh["ring"]]
     c2 = jnp.mean(ring[:, :2], axis=0)
-    skirt_xy = ring[:, :2] + (ring[:, :2] - c2) * options.skirt
+    skirt_xy = ring[:, :2] + (ring[:, :2] - c2[None, :]) * options.skirt
     face_depth = jnp.max(lm[:, 2]) - jnp.min(lm[:, 2])
     skirt = jnp.concatenate([skirt_xy, ring[:, 2:] + face_depth], axis=1)
     src = jnp.concatenate([lm, skirt], axis=0)
@@ -176,9 +163,21 @@ def _synthesize_one(image, landmarks, target, key, model: AffectModel, options: 
     frags = rasterize(dst_d, mesh["triangles"], ch, cw)
     src_xy = interpolate(frags, src_d[:, :2])
     render = sample_bilinear(patch, src_xy)
-    opening = jnp.zeros(())
-    if options.mouth_interior:
-        render, opening = _mouth_interior(render, frags, mesh, src_d[:, :2], dst_d[:, :2], patch, lm)
+    # expression appearance (appearance.py): shading, wrinkles, mouth interior, eyes
+    look = options.appearance or AppearanceOptions(mouth_interior=options.mouth_interior)
+    ctx = AppearanceContext(
+        src_vertices=src_d,
+        dst_vertices=dst_d,
+        triangles=mesh["triangles"],
+        groups=mesh["groups"],
+        surface=dense_template(mesh["weights"], mesh["ring"], options.skirt),
+        landmarks=lm,
+        target_landmarks=lm + offsets,
+        au=project_action_units(deform, jnp.asarray(action_unit_basis())),
+        interocular=fit.interocular,
+    )
+    render, look_diag = apply_appearance(render, patch, frags, ctx, look)
+    opening = look_diag["mouth_opening"]
     covered = (frags.triangle_id >= 0).astype(patch.dtype)
     render = jnp.where(covered[..., None] > 0, render, patch)
     if options.blend == "poisson":
@@ -207,7 +206,7 @@ def _synthesize_batch_jit(images, landmarks, targets, keys, model, options, crop
 
 
 def crop_size(landmarks, height: int, width: int, *, skirt: float = 0.35, bucket: int = CROP_BUCKET):
-    """Static crop (h, w) covering every face of a batch with its skirt and margin, bucketed to ``bucket`` px."""
+    """Static crop (h, w) covering every face of a batch with skirt and margin, bucketed to ``bucket`` px."""
     lm = np.asarray(landmarks, np.float64).reshape(-1, topo.NUM_LANDMARKS, 3)
     span = (lm[:, :, :2].max(1) - lm[:, :, :2].min(1)).max(0)  # (w, h)
     need = span * (1.0 + skirt) * 1.35 + 16
@@ -224,6 +223,7 @@ def synthesize_batch(
     *,
     options: SynthesisOptions = SynthesisOptions(),
     key: Array | None = None,
+    keys: Array | None = None,
     crop: tuple[int, int] | None = None,
 ) -> SynthesisResult:
     """Give each face of a batch its target (valence, arousal).
@@ -238,7 +238,9 @@ def synthesize_batch(
             the edge: inside the jitted function a NaN target cannot raise).
         model: an ``AffectModel`` (``load_model()`` gives the default).
         options: static settings (see ``SynthesisOptions``).
-        key: PRNG key, used when ``options.sample`` is True.
+        key: PRNG key, used when ``options.sample`` is True (split into one key per item).
+        keys: one PRNG key per item instead (u32[B, 2]), e.g. derived from each item's identity so that a
+            resumed job draws the same samples.
         crop: static processing window (h, w). Default: computed from the landmarks on the host; when the
             landmarks are traced (called inside your own jit) the whole image is processed.
     """
@@ -251,12 +253,16 @@ def synthesize_batch(
             crop = crop_size(np.asarray(landmarks), h, w, skirt=options.skirt)
         except jax.errors.TracerArrayConversionError:
             crop = (h, w)
-    keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, b)
-    return _synthesize_batch_jit(images, landmarks, targets, keys, model, options, tuple(int(c) for c in crop))
+    if keys is None:
+        keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, b)
+    keys = jnp.asarray(keys)
+    return _synthesize_batch_jit(
+        images, landmarks, targets, keys, model, options, tuple(int(c) for c in crop)
+    )
 
 
 def load_model(path=None) -> AffectModel:
-    """The affect model at ``path``, or the default one (built from our own code at first use, then cached)."""
+    """The affect model at ``path``, or the default one (built by our own code at first use, then cached)."""
     if path is None:
         from .expressions import default_model
 
@@ -305,5 +311,7 @@ def synthesize(
     if landmarks is None:
         landmarks = detect_landmarks(img, face_index=face_index)
     model = load_model() if model is None else model
-    res = synthesize_batch(img[None], np.asarray(landmarks)[None], target[None], model, options=options, key=key)
+    res = synthesize_batch(
+        img[None], np.asarray(landmarks)[None], target[None], model, options=options, key=key
+    )
     return np.asarray(res.images[0])

@@ -4,7 +4,7 @@ import numpy as np
 
 
 def face_box(landmarks, height: int, width: int, *, margin: float = 0.35) -> tuple[int, int, int, int]:
-    """Square (top, left, bottom, right) around a face's landmarks, enlarged by ``margin``, inside the image."""
+    """Square (top, left, bottom, right) around a face's landmarks, enlarged by ``margin``, in the image."""
     lm = np.asarray(landmarks)
     lo, hi = lm[:, :2].min(0), lm[:, :2].max(0)
     c = 0.5 * (lo + hi)
@@ -23,7 +23,9 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(u8).resize((size, size), Image.Resampling.LANCZOS))
 
 
-def contact_sheet(tiles, labels=None, *, columns: int | None = None, tile: int = 256, title: str | None = None) -> np.ndarray:
+def contact_sheet(
+    tiles, labels=None, *, columns: int | None = None, tile: int = 256, title: str | None = None
+) -> np.ndarray:
     """Arrange images (each H x W x 3, float [0, 1] or uint8) in a grid with a caption under each.
 
     Returns uint8 (H, W, 3).

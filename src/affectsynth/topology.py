@@ -105,7 +105,12 @@ def subdivide(triangles: np.ndarray, num_vertices: int, levels: int = 1) -> Subd
         a, b, c = tris.T
         ab, bc, ca = inv.T
         tris = np.concatenate(
-            [np.stack([a, ab, ca], 1), np.stack([ab, b, bc], 1), np.stack([ca, bc, c], 1), np.stack([ab, bc, ca], 1)]
+            [
+                np.stack([a, ab, ca], 1),
+                np.stack([ab, b, bc], 1),
+                np.stack([ca, bc, c], 1),
+                np.stack([ab, bc, ca], 1),
+            ]
         )
     return Subdivision(weights=weights.astype(np.float32), triangles=tris.astype(np.int32))
 
@@ -127,5 +132,8 @@ def graph_distances(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     e = edges_of(np.asarray(triangles))
     w = np.linalg.norm(vertices[e[:, 0]] - vertices[e[:, 1]], axis=1)
     n = vertices.shape[0]
-    g = coo_matrix((np.concatenate([w, w]), (np.concatenate([e[:, 0], e[:, 1]]), np.concatenate([e[:, 1], e[:, 0]]))), shape=(n, n))
+    g = coo_matrix(
+        (np.concatenate([w, w]), (np.concatenate([e[:, 0], e[:, 1]]), np.concatenate([e[:, 1], e[:, 0]]))),
+        shape=(n, n),
+    )
     return shortest_path(g.tocsr(), directed=False)

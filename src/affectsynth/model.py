@@ -1,0 +1,673 @@
+"""The per-class affect model: class-mean deformations, SPLOCS components and weight statistics.
+
+``build_affect_model`` streams a gallery (``GalleryFrame`` objects) once:
+
+1. per sequence, the neutral frame (it must come before the sequence's other frames; ``read_gallery``
+   guarantees this whatever the CSV order) fixes the similarity :math:`(s, R)` that maps it onto
+   ``morphable.mean`` (Umeyama on all points);
+2. every frame is rigidly aligned to its neutral by robust (iteratively reweighted) Procrustes, so a mouth
+   opening does not tilt the head; deformation :math:`d = \\mathrm{aligned} - \\mathrm{neutral}`, brought into
+   the canonical frame as :math:`s\\, d R^T`;
+3. the frame's (V, A) picks its class (``affect.class_index``); per class an exact running mean and count
+   are accumulated, with a bounded reservoir sample of deformations (``max_frames_per_class``) for SPLOCS.
+   Meshes are never all held: memory is O(classes x reservoir + sequences x V); labels (2 floats per frame)
+   are kept for the exact class-median label.
+
+Then SPLOCS is learnt for all populated classes at once (``splocs.learn_splocs_batch``: one compiled,
+vmapped call per chunk of classes padded to the reservoir size). Empty classes are filled by the rule of
+``affect.nearest_populated`` (the nearest populated class by V-A centre distance): mean, components and
+weights are copied from it, ``class_source`` says from where, ``class_count`` stays 0 and the label is
+the class centre.
+"""
+
+import dataclasses
+import io
+import json
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from . import topology as topo
+from .affect import AffectGrid, class_centres_np, class_index, class_index_np, nearest_populated
+from .errors import ModelFileError
+from .io import atomic_write_bytes
+from .morphable import MorphableModel
+from .splocs import geodesic_distances, learn_splocs_batch
+
+FORMAT_NAME = "affectsynth-affect-model"
+FORMAT_VERSION = 1
+
+
+class AffectModel(eqx.Module):
+    """Per-V-A-class expression model on the FaceMesh topology (canonical frame, mm).
+
+    Attributes:
+        morphable: the face model used for fitting photos (stored, not used here).
+        grid: the V-A class grid (static).
+        class_mean: f32[C, V, 3] mean deformation of each class (empty classes: their source's).
+        class_count: i32[C] frames seen per class (0 for empty classes).
+        class_source: i32[C] class whose data fills each class (itself when populated).
+        class_label: f32[C, 2] median (V, A) of the class's frames (class centre when empty).
+        components: f32[C, K, V, 3] the class's SPLOCS components (mm).
+        weight_mean / weight_std: f32[C, K] mean and std of the components' weights over the class sample.
+        metadata: JSON text (static): name, source, build information.
+    """
+
+    morphable: MorphableModel
+    class_mean: Float[Array, "C V 3"]
+    class_count: Int[Array, " C"]
+    class_source: Int[Array, " C"]
+    class_label: Float[Array, "C 2"]
+    components: Float[Array, "C K V 3"]
+    weight_mean: Float[Array, "C K"]
+    weight_std: Float[Array, "C K"]
+    grid: AffectGrid = eqx.field(static=True, default=AffectGrid())
+    metadata: str = eqx.field(static=True, default="{}")
+
+    @property
+    def num_classes(self) -> int:
+        return self.class_mean.shape[0]
+
+    @property
+    def num_components(self) -> int:
+        return self.components.shape[1]
+
+    @property
+    def class_counts(self):
+        """Alias of ``class_count``."""
+        return self.class_count
+
+    @property
+    def info(self) -> dict:
+        """``metadata`` parsed from JSON."""
+        try:
+            return json.loads(self.metadata)
+        except ValueError:
+            return {"metadata": self.metadata}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Pure JAX queries
+
+
+def class_deformation(
+    model: AffectModel, target: Float[Array, "2"], *, interpolate: bool = False
+) -> Float[Array, "V 3"]:
+    """Deformation (canonical frame, mm) for a (V, A) target.
+
+    ``interpolate=False``: the mean of the target's class (the paper). ``interpolate=True``: bilinear
+    blend of the four class means around the target, each mean placed at its class centre (continuous in
+    V-A, for animation without jumps); beyond the outermost centres the border means are used.
+    """
+    grid = model.grid
+    target = jnp.asarray(target, jnp.float32)
+    if not interpolate:
+        return model.class_mean[class_index(grid, target)]
+    t = jnp.where(jnp.isnan(target), 0.0, target)
+    wv, wa = grid.cell_size
+
+    def axis(x, w, n):
+        u = jnp.clip((x - grid.low) / w - 0.5, 0.0, n - 1.0)
+        i0 = jnp.clip(jnp.floor(u), 0, max(n - 2, 0)).astype(jnp.int32)
+        return i0, jnp.minimum(i0 + 1, n - 1), u - i0
+
+    iv0, iv1, fv = axis(t[0], wv, grid.n_valence)
+    ia0, ia1, fa = axis(t[1], wa, grid.n_arousal)
+    nv = grid.n_valence
+    m = model.class_mean
+    return (
+        (1 - fv) * (1 - fa) * m[ia0 * nv + iv0]
+        + fv * (1 - fa) * m[ia0 * nv + iv1]
+        + (1 - fv) * fa * m[ia1 * nv + iv0]
+        + fv * fa * m[ia1 * nv + iv1]
+    )
+
+
+def sample_deformation(
+    model: AffectModel, target: Float[Array, "2"], key: PRNGKeyArray, *, temperature: float = 1.0
+) -> Float[Array, "V 3"]:
+    """A varied deformation of the target's class: :math:`\\bar d + \\sum_k (w_k - \\bar w_k) C_k` with
+    :math:`w_k \\sim \\mathcal N(\\bar w_k, (\\tau \\sigma_k)^2)`, so its expectation is the class mean."""
+    c = class_index(model.grid, target)
+    eps = jax.random.normal(key, model.weight_std.shape[1:], model.weight_std.dtype)
+    dw = temperature * model.weight_std[c] * eps
+    return model.class_mean[c] + jnp.tensordot(dw, model.components[c], axes=1)
+
+
+def class_label(model: AffectModel, target: Float[Array, "2"]) -> Float[Array, "2"]:
+    """The label synthetic images of this target carry: the median (V, A) of its class (the paper, 4.4)."""
+    return model.class_label[class_index(model.grid, target)]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Building
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildReport:
+    """What ``build_affect_model`` did (host-side bookkeeping for the CLI and logs)."""
+
+    frames_read: int
+    frames_used: int
+    sequences: int
+    skipped: tuple[str, ...]
+    num_skipped: int
+    class_count: tuple[int, ...]
+    empty_classes: tuple[int, ...]
+    filled_from: dict
+    seconds_streaming: float
+    seconds_splocs: float
+    splocs_seconds_per_class: float
+
+    def summary(self) -> str:
+        populated = sum(1 for c in self.class_count if c > 0)
+        return (
+            f"{self.frames_used} of {self.frames_read} frames used ({self.num_skipped} skipped) from "
+            f"{self.sequences} sequences; {populated}/{len(self.class_count)} classes populated, "
+            f"{len(self.empty_classes)} filled from the nearest populated class; streaming "
+            f"{self.seconds_streaming:.1f} s, SPLOCS {self.seconds_splocs:.1f} s "
+            f"({1000 * self.splocs_seconds_per_class:.0f} ms per class)"
+        )
+
+
+def _umeyama(src: np.ndarray, dst: np.ndarray, w: np.ndarray | None = None, scale: bool = True):
+    """(s, R, t) minimising sum_i w_i ||s R src_i + t - dst_i||^2 (float64, proper rotation)."""
+    w = np.ones(len(src)) if w is None else w
+    w = w / max(w.sum(), 1e-300)
+    ms, md = w @ src, w @ dst
+    xs, xd = src - ms, dst - md
+    cov = (xd * w[:, None]).T @ xs
+    u, sv, vt = np.linalg.svd(cov)
+    d = np.array([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    r = (u * d) @ vt
+    s = float((sv * d).sum() / max(w @ (xs * xs).sum(1), 1e-300)) if scale else 1.0
+    return s, r, md - s * r @ ms
+
+
+def _rigid_batch(src: np.ndarray, dst: np.ndarray, w: np.ndarray):
+    """Batched weighted Kabsch: (R [B,3,3], t [B,3]) minimising sum_i w_bi ||R src_bi + t - dst_bi||^2."""
+    w = w / np.maximum(w.sum(1, keepdims=True), 1e-300)
+    ms = (w[:, None, :] @ src)[:, 0]
+    md = (w[:, None, :] @ dst)[:, 0]
+    cov = np.swapaxes(dst - md[:, None], 1, 2) @ ((src - ms[:, None]) * w[:, :, None])
+    u, _, vt = np.linalg.svd(cov)
+    d = np.sign(np.linalg.det(u @ vt))
+    d = np.where(d == 0, 1.0, d)
+    u = u * np.stack([np.ones_like(d), np.ones_like(d), d], axis=1)[:, None, :]
+    r = u @ vt
+    return r, md - (r @ ms[:, :, None])[:, :, 0]
+
+
+def robust_rigid_align(
+    frames: np.ndarray, references: np.ndarray, iterations: int = 6, prior: np.ndarray | None = None
+) -> np.ndarray:
+    """Frames f[B, V, 3] (or one [V, 3]) rigidly moved onto their references by iteratively reweighted
+    Procrustes (vectorised over the batch).
+
+    Weights :math:`p_i / (1 + (r_i / 2\\tilde r)^2)` with :math:`\\tilde r` the median residual, so the
+    vertices an expression moves (lips, jaw, brows) barely pull the head pose; ``prior`` f[V] (``p_i``,
+    default 1) favours points that expressions do not move (``rigid_prior``). Without it a broad expression
+    (a smile lifts the whole lower face) drags the pose and part of the expression is lost.
+    """
+    single = np.ndim(frames) == 2
+    f = np.asarray(frames, np.float64).reshape((-1,) + np.shape(frames)[-2:])
+    ref = np.asarray(references, np.float64).reshape(f.shape)
+    p = np.ones(f.shape[1]) if prior is None else np.asarray(prior, np.float64)
+    w = np.broadcast_to(p, f.shape[:2])
+    for it in range(iterations + 1):
+        r, t = _rigid_batch(f, ref, w)
+        moved = f @ np.swapaxes(r, 1, 2) + t[:, None, :]
+        if it == iterations:
+            break
+        res = np.linalg.norm(moved - ref, axis=2)
+        med = np.maximum(np.median(res, axis=1, keepdims=True), 1e-9)
+        w = p[None, :] / (1.0 + (res / (2.0 * med)) ** 2)
+    return moved[0] if single else moved
+
+
+class _Reservoir:
+    """Bounded uniform sample (Algorithm R) of one class's deformations."""
+
+    def __init__(self, capacity: int, shape: tuple[int, ...]):
+        self.data = np.zeros((capacity,) + shape, np.float32)
+        self.seen = 0
+
+    def add(self, x: np.ndarray, rng: np.random.Generator):
+        cap = self.data.shape[0]
+        if self.seen < cap:
+            self.data[self.seen] = x
+        else:
+            j = int(rng.integers(0, self.seen + 1))
+            if j < cap:
+                self.data[j] = x
+        self.seen += 1
+
+    @property
+    def size(self) -> int:
+        return min(self.seen, self.data.shape[0])
+
+
+def rigid_prior(num_vertices: int) -> np.ndarray | None:
+    """Alignment prior f[V] for our topology: 1 on points expressions barely move (upper forehead, nose
+    bridge, temples, inner eye corners), 0.05 elsewhere. None for another vertex count."""
+    t = topo.face_topology()
+    if num_vertices != t.template.shape[0]:
+        return None
+    x = t.template
+    brow_y = np.concatenate([t.region("left_brow"), t.region("right_brow")])
+    top = x[brow_y, 1].max()
+    forehead = t.region("forehead")
+    forehead = forehead[x[forehead, 1] > top + 8.0]  # above the skin AU1/AU2 wrinkle
+    oval = t.region("face_oval")
+    eye_y = x[t.region("left_eye_upper"), 1].mean()
+    temples = oval[x[oval, 1] > eye_y - 10.0]
+    nose = t.region("nose")
+    bridge = nose[x[nose, 1] > x[topo.LEFT_PUPIL, 1] - 25.0]
+    bridge = bridge[np.abs(x[bridge, 0]) < 6.0]  # not the alae (AU9)
+    corners = np.array([133, 362])  # inner eye corners
+    prior = np.full(t.template.shape[0], 0.05)
+    prior[np.concatenate([forehead, temples, bridge, corners])] = 1.0
+    return prior
+
+
+def iter_deformations(
+    frames: Iterable,
+    reference: np.ndarray,
+    *,
+    include_neutral: bool = True,
+    on_skip: Callable | None = None,
+    align_batch: int = 256,
+) -> Iterator[tuple]:
+    """Stream ``(frame, deformation f32[V, 3])`` from gallery frames, in the frame of ``reference``.
+
+    Per sequence the neutral (which must come first) fixes the similarity (s, R) onto ``reference``; each
+    other frame is robustly rigidly aligned to its neutral and
+    :math:`s (\\mathrm{aligned} - \\mathrm{neutral}) R^T` is yielded. Neutral frames yield zeros when
+    ``include_neutral``. Unusable frames (wrong shape, non-finite, label outside [-1, 1], no neutral before
+    them, a second neutral) go to ``on_skip(frame, why)``. Frames are aligned in vectorised batches of
+    ``align_batch`` (order may change within a batch). Memory: one (neutral, s, R) per sequence plus a batch.
+    """
+    ref = np.asarray(reference, np.float64)
+    v = ref.shape[0]
+    prior = rigid_prior(v)
+    neutrals: dict = {}
+    pending: list = []
+    report = on_skip if on_skip is not None else (lambda fr, why: None)
+
+    def flush():
+        f = np.stack([np.asarray(p.vertices, np.float64) for p, _ in pending])
+        refs = np.stack([neutrals[key][0] for _, key in pending])
+        aligned = robust_rigid_align(f, refs, prior=prior)
+        out = []
+        for (fr, key), al, nref in zip(pending, aligned, refs, strict=True):
+            _, s, r = neutrals[key]
+            out.append((fr, (s * (al - nref) @ r.T).astype(np.float32)))
+        pending.clear()
+        return out
+
+    for fr in frames:
+        verts = np.asarray(fr.vertices, np.float64)
+        key = (str(fr.subject), str(fr.sequence))
+        va = (float(fr.valence), float(fr.arousal))
+        if verts.shape != (v, 3) or not np.all(np.isfinite(verts)):
+            report(fr, f"vertices {verts.shape} (need [{v}, 3], finite)")
+        elif not all(np.isfinite(va)) or not all(-1.0 <= x <= 1.0 for x in va):
+            report(fr, f"label {va} outside [-1, 1]")
+        elif fr.is_neutral:
+            if key in neutrals:
+                report(fr, f"second neutral for sequence {key[1]!r}")
+                continue
+            s, r, _ = _umeyama(verts, ref)
+            neutrals[key] = (verts, s, r)
+            if include_neutral:
+                yield fr, np.zeros((v, 3), np.float32)
+        elif key not in neutrals:
+            report(fr, f"no neutral seen before this frame for sequence {key[1]!r}")
+        else:
+            pending.append((fr, key))
+            if len(pending) >= align_batch:
+                yield from flush()
+    if pending:
+        yield from flush()
+
+
+def build_affect_model(
+    frames: Iterable,
+    morphable: MorphableModel,
+    *,
+    grid: AffectGrid = AffectGrid(),
+    num_components: int = 8,
+    max_frames_per_class: int = 256,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+    include_neutral: bool = True,
+    splocs_iterations: int = 10,
+    splocs_admm_steps: int = 10,
+    sparsity: float = 2.0,
+    name: str = "affect-model",
+    source: str = "",
+    classes_per_call: int = 16,
+    align_batch: int = 256,
+) -> tuple[AffectModel, BuildReport]:
+    """Build an ``AffectModel`` from a stream of gallery frames (see the module docstring).
+
+    Args:
+        frames: ``GalleryFrame``-like objects; each sequence's neutral before its other frames (frames of
+            a sequence whose neutral has not been seen are reported and skipped).
+        morphable: the face model (its ``mean`` defines the canonical frame; stored in the model).
+        grid: the V-A class grid.
+        num_components: SPLOCS components K per class (small K keeps the build fast).
+        max_frames_per_class: reservoir size per class for SPLOCS (the mean uses every frame).
+        seed: reservoir sampling seed.
+        progress: called with 1 after each frame read (e.g. ``tqdm.update``).
+        include_neutral: count neutral frames (deformation 0, label as given) as data of their class.
+        splocs_iterations / splocs_admm_steps / sparsity: SPLOCS settings.
+        name / source: recorded in the metadata.
+        classes_per_call: classes per compiled SPLOCS call (memory bound; all calls share one compilation).
+        align_batch: frames rigidly aligned together (vectorised); bounds the frames held at once.
+
+    Returns:
+        (model, report).
+    """
+    t0 = time.perf_counter()
+    mean = np.asarray(morphable.mean, np.float64)
+    v = mean.shape[0]
+    nc = grid.num_classes
+    sums = np.zeros((nc, v, 3), np.float64)
+    counts = np.zeros(nc, np.int64)
+    labels: list[list] = [[] for _ in range(nc)]
+    reservoirs: dict[int, _Reservoir] = {}
+    rng = np.random.default_rng(seed)
+    skipped: list[str] = []
+    num_skipped = 0
+    frames_read = 0
+    sequences: set = set()
+
+    def skip(fr, why):
+        nonlocal num_skipped
+        num_skipped += 1
+        if len(skipped) < 1000:
+            skipped.append(f"{getattr(fr, 'source', '?')}: {why}")
+
+    def counted(frames):
+        nonlocal frames_read
+        for fr in frames:
+            frames_read += 1
+            if progress is not None:
+                progress(1)
+            yield fr
+
+    for fr, d in iter_deformations(
+        counted(frames), mean, include_neutral=include_neutral, on_skip=skip, align_batch=align_batch
+    ):
+        sequences.add((str(fr.subject), str(fr.sequence)))
+        c = int(class_index_np(grid, fr.valence, fr.arousal))
+        sums[c] += d
+        counts[c] += 1
+        labels[c].append((float(fr.valence), float(fr.arousal)))
+        if c not in reservoirs:
+            reservoirs[c] = _Reservoir(max_frames_per_class, (v, 3))
+        reservoirs[c].add(d, rng)
+    t1 = time.perf_counter()
+
+    source_of = nearest_populated(grid, counts)
+    centres = class_centres_np(grid)
+    class_mean = np.zeros((nc, v, 3), np.float32)
+    class_lab = centres.copy()
+    for c in range(nc):
+        if counts[c] > 0:
+            class_mean[c] = (sums[c] / counts[c]).astype(np.float32)
+            class_lab[c] = np.median(np.asarray(labels[c], np.float64), axis=0)
+    class_mean = class_mean[source_of]
+
+    k = int(num_components)
+    comps = np.zeros((nc, k, v, 3), np.float32)
+    wmean = np.zeros((nc, k), np.float32)
+    wstd = np.zeros((nc, k), np.float32)
+    populated = sorted(reservoirs)
+    if populated:
+        tris = topo.face_topology().triangles if v == topo.NUM_LANDMARKS else None
+        if tris is None:
+            raise ValueError(f"SPLOCS needs the face topology (478 vertices); the morphable model has {v}")
+        dist = geodesic_distances(mean, tris)
+        fmax = max(reservoirs[c].size for c in populated)
+        chunk = max(1, min(int(classes_per_call), len(populated)))
+        for start in range(0, len(populated), chunk):
+            ids = populated[start : start + chunk]
+            x = np.zeros((chunk, fmax, v, 3), np.float32)
+            m = np.zeros((chunk, fmax), bool)
+            for j, c in enumerate(ids):
+                n = reservoirs[c].size
+                x[j, :n] = reservoirs[c].data[:n]
+                m[j, :n] = True
+            res = learn_splocs_batch(
+                x,
+                m,
+                mean,
+                tris,
+                num_components=k,
+                sparsity=sparsity,
+                num_iterations=splocs_iterations,
+                admm_steps=splocs_admm_steps,
+                distances=dist,
+            )
+            cj, wj = np.asarray(res.components), np.asarray(res.weights)
+            for j, c in enumerate(ids):
+                n = reservoirs[c].size
+                comps[c] = cj[j]
+                wmean[c] = wj[j, :n].mean(0)
+                wstd[c] = wj[j, :n].std(0)
+    comps, wmean, wstd = comps[source_of], wmean[source_of], wstd[source_of]
+    t2 = time.perf_counter()
+
+    empty = tuple(int(c) for c in np.flatnonzero(counts == 0))
+    report = BuildReport(
+        frames_read=frames_read,
+        frames_used=int(counts.sum()),
+        sequences=len(sequences),
+        skipped=tuple(skipped),
+        num_skipped=num_skipped,
+        class_count=tuple(int(c) for c in counts),
+        empty_classes=empty,
+        filled_from={c: int(source_of[c]) for c in empty if counts.sum() > 0},
+        seconds_streaming=t1 - t0,
+        seconds_splocs=t2 - t1,
+        splocs_seconds_per_class=(t2 - t1) / max(len(populated), 1),
+    )
+    meta = {
+        "name": name,
+        "source": source,
+        "frames_used": report.frames_used,
+        "sequences": report.sequences,
+        "num_components": k,
+        "max_frames_per_class": int(max_frames_per_class),
+        "include_neutral": bool(include_neutral),
+        "splocs": {"iterations": splocs_iterations, "admm_steps": splocs_admm_steps, "sparsity": sparsity},
+        "empty_class_rule": "nearest_populated",
+        "seed": seed,
+    }
+    model = AffectModel(
+        morphable=morphable,
+        class_mean=jnp.asarray(class_mean),
+        class_count=jnp.asarray(counts.astype(np.int32)),
+        class_source=jnp.asarray(source_of.astype(np.int32)),
+        class_label=jnp.asarray(class_lab.astype(np.float32)),
+        components=jnp.asarray(comps),
+        weight_mean=jnp.asarray(wmean),
+        weight_std=jnp.asarray(wstd),
+        grid=grid,
+        metadata=json.dumps(meta, sort_keys=True),
+    )
+    return model, report
+
+
+# --------------------------------------------------------------------------------------------------------
+# Files
+
+_MORPH_FIELDS = ("mean", "identity_basis", "identity_std", "expression_basis", "expression_std")
+_MODEL_FIELDS = (
+    "class_mean",
+    "class_count",
+    "class_source",
+    "class_label",
+    "components",
+    "weight_mean",
+    "weight_std",
+)
+
+
+def save_model(path, model: AffectModel) -> Path:
+    """Write ``model`` as one .npz (arrays + a JSON ``header`` with the format version), atomically."""
+    if not isinstance(model, AffectModel):
+        raise TypeError(f"save_model needs an AffectModel, got {type(model).__name__}")
+    header = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "grid": dataclasses.asdict(model.grid),
+        "expression_names": list(model.morphable.expression_names),
+        "expression_nonnegative": bool(model.morphable.expression_nonnegative),
+        "metadata": model.metadata,
+    }
+    arrays = {f"morphable_{f}": np.asarray(getattr(model.morphable, f)) for f in _MORPH_FIELDS}
+    arrays.update({f: np.asarray(getattr(model, f)) for f in _MODEL_FIELDS})
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    p = Path(path)
+    atomic_write_bytes(p, buf.getvalue())
+    return p
+
+
+def load_model(path) -> AffectModel:
+    """Read a model written by ``save_model``.
+
+    Raises:
+        ModelFileError: one line, for a missing file, a file that is not a model, an unsupported format
+            version, or a corrupt/inconsistent file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(p, "model file not found")
+    try:
+        with open(p, "rb") as fh:
+            z = np.load(fh, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ModelFileError(p, "not an affectsynth model (a plain .npy array, not an .npz archive)")
+            with z:
+                data = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        if zipfile.is_zipfile(p):
+            raise ModelFileError(p, f"corrupt model file ({type(err).__name__})") from None
+        raise ModelFileError(p, "not an affectsynth model (not an .npz archive)") from None
+    if "header" not in data:
+        raise ModelFileError(p, "not an affectsynth model (no header)")
+    try:
+        header = json.loads(data["header"].tobytes().decode())
+    except (ValueError, UnicodeDecodeError):
+        raise ModelFileError(p, "corrupt model file (unreadable header)") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise ModelFileError(p, "not an affectsynth model (wrong format name)")
+    if header.get("version") != FORMAT_VERSION:
+        raise ModelFileError(
+            p,
+            f"model format version {header.get('version')} is not supported (this version reads "
+            f"{FORMAT_VERSION}); rebuild the model",
+        )
+    missing = [k for k in (*(f"morphable_{f}" for f in _MORPH_FIELDS), *_MODEL_FIELDS) if k not in data]
+    if missing:
+        raise ModelFileError(p, f"corrupt model file (missing {', '.join(missing)})")
+    try:
+        grid = AffectGrid(**header["grid"])
+        morph = MorphableModel(
+            **{f: jnp.asarray(data[f"morphable_{f}"], jnp.float32) for f in _MORPH_FIELDS},
+            expression_names=tuple(header.get("expression_names", ())),
+            expression_nonnegative=bool(header.get("expression_nonnegative", False)),
+        )
+        arrays = {f: data[f] for f in _MODEL_FIELDS}
+        _check_shapes(arrays, grid, morph.mean.shape[0])
+    except (TypeError, ValueError, KeyError) as err:
+        raise ModelFileError(p, f"corrupt model file ({' '.join(str(err).split())})") from None
+    return AffectModel(
+        morphable=morph,
+        class_mean=jnp.asarray(arrays["class_mean"], jnp.float32),
+        class_count=jnp.asarray(arrays["class_count"], jnp.int32),
+        class_source=jnp.asarray(arrays["class_source"], jnp.int32),
+        class_label=jnp.asarray(arrays["class_label"], jnp.float32),
+        components=jnp.asarray(arrays["components"], jnp.float32),
+        weight_mean=jnp.asarray(arrays["weight_mean"], jnp.float32),
+        weight_std=jnp.asarray(arrays["weight_std"], jnp.float32),
+        grid=grid,
+        metadata=str(header.get("metadata", "{}")),
+    )
+
+
+def _check_shapes(a: dict, grid: AffectGrid, v: int):
+    c = grid.num_classes
+    k = a["components"].shape[1] if a["components"].ndim == 4 else -1
+    want = {
+        "class_mean": (c, v, 3),
+        "class_count": (c,),
+        "class_source": (c,),
+        "class_label": (c, 2),
+        "components": (c, k, v, 3),
+        "weight_mean": (c, k),
+        "weight_std": (c, k),
+    }
+    for name, shape in want.items():
+        if a[name].shape != shape:
+            raise ValueError(f"{name} has shape {a[name].shape}, expected {shape}")
+        if not np.all(np.isfinite(a[name])):
+            raise ValueError(f"{name} has non-finite values")
+    if np.any(a["class_source"] < 0) or np.any(a["class_source"] >= c):
+        raise ValueError("class_source out of range")
+
+
+def describe_model(model: AffectModel) -> str:
+    """Multi-line text summary: grid, classes, counts and sizes (for ``affectsynth model info``)."""
+    g = model.grid
+    counts = np.asarray(model.class_count)
+    src = np.asarray(model.class_source)
+    nbytes = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(model))
+    info = model.info
+    lines = [
+        f"name: {info.get('name', '?')}  source: {info.get('source', '') or '-'}",
+        f"grid: {g.n_valence} x {g.n_arousal} classes over [{g.low:g}, {g.high:g}]^2 "
+        f"(cell {g.cell_size[0]:g} x {g.cell_size[1]:g})",
+        f"vertices: {model.class_mean.shape[1]}  components per class: {model.num_components}  "
+        f"morphable: {model.morphable.num_identity} identity + "
+        f"{model.morphable.num_expression} expression modes",
+        f"frames: {int(counts.sum())}  populated classes: {int((counts > 0).sum())}/{g.num_classes}  "
+        f"size: {nbytes / 1e6:.1f} MB in memory",
+        "counts per class (rows: arousal high -> low, columns: valence low -> high; * = empty, filled):",
+    ]
+    grid_counts = counts.reshape(g.n_arousal, g.n_valence)
+    for row in range(g.n_arousal - 1, -1, -1):
+        cells = []
+        for col in range(g.n_valence):
+            n = int(grid_counts[row, col])
+            cells.append(f"{n:>6d}" if n > 0 else f"{'*' + str(int(src[row * g.n_valence + col])):>6s}")
+        lines.append(" ".join(cells))
+    return "\n".join(lines)
+
+
+__all__ = [
+    "AffectModel",
+    "BuildReport",
+    "class_deformation",
+    "sample_deformation",
+    "class_label",
+    "build_affect_model",
+    "save_model",
+    "load_model",
+    "describe_model",
+    "rigid_prior",
+    "robust_rigid_align",
+    "FORMAT_VERSION",
+]

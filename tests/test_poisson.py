@@ -1,0 +1,258 @@
+"""Poisson blending: the discrete system against a direct sparse solve, analytic cases, OpenCV, transforms."""
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+from skimage import data, transform
+
+from affectsynth import poisson as P
+
+
+def _reference(target, source, mask, mixed=False):
+    """Slow, obviously-correct assembly of the documented system (NumPy float64 loops) + spsolve."""
+    h, w = mask.shape
+    inside = mask > 0.5
+    index = -np.ones((h, w), int)
+    index[inside] = np.arange(inside.sum())
+    out = target.astype(np.float64).copy()
+    if not inside.any():
+        return out
+    for c in range(target.shape[2]):
+        t, s = target[..., c].astype(np.float64), source[..., c].astype(np.float64)
+        rows, cols, vals, b = [], [], [], np.zeros(inside.sum())
+        for i in range(h):
+            for j in range(w):
+                k = index[i, j]
+                if k < 0:
+                    continue
+                for di, dj in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+                    qi, qj = i + di, j + dj
+                    if not (0 <= qi < h and 0 <= qj < w):
+                        continue  # Neumann: missing neighbour is absent
+                    v = s[i, j] - s[qi, qj]
+                    if mixed and abs(t[i, j] - t[qi, qj]) > abs(v):
+                        v = t[i, j] - t[qi, qj]
+                    rows.append(k), cols.append(k), vals.append(1.0)
+                    b[k] += v
+                    if index[qi, qj] >= 0:
+                        rows.append(k), cols.append(index[qi, qj]), vals.append(-1.0)
+                    else:
+                        b[k] += t[qi, qj]
+        a = sp.csr_matrix((vals, (rows, cols)), shape=(b.size, b.size))
+        if inside.all():  # pin the mean to the source's (singular otherwise)
+            a = sp.vstack([a, np.ones((1, b.size))]).tocsr()
+            x = spla.lsqr(a, np.append(b, s.sum()), atol=1e-14, btol=1e-14, iter_lim=20000)[0]
+        else:
+            x = spla.spsolve(a.tocsc(), b)
+        out[..., c][inside] = x
+    return out
+
+
+def _blob(h, w, seed, touch_border=True):
+    rng = np.random.default_rng(seed)
+    i, j = np.mgrid[0:h, 0:w] + 0.5
+    m = np.zeros((h, w))
+    for _ in range(3):
+        ci, cj, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.2, 0.35) * min(h, w)
+        m += np.exp(-((i - ci) ** 2 + (j - cj) ** 2) / (2 * r**2))
+    m = (m / m.max()).astype(np.float32)
+    if touch_border:
+        m[: h // 3, 0] = 1.0
+    return m
+
+
+def _images(h, w, seed):
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(0.1, 0.9, (h, w, 3)).astype(np.float32)
+    s = np.clip(t[::-1] * 0.7 + rng.uniform(0, 0.2, (h, w, 3)), 0, 1).astype(np.float32)
+    return t, s
+
+
+# One image size and one set of static settings for most tests: each distinct (shape, statics) compiles once.
+H, W = 24, 32
+EXACT = dict(tol=1e-6, max_iters=200)
+
+
+@pytest.fixture(scope="module")
+def small():
+    t, s = _images(H, W, 0)
+    m = _blob(H, W, 1)
+    assert 0 < (m > 0.5).mean() < 0.8 and (m[:, 0] > 0.5).any()
+    return t, s, m
+
+
+@pytest.mark.parametrize(
+    ("preconditioner", "mixed"), [("multigrid", False), ("multigrid", True), ("dst", False), ("none", False)]
+)
+def test_matches_sparse_direct_solve(small, preconditioner, mixed):
+    t, s, m = small
+    sol = P.solve_blend(t, s, m, mixed=mixed, preconditioner=preconditioner, **EXACT)
+    ref = _reference(t, s, m, mixed=mixed)
+    np.testing.assert_allclose(np.asarray(sol.x), ref, atol=2e-5)
+    # the reported residual is the true one, recomputed after the loop; check it independently too
+    assert np.all(np.asarray(sol.residual) <= 2e-6)
+    assert np.all(np.asarray(sol.iterations) < {"multigrid": 12, "dst": 25, "none": 200}[preconditioner])
+    out = np.asarray(P.poisson_blend(t, s, m, mixed=mixed, preconditioner=preconditioner, **EXACT))
+    np.testing.assert_array_equal(out[m <= 0.5], t[m <= 0.5])  # outside the region: target exactly
+    np.testing.assert_allclose(out, np.clip(ref, 0, 1), atol=2e-5)
+
+
+def test_quadratic_guidance_reproduced_exactly():
+    # source: a quadratic (constant discrete Laplacian); target: the same quadratic plus a discrete-harmonic
+    # function; the region does not touch the border, so the solution equals the target exactly.
+    i, j = np.mgrid[0:H, 0:W].astype(np.float64)
+    x, y = (j - W / 2) / W, (i - H / 2) / W  # one scale for both axes: x^2 - y^2 stays harmonic
+    q = 0.3 * x**2 + 0.2 * y**2 + 0.1 * x * y + 0.4
+    harmonic = 0.15 * (x**2 - y**2) + 0.1 * x - 0.05 * y + 0.1 * x * y
+    src = np.repeat(q[..., None], 3, axis=2).astype(np.float32)
+    tgt = np.repeat((q + harmonic)[..., None], 3, axis=2).astype(np.float32)
+    mask = (((j - 15) / 11) ** 2 + ((i - 11) / 8) ** 2 < 1).astype(np.float32)
+    sol = P.solve_blend(tgt, src, mask, **EXACT)
+    np.testing.assert_allclose(np.asarray(sol.x), tgt, atol=1e-5)
+    assert np.abs(src - tgt)[mask > 0].max() > 0.02  # not trivially equal
+
+
+def test_constant_offset_with_border_touching_mask():
+    # guidance of source == target's; the region is the left half including three image borders:
+    # Neumann on the border + Dirichlet on the cut -> the target itself, finite everywhere
+    t, _ = _images(H, W, 3)
+    s = t + 0.3
+    m = np.zeros((H, W), np.float32)
+    m[:, :14] = 1.0
+    sol = P.solve_blend(t, s, m, **EXACT)
+    assert np.isfinite(np.asarray(sol.x)).all()
+    np.testing.assert_allclose(np.asarray(sol.x), t, atol=1e-5)
+
+
+def test_mixed_gradients_keep_stronger_texture():
+    t, _ = _images(H, W, 4)
+    flat = np.full_like(t, 0.5)
+    m = np.zeros((H, W), np.float32)
+    m[5:19, 4:25] = 1.0
+    mixed = np.asarray(P.poisson_blend(t, flat, m, mixed=True, **EXACT))
+    np.testing.assert_allclose(mixed, t, atol=1e-5)  # the flat source never wins an edge
+    importing = np.asarray(P.poisson_blend(t, flat, m, **EXACT))
+    assert np.abs(importing - t)[m > 0].mean() > 0.05  # importing replaces the texture by a membrane
+
+
+def test_empty_and_full_masks():
+    t, s = _images(H, W, 5)
+    empty = P.solve_blend(t, s, np.zeros((H, W), np.float32), **EXACT)
+    np.testing.assert_array_equal(np.asarray(empty.x), t)
+    assert np.all(np.asarray(empty.iterations) == 0)
+    np.testing.assert_array_equal(np.asarray(P.poisson_blend(t, s, np.zeros((H, W), np.float32), **EXACT)), t)
+
+    full = np.ones((H, W), np.float32)
+    sol = P.solve_blend(t, s, full, **EXACT)  # importing on the whole image: the source itself (mean pinned)
+    np.testing.assert_allclose(np.asarray(sol.x), s, atol=1e-5)
+    mixed = P.solve_blend(t, s, full, mixed=True, **EXACT)
+    assert np.isfinite(np.asarray(mixed.x)).all() and np.all(np.asarray(mixed.residual) <= 2e-6)
+    np.testing.assert_allclose(np.asarray(mixed.x), _reference(t, s, full, mixed=True), atol=2e-5)
+
+
+def test_opencv_seamless_clone_same_problem():
+    """cv2.seamlessClone solves: bounding box of the mask, its 1-pixel frame from the destination (Dirichlet),
+    guidance = e * grad(masked src) + (1 - e) * grad(dst) with e the mask eroded 3 times (3x3), forward
+    differences. The same discrete problem through solve_poisson agrees within a few grey levels."""
+    n = 128
+    dst = (transform.resize(data.astronaut(), (n, n), anti_aliasing=True) * 255).astype(np.uint8)
+    src = np.ascontiguousarray(dst[:, ::-1])  # a mirrored face: plenty of structure to transfer
+    i, j = np.mgrid[0:n, 0:n] + 0.5
+    mask = ((((j - 62) / 30) ** 2 + ((i - 58) / 38) ** 2) < 1).astype(np.uint8) * 255
+    x0, y0, ww, hh = cv2.boundingRect(mask)
+    centre = (x0 + ww // 2, y0 + hh // 2)
+    expected = cv2.seamlessClone(src, dst, mask.copy(), centre, cv2.NORMAL_CLONE)
+
+    box = (slice(y0, y0 + hh), slice(x0, x0 + ww))
+    m = mask[box]
+    # OpenCV erodes a view into the whole mask: zeros just outside the box erode inwards too
+    e = cv2.erode(np.pad(m, 1), np.ones((3, 3), np.uint8), iterations=3)[1:-1, 1:-1]
+    e = e.astype(np.float32)[..., None] / 255
+    s = src[box].astype(np.float32) * (m[..., None] > 0)
+    d = dst[box].astype(np.float32)
+    gx = e[:, :-1] * (s[:, 1:] - s[:, :-1]) + (1 - e[:, :-1]) * (d[:, 1:] - d[:, :-1])
+    gy = e[:-1] * (s[1:] - s[:-1]) + (1 - e[:-1]) * (d[1:] - d[:-1])
+    interior = np.zeros((hh, ww), np.float32)
+    interior[1:-1, 1:-1] = 1.0
+    solve = jax.jit(jax.vmap(lambda a, b, c: P.solve_poisson(a, b, c, interior), in_axes=2))
+    sol = solve(jnp.asarray(gx / 255), jnp.asarray(gy / 255), jnp.asarray(d / 255))
+    ours = np.clip(np.moveaxis(np.asarray(sol.x), 0, -1) * 255, 0, 255)
+    diff = np.abs(ours - expected[box].astype(np.float32))
+    assert diff.max() <= 3.0 and diff.mean() < 1.0, (diff.max(), diff.mean())
+    outside = np.ones((n, n), bool)
+    outside[box] = False
+    np.testing.assert_array_equal(expected[outside], dst[outside])
+
+
+def test_transforms_jit_vmap_channels(small):
+    t, s, m = small
+    masks = np.stack([m, np.zeros((H, W), np.float32), np.ones((H, W), np.float32)])
+    ts, ss = np.stack([t, t[::-1], t[:, ::-1]]), np.stack([s, s, s[::-1]])
+    blend = lambda a, b, c: P.poisson_blend(a, b, c, **EXACT)
+    batched = jax.jit(jax.vmap(blend))(ts, ss, masks)
+    looped = np.stack([np.asarray(blend(a, b, c)) for a, b, c in zip(ts, ss, masks, strict=True)])
+    np.testing.assert_allclose(np.asarray(batched), looped, atol=1e-6)
+
+    # the channel solves are independent: each equals a single-channel solve_poisson
+    sol = P.solve_blend(t, s, m, **EXACT)
+    single = jax.jit(lambda gx, gy, b, mm, x0: P.solve_poisson(gx, gy, b, mm, x0, **EXACT))
+    for c in range(3):
+        gx, gy = P.guidance_field(jnp.asarray(t[..., c]), jnp.asarray(s[..., c]))
+        one = single(gx, gy, t[..., c], m, s[..., c])
+        np.testing.assert_allclose(np.asarray(sol.x[..., c]), np.asarray(one.x), atol=1e-6)
+        assert int(sol.iterations[c]) == int(one.iterations)
+
+    # jit == eager (the while loop run op by op), on a tiny problem
+    tt, mm = t[:10, :12, 0], m[:10, :12]
+    gx, gy = P.guidance_field(jnp.asarray(tt), jnp.asarray(s[:10, :12, 0]))
+    jitted = jax.jit(P.solve_poisson)(gx, gy, tt, mm)
+    with jax.disable_jit():
+        eager = P.solve_poisson(gx, gy, jnp.asarray(tt), jnp.asarray(mm))
+    np.testing.assert_allclose(np.asarray(jitted.x), np.asarray(eager.x), atol=1e-6)
+    assert int(jitted.iterations) == int(eager.iterations) > 0
+
+
+@pytest.mark.parametrize("preconditioner", ["multigrid", "dst"])
+def test_preconditioner_is_symmetric_positive_definite(preconditioner):
+    h, w = 10, 13
+    m = _blob(h, w, 8) > 0.5
+    op = P._region_operator(jnp.asarray(m), jnp.float32)
+    if preconditioner == "multigrid":
+        levels = P._hierarchy(op)
+        apply = jax.jit(lambda r: P._v_cycle(levels, r))
+    else:
+        apply = jax.jit(P._dirichlet_inverse)
+    idx = np.flatnonzero(m)
+    cols = []
+    for k in idx:
+        e = np.zeros(h * w, np.float32)
+        e[k] = 1.0
+        cols.append(np.asarray(apply(jnp.asarray(e.reshape(h, w)))).reshape(-1)[idx])
+    dense = np.stack(cols, axis=1).astype(np.float64)
+    np.testing.assert_allclose(dense, dense.T, atol=1e-5 * np.abs(dense).max())
+    assert np.linalg.eigvalsh(0.5 * (dense + dense.T)).min() > 0
+
+
+def test_preconditioning_cuts_iterations():
+    n = 64
+    img = transform.resize(data.astronaut(), (n, n), anti_aliasing=True).astype(np.float32)
+    src = np.ascontiguousarray(img[:, ::-1])
+    i, j = np.mgrid[0:n, 0:n] + 0.5
+    mask = ((((j - n / 2) / (0.2 * n)) ** 2 + ((i - n / 2) / (0.26 * n)) ** 2) < 1).astype(np.float32)
+    its = {}
+    for pc in P.PRECONDITIONERS:
+        sol = P.solve_blend(img, src, mask, max_iters=500, preconditioner=pc)
+        assert np.all(np.asarray(sol.residual) <= 1e-5), pc
+        its[pc] = int(np.max(np.asarray(sol.iterations)))
+    assert its["multigrid"] <= 15 and its["dst"] <= 30 and its["none"] >= 3 * its["multigrid"], its
+
+
+def test_rejects_unknown_preconditioner():
+    with pytest.raises(ValueError, match="preconditioner"):
+        P.solve_poisson(
+            jnp.zeros((4, 3)), jnp.zeros((3, 4)), jnp.zeros((4, 4)), jnp.zeros((4, 4)), preconditioner="ilu"
+        )
