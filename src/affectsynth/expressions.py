@@ -763,6 +763,7 @@ def generate_gallery(
     """
     fields = action_unit_fields() if fields is None else fields
     from .gallery import GalleryFrame as frame_type
+
     pose_rng = np.random.default_rng([seed, 1])
     plan = _gallery_plan(
         num_subjects=num_subjects,
