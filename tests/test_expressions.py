@@ -386,12 +386,10 @@ def test_happy_target_matches_real_smiles(london_landmarks):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Default model (needs the teammates' model builder)
+# Default model (built and cached through model.build_affect_model)
 
 
 def test_default_model_cache(tmp_path, monkeypatch):
-    pytest.importorskip("affectsynth.model")
-    pytest.importorskip("affectsynth.gallery")
     monkeypatch.setenv("AFFECTSYNTH_CACHE", str(tmp_path))
     cfg = ex.GalleryConfig(num_subjects=2, num_directions=8, frames_per_sequence=4)
     m1 = ex.build_default_model(config=cfg)
