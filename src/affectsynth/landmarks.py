@@ -5,9 +5,11 @@ negative towards the camera. Several faces: sorted largest first; the largest is
 says otherwise. A face too small for FaceMesh's own detector is retried on upscaled overlapping tiles.
 """
 
+import contextlib
 import dataclasses
 import functools
 import os
+import sys
 import threading
 
 import numpy as np
@@ -53,6 +55,31 @@ def _quiet_mediapipe():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null while MediaPipe's C++ runs: its TFLite/absl start-up lines
+    ("Created TensorFlow Lite XNNPACK delegate", "Feedback manager requires ...") ignore the log-level
+    variables. Python exceptions are unaffected (they are objects, printed later). AFFECTSYNTH_DEBUG=1
+    keeps the lines."""
+    if os.environ.get("AFFECTSYNTH_DEBUG"):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (embedded interpreters): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 @functools.cache
 def _face_mesh(max_faces: int):
     _quiet_mediapipe()
@@ -85,7 +112,8 @@ def _mesh_faces(img: np.ndarray, max_faces: int) -> list:
     h, w = img.shape[:2]
     with _lock, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = _face_mesh(max_faces).process(img)
+        with _native_stderr_silenced():
+            res = _face_mesh(max_faces).process(img)
     out = []
     for face in res.multi_face_landmarks or ():
         out.append(np.array([[p.x * w, p.y * h, p.z * w] for p in face.landmark], np.float32))
@@ -117,7 +145,8 @@ def _detector_boxes(img: np.ndarray) -> list:
     h, w = img.shape[:2]
     with _lock, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = _face_detector().process(img)
+        with _native_stderr_silenced():
+            res = _face_detector().process(img)
     return [
         (
             d.location_data.relative_bounding_box.xmin * w,
