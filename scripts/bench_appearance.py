@@ -50,8 +50,7 @@ def report(name, base, full):
 
 
 def load_model(pipeline):
-    """The default model; built without the disk cache if loading it fails. Also warms the render mesh."""
-    pipeline._render_mesh(pipeline.SynthesisOptions().subdivision)  # its cache must not be filled under jit
+    """The default model; built without the disk cache if loading it fails."""
     try:
         return pipeline.load_model()
     except Exception as e:  # noqa: BLE001

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from affectsynth import appearance as ap
+from affectsynth import pipeline
 from affectsynth import topology as topo
 from affectsynth.expressions import AU_NAMES, expression_basis
 
@@ -35,31 +36,15 @@ class Frags(eqx.Module):
 
 
 def render_mesh(skirt=0.35, levels=1):
-    """The pipeline's render mesh: landmarks + skirt ring, skin/mouth/eye/skirt groups, subdivided."""
-    t = topo.face_topology()
-    ring = t.region("outer_boundary")
-    n = topo.NUM_LANDMARKS
-    ids = n + np.arange(len(ring))
-    sk = []
-    for k in range(len(ring)):
-        a, b, sa, sb = ring[k], ring[(k + 1) % len(ring)], ids[k], ids[(k + 1) % len(ring)]
-        sk += [(a, b, sa), (b, sb, sa)]
-    tris = np.concatenate([t.triangles, t.fill_mouth, t.fill_right_eye, t.fill_left_eye, np.array(sk)])
-    groups = np.concatenate(
-        [
-            np.full(len(t.triangles), ap.SKIN),
-            np.full(len(t.fill_mouth), ap.MOUTH),
-            np.full(len(t.fill_right_eye) + len(t.fill_left_eye), ap.EYE),
-            np.full(len(sk), ap.SKIRT),
-        ]
-    )
-    sub = topo.subdivide(tris, n + len(ring), levels)
+    """The pipeline's render mesh (landmarks + skirt ring, skin/mouth/eye/skirt groups, subdivided) with
+    its canonical surface coordinates."""
+    m = pipeline._render_mesh(levels)
     return types.SimpleNamespace(
-        ring=ring,
-        weights=sub.weights,
-        triangles=sub.triangles,
-        groups=groups[np.arange(len(sub.triangles)) % len(tris)].astype(np.int32),
-        surface=ap.dense_template(sub.weights, ring, skirt),
+        ring=m["ring"],
+        weights=m["weights"],
+        triangles=m["triangles"],
+        groups=m["groups"],
+        surface=ap.dense_template(m["weights"], m["ring"], skirt),
         skirt=skirt,
     )
 

@@ -6,7 +6,6 @@ Errors print one line ``affectsynth: error: <file>: <problem>`` on stderr and ex
 (missing/corrupt model file) or 1 (anything else); never a traceback (``AFFECTSYNTH_DEBUG=1`` shows it).
 """
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +13,7 @@ import typer
 
 from .cli_errors import fail as _fail
 from .cli_errors import guarded
+from .io import atomic_open, check_output_path
 
 model_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 evaluate_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -53,16 +53,7 @@ class _RowReporter:
 
 
 def _check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...]) -> Path:
-    from .errors import OutputError
-
-    if path.suffix.lower() not in suffixes:
-        raise OutputError(path, f"expected a {' or '.join(suffixes)} file name")
-    if path.exists() and not overwrite:
-        raise OutputError(path, "exists; pass --overwrite to replace it")
-    parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise OutputError(path, "output folder is not writable")
-    return path
+    return check_output_path(path, overwrite=overwrite, suffixes=suffixes)
 
 
 def _gallery_csv(gallery: Path) -> Path:
@@ -145,15 +136,11 @@ def write_model_figure(model, path: Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -881,14 +881,7 @@ def build_default_model(*, cache: bool = True, force: bool = False, config: Gall
     frames = generate_gallery(**dataclasses.asdict(config))
     model = _build_model(frames, action_unit_fields())
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        try:
-            save_model(tmp, model)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        save_model(path, model)  # atomic: temp file + rename
     return model
 
 

@@ -129,10 +129,18 @@ def _to_rgb_float(im, conversions: list) -> np.ndarray:
     return np.asarray(im, dtype=np.float32) / 255.0
 
 
-def check_output_path(path, *, overwrite: bool = False, inputs=()) -> Path:
-    """Validate an output file path before any work is done: known extension, not an input, not existing."""
+def check_output_path(
+    path, *, overwrite: bool = False, inputs=(), suffixes: tuple[str, ...] | None = None
+) -> Path:
+    """Validate an output file path before any work is done: known extension, not an input, not existing.
+
+    ``suffixes``: the extensions allowed (e.g. ``(".npz",)`` for a model file); default the image formats.
+    """
     p = Path(path)
-    if p.suffix.lower() not in _WRITE_FORMATS:
+    if suffixes is not None:
+        if p.suffix.lower() not in suffixes:
+            raise OutputError(p, f"expected a {' or '.join(suffixes)} file name")
+    elif p.suffix.lower() not in _WRITE_FORMATS:
         raise OutputError(
             p, f"unsupported output format {p.suffix!r}; use one of {', '.join(sorted(_WRITE_FORMATS))}"
         )

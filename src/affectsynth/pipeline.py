@@ -18,6 +18,10 @@ from jaxtyping import Array, Float
 from . import topology as topo
 from .affect import class_index
 from .appearance import (
+    EYE,
+    MOUTH,
+    SKIN,
+    SKIRT,
     AppearanceContext,
     AppearanceOptions,
     action_unit_basis,
@@ -32,9 +36,6 @@ from .poisson import poisson_blend
 from .raster import interpolate, rasterize, sample_bilinear
 
 CROP_BUCKET = 64
-
-# triangle groups of the render mesh
-SKIN, MOUTH, EYE, SKIRT = 0, 1, 2, 3
 
 
 @dataclasses.dataclass(frozen=True)
