@@ -1,16 +1,19 @@
 """Benchmark: affectsynth.poisson_blend against cv2.seamlessClone (measured in the same run).
 
-For each size N (default 256, 512, 1024) the target is ``skimage.data.astronaut()`` resized to N x N, the
-source its mirror image, the mask a face-like ellipse ``--width`` of the image wide (default 0.4) and 1.3
-times as tall. Reported per size:
+For each size N (default 256, 512, 1024) and mask width (default 0.4 and 0.8) the target is
+``skimage.data.astronaut()`` resized to N x N, the source its mirror image, the mask an ellipse ``width`` of
+the image wide and 1.3 times as tall (0.4: a face in a portrait; 0.8 reaches the top and bottom edges).
+Both solvers work in the mask's bounding box (cv2 by design, ours through ``solve_window``). Reported:
 
-* cv2.seamlessClone (NORMAL_CLONE, uint8, aligned) median wall time;
-* poisson_blend (jit, float32, tol 1e-5, multigrid and DST preconditioners): compile time (first call,
-  minus a steady-state call) and median steady-state time after ``block_until_ready``, and the ratio to cv2;
-* CG iterations to a relative residual of 1e-5 per preconditioner, including plain CG (one run, capped at
-  ``--plain-cap`` iterations; skipped with ``--no-plain``).
+* cv2.seamlessClone (NORMAL_CLONE, uint8, aligned) and poisson_blend (jit, float32, tol 1e-5, multigrid)
+  timed alternately, call by call, so both see the same machine state (this shared CPU drifts by up to 2x
+  between seconds); medians and the ratio of medians;
+* the same for the DST preconditioner (own timing, fewer repeats: it is far slower);
+* compile time of the first call, the solve window, CG iterations to 1e-5 per preconditioner, including plain
+  CG (one run, capped at ``--plain-cap`` iterations; skipped with ``--no-plain``).
 
-Usage: ``python scripts/bench_poisson.py [--sizes 256 512 1024] [--repeats 5] [--width 0.4] [--no-plain]``
+Usage: ``python scripts/bench_poisson.py [--sizes 256 512 1024] [--widths 0.4 0.8] [--repeats 15]
+[--no-plain]``
 """
 
 import argparse
@@ -27,6 +30,7 @@ from affectsynth import poisson as P
 
 
 def scene(n: int, width: float):
+    """Target, source (its mirror image) and an ellipse mask ``width`` of the image wide, 1.3x as tall."""
     target = transform.resize(data.astronaut(), (n, n), anti_aliasing=True).astype(np.float32)
     source = np.ascontiguousarray(target[:, ::-1])
     i, j = np.mgrid[0:n, 0:n] + 0.5
@@ -44,25 +48,34 @@ def timed(fn, repeats: int) -> list[float]:
     return out
 
 
-def bench_cv2(target, source, mask, repeats: int) -> float:
+def cv2_call(target, source, mask):
     t8, s8 = (np.clip(target * 255, 0, 255).astype(np.uint8), np.clip(source * 255, 0, 255).astype(np.uint8))
     m8 = (mask > 0.5).astype(np.uint8) * 255
     x, y, w, h = cv2.boundingRect(m8)
     centre = (x + w // 2, y + h // 2)
     # seamlessClone may overwrite a 1-channel mask: a fresh copy each call (copy time is negligible)
-    return statistics.median(
-        timed(lambda: cv2.seamlessClone(s8, t8, m8.copy(), centre, cv2.NORMAL_CLONE), repeats)
-    )
+    return lambda: cv2.seamlessClone(s8, t8, m8.copy(), centre, cv2.NORMAL_CLONE)
 
 
-def bench_ours(target, source, mask, repeats: int, preconditioner: str):
+def ours_call(target, source, mask, preconditioner: str):
     t, s, m = (jax.device_put(a) for a in (target, source, mask))
-    call = lambda: P.poisson_blend(t, s, m, preconditioner=preconditioner)
+    return lambda: P.poisson_blend(t, s, m, preconditioner=preconditioner)
+
+
+def compile_time(call) -> float:
     t0 = time.perf_counter()
     jax.block_until_ready(call())
     first = time.perf_counter() - t0
-    steady = statistics.median(timed(call, repeats))
-    return max(first - steady, 0.0), steady
+    return max(first - min(timed(call, 2)), 0.0)
+
+
+def alternate(calls, repeats: int) -> list[float]:
+    """Median time of each call, the calls timed in turn ``repeats`` times."""
+    times = [[] for _ in calls]
+    for _ in range(repeats):
+        for call, out in zip(calls, times, strict=True):
+            out.extend(timed(call, 1))
+    return [statistics.median(t) for t in times]
 
 
 def iterations(target, source, mask, preconditioner: str, cap: int):
@@ -79,43 +92,51 @@ def iterations(target, source, mask, preconditioner: str, cap: int):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--width", type=float, default=0.4, help="ellipse width as a fraction of the image")
+    parser.add_argument(
+        "--widths", type=float, nargs="+", default=[0.4, 0.8], help="ellipse widths (image=1)"
+    )
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--no-plain", action="store_true", help="skip the plain-CG iteration count")
     parser.add_argument("--plain-cap", type=int, default=3000)
     args = parser.parse_args()
 
     dev = jax.devices()[0]
     print(
-        f"device: {dev.platform} {dev.device_kind} | jax {jax.__version__} | cv2 {cv2.__version__} | "
-        f"{platform.processor() or platform.machine()}"
+        f"device: {dev.platform} {dev.device_kind} | jax {jax.__version__} | cv2 {cv2.__version__} "
+        f"({cv2.getNumThreads()} threads) | {platform.processor() or platform.machine()}"
     )
+    print(f"tol 1e-5; medians of {args.repeats} alternated calls (DST: {max(args.repeats // 5, 2)})")
     print(
-        f"mask: ellipse {args.width:.2f} x {1.3 * args.width:.2f} of the image; tol 1e-5; "
-        f"median of {args.repeats}"
-    )
-    print(
-        f"{'N':>5} {'cv2 ms':>8} {'method':>10} {'compile s':>9} {'ms':>8} {'x cv2':>6} "
-        f"{'iters':>6} {'resid':>8}"
+        f"{'N':>5} {'width':>5} {'window':>9} {'cv2 ms':>7} {'method':>10} {'compile s':>9} {'ms':>7} "
+        f"{'x cv2':>6} {'iters':>5} {'resid':>8}"
     )
     for n in args.sizes:
-        target, source, mask = scene(n, args.width)
-        cv_ms = 1e3 * bench_cv2(target, source, mask, args.repeats)
-        for pc in ("multigrid", "dst"):
-            compile_s, steady = bench_ours(target, source, mask, args.repeats, pc)
-            its, res, _ = iterations(target, source, mask, pc, 100)
-            print(
-                f"{n:>5} {cv_ms:>8.1f} {pc:>10} {compile_s:>9.2f} {1e3 * steady:>8.1f} "
-                f"{1e3 * steady / cv_ms:>6.2f} {its:>6d} {res:>8.1e}",
-                flush=True,
-            )
-        if not args.no_plain:
-            its, res, wall = iterations(target, source, mask, "none", args.plain_cap)
-            print(
-                f"{n:>5} {cv_ms:>8.1f} {'none':>10} {'(single run incl. compile)':>26} "
-                f"{its:>6d} {res:>8.1e}  wall {wall:.1f} s",
-                flush=True,
-            )
+        for width in args.widths:
+            target, source, mask = scene(n, width)
+            window = P.solve_window(mask)
+            shape = f"{window[2]}x{window[3]}" if window else "whole"
+            cv = cv2_call(target, source, mask)
+            rows = []
+            for pc in ("multigrid", "dst"):
+                call = ours_call(target, source, mask, pc)
+                compile_s = compile_time(call)
+                reps = args.repeats if pc == "multigrid" else max(args.repeats // 5, 2)
+                cv_s, ours_s = alternate([cv, call], reps)
+                its, res, _ = iterations(target, source, mask, pc, 100)
+                rows.append((pc, compile_s, cv_s, ours_s, its, res))
+            for pc, compile_s, cv_s, ours_s, its, res in rows:
+                print(
+                    f"{n:>5} {width:>5.2f} {shape:>9} {1e3 * cv_s:>7.1f} {pc:>10} {compile_s:>9.2f} "
+                    f"{1e3 * ours_s:>7.1f} {ours_s / cv_s:>6.2f} {its:>5d} {res:>8.1e}",
+                    flush=True,
+                )
+            if not args.no_plain:
+                its, res, wall = iterations(target, source, mask, "none", args.plain_cap)
+                print(
+                    f"{n:>5} {width:>5.2f} {shape:>9} {'':>7} {'none':>10} {'(one run, with compile)':>25} "
+                    f"{its:>5d} {res:>8.1e}  wall {wall:.1f} s",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -233,6 +233,10 @@ def test_preconditioner_is_symmetric_positive_definite(preconditioner):
         e[k] = 1.0
         cols.append(np.asarray(apply(jnp.asarray(e.reshape(h, w)))).reshape(-1)[idx])
     dense = np.stack(cols, axis=1).astype(np.float64)
+    if preconditioner == "multigrid":  # the solver relies on the V-cycle leaving the outside at zero
+        e = np.zeros((h, w), np.float32)
+        e[m] = np.random.default_rng(0).normal(size=int(m.sum()))
+        assert not np.any(np.asarray(apply(jnp.asarray(e)))[~m])
     np.testing.assert_allclose(dense, dense.T, atol=1e-5 * np.abs(dense).max())
     assert np.linalg.eigvalsh(0.5 * (dense + dense.T)).min() > 0
 
@@ -249,6 +253,54 @@ def test_preconditioning_cuts_iterations():
         assert np.all(np.asarray(sol.residual) <= 1e-5), pc
         its[pc] = int(np.max(np.asarray(sol.iterations)))
     assert its["multigrid"] <= 15 and its["dst"] <= 30 and its["none"] >= 3 * its["multigrid"], its
+
+
+def _disc(n, ci, cj, radius):
+    i, j = np.mgrid[0:n, 0:n] + 0.5
+    return (((i - ci) ** 2 + (j - cj) ** 2) < radius**2).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [(48.0, 40.0, 12.0), (30.0, 2.0, 14.0), (3.0, 93.0, 20.0), (60.5, 70.5, 0.6)],
+    ids=["inside", "left-border", "top-right-corner", "one-pixel"],
+)
+def test_window_solve_equals_whole_image_solve(where):
+    """An eager call solves only in the mask's window; inside jit the mask is traced and the whole image
+    is solved. Both give the same image wherever the region lies (a border window keeps the Neumann edge)."""
+    n = 96
+    t, s = _images(n, n, 3)
+    mask = _disc(n, *where)
+    window = P.solve_window(mask)
+    assert window is not None
+    top, left, h, w = window
+    assert h % P.WINDOW_STEP == 0 or top + h == n
+    assert w % P.WINDOW_STEP == 0 or left + w == n
+    inside = mask > 0.5
+    assert inside[top : top + h, left : left + w].sum() == inside.sum()
+    # every unknown keeps its 4 neighbours in the window: the frame is outside the region or the image edge
+    for edge, at_border in (
+        (inside[top], top == 0),
+        (inside[top + h - 1], top + h == n),
+        (inside[:, left], left == 0),
+        (inside[:, left + w - 1], left + w == n),
+    ):
+        assert at_border or not edge.any()
+    windowed = P.poisson_blend(t, s, mask, **EXACT)
+    whole = jax.jit(lambda a, b, c: P.poisson_blend(a, b, c, **EXACT))(t, s, mask)
+    np.testing.assert_allclose(np.asarray(windowed), np.asarray(whole), atol=2e-5)  # both solved to 1e-6
+    np.testing.assert_array_equal(np.asarray(windowed)[~inside], t[~inside])
+    sol = P.solve_blend(t, s, mask, **EXACT)
+    assert sol.x.shape == t.shape and np.all(np.asarray(sol.residual) <= 1e-6)
+    np.testing.assert_allclose(np.asarray(sol.x), _reference(t, s, mask), atol=5e-5)
+
+
+def test_no_window_when_nothing_to_gain():
+    n = 40
+    assert P.solve_window(np.zeros((n, n), np.float32)) is None  # empty
+    assert P.solve_window(np.ones((n, n), np.float32)) is None  # whole image
+    assert P.solve_window(_disc(n, 20, 20, 19.5)) is None  # the window would be the whole image
+    assert jax.jit(lambda m: jnp.asarray(P.solve_window(m) is None))(_disc(n, 20, 20, 5.0))  # traced
 
 
 def test_rejects_unknown_preconditioner():

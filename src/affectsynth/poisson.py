@@ -20,15 +20,19 @@ Everything is matrix-free and static-shape: vectors are full ``H x W`` arrays th
 preconditioner. Conjugate gradient runs in a ``lax.while_loop`` to a relative residual
 :math:`\\|b - Af\\|_2 / \\|b\\|_2 \\le` ``tol`` or ``max_iters``.
 
+Called eagerly with a concrete mask, ``poisson_blend``/``solve_blend`` solve only in the mask's bounding box
+plus a one-pixel frame (``solve_window``), as OpenCV does: the work scales with the region, not the image.
+
 Preconditioners (static choice):
 
 * ``"multigrid"`` (default): one symmetric V-cycle of aggregation multigrid (2x2 blocks, Galerkin coarse
   operators that are again edge-weighted Laplacians, red-black Gauss-Seidel smoothing, over-corrected
   coarse updates). About 10-20 iterations to 1e-5 independent of image size, and each costs a few stencil
   passes, so it is the fast one.
-* ``"dst"``: the exact inverse of the Dirichlet Laplacian of the whole image rectangle by a fast sine
+* ``"dst"``: the exact inverse of the Dirichlet Laplacian of the (window) rectangle by a fast sine
   transform, applied to the masked residual and masked again (symmetric). Iterations grow slowly with the
-  size of the region (the condition number grows like its diameter, not its square).
+  size of the region (the condition number grows like its diameter, not its square), but fast when the
+  region reaches the image border, where the true edge is Neumann (80-100 iterations at 512-1024 px).
 * ``"none"``: plain CG (hundreds of iterations at 256 px and above).
 """
 
@@ -38,6 +42,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from ._types import Image, Mask
@@ -74,19 +79,25 @@ class PoissonSolution(eqx.Module):
 
 
 class _Operator(eqx.Module):
-    """``(A u)_p = sum_q w_pq (u_p - u_q) + c_p u_p`` with horizontal/vertical edge weights and leak."""
+    """``(A u)_p = sum_q w_pq (u_p - u_q) + c_p u_p`` with horizontal/vertical edge weights and leak.
+
+    ``region`` is set on the finest level only, where every edge weight is 1 between two unknowns: there
+    the neighbour sum of a vector that is zero outside the region needs no weights (``region`` times the
+    plain 4-neighbour sum), which halves the memory each stencil pass reads.
+    """
 
     wx: Float[Array, "H Wm1"]
     wy: Float[Array, "Hm1 W"]
     leak: Float[Array, "H W"]
     diag: Float[Array, "H W"]
     inv_diag: Float[Array, "H W"]
+    region: Float[Array, "H W"] | None = None
 
 
-def _make_operator(wx, wy, leak) -> _Operator:
+def _make_operator(wx, wy, leak, region=None) -> _Operator:
     diag = leak + _pad_x(wx, 1) + _pad_x(wx, 0) + _pad_y(wy, 1) + _pad_y(wy, 0)
     inv = jnp.where(diag > 0, 1.0 / jnp.where(diag > 0, diag, 1.0), 0.0)
-    return _Operator(wx, wy, leak, diag, inv)
+    return _Operator(wx, wy, leak, diag, inv, region)
 
 
 def _pad_x(a, before: int):
@@ -99,7 +110,11 @@ def _pad_y(a, before: int):
 
 
 def _offdiag(op: _Operator, u):
-    """``sum_q w_pq u_q``: the weighted sum of the 4 neighbours."""
+    """``sum_q w_pq u_q``: the weighted sum of the 4 neighbours (``u`` zero outside the region)."""
+    if op.region is not None:
+        return op.region * (
+            _pad_x(u[:, 1:], 0) + _pad_x(u[:, :-1], 1) + _pad_y(u[1:, :], 0) + _pad_y(u[:-1, :], 1)
+        )
     fx = op.wx * u[:, 1:]  # contribution of the right neighbour to the left pixel
     bx = op.wx * u[:, :-1]  # of the left neighbour to the right pixel
     fy = op.wy * u[1:, :]
@@ -119,7 +134,7 @@ def _region_operator(inside: Bool[Array, "H W"], dtype) -> _Operator:
     ones = jnp.ones_like(m)
     degree = _pad_x(ones[:, 1:], 1) + _pad_x(ones[:, 1:], 0) + _pad_y(ones[1:, :], 1) + _pad_y(ones[1:, :], 0)
     connected = _pad_x(wx, 1) + _pad_x(wx, 0) + _pad_y(wy, 1) + _pad_y(wy, 0)
-    return _make_operator(wx, wy, m * (degree - connected))
+    return _make_operator(wx, wy, m * (degree - connected), region=m)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -130,7 +145,8 @@ def _block_sum(a, hc: int, wc: int):
     """Sum over 2x2 blocks after zero-padding to (2 hc, 2 wc)."""
     h, w = a.shape
     a = jnp.pad(a, ((0, 2 * hc - h), (0, 2 * wc - w)))
-    return a.reshape(hc, 2, wc, 2).sum(axis=(1, 3))
+    rows = a[0::2] + a[1::2]  # strided adds: several times faster on CPU than a reshape-and-sum
+    return rows[:, 0::2] + rows[:, 1::2]
 
 
 def _coarsen(op: _Operator) -> _Operator:
@@ -196,7 +212,10 @@ def _v_cycle(levels: list[_Operator], r, level: int = 0):
     hc, wc = coarse.leak.shape
     rc = _block_sum(r - _apply(op, x), hc, wc)
     xc = _v_cycle(levels, rc, level + 1)
-    x = x + _OVER_CORRECTION * jnp.repeat(jnp.repeat(xc, 2, axis=0), 2, axis=1)[:h, :w]
+    correction = jnp.repeat(jnp.repeat(xc, 2, axis=0), 2, axis=1)[:h, :w]
+    if op.region is not None:  # the unweighted fine stencil needs x to stay zero outside the region
+        correction = op.region * correction
+    x = x + _OVER_CORRECTION * correction
     return _gauss_seidel(op, r, x, pre[::-1])
 
 
@@ -297,13 +316,16 @@ def solve_poisson(
     whole = jnp.all(inside)
 
     def project(v):
-        # on the whole image the constants are the null space: work orthogonally to them
-        return jnp.where(whole, v - jnp.mean(v), v)
+        # on the whole image the constants are the null space: work orthogonally to them (a cond, not a
+        # select, so the usual case does not pay two extra passes per use; under an outer vmap over
+        # different masks it becomes a select again)
+        return jax.lax.cond(whole, lambda v: v - jnp.mean(v), lambda v: v, v)
 
     op = _region_operator(inside, dt)
     if preconditioner == "multigrid":
         levels = _hierarchy(op)
-        precondition = lambda r: project(m * _v_cycle(levels, r))
+        # no masking needed: the last half sweeps write every pixel, and inv_diag is 0 outside the region
+        precondition = lambda r: project(_v_cycle(levels, r))
     elif preconditioner == "dst":
         precondition = lambda r: project(m * _dirichlet_inverse(r))
     else:
@@ -337,7 +359,7 @@ def solve_poisson(
 
     state = (u, r, p, rz, rr, jnp.zeros((), jnp.int32))
     u, _, _, _, _, k = jax.lax.while_loop(cond, body, state)
-    u = jnp.where(whole, u - jnp.mean(u) + jnp.mean(x0), u)
+    u = jax.lax.cond(whole, lambda u: u - jnp.mean(u) + jnp.mean(x0), lambda u: u, u)
     final = project(b - _apply(op, m * u))
     residual = jnp.sqrt(_dot(final, final)) * scale
     return PoissonSolution(jnp.where(inside, u, boundary), k, residual)
@@ -359,14 +381,94 @@ def guidance_field(
     return jnp.where(jnp.abs(sx) >= jnp.abs(tx), sx, tx), jnp.where(jnp.abs(sy) >= jnp.abs(ty), sy, ty)
 
 
-@functools.partial(jax.jit, static_argnames=("mixed", "tol", "max_iters", "preconditioner"))
-def _solve_blend(target, source, mask, *, mixed, tol, max_iters, preconditioner) -> PoissonSolution:
+def _solve_channels(target, source, mask, mixed, tol, max_iters, preconditioner) -> PoissonSolution:
     def channel(t, s):
         gx, gy = guidance_field(t, s, mixed=mixed)
         return solve_poisson(gx, gy, t, mask, s, tol=tol, max_iters=max_iters, preconditioner=preconditioner)
 
     sol = jax.vmap(channel, in_axes=(2, 2))(target, source.astype(target.dtype))
     return PoissonSolution(jnp.moveaxis(sol.x, 0, -1), sol.iterations, sol.residual)
+
+
+_STATIC = ("mixed", "tol", "max_iters", "preconditioner", "image_only")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _solve_blend(target, source, mask, *, mixed, tol, max_iters, preconditioner, image_only):
+    sol = _solve_channels(target, source, mask, mixed, tol, max_iters, preconditioner)
+    # poisson_blend wants the clipped image only: the residual diagnostics are then dead code XLA drops
+    return jnp.clip(sol.x, 0.0, 1.0) if image_only else sol
+
+
+@functools.partial(jax.jit, static_argnames=("size",))
+def _cut(arrays, top, left, *, size):
+    """The ``size`` window at (top, left) of each array. A separate program from the solve on purpose:
+    slicing inside it with dynamic offsets left every later pass about 15% slower (XLA CPU)."""
+    return tuple(
+        jax.lax.dynamic_slice(a, (top, left) + (0,) * (a.ndim - 2), size + a.shape[2:]) for a in arrays
+    )
+
+
+@jax.jit
+def _paste(target, window, top, left):
+    return jax.lax.dynamic_update_slice(target.astype(window.dtype), window, (top, left, 0))
+
+
+WINDOW_STEP = 16
+"""Window sides are rounded up to a multiple of this, so nearby mask sizes share one compilation."""
+
+
+def solve_window(mask: Mask) -> tuple[int, int, int, int] | None:
+    """``(top, left, height, width)`` of the smallest window that holds the region and a 1-pixel frame
+    around it (clipped at the image border), its sides rounded up to ``WINDOW_STEP``.
+
+    The problem inside the window is exactly the whole-image problem: every unknown keeps its four
+    neighbours, the frame supplies the Dirichlet values, and where the region touches the image border the
+    window does too (same Neumann edge). ``None`` when there is nothing to gain: the mask is traced (inside
+    ``jit``/``vmap`` the shape must be static), empty, or the window is the whole image.
+    """
+    try:
+        inside = np.asarray(mask) > MASK_THRESHOLD
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    if rows.size == 0:
+        return None
+
+    def span(first: int, last: int, n: int) -> tuple[int, int]:
+        lo, hi = max(first - 1, 0), min(last + 2, n)
+        size = min(-(-(hi - lo) // WINDOW_STEP) * WINDOW_STEP, n)
+        return min(lo, n - size), size
+
+    (top, height), (left, width) = (
+        span(rows[0], rows[-1], inside.shape[0]),
+        span(cols[0], cols[-1], inside.shape[1]),
+    )
+    if (height, width) == inside.shape:
+        return None
+    return top, left, height, width
+
+
+def _blend(target, source, mask, *, mixed, tol, max_iters, preconditioner, image_only):
+    if preconditioner not in PRECONDITIONERS:
+        raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
+    # every static argument passed explicitly, so defaults and explicit values share one compilation
+    static = dict(
+        mixed=bool(mixed),
+        tol=float(tol),
+        max_iters=int(max_iters),
+        preconditioner=preconditioner,
+        image_only=image_only,
+    )
+    window = solve_window(mask)
+    target, source, mask = jnp.asarray(target), jnp.asarray(source), jnp.asarray(mask)
+    if window is None:
+        return _solve_blend(target, source, mask, **static)
+    top, left, height, width = window
+    sol = _solve_blend(*_cut((target, source, mask), top, left, size=(height, width)), **static)
+    if image_only:  # outside the window: the target, untouched
+        return _paste(target, sol, top, left)
+    return PoissonSolution(_paste(target, sol.x, top, left), sol.iterations, sol.residual)
 
 
 def solve_blend(
@@ -380,18 +482,17 @@ def solve_blend(
     preconditioner: str = "multigrid",
 ) -> PoissonSolution:
     """``poisson_blend`` without the clipping, with diagnostics: ``x`` f32[H, W, 3], ``iterations`` i32[3]
-    and ``residual`` f32[3] per channel. The channels are solved together (``vmap``), jit-compiled."""
-    if preconditioner not in PRECONDITIONERS:
-        raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
-    # every static argument passed explicitly, so defaults and explicit values share one compilation
-    return _solve_blend(
-        jnp.asarray(target),
-        jnp.asarray(source),
-        jnp.asarray(mask),
-        mixed=bool(mixed),
-        tol=float(tol),
-        max_iters=int(max_iters),
+    and ``residual`` f32[3] per channel. The channels are solved together (``vmap``), jit-compiled, in the
+    mask's window (``solve_window``) when the mask is concrete."""
+    return _blend(
+        target,
+        source,
+        mask,
+        mixed=mixed,
+        tol=tol,
+        max_iters=max_iters,
         preconditioner=preconditioner,
+        image_only=False,
     )
 
 
@@ -415,7 +516,9 @@ def poisson_blend(
     the target is returned exactly (an empty mask returns ``target``); on the image border missing
     neighbours are ignored (Neumann); a mask covering the whole image returns the solution with the source's
     mean (for importing gradients, the source itself). Output clipped to [0, 1]. jit-compiled; vmap over a
-    leading batch axis for batches (a ``while_loop`` then runs until every item has converged).
+    leading batch axis for batches (a ``while_loop`` then runs until every item has converged). Called
+    with a concrete mask it solves only in the mask's window (``solve_window``: the work scales with the
+    region, not the image); inside ``jit``/``vmap`` the mask is traced and the whole image is solved.
 
     Args:
         target: f32[H, W, 3] in [0, 1], the photo.
@@ -426,7 +529,13 @@ def poisson_blend(
         max_iters: CG iteration cap (static).
         preconditioner: "multigrid" (default), "dst" or "none" (static).
     """
-    sol = solve_blend(
-        target, source, mask, mixed=mixed, tol=tol, max_iters=max_iters, preconditioner=preconditioner
+    return _blend(
+        target,
+        source,
+        mask,
+        mixed=mixed,
+        tol=tol,
+        max_iters=max_iters,
+        preconditioner=preconditioner,
+        image_only=True,
     )
-    return jnp.clip(sol.x, 0.0, 1.0)
