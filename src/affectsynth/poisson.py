@@ -449,7 +449,7 @@ def solve_window(mask: Mask) -> tuple[int, int, int, int] | None:
     return top, left, height, width
 
 
-def _blend(target, source, mask, *, mixed, tol, max_iters, preconditioner, image_only):
+def _blend(target, source, mask, mixed, tol, max_iters, preconditioner, *, image_only):
     if preconditioner not in PRECONDITIONERS:
         raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
     # every static argument passed explicitly, so defaults and explicit values share one compilation
@@ -484,16 +484,7 @@ def solve_blend(
     """``poisson_blend`` without the clipping, with diagnostics: ``x`` f32[H, W, 3], ``iterations`` i32[3]
     and ``residual`` f32[3] per channel. The channels are solved together (``vmap``), jit-compiled, in the
     mask's window (``solve_window``) when the mask is concrete."""
-    return _blend(
-        target,
-        source,
-        mask,
-        mixed=mixed,
-        tol=tol,
-        max_iters=max_iters,
-        preconditioner=preconditioner,
-        image_only=False,
-    )
+    return _blend(target, source, mask, mixed, tol, max_iters, preconditioner, image_only=False)
 
 
 def poisson_blend(
@@ -529,13 +520,4 @@ def poisson_blend(
         max_iters: CG iteration cap (static).
         preconditioner: "multigrid" (default), "dst" or "none" (static).
     """
-    return _blend(
-        target,
-        source,
-        mask,
-        mixed=mixed,
-        tol=tol,
-        max_iters=max_iters,
-        preconditioner=preconditioner,
-        image_only=True,
-    )
+    return _blend(target, source, mask, mixed, tol, max_iters, preconditioner, image_only=True)
