@@ -244,6 +244,45 @@ def test_wrinkles_stay_in_their_region(aus, box):
     np.testing.assert_allclose(half, 0.5 * d, atol=1e-6)  # fades linearly to zero
 
 
+@pytest.mark.parametrize(
+    "aus",
+    [
+        {"AU1": 1.0, "AU2": 1.0, "AU4": 1.0},
+        {"AU6": 1.0, "AU9": 1.0, "AU10": 1.0, "AU12": 1.0},
+        {"AU15": 1.0, "AU17": 1.0},
+    ],
+)
+def test_wrinkle_texture_stands_in_for_the_patterns(aus):
+    """apply_appearance draws the wrinkles once per face on a template-space texture and looks them up per
+    pixel (speed); the lookup must reproduce the per-pixel evaluation."""
+    rng = np.random.default_rng(0)
+    (x0, x1), (y0, y1) = ap.WRINKLE_EXTENT
+    uv = jnp.asarray(rng.uniform([x0, y0], [x1, y1], (120, 160, 2)), jnp.float32)
+    a, mm = jnp.asarray(au_vector(**aus)), jnp.asarray(0.4)
+    direct = np.asarray(wrinkles(uv, a, mm))
+    looked_up = np.asarray(
+        jax.jit(lambda a, uv: ap.sample_wrinkle_texture(ap.wrinkle_texture(a, mm), uv))(a, uv)
+    )
+    assert np.corrcoef(direct.ravel(), looked_up.ravel())[0, 1] > 0.999
+    assert np.abs(direct - looked_up).max() < 0.1 * np.abs(direct).max()
+
+
+def test_wrinkle_texture_extent_holds_every_pattern():
+    tex = np.asarray(ap.wrinkle_texture(jnp.full(len(AU_NAMES), 1.5), jnp.asarray(0.5)))
+    assert np.abs(tex).max() > 0.1
+    border = np.concatenate([tex[0], tex[-1], tex[:, 0], tex[:, -1]])
+    assert np.abs(border).max() < 1e-6  # so the hard cut at the extent is invisible
+    far = jnp.asarray([[[100.0, 0.0], [0.0, -120.0], [-80.0, 90.0]]])
+    assert np.all(np.asarray(ap.sample_wrinkle_texture(jnp.asarray(tex), far)) == 0.0)
+
+
+def test_fast_cosine_is_accurate():
+    x = jnp.linspace(-300.0, 300.0, 200001)
+    assert float(jnp.abs(ap._cos(x) - jnp.cos(x)).max()) < 5e-5
+    near = jnp.linspace(-7.0, 7.0, 20001)
+    assert float(jnp.abs(ap._cos(near) - jnp.cos(near)).max()) < 1e-6
+
+
 # --------------------------------------------------------------------------------------------------------
 # end to end on the synthetic face
 

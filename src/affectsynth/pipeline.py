@@ -134,6 +134,14 @@ def _render_mesh(subdivision: int):
 def _synthesize_one(image, landmarks, target, key, model: AffectModel, options: SynthesisOptions, crop):
     h, w = image.shape[:2]
     ch, cw = crop
+    pad_h, pad_w = max(ch - h, 0), max(cw - w, 0)
+    if pad_h or pad_w:  # static: the face fills the photo, so work on a copy with an edge-padded border
+        # (the appearance windows are sized as fractions of a crop ~4 inter-pupil distances wide)
+        top, left = pad_h // 2, pad_w // 2
+        padded = jnp.pad(image, ((top, pad_h - top), (left, pad_w - left), (0, 0)), mode="edge")
+        shift = jnp.asarray([left, top, 0], landmarks.dtype)[None, :]
+        full, mask, *rest = _synthesize_one(padded, landmarks + shift, target, key, model, options, crop)
+        return (full[top : top + h, left : left + w], mask[top : top + h, left : left + w], *rest)
     centre = 0.5 * (landmarks[:, :2].min(0) + landmarks[:, :2].max(0))
     top = jnp.clip(jnp.round(centre[1] - ch / 2), 0, h - ch).astype(jnp.int32)
     left = jnp.clip(jnp.round(centre[0] - cw / 2), 0, w - cw).astype(jnp.int32)
@@ -214,12 +222,18 @@ def _synthesize_batch_jit(images, landmarks, targets, keys, model, options, crop
 
 
 def crop_size(landmarks, height: int, width: int, *, skirt: float = 0.35, bucket: int = CROP_BUCKET):
-    """Static crop (h, w) covering every face of a batch with skirt and margin, bucketed to ``bucket`` px."""
+    """Static crop (h, w) covering every face of a batch with skirt and margin, bucketed to ``bucket`` px.
+
+    Clipped to the image unless the face needs more room than the image has (a face that fills the frame):
+    then the crop is larger than the image and ``synthesize_batch`` pads the image's border for the work.
+    """
     lm = np.asarray(landmarks, np.float64).reshape(-1, topo.NUM_LANDMARKS, 3)
     span = (lm[:, :, :2].max(1) - lm[:, :, :2].min(1)).max(0)  # (w, h)
     need = span * (1.0 + skirt) * 1.35 + 16
-    ch = int(min(height, bucket * np.ceil(need[1] / bucket)))
-    cw = int(min(width, bucket * np.ceil(need[0] / bucket)))
+    side = [bucket * int(np.ceil(n / bucket)) for n in need]  # (w, h)
+    # a crop that fits is clipped to the image; one that does not keeps its full size (padded later)
+    ch = side[1] if need[1] > height else min(height, side[1])
+    cw = side[0] if need[0] > width else min(width, side[0])
     return ch, cw
 
 
@@ -249,8 +263,11 @@ def synthesize_batch(
         key: PRNG key, used when ``options.sample`` is True (split into one key per item).
         keys: one PRNG key per item instead (u32[B, 2]), e.g. derived from each item's identity so that a
             resumed job draws the same samples.
-        crop: static processing window (h, w). Default: computed from the landmarks on the host; when the
-            landmarks are traced (called inside your own jit) the whole image is processed.
+        crop: static processing window (h, w). Default: computed from the landmarks on the host
+            (``crop_size``); when the landmarks are traced (called inside your own jit) the whole image is
+            processed — pass ``crop=crop_size(...)`` of representative landmarks there, since the appearance
+            windows are sized for a crop about 4 inter-pupil distances wide. A crop larger than the image is
+            allowed: the border is edge-padded for the work and the output has the image's size.
     """
     images = jnp.asarray(images, jnp.float32)
     landmarks = jnp.asarray(landmarks, jnp.float32)

@@ -320,9 +320,11 @@ def interpolate(fragments: Fragments, vertex_attributes: Float[Array, "V C"]) ->
     Computed as :math:`a_0 + b_1 (a_1 - a_0) + b_2 (a_2 - a_0)`, which stays accurate for large
     attribute values (pixel positions) even though the barycentrics sum to 1 only up to rounding.
     """
-    corner = vertex_attributes[fragments.vertex_ids]  # H W 3 C
-    b = fragments.barycentric[..., 1:, None]
-    out = corner[..., 0, :] + jnp.sum(b * (corner[..., 1:, :] - corner[..., :1, :]), axis=-2)
+    # one gather per corner with an (H, W) index array: a single gather with the (H, W, 3) ids is ~30x
+    # slower on XLA:CPU (10 ms instead of 0.3 ms for 2 channels at 512 x 512)
+    a0, a1, a2 = (vertex_attributes[fragments.vertex_ids[..., k]] for k in range(3))
+    b = fragments.barycentric
+    out = a0 + b[..., 1:2] * (a1 - a0) + b[..., 2:3] * (a2 - a0)
     return jnp.where(fragments.mask[..., None], out, 0.0)
 
 
