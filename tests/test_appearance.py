@@ -4,6 +4,7 @@ A synthetic face (the canonical template, Lambert-shaded under a planted light, 
 painted on) is rasterised by a slow NumPy reference rasteriser, so these tests do not depend on raster.py.
 """
 
+import sys
 import types
 
 import equinox as eqx
@@ -541,3 +542,32 @@ def test_project_action_units_recovers_planted_intensities():
     deform = jnp.einsum("k,kvc->vc", jnp.asarray(planted), basis)
     got = np.asarray(ap.project_action_units(deform, basis, ridge=1e-6))
     np.testing.assert_allclose(got, planted, atol=0.02)
+
+
+@pytest.mark.parametrize(
+    ("aus", "active"),
+    [
+        ({"AU43": 1.0}, "eyes"),  # eyes closed
+        ({"AU1": 1.0, "AU2": 1.0, "AU5": 1.0}, "eyes"),  # eyes wide
+        ({"AU25": 1.0, "AU26": 1.0, "AU27": 1.0, "AU20": 1.0, "AU4": 1.0, "AU9": 1.0}, "mouth_interior"),
+    ],
+    ids=["closed", "wide", "scream"],
+)
+def test_default_windows_hold_the_eyes_and_the_mouth(monkeypatch, basis, aus, active):
+    """The eye and mouth cues run in windows sized as fractions of the crop (speed). On a crop as wide as
+    the pipeline's (~4.2 inter-pupil distances), the defaults must give exactly the whole-crop result."""
+    monkeypatch.setattr(sys.modules[__name__], "SIZE", 384)
+    monkeypatch.setattr(sys.modules[__name__], "PX_PER_MM", 384 / 265.0)
+    face = make_face()
+    au = au_vector(**aus)
+    render, frags, ctx = make_scene(face, deformation(basis, au), au)
+    img = jnp.asarray(face.img)
+    off = {"shading": False, "wrinkles": False, "mouth_interior": False, "eyes": False}
+    for cue, window in (("eyes", "eye_window"), ("mouth_interior", "mouth_window")):
+        default = ap.AppearanceOptions(**{**off, cue: True})
+        whole = ap.AppearanceOptions(**{**off, cue: True, window: 1.0})
+        a, _ = apply(render, img, frags, ctx, options=default)
+        b, _ = apply(render, img, frags, ctx, options=whole)
+        if cue == active:
+            assert float(jnp.abs(a - render).max()) > 0.05, cue  # the cue is at work
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg=cue)
