@@ -16,7 +16,6 @@ Usage: python scripts/bench_appearance.py [--runs 15] [--size 512]
 import argparse
 import dataclasses
 import functools
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from _timing import alternate
 from affectsynth import appearance as ap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,13 +39,7 @@ def compare(title: str, calls: dict, runs: int) -> None:
         t0 = time.perf_counter()
         jax.block_until_ready(call())
         first[name] = time.perf_counter() - t0
-    times = {name: [] for name in calls}
-    for _ in range(runs):
-        for name, call in calls.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(call())
-            times[name].append(time.perf_counter() - t0)
-    medians = {name: statistics.median(t) for name, t in times.items()}
+    medians = dict(zip(calls, alternate(list(calls.values()), runs), strict=True))
     base = next(iter(medians.values()))
     print(f"{title} (medians of {runs} alternated calls)")
     for name, t in medians.items():

@@ -18,7 +18,6 @@ Usage: ``python scripts/bench_poisson.py [--sizes 256 512 1024] [--widths 0.4 0.
 
 import argparse
 import platform
-import statistics
 import time
 
 import cv2
@@ -26,6 +25,7 @@ import jax
 import numpy as np
 from skimage import data, transform
 
+from _timing import alternate, timed
 from affectsynth import poisson as P
 
 
@@ -37,15 +37,6 @@ def scene(n: int, width: float):
     a = width * n / 2
     mask = (((j - n / 2) / a) ** 2 + ((i - n / 2) / (1.3 * a)) ** 2 < 1).astype(np.float32)
     return target, source, mask
-
-
-def timed(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def cv2_call(target, source, mask):
@@ -67,15 +58,6 @@ def compile_time(call) -> float:
     jax.block_until_ready(call())
     first = time.perf_counter() - t0
     return max(first - min(timed(call, 2)), 0.0)
-
-
-def alternate(calls, repeats: int) -> list[float]:
-    """Median time of each call, the calls timed in turn ``repeats`` times."""
-    times = [[] for _ in calls]
-    for _ in range(repeats):
-        for call, out in zip(calls, times, strict=True):
-            out.extend(timed(call, 1))
-    return [statistics.median(t) for t in times]
 
 
 def iterations(target, source, mask, preconditioner: str, cap: int):
