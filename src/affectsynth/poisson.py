@@ -31,8 +31,8 @@ Preconditioners (static choice):
   passes, so it is the fast one.
 * ``"dst"``: the exact inverse of the Dirichlet Laplacian of the (window) rectangle by a fast sine
   transform, applied to the masked residual and masked again (symmetric). Iterations grow slowly with the
-  size of the region (the condition number grows like its diameter, not its square), but fast when the
-  region reaches the image border, where the true edge is Neumann (80-100 iterations at 512-1024 px).
+  size of the region (the condition number grows like its diameter, not its square), but grow fast when
+  the region reaches the image border, where the true edge is Neumann (80-100 iterations at 512-1024 px).
 * ``"none"``: plain CG (hundreds of iterations at 256 px and above).
 """
 
@@ -83,7 +83,7 @@ class _Operator(eqx.Module):
 
     ``region`` is set on the finest level only, where every edge weight is 1 between two unknowns: there
     the neighbour sum of a vector that is zero outside the region needs no weights (``region`` times the
-    plain 4-neighbour sum), which halves the memory each stencil pass reads.
+    plain 4-neighbour sum): each stencil pass reads one array instead of three.
     """
 
     wx: Float[Array, "H Wm1"]
