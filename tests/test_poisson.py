@@ -290,6 +290,8 @@ def test_window_solve_equals_whole_image_solve(where):
     whole = jax.jit(lambda a, b, c: P.poisson_blend(a, b, c, **EXACT))(t, s, mask)
     np.testing.assert_allclose(np.asarray(windowed), np.asarray(whole), atol=2e-5)  # both solved to 1e-6
     np.testing.assert_array_equal(np.asarray(windowed)[~inside], t[~inside])
+    unwindowed = P.poisson_blend(t, s, mask, window=False, **EXACT)  # eager, opted out: the whole image
+    np.testing.assert_allclose(np.asarray(unwindowed), np.asarray(whole), atol=1e-6)
     sol = P.solve_blend(t, s, mask, **EXACT)
     assert sol.x.shape == t.shape and np.all(np.asarray(sol.residual) <= 1e-6)
     np.testing.assert_allclose(np.asarray(sol.x), _reference(t, s, mask), atol=5e-5)

@@ -449,7 +449,7 @@ def solve_window(mask: Mask) -> tuple[int, int, int, int] | None:
     return top, left, height, width
 
 
-def _blend(target, source, mask, mixed, tol, max_iters, preconditioner, *, image_only):
+def _blend(target, source, mask, mixed, tol, max_iters, preconditioner, window, *, image_only):
     if preconditioner not in PRECONDITIONERS:
         raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
     # every static argument passed explicitly, so defaults and explicit values share one compilation
@@ -460,7 +460,7 @@ def _blend(target, source, mask, mixed, tol, max_iters, preconditioner, *, image
         preconditioner=preconditioner,
         image_only=image_only,
     )
-    window = solve_window(mask)
+    window = solve_window(mask) if window else None
     target, source, mask = jnp.asarray(target), jnp.asarray(source), jnp.asarray(mask)
     if window is None:
         return _solve_blend(target, source, mask, **static)
@@ -480,11 +480,12 @@ def solve_blend(
     tol: float = 1e-5,
     max_iters: int = 100,
     preconditioner: str = "multigrid",
+    window: bool = True,
 ) -> PoissonSolution:
     """``poisson_blend`` without the clipping, with diagnostics: ``x`` f32[H, W, 3], ``iterations`` i32[3]
     and ``residual`` f32[3] per channel. The channels are solved together (``vmap``), jit-compiled, in the
     mask's window (``solve_window``) when the mask is concrete."""
-    return _blend(target, source, mask, mixed, tol, max_iters, preconditioner, image_only=False)
+    return _blend(target, source, mask, mixed, tol, max_iters, preconditioner, window, image_only=False)
 
 
 def poisson_blend(
@@ -496,6 +497,7 @@ def poisson_blend(
     tol: float = 1e-5,
     max_iters: int = 100,
     preconditioner: str = "multigrid",
+    window: bool = True,
 ) -> Image:
     """Blend ``source`` into ``target`` inside ``mask`` by solving the Poisson equation per channel.
 
@@ -519,5 +521,8 @@ def poisson_blend(
         tol: relative residual to stop at (static).
         max_iters: CG iteration cap (static).
         preconditioner: "multigrid" (default), "dst" or "none" (static).
+        window: solve in the mask's window when the mask is concrete (default). Each new window size
+            compiles the solver once (about 2 s on CPU; sides are rounded up to ``WINDOW_STEP``), so a long
+            eager loop over masks of many sizes may prefer ``window=False``: one compilation per image size.
     """
-    return _blend(target, source, mask, mixed, tol, max_iters, preconditioner, image_only=True)
+    return _blend(target, source, mask, mixed, tol, max_iters, preconditioner, window, image_only=True)
