@@ -409,9 +409,16 @@ def _cut(arrays, top, left, *, size):
     )
 
 
-@jax.jit
-def _paste(target, window, top, left):
-    return jax.lax.dynamic_update_slice(target.astype(window.dtype), window, (top, left, 0))
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _solve_blend_window(target, cut, top, left, *, mixed, tol, max_iters, preconditioner, image_only):
+    """``_solve_blend`` on the window arrays ``cut`` (from ``_cut``), pasted into the full ``target``
+    (outside the window: the target, untouched); in one program, which saves a dispatch and a pass."""
+    sol = _solve_blend(
+        *cut, mixed=mixed, tol=tol, max_iters=max_iters, preconditioner=preconditioner, image_only=image_only
+    )
+    x = sol if image_only else sol.x
+    x = jax.lax.dynamic_update_slice(target.astype(x.dtype), x, (top, left, 0))
+    return x if image_only else PoissonSolution(x, sol.iterations, sol.residual)
 
 
 WINDOW_STEP = 16
@@ -465,10 +472,8 @@ def _blend(target, source, mask, mixed, tol, max_iters, preconditioner, window, 
     if window is None:
         return _solve_blend(target, source, mask, **static)
     top, left, height, width = window
-    sol = _solve_blend(*_cut((target, source, mask), top, left, size=(height, width)), **static)
-    if image_only:  # outside the window: the target, untouched
-        return _paste(target, sol, top, left)
-    return PoissonSolution(_paste(target, sol.x, top, left), sol.iterations, sol.residual)
+    cut = _cut((target, source, mask), top, left, size=(height, width))
+    return _solve_blend_window(target, cut, top, left, **static)
 
 
 def solve_blend(
