@@ -16,6 +16,19 @@ def timed(fn, repeats: int) -> list[float]:
     return out
 
 
+def median_time(fn, repeats: int) -> float:
+    return statistics.median(timed(fn, repeats))
+
+
+def compile_and_median(fn, repeats: int) -> tuple[float, float]:
+    """(compile seconds, median steady seconds): the first call minus the median of ``repeats`` later ones."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - t0
+    steady = median_time(fn, repeats)
+    return max(first - steady, 0.0), steady
+
+
 def alternate(calls, repeats: int) -> list[float]:
     """Median seconds of each zero-argument call, the calls timed in turn ``repeats`` times: every variant
     sees the same machine state (a shared CPU drifts by up to 2x between seconds), so their ratios hold."""

@@ -8,13 +8,13 @@ baseline is a Python loop of single-face jitted fits over the same faces, measur
 """
 
 import argparse
-import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from _timing import median_time
 from affectsynth import morphable as mm
 
 
@@ -29,15 +29,6 @@ def _faces(model, n, seed=0):
         lm = 4.0 * shape @ rot.T + jnp.asarray(rng.uniform(200, 400, (1, 3)), jnp.float32)
         out.append(lm + 0.5 * jnp.asarray(rng.standard_normal(lm.shape), jnp.float32))
     return jnp.stack(out)
-
-
-def _median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main():
@@ -70,10 +61,10 @@ def main():
         t0 = time.perf_counter()
         jax.block_until_ready(mm.fit_morphable_model_batch(lms, model, steps=args.steps))
         compile_s = time.perf_counter() - t0
-        t_vmap = _median_time(
+        t_vmap = median_time(
             lambda lms=lms: mm.fit_morphable_model_batch(lms, model, steps=args.steps), args.repeats
         )
-        t_loop = _median_time(
+        t_loop = median_time(
             lambda lms=lms: [single(lm, model, steps=args.steps) for lm in lms], max(1, args.repeats // 2)
         )
         vmap_ms, loop_ms = 1e3 * t_vmap / b, 1e3 * t_loop / b

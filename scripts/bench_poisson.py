@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from skimage import data, transform
 
-from _timing import alternate, timed
+from _timing import alternate, compile_and_median
 from affectsynth import poisson as P
 
 
@@ -54,10 +54,7 @@ def ours_call(target, source, mask, preconditioner: str):
 
 
 def compile_time(call) -> float:
-    t0 = time.perf_counter()
-    jax.block_until_ready(call())
-    first = time.perf_counter() - t0
-    return max(first - min(timed(call, 2)), 0.0)
+    return compile_and_median(call, 2)[0]
 
 
 def iterations(target, source, mask, preconditioner: str, cap: int):

@@ -16,15 +16,15 @@ Usage: ``python scripts/bench_raster.py [--sizes 256 512 1024] [--levels 0 1 2] 
 """
 
 import argparse
+import functools
 import math
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from _timing import compile_and_median
 from affectsynth import raster as R
 from affectsynth.topology import face_topology, subdivide
 
@@ -78,19 +78,6 @@ def dense_rasterize(vertices, triangles, height: int, width: int, chunk: int = 6
     return best
 
 
-def timed(fn, repeats: int) -> tuple[float, float]:
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - t0
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        runs.append(time.perf_counter() - t0)
-    steady = statistics.median(runs)
-    return max(first - steady, 0.0), steady
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
@@ -119,14 +106,14 @@ def main():
             cap = R.default_capacity(f, n, n)
             windows = int(jnp.sum(R._setup(v, t, n, n, R.DEFAULT_WINDOW, False).count))
             ours = jax.jit(lambda v, t, n=n: R.rasterize(v, t, n, n))
-            compile_s, steady = timed(lambda ours=ours, v=v, t=t: ours(v, t), args.repeats)
+            compile_s, steady = compile_and_median(lambda ours=ours, v=v, t=t: ours(v, t), args.repeats)
             base = "-"
             ratio = "-"
             if n * n * f <= args.baseline_max:
                 dense = jax.jit(lambda v, t, n=n: dense_rasterize(v, t, n, n))
                 ids = np.asarray(dense(v, t))
                 agree = np.mean(ids == np.asarray(ours(v, t).triangle_id))
-                _, b = timed(lambda dense=dense, v=v, t=t: dense(v, t), max(1, args.repeats // 2))
+                _, b = compile_and_median(functools.partial(dense, v, t), max(1, args.repeats // 2))
                 base, ratio = f"{1e3 * b:.1f}", f"{b / steady:.1f} (ids agree {100 * agree:.2f}%)"
             print(
                 f"{n:>5} {f:>6} {windows:>8} {math.ceil(windows / cap):>6} {compile_s:>9.2f} "
@@ -140,7 +127,7 @@ def main():
         v, t = face_mesh(n, args.width, lev)
         vs = v[None] + jnp.asarray(rng.uniform(-5, 5, (b, 1, 3)).astype(np.float32))
         batched = jax.jit(jax.vmap(lambda vv, t=t, n=n: R.rasterize(vv, t, n, n)))
-        compile_s, steady = timed(lambda batched=batched, vs=vs: batched(vs), args.repeats)
+        compile_s, steady = compile_and_median(lambda batched=batched, vs=vs: batched(vs), args.repeats)
         print(
             f"{n:>5} {t.shape[0]:>6} compile {compile_s:.2f} s, {1e3 * steady:.1f} ms per batch, "
             f"{1e3 * steady / b:.1f} ms per face",

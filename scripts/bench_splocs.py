@@ -10,28 +10,14 @@ explicit K x K inverse in ``splocs.py`` save. Also PCA (SVD) of the same data, f
 
 import argparse
 import functools
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from _timing import compile_and_median
 from affectsynth import splocs
 from affectsynth.topology import face_topology, subdivide
-
-
-def timed(fn, repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - t0
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        runs.append(time.perf_counter() - t0)
-    med = statistics.median(runs)
-    return first - med, med
 
 
 @functools.partial(jax.jit, static_argnames=("k", "iters", "admm"))
@@ -95,10 +81,12 @@ def main():
         dist = splocs.geodesic_distances(rest, tris)
         x = jnp.asarray(data(f, n, 20))
         ours = functools.partial(splocs.learn_splocs, x, rest, tris, num_components=k, distances=dist)
-        comp, t_ours = timed(ours, args.repeats)
+        comp, t_ours = compile_and_median(ours, args.repeats)
         dj = jnp.asarray(dist)
-        _, t_base = timed(lambda x=x, dj=dj: baseline(x, dj, k, 10, 10), max(1, args.repeats // 2))
-        _, t_pca = timed(lambda x=x: jnp.linalg.svd(x.reshape(x.shape[0], -1), full_matrices=False), 1)
+        base = functools.partial(baseline, x, dj, k, 10, 10)
+        _, t_base = compile_and_median(base, max(1, args.repeats // 2))
+        flat = x.reshape(x.shape[0], -1)
+        _, t_pca = compile_and_median(functools.partial(jnp.linalg.svd, flat, full_matrices=False), 1)
         ratio = t_base / t_ours
         print(f"{f:>6} {n:>5} {comp:>9.2f} {t_ours:>8.3f} {t_base:>10.3f} {ratio:>7.1f}x {t_pca:>7.3f}")
 
@@ -108,7 +96,7 @@ def main():
     xs = np.stack([data(256, 478, 6, seed=s) for s in range(16)])
     mask = np.ones((16, 256), bool)
     fn = functools.partial(splocs.learn_splocs_batch, xs, mask, rest, tris, num_components=8, distances=dist)
-    comp, t = timed(fn, args.repeats)
+    comp, t = compile_and_median(fn, args.repeats)
     print(
         f"batched build call: 16 classes x 256 frames x 478, K=8: compile {comp:.2f} s, run {t:.3f} s "
         f"({1000 * t / 16:.0f} ms per class)"
