@@ -53,9 +53,7 @@ MASK_THRESHOLD = 0.5
 PRECONDITIONERS = ("multigrid", "dst", "none")
 
 # multigrid settings (fixed: tuned once on face-like masks, see scripts/bench_poisson.py)
-_COARSEST = 4  # stop coarsening when both sides are at most this
-_SMOOTH = 1  # red-black Gauss-Seidel sweeps before and after the coarse correction
-_COARSE_SWEEPS = 8  # symmetric sweeps on the coarsest level
+_COARSEST = 8  # stop coarsening when both sides are at most this; that level is solved exactly
 _OVER_CORRECTION = 1.6  # scale of the coarse correction (piecewise-constant aggregates under-correct)
 
 
@@ -139,6 +137,13 @@ def _region_operator(inside: Bool[Array, "H W"], dtype) -> _Operator:
 
 # --------------------------------------------------------------------------------------------------------
 # Multigrid preconditioner
+#
+# Every level but the coarsest is kept in a 2x2 "quarter" layout: pixel (2i + a, 2j + b) of an even-sized
+# H x W array is element (q, i, j) of a 4 x H/2 x W/2 array, quarters in the order (0,0), (1,1), (0,1),
+# (1,0), i.e. the red pixels (even i + j) first, then the black ones. A red-black half sweep then computes
+# only its own colour, the residual after a sweep is nonzero on red pixels only, and the 2x2 restriction
+# and prolongation become sums and broadcasts of whole quarters instead of strided reads and repeats.
+# On CPU this made a V-cycle about 3x cheaper than the same arithmetic on ordinary H x W arrays.
 
 
 def _block_sum(a, hc: int, wc: int):
@@ -166,57 +171,140 @@ def _coarsen(op: _Operator) -> _Operator:
     return _make_operator(wx, wy, _block_sum(op.leak, hc, wc))
 
 
-def _hierarchy(op: _Operator) -> list[_Operator]:
-    levels = [op]
-    while max(levels[-1].leak.shape) > _COARSEST and min(levels[-1].leak.shape) > 1:
-        levels.append(_coarsen(levels[-1]))
-    return levels
+def _to_quarters(a: Float[Array, "H W"]) -> Float[Array, "4 H2 W2"]:
+    """Quarter layout of ``a`` (zero-padded to even sides)."""
+    h, w = a.shape
+    a = jnp.pad(a, ((0, h % 2), (0, w % 2)))
+    return jnp.stack([a[0::2, 0::2], a[1::2, 1::2], a[0::2, 1::2], a[1::2, 0::2]])
 
 
-def _checkerboard(shape) -> Bool[Array, "H W"]:
-    i, j = jnp.indices(shape)
-    return (i + j) % 2 == 0
+def _from_quarters(q: Float[Array, "4 H2 W2"], shape: tuple[int, int]) -> Float[Array, "H W"]:
+    """Inverse of ``_to_quarters`` for an array of ``shape``."""
+    _, h2, w2 = q.shape
+    even = jnp.stack([q[0], q[2]], axis=-1).reshape(h2, 2 * w2)  # row 2i: (0,0) (0,1) (0,0) ...
+    odd = jnp.stack([q[3], q[1]], axis=-1).reshape(h2, 2 * w2)  # row 2i+1: (1,0) (1,1) ...
+    return jnp.stack([even, odd], axis=1).reshape(2 * h2, 2 * w2)[: shape[0], : shape[1]]
 
 
-def _gauss_seidel(op: _Operator, r, x, colours: tuple[bool, ...]):
-    """Red-black Gauss-Seidel half sweeps in the given colour order (True = even ``i + j``).
+def _shift(a, di: int, dj: int):
+    """``out[i, j] = a[i + di, j + dj]``, zero where that lies outside (``di, dj`` in {-1, 0, 1})."""
+    h, w = a.shape
+    a = jnp.pad(a, ((max(-di, 0), max(di, 0)), (max(-dj, 0), max(dj, 0))))
+    return a[max(di, 0) : max(di, 0) + h, max(dj, 0) : max(dj, 0) + w]
 
-    Written as a ``fori_loop`` on purpose: unrolled, XLA's CPU fusion inlines each stencil into the next
-    one and the work grows exponentially with the number of sweeps; a loop boundary materialises ``x``.
+
+def _weighted(terms, weights, quarter: int):
+    """``sum_d w[d, quarter] * value_d`` over (direction, value) pairs; unit weights if ``weights`` is None"""
+    if weights is None:
+        return sum(v for _, v in terms)
+    return sum(weights[d, quarter] * v for d, v in terms)
+
+
+def _red_neighbours(black: Float[Array, "2 H2 W2"], weights=None) -> Float[Array, "2 H2 W2"]:
+    """Weighted 4-neighbour sums of the red quarters (0,0), (1,1), whose neighbours are all black.
+
+    ``weights`` (directions left, right, up, down; quarters) or None for unit weights.
     """
-    red = _checkerboard(r.shape)
-    order = jnp.asarray(colours)
-
-    def half_sweep(t, x):
-        new = (r + _offdiag(op, x)) * op.inv_diag
-        return jnp.where(red == order[t], new, x)
-
-    return jax.lax.fori_loop(0, len(colours), half_sweep, x)
+    q01, q10 = black[0], black[1]
+    n00 = [(0, _shift(q01, 0, -1)), (1, q01), (2, _shift(q10, -1, 0)), (3, q10)]
+    n11 = [(0, q10), (1, _shift(q10, 0, 1)), (2, q01), (3, _shift(q01, 1, 0))]
+    return jnp.stack([_weighted(n00, weights, 0), _weighted(n11, weights, 1)])
 
 
-def _v_cycle(levels: list[_Operator], r, level: int = 0):
-    """One symmetric V-cycle from a zero guess: an SPD approximation of ``A^{-1} r``.
+def _black_neighbours(red: Float[Array, "2 H2 W2"], weights=None) -> Float[Array, "2 H2 W2"]:
+    """The same for the black quarters (0,1), (1,0)."""
+    q00, q11 = red[0], red[1]
+    n01 = [(0, q00), (1, _shift(q00, 0, 1)), (2, _shift(q11, -1, 0)), (3, q11)]
+    n10 = [(0, _shift(q11, 0, -1)), (1, q11), (2, q00), (3, _shift(q00, 1, 0))]
+    return jnp.stack([_weighted(n01, weights, 2), _weighted(n10, weights, 3)])
 
-    Symmetric because the post-smoother is the adjoint of the pre-smoother (reversed colour order),
-    restriction is the transpose of prolongation and the coarsest solve is a palindromic sweep sequence.
+
+class _Level(eqx.Module):
+    """One multigrid level in quarter layout.
+
+    The finest level has unit weights on the edges inside the region (``region`` set, ``weights`` None;
+    ``diag`` is kept for CG's operator); coarser ones carry the edge weights to the left, right, upper and
+    lower neighbour of every pixel (``weights``) and need no region (weights and ``inv_diag`` vanish
+    outside it).
     """
-    op = levels[level]
-    if level == len(levels) - 1:
-        order = (True, False) * _COARSE_SWEEPS
-        order = order + order[::-1]
-        return _gauss_seidel(op, r, jnp.zeros_like(r), order)
-    pre = (True, False) * _SMOOTH
-    x = _gauss_seidel(op, r, jnp.zeros_like(r), pre)
-    h, w = r.shape
-    coarse = levels[level + 1]
-    hc, wc = coarse.leak.shape
-    rc = _block_sum(r - _apply(op, x), hc, wc)
-    xc = _v_cycle(levels, rc, level + 1)
-    correction = jnp.repeat(jnp.repeat(xc, 2, axis=0), 2, axis=1)[:h, :w]
-    if op.region is not None:  # the unweighted fine stencil needs x to stay zero outside the region
-        correction = op.region * correction
-    x = x + _OVER_CORRECTION * correction
-    return _gauss_seidel(op, r, x, pre[::-1])
+
+    inv_diag: Float[Array, "4 H2 W2"]
+    diag: Float[Array, "4 H2 W2"] | None = None
+    region: Float[Array, "4 H2 W2"] | None = None
+    weights: Float[Array, "4 4 H2 W2"] | None = None
+
+
+class _Multigrid(eqx.Module):
+    levels: list[_Level]  # finest first, each padded to even sides
+    coarsest: Float[Array, "N N"]  # the inverse of the coarsest operator (dense; N = its pixel count)
+
+
+def _coarsest_inverse(op: _Operator, whole: Bool[Array, ""]) -> Float[Array, "N N"]:
+    """Dense inverse of the coarsest operator (at most ``_COARSEST**2`` pixels).
+
+    Pixels outside the region (zero rows) get a unit diagonal, so they map to zero. When the region is the
+    whole image the operator is singular with the constants as null space; adding ``J / N`` (``J`` all ones)
+    makes it invertible without changing the solution for the zero-mean right-hand sides CG supplies.
+    """
+    shape = op.leak.shape
+    n = math.prod(shape)
+    basis = jnp.eye(n, dtype=op.leak.dtype).reshape((n,) + shape)
+    a = jax.vmap(lambda e: _apply(op, e))(basis).reshape(n, n)
+    a = a + jnp.diag((op.diag.reshape(n) == 0).astype(a.dtype)) + jnp.where(whole, 1.0 / n, 0.0)
+    return jnp.linalg.inv(a)
+
+
+def _multigrid(op: _Operator, whole: Bool[Array, ""]) -> _Multigrid:
+    """The hierarchy of the region operator ``op`` (``_region_operator``); ``whole``: the region is the
+    whole image."""
+    q = _to_quarters
+    levels = [_Level(q(op.inv_diag), diag=q(op.diag), region=q(op.region))]
+    op = _coarsen(op)
+    while max(op.leak.shape) > _COARSEST:
+        directions = (_pad_x(op.wx, 1), _pad_x(op.wx, 0), _pad_y(op.wy, 1), _pad_y(op.wy, 0))
+        levels.append(_Level(q(op.inv_diag), weights=jnp.stack([q(d) for d in directions])))
+        op = _coarsen(op)
+    return _Multigrid(levels, _coarsest_inverse(op, whole))
+
+
+def _fine_apply(fine: _Level, u: Float[Array, "4 H2 W2"]) -> Float[Array, "4 H2 W2"]:
+    """``A u`` on the finest level, quarter layout (``u`` zero outside the region)."""
+    neighbours = jnp.concatenate([_red_neighbours(u[2:]), _black_neighbours(u[:2])])
+    return fine.diag * u - fine.region * neighbours
+
+
+def _v_cycle(mg: _Multigrid, r: Float[Array, "4 H2 W2"], level: int = 0) -> Float[Array, "4 H2 W2"]:
+    """One symmetric V-cycle from a zero guess: an SPD approximation of ``A^{-1} r`` (quarter layout).
+
+    Per level: one red-black Gauss-Seidel sweep, the coarse correction (restriction = 2x2 block sums,
+    prolongation = piecewise constant, over-corrected by ``_OVER_CORRECTION``), one black-red sweep; the
+    coarsest level gets a palindromic sequence of sweeps. Symmetric because the post-smoother is the
+    adjoint of the pre-smoother, restriction is the transpose of prolongation and the coarsest solve is
+    symmetric. What is known to be zero is left out: the first red half sweep starts from zero (so it is
+    ``r / diag``); after the black half sweep the residual vanishes on black pixels and on red ones is the
+    weighted black neighbour sum (``r - diag * r / diag = 0``); the coarse correction is added to red
+    pixels only, as the next (black) half sweep overwrites the black ones.
+    """
+    lv = mg.levels[level]
+    d, w = lv.inv_diag, lv.weights
+    red = r[:2] * d[:2]
+    black = (r[2:] + _black_neighbours(red, w)) * d[2:]
+    residual = _red_neighbours(black, w)
+    if lv.region is not None:  # unit weights also reach outside the region; mask them off
+        residual = lv.region[:2] * residual
+    coarse_r = residual[0] + residual[1]
+    if level + 1 == len(mg.levels):
+        coarse_x = jnp.sum(mg.coarsest * coarse_r.reshape(1, -1), axis=1).reshape(coarse_r.shape)
+    else:
+        coarse_x = _v_cycle(mg, _to_quarters(coarse_r), level + 1)
+        coarse_x = _from_quarters(coarse_x, coarse_r.shape)
+    correction = _OVER_CORRECTION * coarse_x[None]
+    if lv.region is not None:  # x must stay zero outside the region (the unit stencil reads it there)
+        correction = lv.region[:2] * correction
+    red = red + correction
+    black = (r[2:] + _black_neighbours(red, w)) * d[2:]
+    red = (r[:2] + _red_neighbours(black, w)) * d[:2]
+    return jnp.concatenate([red, black])
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -314,28 +402,36 @@ def solve_poisson(
     m = inside.astype(dt)
     x0 = boundary if x0 is None else jnp.asarray(x0, dt)
     whole = jnp.all(inside)
+    n = math.prod(inside.shape)
+    op = _region_operator(inside, dt)
+    if preconditioner == "multigrid":  # CG runs in the finest level's quarter layout (see _quarters)
+        mg = _multigrid(op, whole)
+        region, to_space = mg.levels[0].region, _to_quarters
+        from_space = lambda q: _from_quarters(q, inside.shape)
+        apply = lambda u: _fine_apply(mg.levels[0], u)
+    else:
+        region, to_space, from_space, apply = m, (lambda a: a), (lambda a: a), (lambda u: _apply(op, u))
 
     def project(v):
         # on the whole image the constants are the null space: work orthogonally to them (a cond, not a
         # select, so the usual case does not pay two extra passes per use; under an outer vmap over
         # different masks it becomes a select again)
-        return jax.lax.cond(whole, lambda v: v - jnp.mean(v), lambda v: v, v)
+        return jax.lax.cond(whole, lambda v: v - region * (jnp.sum(v) / n), lambda v: v, v)
 
-    op = _region_operator(inside, dt)
     if preconditioner == "multigrid":
-        levels = _hierarchy(op)
         # no masking needed: the last half sweeps write every pixel, and inv_diag is 0 outside the region
-        precondition = lambda r: project(_v_cycle(levels, r))
+        precondition = lambda r: project(_v_cycle(mg, r))
     elif preconditioner == "dst":
         precondition = lambda r: project(m * _dirichlet_inverse(r))
     else:
         precondition = lambda r: r
 
-    b = project(_right_hand_side(jnp.asarray(gx, dt), jnp.asarray(gy, dt), boundary, inside))
+    rhs = _right_hand_side(jnp.asarray(gx, dt), jnp.asarray(gy, dt), boundary, inside)
+    b = project(to_space(rhs))
     b_norm = jnp.sqrt(_dot(b, b))
     scale = 1.0 / jnp.maximum(b_norm, jnp.finfo(dt).tiny)
-    u = m * x0
-    r = project(b - _apply(op, u))
+    u = to_space(m * x0)
+    r = project(b - apply(u))
     z = precondition(r)
     p = z
     rz = _dot(r, z)
@@ -347,7 +443,7 @@ def solve_poisson(
 
     def body(state):
         u, r, p, rz, _, k = state
-        ap = _apply(op, p)
+        ap = apply(p)
         pap = _dot(p, ap)
         alpha = jnp.where(pap > 0, rz / jnp.where(pap > 0, pap, 1.0), 0.0)
         u = u + alpha * p
@@ -359,8 +455,10 @@ def solve_poisson(
 
     state = (u, r, p, rz, rr, jnp.zeros((), jnp.int32))
     u, _, _, _, _, k = jax.lax.while_loop(cond, body, state)
+    u = from_space(u)
     u = jax.lax.cond(whole, lambda u: u - jnp.mean(u) + jnp.mean(x0), lambda u: u, u)
-    final = project(b - _apply(op, m * u))
+    final = rhs - _apply(op, m * u)
+    final = jax.lax.cond(whole, lambda v: v - jnp.mean(v), lambda v: v, final)  # = project(b - A u)
     residual = jnp.sqrt(_dot(final, final)) * scale
     return PoissonSolution(jnp.where(inside, u, boundary), k, residual)
 
