@@ -218,8 +218,12 @@ def test_transforms_jit_vmap_channels(small):
 
 @pytest.mark.parametrize(
     ("preconditioner", "shape", "whole"),
-    [("multigrid", (10, 13), False), ("multigrid", (25, 36), False), ("multigrid", (9, 19), True),
-     ("dst", (10, 13), False)],
+    [
+        ("multigrid", (10, 13), False),
+        ("multigrid", (25, 36), False),
+        ("multigrid", (9, 19), True),
+        ("dst", (10, 13), False),
+    ],
 )
 def test_preconditioner_is_symmetric_positive_definite(preconditioner, shape, whole):
     """The V-cycle (one quarter level at 10 x 13, three at 25 x 36 with odd sides padded, whole-image
