@@ -398,26 +398,28 @@ def _dot(a, b):
 def _cg(apply, precondition, r, scale, tol: float, max_iters: int):
     """Preconditioned CG for ``A du = r`` from ``du = 0``, until ``|r - A du| * scale <= tol`` or
     ``max_iters``; returns ``(du, iterations)``. Vectors are in whatever layout ``apply`` and
-    ``precondition`` use."""
-    z = precondition(r)
-    state = (jnp.zeros_like(r), r, z, _dot(r, z), _dot(r, r), jnp.zeros((), jnp.int32))
+    ``precondition`` use. Each iteration preconditions first, so the preconditioner is traced (and
+    compiled) once and never applied to the final residual."""
 
     def cond(state):
         _, _, _, _, rr, k = state
         return (jnp.sqrt(rr) * scale > tol) & (k < max_iters)
 
     def body(state):
-        u, r, p, rz, _, k = state
+        u, r, p, rz_old, _, k = state
+        z = precondition(r)
+        rz = _dot(r, z)
+        beta = jnp.where((k > 0) & (rz_old > 0), rz / jnp.where(rz_old > 0, rz_old, 1.0), 0.0)
+        p = z + beta * p
         ap = apply(p)
         pap = _dot(p, ap)
         alpha = jnp.where(pap > 0, rz / jnp.where(pap > 0, pap, 1.0), 0.0)
         u = u + alpha * p
         r = r - alpha * ap
-        z = precondition(r)
-        rz_new = _dot(r, z)
-        beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1.0), 0.0)
-        return u, r, z + beta * p, rz_new, _dot(r, r), k + 1
+        return u, r, p, rz, _dot(r, r), k + 1
 
+    zero = jnp.zeros_like(r)
+    state = (zero, r, zero, jnp.ones((), r.dtype), _dot(r, r), jnp.zeros((), jnp.int32))
     u, _, _, _, _, k = jax.lax.while_loop(cond, body, state)
     return u, k
 
