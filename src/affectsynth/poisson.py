@@ -578,7 +578,9 @@ def _solve_quarters(target, source, region, shape, mixed, tol, max_iters) -> Poi
         final = jnp.where(whole, final - region * (jnp.sum(final) / n), final)
         return jnp.where(region > 0, u, t), k, jnp.sqrt(_dot(final, final)) * scale
 
-    return PoissonSolution(*jax.vmap(channel)(target, source))
+    # channels one after another (lax.map), not batched: on a single core 10% faster, and each channel
+    # stops at its own iteration count
+    return PoissonSolution(*jax.lax.map(lambda ts: channel(*ts), (target, source)))
 
 
 def _solve(target, source, mask, mixed, tol, max_iters, preconditioner) -> PoissonSolution:
