@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 STAGES = {
     "fit": (["bench_fit.py"], ["--sizes", "1", "8", "--repeats", "2", "--steps", "30"]),
     "raster": (["bench_raster.py"], ["--sizes", "256", "--levels", "0", "--repeats", "2"]),
-    "poisson": (["bench_poisson.py"], ["--sizes", "256", "--repeats", "2", "--no-plain"]),
+    "poisson": (["bench_poisson.py"], ["--sizes", "256", "--repeats", "2", "--rounds", "1", "--no-plain"]),
     "splocs": (["bench_splocs.py"], ["--quick", "--repeats", "1"]),
     "appearance": (["bench_appearance.py"], ["--runs", "2", "--size", "256"]),
     "augment": (["bench_augment.py"], ["--images", "4", "--sizes", "1,4"]),

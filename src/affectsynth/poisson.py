@@ -691,7 +691,8 @@ def solve_blend(
     window: bool = True,
 ) -> PoissonSolution:
     """``poisson_blend`` without the clipping, with diagnostics: ``x`` f32[H, W, 3], ``iterations`` i32[3]
-    and ``residual`` f32[3] per channel. The channels are solved together (``vmap``), jit-compiled, in the
+    and ``residual`` f32[3] per channel. jit-compiled; the channels are solved one after another
+    (multigrid: ``lax.map``, each to its own iteration count) or together (``vmap``: "dst", "none"), in the
     mask's window (``solve_window``) when the mask is concrete."""
     return _blend(target, source, mask, mixed, tol, max_iters, preconditioner, window, image_only=False)
 
@@ -730,7 +731,7 @@ def poisson_blend(
         max_iters: CG iteration cap (static).
         preconditioner: "multigrid" (default), "dst" or "none" (static).
         window: solve in the mask's window when the mask is concrete (default). Each new window size
-            compiles the solver once (about 2 s on CPU; sides are rounded up to ``WINDOW_STEP``), so a long
+            compiles the solver once (about 3 s on CPU; sides are rounded up to ``WINDOW_STEP``), so a long
             eager loop over masks of many sizes may prefer ``window=False``: one compilation per image size.
     """
     return _blend(target, source, mask, mixed, tol, max_iters, preconditioner, window, image_only=True)
