@@ -46,7 +46,6 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
@@ -169,10 +168,10 @@ def _coarsen(op: _Operator) -> _Operator:
     hc, wc = (h + 1) // 2, (w + 1) // 2
     wx = jnp.pad(op.wx, ((0, 2 * hc - h), (0, 0)))
     wx = wx[:, 1 : 2 * wc - 2 : 2]  # fine edges (2J+1, 2J+2): between block J and J+1
-    wx = wx.reshape(hc, 2, wc - 1).sum(axis=1)
+    wx = wx[0::2] + wx[1::2]  # pairs of rows; adds, not a reduction (XLA:CPU reduces a short axis slowly)
     wy = jnp.pad(op.wy, ((0, 0), (0, 2 * wc - w)))
     wy = wy[1 : 2 * hc - 2 : 2, :]
-    wy = wy.reshape(hc - 1, wc, 2).sum(axis=2)
+    wy = wy[:, 0::2] + wy[:, 1::2]
     return _make_operator(wx, wy, _block_sum(op.leak, hc, wc))
 
 
@@ -255,7 +254,7 @@ class _Multigrid(eqx.Module):
 
 
 def _coarsest_inverse(op: _Operator, whole: Bool[Array, ""]) -> Float[Array, "N N"]:
-    """Dense inverse of the coarsest operator (at most ``_COARSEST`` pixels), by Cholesky.
+    """Dense inverse of the coarsest operator (at most ``_COARSEST`` pixels).
 
     Pixels outside the region (zero rows) get a unit diagonal, so they map to zero. When the region is the
     whole image the operator is singular with the constants as null space; adding ``J / N`` (``J`` all ones)
@@ -266,7 +265,11 @@ def _coarsest_inverse(op: _Operator, whole: Bool[Array, ""]) -> Float[Array, "N 
     basis = jnp.eye(n, dtype=op.leak.dtype).reshape((n,) + shape)
     a = jax.vmap(lambda e: _apply(op, e))(basis).reshape(n, n)
     a = a + jnp.diag((op.diag.reshape(n) == 0).astype(a.dtype)) + jnp.where(whole, 1.0 / n, 0.0)
-    return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a), jnp.eye(n, dtype=a.dtype))
+    # from the eigendecomposition (one LAPACK call): XLA:CPU expands the triangular solves of a Cholesky
+    # inverse into loops that took 3.6 ms inside synthesize_batch; eigenvalues floored against rounding
+    w, v = jnp.linalg.eigh(a)
+    w = jnp.maximum(w, 1e-6 * w[-1])
+    return (v / w[None, :]) @ v.T
 
 
 def _in_image(shape: tuple[int, int], dtype) -> Float[Array, "4 H2 W2"]:
@@ -288,7 +291,9 @@ def _multigrid(region: Float[Array, "4 H2 W2"], in_image: Float[Array, "4 H2 W2"
     wx = q01[:, :-1] * q00[:, 1:] + q11[:, :-1] * q10[:, 1:]  # fine edges between block columns J, J+1
     wy = q10[:-1, :] * q00[1:, :] + q11[:-1, :] * q01[1:, :]  # and between block rows I, I+1
     leak = region * (degree - sum(_neighbours(region)))
-    op = _make_operator(wx, wy, leak.sum(axis=0))
+    # the four quarters added, not .sum(axis=0): inside a larger program XLA:CPU made that a YNNPACK
+    # reduction taking 8 ms at 512 px
+    op = _make_operator(wx, wy, leak[0] + leak[1] + leak[2] + leak[3])
     while op.leak.size > _COARSEST:
         directions = (_pad_x(op.wx, 1), _pad_x(op.wx, 0), _pad_y(op.wy, 1), _pad_y(op.wy, 0))
         levels.append(
@@ -525,7 +530,9 @@ def _solve_channels(target, source, mask, mixed, tol, max_iters, preconditioner)
 
 
 def _image_quarters(image: Float[Array, "H W C"]) -> Float[Array, "C 4 H2 W2"]:
-    return jax.vmap(_to_quarters, in_axes=2)(image)
+    # channels first, then quarters: sliced straight from the channel-last array, XLA:CPU chose a
+    # transposed layout and a copy after it (3.5 ms at 512 px inside synthesize_batch)
+    return jax.vmap(_to_quarters)(jnp.transpose(image, (2, 0, 1)))
 
 
 def _image_from_quarters(q: Float[Array, "C 4 H2 W2"], shape: tuple[int, int]) -> Float[Array, "H W C"]:
