@@ -29,17 +29,11 @@ def compile_and_median(fn, repeats: int) -> tuple[float, float]:
     return max(first - steady, 0.0), steady
 
 
-def alternate_times(calls, repeats: int) -> list[list[float]]:
-    """Seconds of every call of each zero-argument call, the calls timed in turn ``repeats`` times: every
-    variant sees the same machine state (a shared CPU drifts by up to 2x between seconds), so their ratios
-    hold."""
+def alternate(calls, repeats: int) -> list[float]:
+    """Median seconds of each zero-argument call, the calls timed in turn ``repeats`` times: every variant
+    sees the same machine state (a shared CPU drifts by up to 2x between seconds), so their ratios hold."""
     times = [[] for _ in calls]
     for _ in range(repeats):
         for call, out in zip(calls, times, strict=True):
             out.extend(timed(call, 1))
-    return times
-
-
-def alternate(calls, repeats: int) -> list[float]:
-    """Median seconds of each call, timed as in ``alternate_times``."""
-    return [statistics.median(t) for t in alternate_times(calls, repeats)]
+    return [statistics.median(t) for t in times]

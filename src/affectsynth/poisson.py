@@ -400,6 +400,12 @@ def _dot(a, b):
     return jnp.sum(a * b)
 
 
+def _zero_mean(v, region, n: int, whole):
+    """``v`` less its mean over the ``n`` pixels of the image when the region is the whole image (where the
+    constants are the operator's null space); ``v`` itself otherwise."""
+    return jnp.where(whole, v - region * (jnp.sum(v) / n), v)
+
+
 def _cg(apply, precondition, r, scale, tol: float, max_iters: int):
     """Preconditioned CG for ``A du = r`` from ``du = 0``, until ``|r - A du| * scale <= tol`` or
     ``max_iters``; returns ``(du, iterations)``. Vectors are in whatever layout ``apply`` and
@@ -475,7 +481,7 @@ def solve_poisson(
     # On the whole image the constants are the null space: b is made zero-mean once, and CG then stays in
     # the range of A by itself (every A p sums to zero, and the preconditioners are positive definite on
     # the whole space), so the loop needs no projections; the solution's mean is fixed after it.
-    b = jnp.where(whole, rhs - m * (jnp.sum(rhs) / n), rhs)
+    b = _zero_mean(rhs, m, n, whole)
     scale = 1.0 / jnp.maximum(jnp.sqrt(_dot(b, b)), jnp.finfo(dt).tiny)
     u = m * x0
     r = b - _apply(op, u)
@@ -497,7 +503,7 @@ def solve_poisson(
     u = u + du
     u = jax.lax.cond(whole, lambda u: u - jnp.mean(u) + jnp.mean(x0), lambda u: u, u)
     final = b - _apply(op, m * u)
-    final = jax.lax.cond(whole, lambda v: v - jnp.mean(v), lambda v: v, final)
+    final = _zero_mean(final, m, n, whole)
     residual = jnp.sqrt(_dot(final, final)) * scale
     return PoissonSolution(jnp.where(inside, u, boundary), k, residual)
 
@@ -564,8 +570,7 @@ def _solve_quarters(target, source, region, shape, mixed, tol, max_iters) -> Poi
             if mixed:
                 v = jnp.where(jnp.abs(v) >= jnp.abs(t - t_q), v, t - t_q)
             b = b + e * (v + (1.0 - m_q) * t_q)
-        b = region * b
-        return jnp.where(whole, b - region * (jnp.sum(b) / n), b)  # see solve_poisson
+        return _zero_mean(region * b, region, n, whole)  # see solve_poisson
 
     def channel(t, s):
         b = right_hand_side(t, s)
@@ -582,7 +587,7 @@ def _solve_quarters(target, source, region, shape, mixed, tol, max_iters) -> Poi
         u = u + du
         u = jnp.where(whole, u - region * ((jnp.sum(u) - jnp.sum(s)) / n), u)  # the source's mean
         final = b - _fine_apply(fine, u)
-        final = jnp.where(whole, final - region * (jnp.sum(final) / n), final)
+        final = _zero_mean(final, region, n, whole)
         return jnp.where(region > 0, u, t), k, jnp.sqrt(_dot(final, final)) * scale
 
     # channels one after another (lax.map), not batched: on a single core 10% faster, and each channel
