@@ -7,7 +7,9 @@ Both solvers work in the mask's bounding box (cv2 by design, ours through ``solv
 
 Protocol: every solver runs alone in a fresh Python process (``--worker``), ``--repeats`` back-to-back
 calls after two warm-up calls, as a user's loop would call it; the processes of the two solvers alternate
-``--rounds`` times so both see the same drift of this shared machine, and run with glibc's mmap and trim
+``--rounds`` times so both see the same drift of this shared machine (the medians of every process are
+printed too: on two cores a JAX process sometimes runs in a slow mode, 1.5-1.7x its usual time for its
+whole life, in which XLA's two worker threads keep swapping cores), and run with glibc's mmap and trim
 thresholds raised (``MALLOC_ENV``: without, cv2 re-faults its large buffers on every call, 2x slower at
 512 px / 0.8). Reported per solver: the median over
 all timed calls and the fastest call; ratios of medians ("x cv2") and of the fastest calls ("best").
@@ -18,7 +20,7 @@ preconditioners and for plain CG (one run in this process, capped at ``--plain-c
 it). ``taskset -c 0 python scripts/bench_poisson.py`` gives the single-core comparison.
 
 Usage: ``python scripts/bench_poisson.py [--sizes 256 512 1024] [--widths 0.4 0.8] [--repeats 20]
-[--rounds 3] [--no-plain]``
+[--rounds 5] [--no-plain]``
 """
 
 import argparse
@@ -109,7 +111,7 @@ def main():
         "--widths", type=float, nargs="+", default=[0.4, 0.8], help="ellipse widths (image=1)"
     )
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per process")
-    parser.add_argument("--rounds", type=int, default=3, help="alternations of the two solvers' processes")
+    parser.add_argument("--rounds", type=int, default=5, help="alternations of the two solvers' processes")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain-CG iteration count")
     parser.add_argument("--plain-cap", type=int, default=3000)
     parser.add_argument(
@@ -134,7 +136,7 @@ def main():
     )
     print(
         f"{'N':>5} {'width':>5} {'window':>9} {'cv2 ms':>7} {'method':>10} {'compile s':>9} {'ms':>7} "
-        f"{'x cv2':>6} {'best':>6} {'iters':>5} {'resid':>8}"
+        f"{'x cv2':>6} {'best':>6} {'iters':>5} {'resid':>8}  per-process medians ms (ours | cv2)"
     )
     for n in args.sizes:
         for width in args.widths:
@@ -155,9 +157,13 @@ def main():
                 compile_s = statistics.median([run["first"] for run in runs[pc]]) - med
                 its, res, _ = iterations(target, source, mask, pc, 100)
                 best = min(times) / cv_best
+                spread = ""
+                if pc == "multigrid":
+                    per = lambda runs: " ".join(f"{1e3 * statistics.median(r['times']):.1f}" for r in runs)  # noqa: E731
+                    spread = f"  {per(runs[pc])} | {per(runs['cv2'])}"
                 print(
                     f"{n:>5} {width:>5.2f} {shape:>9} {1e3 * cv_med:>7.1f} {pc:>10} {compile_s:>9.2f} "
-                    f"{1e3 * med:>7.1f} {med / cv_med:>6.2f} {best:>6.2f} {its:>5d} {res:>8.1e}",
+                    f"{1e3 * med:>7.1f} {med / cv_med:>6.2f} {best:>6.2f} {its:>5d} {res:>8.1e}{spread}",
                     flush=True,
                 )
             if not args.no_plain:

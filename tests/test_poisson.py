@@ -197,18 +197,34 @@ def test_transforms_jit_vmap_channels(small):
     looped = np.stack([np.asarray(blend(a, b, c)) for a, b, c in zip(ts, ss, masks, strict=True)])
     np.testing.assert_allclose(np.asarray(batched), looped, atol=1e-6)
 
-    # the channel solves are independent: each equals a single-channel solve_poisson
+    # the channel solves are independent: each equals a single-channel solve_poisson (the multigrid blend
+    # runs the channels in one loop until the last has converged: every channel reports that count).
+    # Channel 0 has the target as its source: solved by the initial guess, in 0 iterations.
+    s = s.copy()
+    s[..., 0] = t[..., 0]
     sol = P.solve_blend(t, s, m, **EXACT)
     single = jax.jit(lambda gx, gy, b, mm, x0: P.solve_poisson(gx, gy, b, mm, x0, **EXACT))
+    counts = []
     for c in range(3):
         gx, gy = P.guidance_field(jnp.asarray(t[..., c]), jnp.asarray(s[..., c]))
         one = single(gx, gy, t[..., c], m, s[..., c])
         np.testing.assert_allclose(np.asarray(sol.x[..., c]), np.asarray(one.x), atol=1e-6)
-        assert int(sol.iterations[c]) == int(one.iterations)
+        counts.append(int(one.iterations))
+    assert counts[0] == 0 < min(counts[1:])
+    np.testing.assert_array_equal(np.asarray(sol.iterations), [max(counts)] * 3)
+
+    # windows above _LOCKSTEP_PIXELS solve the channels one after another, each to its own count
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(P, "_LOCKSTEP_PIXELS", 0)
+        jax.clear_caches()
+        seq = P.solve_blend(t, s, m, **EXACT)
+    jax.clear_caches()
+    np.testing.assert_allclose(np.asarray(seq.x), np.asarray(sol.x), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(seq.iterations), counts)
 
     # jit == eager (the while loop run op by op), on a tiny problem
-    tt, mm = t[:10, :12, 0], m[:10, :12]
-    gx, gy = P.guidance_field(jnp.asarray(tt), jnp.asarray(s[:10, :12, 0]))
+    tt, mm = t[:10, :12, 1], m[:10, :12]
+    gx, gy = P.guidance_field(jnp.asarray(tt), jnp.asarray(s[:10, :12, 1]))
     jitted = jax.jit(P.solve_poisson)(gx, gy, tt, mm)
     with jax.disable_jit():
         eager = P.solve_poisson(gx, gy, jnp.asarray(tt), jnp.asarray(mm))
