@@ -8,7 +8,7 @@ Both solvers work in the mask's bounding box (cv2 by design, ours through ``solv
 Protocol: every solver runs alone in a fresh Python process (``--worker``), ``--repeats`` back-to-back
 calls after two warm-up calls, as a user's loop would call it; the processes of the two solvers alternate
 ``--rounds`` times so both see the same drift of this shared machine (the medians of every process are
-printed too: on two cores a JAX process sometimes runs in a slow mode, 1.5-1.7x its usual time for its
+printed too: on two cores a JAX process sometimes runs in a slow mode, 1.5-2x its usual time for its
 whole life, in which XLA's two worker threads keep swapping cores), and run with glibc's mmap and trim
 thresholds raised (``MALLOC_ENV``: without, cv2 re-faults its large buffers on every call, 2x slower at
 512 px / 0.8). Reported per solver: the median over
