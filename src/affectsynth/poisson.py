@@ -235,6 +235,11 @@ def _neighbours(a: Float[Array, "4 H2 W2"]) -> tuple[Float[Array, "4 H2 W2"], ..
     return left, right, up, down
 
 
+def _neighbour_sum(u: Float[Array, "4 H2 W2"]) -> Float[Array, "4 H2 W2"]:
+    """The sum of every pixel's four neighbours, quarter layout (zero beyond the array)."""
+    return jnp.concatenate([_red_neighbours(u[2:]), _black_neighbours(u[:2])])
+
+
 class _Level(eqx.Module):
     """One multigrid level in quarter layout.
 
@@ -287,12 +292,12 @@ def _multigrid(region: Float[Array, "4 H2 W2"], in_image: Float[Array, "4 H2 W2"
     that cross it, a block leaks the number of its fine Dirichlet edges. ``whole``: the region is the whole
     image (singular operator).
     """
-    degree = sum(_neighbours(in_image))
+    degree = _neighbour_sum(in_image)
     levels = [_Level(region / jnp.maximum(degree, 1.0), diag=region * degree, region=region)]
     q00, q11, q01, q10 = region
     wx = q01[:, :-1] * q00[:, 1:] + q11[:, :-1] * q10[:, 1:]  # fine edges between block columns J, J+1
     wy = q10[:-1, :] * q00[1:, :] + q11[:-1, :] * q01[1:, :]  # and between block rows I, I+1
-    leak = region * (degree - sum(_neighbours(region)))
+    leak = region * (degree - _neighbour_sum(region))
     # the four quarters added, not .sum(axis=0): inside a larger program XLA:CPU made that a YNNPACK
     # reduction taking 8 ms at 512 px
     op = _make_operator(wx, wy, leak[0] + leak[1] + leak[2] + leak[3])
@@ -303,11 +308,6 @@ def _multigrid(region: Float[Array, "4 H2 W2"], in_image: Float[Array, "4 H2 W2"
         )
         op = _coarsen(op)
     return _Multigrid(levels, _coarsest_inverse(op, whole))
-
-
-def _neighbour_sum(u: Float[Array, "4 H2 W2"]) -> Float[Array, "4 H2 W2"]:
-    """The sum of every pixel's four neighbours, quarter layout (zero beyond the array)."""
-    return jnp.concatenate([_red_neighbours(u[2:]), _black_neighbours(u[:2])])
 
 
 def _fine_apply(fine: _Level, u: Float[Array, "4 H2 W2"]) -> Float[Array, "4 H2 W2"]:
@@ -412,14 +412,13 @@ def _zero_mean(v, region, n: int, whole):
     return jnp.where(whole, v - region * (jnp.sum(v) / n), v)
 
 
-def _cg(apply, precondition, r, scale, tol: float, max_iters: int, dot=None):
+def _cg(apply, precondition, r, scale, tol: float, max_iters: int, dot=_dot):
     """Preconditioned CG for ``A du = r`` from ``du = 0``, until ``|r - A du| * scale <= tol`` or
     ``max_iters``; returns ``(du, iterations)``. Vectors are in whatever layout ``apply`` and
     ``precondition`` use. Each iteration preconditions first, so the preconditioner is traced (and
     compiled) once and never applied to the final residual. ``dot`` (default: over the whole array) may
     keep axes of independent systems, e.g. channels: each then gets its own step sizes and ``scale``, and
     the loop runs until every one has converged."""
-    dot = _dot if dot is None else dot
 
     def cond(state):
         _, _, _, _, rr, k = state
@@ -521,6 +520,11 @@ def solve_poisson(
 # Blending
 
 
+def _stronger(source_diff, target_diff):
+    """Mixed gradients: per edge the difference of larger magnitude (the source's on a tie)."""
+    return jnp.where(jnp.abs(source_diff) >= jnp.abs(target_diff), source_diff, target_diff)
+
+
 def guidance_field(
     target: Float[Array, "H W"], source: Float[Array, "H W"], *, mixed: bool = False
 ) -> tuple[Float[Array, "H Wm1"], Float[Array, "Hm1 W"]]:
@@ -530,7 +534,7 @@ def guidance_field(
     if not mixed:
         return sx, sy
     tx, ty = target[:, 1:] - target[:, :-1], target[1:, :] - target[:-1, :]
-    return jnp.where(jnp.abs(sx) >= jnp.abs(tx), sx, tx), jnp.where(jnp.abs(sy) >= jnp.abs(ty), sy, ty)
+    return _stronger(sx, tx), _stronger(sy, ty)
 
 
 def _solve_channels(target, source, mask, mixed, tol, max_iters, preconditioner) -> PoissonSolution:
@@ -583,7 +587,7 @@ def _solve_quarters(target, source, region, shape, mixed, tol, max_iters) -> Poi
             present = _neighbours(in_image)  # 1 where that neighbour is a pixel of the image
             neighbours = zip(present, _neighbours(region), _neighbours(t), _neighbours(s), strict=True)
             for e, m_q, t_q, s_q in neighbours:
-                v = jnp.where(jnp.abs(s - s_q) >= jnp.abs(t - t_q), s - s_q, t - t_q)  # edge p -> q
+                v = _stronger(s - s_q, t - t_q)  # guidance on the edge p -> q
                 b = b + e * (v + (1.0 - m_q) * t_q)
         else:
             # importing gradients: sum_q (s_p - s_q) + sum_{q outside} t_q over the neighbours q in the
