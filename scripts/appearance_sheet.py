@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from affectsynth import appearance as ap
+from affectsynth.render.appearance import context as ap
 
 REPO = Path(__file__).resolve().parents[1]
 LONDON = REPO.parent / "shared" / "data" / "faces" / "london"
@@ -38,8 +38,8 @@ def face_ids(n: int) -> list[str]:
 
 def rows_pipeline(ids):
     from affectsynth import pipeline  # noqa: PLC0415
+    from affectsynth.face.landmarks import detect_landmarks  # noqa: PLC0415
     from affectsynth.io import load_image  # noqa: PLC0415
-    from affectsynth.landmarks import detect_landmarks  # noqa: PLC0415
 
     @dataclasses.dataclass(frozen=True)
     class Options(pipeline.SynthesisOptions):
@@ -65,7 +65,7 @@ def rows_pipeline(ids):
 def rows_reference(ids):
     sys.path.insert(0, str(REPO / "tests"))
     import test_appearance as T  # noqa: PLC0415
-    from affectsynth.expressions import au_intensities  # noqa: PLC0415
+    from affectsynth.affect.va_map import au_intensities  # noqa: PLC0415
 
     basis = (ap.action_unit_basis(), None)
     mesh = T.render_mesh()

@@ -25,7 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from _timing import alternate
-from affectsynth import appearance as ap
+from affectsynth.render.appearance import _draw as ap_draw
+from affectsynth.render.appearance import compose as ap_compose
+from affectsynth.render.appearance import context as ap
 
 REPO = Path(__file__).resolve().parents[1]
 LONDON = REPO.parent / "shared" / "data" / "faces" / "london"
@@ -63,7 +65,7 @@ def load_model(pipeline):
     try:
         return pipeline.load_model()
     except Exception as e:  # noqa: BLE001
-        from affectsynth.expressions import build_default_model  # noqa: PLC0415
+        from affectsynth.affect.default import build_default_model  # noqa: PLC0415
 
         print(f"load_model failed ({type(e).__name__}: {e}); building the default model without the cache")
         model = build_default_model(cache=False)
@@ -82,9 +84,9 @@ def bench_stage(size: int, runs: int):
     patch = jnp.asarray(face.img)
 
     def tail(patch, frags, ctx, options):
-        src_xy = ap._interp(frags, ctx.triangles, ctx.src_vertices[:, :2])
-        render = ap._bilinear(patch, src_xy)
-        return ap.apply_appearance(render, patch, frags, ctx, options)[0]
+        src_xy = ap_draw._interp(frags, ctx.triangles, ctx.src_vertices[:, :2])
+        render = ap_draw._bilinear(patch, src_xy)
+        return ap_compose.apply_appearance(render, patch, frags, ctx, options)[0]
 
     calls = {}
     for name, look in cue_options().items():
@@ -102,8 +104,8 @@ def bench_pipeline(size: int, runs: int):
     if not (LONDON / "neutral").is_dir():
         print("pipeline  skipped: London photos not found")
         return
+    from affectsynth.face.landmarks import detect_landmarks  # noqa: PLC0415
     from affectsynth.io import load_image  # noqa: PLC0415
-    from affectsynth.landmarks import detect_landmarks  # noqa: PLC0415
 
     @dataclasses.dataclass(frozen=True)
     class Options(pipeline.SynthesisOptions):

@@ -58,8 +58,9 @@ def one(batch_size: int, n: int, fake: bool, classes: int) -> dict:
     """One batch size in this process: returns timings as a dict."""
     import jax
 
-    from affectsynth import batch as B
-    from affectsynth.cli_batch import Backend
+    from affectsynth.cli import augment as B
+    from affectsynth.cli import inputs as BI
+    from affectsynth.cli.bulk import Backend
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_augment_"))
     files = _inputs(n, tmp / "in")
@@ -85,7 +86,7 @@ def one(batch_size: int, n: int, fake: bool, classes: int) -> dict:
     for f in files:
         img, _ = B.default_loader(f)
         lms.append(detect(img, str(f)))
-        shapes.append(B.padded_shape(*img.shape[:2]))
+        shapes.append(BI.padded_shape(*img.shape[:2]))
     if not fake:
         fixed = crop_all(np.stack(lms), *shapes[0])
         crop_fn = lambda l_, h, w: fixed
@@ -95,7 +96,7 @@ def one(batch_size: int, n: int, fake: bool, classes: int) -> dict:
 
     # compile apart: one warm-up batch of the benchmarked shape and size
     img0, _ = B.default_loader(files[0])
-    pad0 = B.pad_image(img0)
+    pad0 = BI.pad_image(img0)
     warm = (
         np.repeat(pad0[None], batch_size, 0),
         np.repeat(lms[0][None], batch_size, 0),

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from _timing import median_time
-from affectsynth import morphable as mm
+from affectsynth.face import fit as fitm
+from affectsynth.face import morphable as mm
 
 
 def _faces(model, n, seed=0):
@@ -24,7 +25,7 @@ def _faces(model, n, seed=0):
     for _ in range(n):
         zi = 0.8 * rng.standard_normal(model.num_identity)
         ze = rng.uniform(-0.5, 0.8, model.num_expression)
-        rot = mm.pose_rotation(*rng.uniform([-45, -15, -10], [45, 15, 10]))
+        rot = fitm.pose_rotation(*rng.uniform([-45, -15, -10], [45, 15, 10]))
         shape = model.shape(jnp.asarray(zi * model.identity_std), jnp.asarray(ze * model.expression_std))
         lm = 4.0 * shape @ rot.T + jnp.asarray(rng.uniform(200, 400, (1, 3)), jnp.float32)
         out.append(lm + 0.5 * jnp.asarray(rng.standard_normal(lm.shape), jnp.float32))
@@ -49,7 +50,7 @@ def main():
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
     print(f"model: K_id={model.num_identity}, K_exp={model.num_expression}; steps={args.steps}")
 
-    single = jax.jit(mm.fit_morphable_model, static_argnames=("steps",))
+    single = jax.jit(fitm.fit_morphable_model, static_argnames=("steps",))
     faces = _faces(model, max(args.sizes))
     t0 = time.perf_counter()
     jax.block_until_ready(single(faces[0], model, steps=args.steps))
@@ -59,10 +60,10 @@ def main():
     for b in args.sizes:
         lms = faces[:b]
         t0 = time.perf_counter()
-        jax.block_until_ready(mm.fit_morphable_model_batch(lms, model, steps=args.steps))
+        jax.block_until_ready(fitm.fit_morphable_model_batch(lms, model, steps=args.steps))
         compile_s = time.perf_counter() - t0
         t_vmap = median_time(
-            lambda lms=lms: mm.fit_morphable_model_batch(lms, model, steps=args.steps), args.repeats
+            lambda lms=lms: fitm.fit_morphable_model_batch(lms, model, steps=args.steps), args.repeats
         )
         t_loop = median_time(
             lambda lms=lms: [single(lm, model, steps=args.steps) for lm in lms], max(1, args.repeats // 2)

@@ -37,7 +37,7 @@ import jax
 import numpy as np
 from skimage import data, transform
 
-from affectsynth import poisson as P
+from affectsynth.render import poisson as P
 
 
 def scene(n: int, width: float):

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from _timing import compile_and_median
-from affectsynth import raster as R
-from affectsynth.topology import face_topology, subdivide
+from affectsynth.face.topology import face_topology, subdivide
+from affectsynth.render import raster as R
 
 
 def face_mesh(size: int, width: float, levels: int):

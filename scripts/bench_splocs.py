@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from _timing import compile_and_median
-from affectsynth import splocs
-from affectsynth.topology import face_topology, subdivide
+from affectsynth.affect import splocs
+from affectsynth.face.topology import face_topology, subdivide
 
 
 @functools.partial(jax.jit, static_argnames=("k", "iters", "admm"))

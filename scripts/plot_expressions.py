@@ -17,8 +17,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from affectsynth import expressions as ex  # noqa: E402
-from affectsynth.topology import face_topology  # noqa: E402
+from affectsynth.affect import au_fields as auf
+from affectsynth.affect import synthetic_gallery as sgal
+from affectsynth.affect import va_map as vam  # noqa: E402
+from affectsynth.face.topology import face_topology  # noqa: E402
 
 
 def _mesh(ax, x, tri, **kw):
@@ -56,13 +58,13 @@ def _sketch(ax, x, t):
 def plot_va_map(out: Path):
     n = 61
     g = np.linspace(-1, 1, n)
-    grid = np.array([[ex.au_intensities(v, a) for v in g] for a in g])  # [A, V, K]
-    k = len(ex.AU_NAMES)
+    grid = np.array([[vam.au_intensities(v, a) for v in g] for a in g])  # [A, V, K]
+    k = len(auf.AU_NAMES)
     fig, axes = plt.subplots(4, 5, figsize=(13, 10.5))
     for i, ax in enumerate(axes.ravel()[:k]):
         im = ax.imshow(grid[..., i], origin="lower", extent=(-1, 1, -1, 1), vmin=0, vmax=1, cmap="magma")
-        ax.set_title(f"{ex.AU_NAMES[i]} {ex.AU_DESCRIPTIONS[ex.AU_NAMES[i]]}", fontsize=8)
-        for _name, v, a, _ in ex.PROTOTYPES:
+        ax.set_title(f"{auf.AU_NAMES[i]} {auf.AU_DESCRIPTIONS[auf.AU_NAMES[i]]}", fontsize=8)
+        for _name, v, a, _ in vam.PROTOTYPES:
             ax.plot(v, a, "c.", ms=2)
         ax.set_xticks([-1, 0, 1])
         ax.set_yticks([-1, 0, 1])
@@ -72,7 +74,7 @@ def plot_va_map(out: Path):
     fig.savefig(out / "va_to_au.png", dpi=110)
     plt.close(fig)
     lines = ["| prototype | valence | arousal | AU intensities at the anchor |", "|---|---|---|---|"]
-    for name, v, a, p in ex.PROTOTYPES:
+    for name, v, a, p in vam.PROTOTYPES:
         aus = ", ".join(f"{k} {w:.2f}" for k, w in p.items())
         lines.append(f"| {name} | {v:+.2f} | {a:+.2f} | {aus} |")
     (out / "va_to_au.md").write_text("\n".join(lines) + "\n")
@@ -81,16 +83,16 @@ def plot_va_map(out: Path):
 def plot_fields(out: Path):
     t = face_topology()
     x = t.template
-    f = ex.action_unit_fields()
+    f = auf.action_unit_fields()
     fig, axes = plt.subplots(4, 5, figsize=(14, 12))
-    for ax, name in zip(axes.ravel(), ex.AU_NAMES, strict=False):
+    for ax, name in zip(axes.ravel(), auf.AU_NAMES, strict=False):
         _mesh(ax, x + f[name], t.triangles, color="0.6")
         d = f[name]
         big = np.linalg.norm(d, axis=1) > 0.3
         ax.quiver(
             x[big, 0], x[big, 1], d[big, 0], d[big, 1], angles="xy", scale_units="xy", scale=0.5, width=0.004
         )
-        ax.set_title(f"{name} {ex.AU_DESCRIPTIONS[name]}", fontsize=9)
+        ax.set_title(f"{name} {auf.AU_DESCRIPTIONS[name]}", fontsize=9)
     fig.suptitle("Action Unit fields at intensity 1 (mesh deformed; arrows x2)")
     fig.savefig(out / "action_units.png", dpi=100)
     plt.close(fig)
@@ -105,7 +107,7 @@ def plot_class_means(out: Path, subjects: int = 6, directions: int = 48, frames:
     sums = np.zeros((10, 10, 478, 3))
     counts = np.zeros((10, 10))
     neutral = {}
-    for fr in ex.generate_gallery(
+    for fr in sgal.generate_gallery(
         num_subjects=subjects, num_directions=directions, frames_per_sequence=frames
     ):
         if fr.is_neutral:

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from affectsynth.affect import (
+from affectsynth.affect.grid import (
     EMOTION_PRESETS,
     AffectGrid,
     class_centre,

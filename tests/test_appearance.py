@@ -13,16 +13,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from affectsynth import appearance as ap
 from affectsynth import pipeline
-from affectsynth import topology as topo
-from affectsynth.expressions import AU_NAMES, expression_basis
+from affectsynth.affect.au_fields import AU_NAMES, expression_basis
+from affectsynth.face import topology as topo
+from affectsynth.render.appearance import _draw as ap_draw
+from affectsynth.render.appearance import compose as ap_compose
+from affectsynth.render.appearance import context as ap
+from affectsynth.render.appearance import shading as ap_shading
+from affectsynth.render.appearance import wrinkles as ap_wrinkles
 
 SIZE = 224
 PX_PER_MM = 1.25
 
-apply = jax.jit(ap.apply_appearance, static_argnames="options")
-wrinkles = jax.jit(ap.wrinkle_log_delta)
+apply = jax.jit(ap_compose.apply_appearance, static_argnames="options")
+wrinkles = jax.jit(ap_wrinkles.wrinkle_log_delta)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -88,7 +92,7 @@ def to_image(canonical, scale=None, size=None):
 
 
 def bilinear_np(img, xy):
-    return np.asarray(ap._bilinear(jnp.asarray(img), jnp.asarray(xy)))
+    return np.asarray(ap_draw._bilinear(jnp.asarray(img), jnp.asarray(xy)))
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +116,8 @@ def make_face():
     skirt = np.concatenate([ring[:, :2] + (ring[:, :2] - c2) * mesh.skirt, ring[:, 2:] + 60.0], 1)
     src = mesh.weights @ np.concatenate([lm, skirt])
     frags = rasterize_np(src, mesh.triangles, SIZE, SIZE)
-    normals = np.asarray(ap._vertex_normals(jnp.asarray(src), jnp.asarray(mesh.triangles)))
-    n = np.asarray(ap._interp(frags, jnp.asarray(mesh.triangles), jnp.asarray(normals)))
+    normals = np.asarray(ap_draw._vertex_normals(jnp.asarray(src), jnp.asarray(mesh.triangles)))
+    n = np.asarray(ap_draw._interp(frags, jnp.asarray(mesh.triangles), jnp.asarray(normals)))
     light = np.array([0.3, 0.5, 0.81])
     shade = 0.25 + 0.75 * np.clip(n @ light, 0, 1)
     rng = np.random.default_rng(0)
@@ -125,7 +129,7 @@ def make_face():
         img[r < 6.5] = [0.95, 0.95, 0.93]
         img[r < 4.0] = [0.12, 0.08, 0.06]
     lip_poly = np.concatenate([lm[t.region("lips_outer_upper"), :2], lm[t.region("lips_outer_lower"), :2]])
-    lip_sdf = np.asarray(ap._polygon_sdf(jnp.stack([xs, ys], -1), jnp.asarray(lip_poly)))
+    lip_sdf = np.asarray(ap_draw._polygon_sdf(jnp.stack([xs, ys], -1), jnp.asarray(lip_poly)))
     img[lip_sdf < 0] *= np.array([0.85, 0.55, 0.55])
     img = np.where((frags.triangle_id >= 0)[..., None], img, 0.35).astype(np.float32)
     return types.SimpleNamespace(mesh=mesh, lm=lm, skirt=skirt, img=img, light=light)
@@ -139,7 +143,7 @@ def make_scene(face, deform_mm, au, options=None):
     src = mesh.weights @ np.concatenate([face.lm, face.skirt])
     dst = mesh.weights @ np.concatenate([dst_lm, face.skirt])
     frags = rasterize_np(dst, mesh.triangles, SIZE, SIZE)
-    src_xy = np.asarray(ap._interp(frags, jnp.asarray(mesh.triangles), jnp.asarray(src[:, :2])))
+    src_xy = np.asarray(ap_draw._interp(frags, jnp.asarray(mesh.triangles), jnp.asarray(src[:, :2])))
     render = bilinear_np(face.img, src_xy)
     render = np.where((frags.triangle_id >= 0)[..., None], render, face.img).astype(np.float32)
     ctx = ap.AppearanceContext(
@@ -169,7 +173,7 @@ def deformation(basis, au):
 
 
 def log_lum(img):
-    return np.log(np.asarray(ap._luminance(jnp.asarray(img))) + 1e-3)
+    return np.log(np.asarray(ap_draw._luminance(jnp.asarray(img))) + 1e-3)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -184,14 +188,16 @@ def test_polygon_sdf_square():
     sq = jnp.array([[0.0, 0.0], [4.0, 0.0], [4.0, 4.0], [0.0, 4.0]])
     p = jnp.array([[2.0, 2.0], [1.0, 2.0], [6.0, 2.0], [7.0, 8.0], [-1.0, -1.0]])
     want = np.array([-2.0, -1.0, 2.0, 5.0, np.sqrt(2.0)])
-    np.testing.assert_allclose(np.asarray(ap._polygon_sdf(p, sq)), want, atol=1e-5)
-    assert float(ap._polygon_area(sq)) == pytest.approx(16.0)
+    np.testing.assert_allclose(np.asarray(ap_draw._polygon_sdf(p, sq)), want, atol=1e-5)
+    assert float(ap_draw._polygon_area(sq)) == pytest.approx(16.0)
 
 
 def test_bilinear_pixel_centres_and_midpoints():
     img = jnp.arange(12.0).reshape(3, 4, 1)
     xy = jnp.array([[0.5, 0.5], [3.5, 2.5], [1.0, 0.5], [1.5, 1.0], [-3.0, 10.0]])
-    np.testing.assert_allclose(np.asarray(ap._bilinear(img, xy))[:, 0], [0.0, 11.0, 0.5, 3.0, 8.0], atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(ap_draw._bilinear(img, xy))[:, 0], [0.0, 11.0, 0.5, 3.0, 8.0], atol=1e-6
+    )
 
 
 def test_sh_lighting_recovers_planted_coefficients():
@@ -200,15 +206,17 @@ def test_sh_lighting_recovers_planted_coefficients():
     n[:, 2] = np.abs(n[:, 2])
     n /= np.linalg.norm(n, axis=1, keepdims=True)
     c = rng.standard_normal(9).astype(np.float32) * np.array([1, 0.5, 0.5, 0.5, 0.2, 0.2, 0.2, 0.2, 0.2])
-    y = np.asarray(ap._sh9(jnp.asarray(n, jnp.float32))) @ c
-    got = ap.fit_sh_lighting(
+    y = np.asarray(ap_draw._sh9(jnp.asarray(n, jnp.float32))) @ c
+    got = ap_shading.fit_sh_lighting(
         jnp.asarray(y, jnp.float32), jnp.asarray(n, jnp.float32), jnp.ones(400), ridge=1e-7
     )
     np.testing.assert_allclose(np.asarray(got), c, atol=2e-3)
 
 
 def test_vertex_normals_face_the_camera(face):
-    nrm = np.asarray(ap._vertex_normals(jnp.asarray(face.lm), jnp.asarray(topo.face_topology().triangles)))
+    nrm = np.asarray(
+        ap_draw._vertex_normals(jnp.asarray(face.lm), jnp.asarray(topo.face_topology().triangles))
+    )
     np.testing.assert_allclose(np.linalg.norm(nrm, axis=1), 1.0, atol=1e-5)
     assert nrm[4, 2] > 0.9  # nose tip looks at the camera (camera frame: z towards it)
     assert nrm[topo.face_topology().region("forehead"), 1].mean() > 0.05  # forehead tilts up
@@ -257,31 +265,33 @@ def test_wrinkle_texture_stands_in_for_the_patterns(aus):
     """apply_appearance draws the wrinkles once per face on a template-space texture and looks them up per
     pixel (speed); the lookup must reproduce the per-pixel evaluation."""
     rng = np.random.default_rng(0)
-    (x0, x1), (y0, y1) = ap.WRINKLE_EXTENT
+    (x0, x1), (y0, y1) = ap_wrinkles.WRINKLE_EXTENT
     uv = jnp.asarray(rng.uniform([x0, y0], [x1, y1], (120, 160, 2)), jnp.float32)
     a, mm = jnp.asarray(au_vector(**aus)), jnp.asarray(0.4)
     direct = np.asarray(wrinkles(uv, a, mm))
     looked_up = np.asarray(
-        jax.jit(lambda a, uv: ap.sample_wrinkle_texture(ap.wrinkle_texture(a, mm), uv))(a, uv)
+        jax.jit(lambda a, uv: ap_wrinkles.sample_wrinkle_texture(ap_wrinkles.wrinkle_texture(a, mm), uv))(
+            a, uv
+        )
     )
     assert np.corrcoef(direct.ravel(), looked_up.ravel())[0, 1] > 0.999
     assert np.abs(direct - looked_up).max() < 0.1 * np.abs(direct).max()
 
 
 def test_wrinkle_texture_extent_holds_every_pattern():
-    tex = np.asarray(ap.wrinkle_texture(jnp.full(len(AU_NAMES), 1.5), jnp.asarray(0.5)))
+    tex = np.asarray(ap_wrinkles.wrinkle_texture(jnp.full(len(AU_NAMES), 1.5), jnp.asarray(0.5)))
     assert np.abs(tex).max() > 0.1
     border = np.concatenate([tex[0], tex[-1], tex[:, 0], tex[:, -1]])
     assert np.abs(border).max() < 1e-6  # so the hard cut at the extent is invisible
     far = jnp.asarray([[[100.0, 0.0], [0.0, -120.0], [-80.0, 90.0]]])
-    assert np.all(np.asarray(ap.sample_wrinkle_texture(jnp.asarray(tex), far)) == 0.0)
+    assert np.all(np.asarray(ap_wrinkles.sample_wrinkle_texture(jnp.asarray(tex), far)) == 0.0)
 
 
 def test_fast_cosine_is_accurate():
     x = jnp.linspace(-300.0, 300.0, 200001)
-    assert float(jnp.abs(ap._cos(x) - jnp.cos(x)).max()) < 5e-5
+    assert float(jnp.abs(ap_wrinkles._cos(x) - jnp.cos(x)).max()) < 5e-5
     near = jnp.linspace(-7.0, 7.0, 20001)
-    assert float(jnp.abs(ap._cos(near) - jnp.cos(near)).max()) < 1e-6
+    assert float(jnp.abs(ap_wrinkles._cos(near) - jnp.cos(near)).max()) < 1e-6
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -302,7 +312,7 @@ def test_shading_follows_the_fold(face, basis):
     render, frags, ctx = make_scene(face, deformation(basis, au), au)
     out, diag = apply(render, jnp.asarray(face.img), frags, ctx)  # diag["log_ratio"]: the shading cue alone
     lr = np.asarray(diag["log_ratio"])
-    uv = np.asarray(ap._interp(frags, ctx.triangles, ctx.surface))
+    uv = np.asarray(ap_draw._interp(frags, ctx.triangles, ctx.surface))
     tris = np.asarray(ctx.triangles)
     moved = np.linalg.norm(np.asarray(ctx.dst_vertices - ctx.src_vertices), axis=1)
     ring_moved = np.zeros_like(moved)  # largest motion in each vertex's 1-ring (its normal depends on it)
@@ -322,7 +332,10 @@ def test_shading_follows_the_fold(face, basis):
     assert np.log(ap.SHADING_CLIP[0]) - 1e-6 <= lr.min() and lr.max() <= np.log(ap.SHADING_CLIP[1]) + 1e-6
     # the lighting estimate is the planted one up to scale: brighter for normals facing the light
     c = np.asarray(diag["lighting"])
-    y = np.asarray(ap._sh9(jnp.asarray([face.light, -face.light * np.array([1, 1, -1])], jnp.float32))) @ c
+    y = (
+        np.asarray(ap_draw._sh9(jnp.asarray([face.light, -face.light * np.array([1, 1, -1])], jnp.float32)))
+        @ c
+    )
     assert y[0] > y[1]
 
 
@@ -345,9 +358,9 @@ def test_mouth_interior_fills_new_opening_only(face, basis):
     img = jnp.asarray(face.img)
     out, diag = apply(render, img, frags, ctx, options=ap.AppearanceOptions(shading=False, wrinkles=False))
     t = topo.face_topology()
-    xy = np.asarray(ap._pixel_grid(SIZE, SIZE))
+    xy = np.asarray(ap_draw._pixel_grid(SIZE, SIZE))
     hole = np.asarray(ctx.target_landmarks)[t.region("mouth_hole"), :2]
-    sdf = np.asarray(ap._polygon_sdf(jnp.asarray(xy), jnp.asarray(hole)))
+    sdf = np.asarray(ap_draw._polygon_sdf(jnp.asarray(xy), jnp.asarray(hole)))
     alpha = np.asarray(diag["mouth_alpha"])
     assert float(diag["mouth_opening"]) > 50.0
     assert alpha[sdf < -2].min() > 0.9  # the opening is painted
@@ -355,13 +368,13 @@ def test_mouth_interior_fills_new_opening_only(face, basis):
     gy, gx = np.gradient(alpha)
     assert np.hypot(gx, gy).max() < 0.75  # soft edge, no hard step
     lum = log_lum(out)
-    lips = np.asarray(ap._luminance(jnp.asarray(face.img)))[
-        np.asarray(ap._polygon_sdf(jnp.asarray(xy), jnp.asarray(face.lm[t.region("lips"), :2]))) < 0
+    lips = np.asarray(ap_draw._luminance(jnp.asarray(face.img)))[
+        np.asarray(ap_draw._polygon_sdf(jnp.asarray(xy), jnp.asarray(face.lm[t.region("lips"), :2]))) < 0
     ]
     assert np.percentile(lum[sdf < -1], 20) < np.log(np.median(lips)) - 0.7  # a dark cavity, not lip texture
     assert np.abs(np.asarray(out) - np.asarray(render))[sdf < -2].mean() > 0.1
     upper = np.asarray(
-        ap._polyline_distance(
+        ap_draw._polyline_distance(
             jnp.asarray(xy), jnp.asarray(np.asarray(ctx.target_landmarks)[t.region("lips_inner_upper"), :2])
         )
     )
@@ -383,10 +396,10 @@ def test_eyes_close_without_smearing_iris(face, basis):
     out, diag = apply(render, img, frags, ctx, options=ap.AppearanceOptions(shading=False, wrinkles=False))
     assert float(diag["eye_closure"].min()) > 0.8
     lm = face.lm
-    xy = np.asarray(ap._pixel_grid(SIZE, SIZE))
+    xy = np.asarray(ap_draw._pixel_grid(SIZE, SIZE))
     near = np.hypot(xy[..., 0] - lm[topo.RIGHT_PUPIL, 0], xy[..., 1] - lm[topo.RIGHT_PUPIL, 1]) < 9
-    dark = np.asarray(ap._luminance(out))[near] < 0.2
-    dark_render = np.asarray(ap._luminance(render))[near] < 0.2
+    dark = np.asarray(ap_draw._luminance(out))[near] < 0.2
+    dark_render = np.asarray(ap_draw._luminance(render))[near] < 0.2
     assert dark.sum() < 0.5 * max(dark_render.sum(), 1)  # no squashed iris line left
     assert dark.sum() < 12
 
@@ -398,9 +411,9 @@ def test_eyes_open_wider_keep_iris_round(face, basis):
         render, jnp.asarray(face.img), frags, ctx, options=ap.AppearanceOptions(shading=False, wrinkles=False)
     )
     lm = face.lm
-    xy = np.asarray(ap._pixel_grid(SIZE, SIZE))
+    xy = np.asarray(ap_draw._pixel_grid(SIZE, SIZE))
     near = np.hypot(xy[..., 0] - lm[topo.LEFT_PUPIL, 0], xy[..., 1] - lm[topo.LEFT_PUPIL, 1]) < 12
-    iris = lambda im: int((np.asarray(ap._luminance(jnp.asarray(im)))[near] < 0.2).sum())  # noqa: E731
+    iris = lambda im: int((np.asarray(ap_draw._luminance(jnp.asarray(im)))[near] < 0.2).sum())  # noqa: E731
     assert abs(iris(out) - iris(face.img)) <= 0.15 * iris(face.img)
 
 
@@ -415,7 +428,7 @@ def test_vmap_matches_loop_and_no_retrace(face, basis):
     np.asarray(apply(*scenes[1][:1], img, *scenes[1][1:])[0])
     assert apply._cache_size() == traces  # same shapes and options: no new compilation
     stack = jax.tree.map(lambda *xs: jnp.stack(xs), *scenes)
-    batched = jax.jit(jax.vmap(lambda r, f, c: ap.apply_appearance(r, img, f, c)[0]))(*stack)
+    batched = jax.jit(jax.vmap(lambda r, f, c: ap_compose.apply_appearance(r, img, f, c)[0]))(*stack)
     np.testing.assert_allclose(np.asarray(batched), np.stack(loop), atol=1e-4)
     assert np.abs(loop[0] - loop[1]).max() > 0.05  # the two targets really differ
 
@@ -451,8 +464,8 @@ def london_pair_scene(london_dir, face_id, basis, mesh, au=None):
     Returns (render, frags, ctx, patch, smile_on_target): the real smiling photo resampled through the same
     surface points, so its difference to ``render`` is the real appearance change at each surface point.
     """
+    from affectsynth.face.landmarks import detect_landmarks  # noqa: PLC0415
     from affectsynth.io import load_image  # noqa: PLC0415
-    from affectsynth.landmarks import detect_landmarks  # noqa: PLC0415
 
     t = topo.face_topology()
     neutral = np.asarray(load_image(london_dir / "neutral" / f"{face_id}.jpg"), np.float32)
@@ -484,7 +497,7 @@ def london_pair_scene(london_dir, face_id, basis, mesh, au=None):
     dst = mesh.weights @ np.concatenate([dst_lm, skirt])
     frags = rasterize_np(dst, mesh.triangles, LONDON_CROP, LONDON_CROP)
     tri = jnp.asarray(mesh.triangles)
-    render = bilinear_np(patch, np.asarray(ap._interp(frags, tri, jnp.asarray(src[:, :2]))))
+    render = bilinear_np(patch, np.asarray(ap_draw._interp(frags, tri, jnp.asarray(src[:, :2]))))
     covered = (np.asarray(frags.triangle_id) >= 0)[..., None]
     render = np.where(covered, render, patch).astype(np.float32)
     # the real smile: its own landmarks, similarity-aligned to the neutral photo's crop (exposure drift out)
@@ -493,7 +506,7 @@ def london_pair_scene(london_dir, face_id, basis, mesh, au=None):
     inv = np.linalg.inv(s2 * r2)
     smile_dense = mesh.weights[:, :478] @ smile_xy + mesh.weights[:, 478:] @ skirt[:, :2]
     xy_full = (
-        np.asarray(ap._interp(frags, tri, jnp.asarray(smile_dense, jnp.float32))) + off[:2] - t2
+        np.asarray(ap_draw._interp(frags, tri, jnp.asarray(smile_dense, jnp.float32))) + off[:2] - t2
     ) @ inv.T
     smile_on_target = bilinear_np(smiling, xy_full)
     ctx = ap.AppearanceContext(
@@ -512,7 +525,7 @@ def london_pair_scene(london_dir, face_id, basis, mesh, au=None):
 
 def smile_correlation(render, out, frags, ctx, smile_on_target):
     """Pearson r of synthetic vs real log-luminance change over the nasolabial and under-eye skin."""
-    uv = np.asarray(ap._interp(frags, ctx.triangles, ctx.surface))
+    uv = np.asarray(ap_draw._interp(frags, ctx.triangles, ctx.surface))
     ax, y = np.abs(uv[..., 0]), uv[..., 1]
     tid = np.asarray(frags.triangle_id)
     skin = (tid >= 0) & (np.asarray(ctx.groups)[np.maximum(tid, 0)] == ap.SKIN)

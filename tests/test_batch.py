@@ -1,4 +1,4 @@
-"""Bulk-job logic (batch.py) and V-A paths (paths.py), with a cheap fake synthesis function and detector."""
+"""Bulk-job logic (cli/inputs, augment, targets, media) and V-A paths, with a fake synthesis and detector."""
 
 import csv
 import hashlib
@@ -14,9 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from affectsynth import batch as B
+from affectsynth.affect.paths import catmull_rom, grid_targets, parse_path, resample_path, resample_path_jit
+from affectsynth.cli import augment as B
+from affectsynth.cli import inputs as BI
+from affectsynth.cli import media as BM
+from affectsynth.cli import targets as BT
 from affectsynth.errors import FaceDetectionError, OutputError, TargetError
-from affectsynth.paths import catmull_rom, grid_targets, parse_path, resample_path, resample_path_jit
 
 # ------------------------------------------------------------------------------------------------ paths
 
@@ -142,21 +145,21 @@ CRAFTED = [
 
 @pytest.mark.parametrize("src", CRAFTED)
 def test_safe_stem_and_output_stay_inside(tmp_path, src):
-    stem = B.safe_stem(src)
+    stem = BI.safe_stem(src)
     assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", stem), stem
-    assert ".." not in stem and "/" not in stem and len(stem) <= B.MAX_STEM
-    p = B.safe_output_path(tmp_path, B.output_name(stem, 42, 3))
-    assert B.inside(tmp_path, p) and p.parent == tmp_path
+    assert ".." not in stem and "/" not in stem and len(stem) <= BI.MAX_STEM
+    p = BI.safe_output_path(tmp_path, BI.output_name(stem, 42, 3))
+    assert BI.inside(tmp_path, p) and p.parent == tmp_path
 
 
 @pytest.mark.parametrize("name", ["../x.png", "/tmp/x.png", "a/b.png", "..", "", "."])
 def test_safe_output_path_rejects(tmp_path, name):
     with pytest.raises(OutputError):
-        B.safe_output_path(tmp_path, name)
+        BI.safe_output_path(tmp_path, name)
 
 
 def test_assign_stems_unique():
-    stems = B.assign_stems(["a/x.jpg", "a__x.png", "A__X.jpg", "b.jpg"])
+    stems = BI.assign_stems(["a/x.jpg", "a__x.png", "A__X.jpg", "b.jpg"])
     assert len({s.lower() for s in stems.values()}) == 4
     assert stems["b.jpg"] == "b"
 
@@ -167,24 +170,24 @@ def test_assign_stems_unique():
 def test_pad_image_edge_replicates():
     rng = np.random.default_rng(1)
     img = rng.random((100, 130, 3)).astype(np.float32)
-    p = B.pad_image(img)
-    assert p.shape == (128, 256, 3) and B.padded_shape(100, 130) == (128, 256)
+    p = BI.pad_image(img)
+    assert p.shape == (128, 256, 3) and BI.padded_shape(100, 130) == (128, 256)
     np.testing.assert_array_equal(p[:100, :130], img)
     np.testing.assert_array_equal(p[100:, :130], np.broadcast_to(img[-1:], (28, 130, 3)))
     np.testing.assert_array_equal(p[:100, 130:], np.broadcast_to(img[:, -1:], (100, 126, 3)))
-    assert B.pad_image(p) is p
+    assert BI.pad_image(p) is p
 
 
 def test_plan_batches_fixed_sizes_every_item_once():
     shapes = {i: [(128, 128), (256, 128), (128, 128)][i % 3] for i in range(11)}
-    batches = B.plan_batches(list(range(11)), shapes.__getitem__, batch_size=3)
+    batches = BI.plan_batches(list(range(11)), shapes.__getitem__, batch_size=3)
     assert {(b.shape, len(b.items)) for b in batches} == {((128, 128), 3), ((256, 128), 3)}
     real = [it for b in batches for it in b.items[: b.valid]]
     assert sorted(real) == list(range(11))
     for b in batches:
         assert all(shapes[it] == b.shape for it in b.items)
         assert all(it == b.items[b.valid - 1] for it in b.items[b.valid :])
-    capped = B.plan_batches(
+    capped = BI.plan_batches(
         list(range(5)), lambda i: (1024, 1024), batch_size=8, max_batch_pixels=2 * 1024 * 1024
     )
     assert all(len(b.items) == 2 for b in capped) and sum(b.valid for b in capped) == 5
@@ -256,7 +259,7 @@ def test_run_augment_outputs_labels_skips_and_bounded_compiles(photos, tmp_path)
     synth = FakeSynth()
     crops = []
     rep = B.run_augment(
-        B.scan_inputs(photos),
+        BI.scan_inputs(photos),
         out,
         CLASSES,
         synth=synth,
@@ -292,7 +295,7 @@ def test_run_augment_outputs_labels_skips_and_bounded_compiles(photos, tmp_path)
 
 def test_augment_resume_after_interrupt_no_duplicates(photos, tmp_path):
     out = tmp_path / "out"
-    srcs = B.scan_inputs(photos)
+    srcs = BI.scan_inputs(photos)
     kw = dict(detect=fake_detect, input_dir=photos, batch_size=2, per_class=2)
     with pytest.raises(KeyboardInterrupt):
         B.run_augment(srcs, out, CLASSES, synth=FakeSynth(fail_on_call=3), **kw)
@@ -312,7 +315,7 @@ def test_augment_resume_after_interrupt_no_duplicates(photos, tmp_path):
 
 def test_resume_repairs_torn_and_hostile_rows(photos, tmp_path):
     out = tmp_path / "out"
-    srcs = B.scan_inputs(photos)
+    srcs = BI.scan_inputs(photos)
     kw = dict(detect=fake_detect, input_dir=photos, batch_size=8)
     B.run_augment(srcs, out, CLASSES[:1], synth=FakeSynth(), **kw)
     (tmp_path / "evil.png").write_bytes(b"x")
@@ -329,7 +332,7 @@ def test_resume_repairs_torn_and_hostile_rows(photos, tmp_path):
 
 
 def test_sampling_keys_do_not_depend_on_batching(photos, tmp_path):
-    srcs = B.scan_inputs(photos)
+    srcs = BI.scan_inputs(photos)
     a, b = tmp_path / "a", tmp_path / "b"
     for d, bs in ((a, 1), (b, 4)):
         B.run_augment(
@@ -352,7 +355,7 @@ def test_sampling_keys_do_not_depend_on_batching(photos, tmp_path):
 
 def test_output_folder_cannot_be_input_folder(photos):
     with pytest.raises(OutputError, match="separate folder"):
-        B.run_augment(B.scan_inputs(photos), photos, CLASSES, synth=FakeSynth(), detect=fake_detect)
+        B.run_augment(BI.scan_inputs(photos), photos, CLASSES, synth=FakeSynth(), detect=fake_detect)
 
 
 def test_input_list_with_escaping_names(tmp_path, photos):
@@ -360,7 +363,7 @@ def test_input_list_with_escaping_names(tmp_path, photos):
     lst = tmp_path / "list.csv"
     (tmp_path / "sub").mkdir()
     lst.write_text(f"source\n../in/a.png\n{(photos / 'b.jpg').resolve()}\nin/../in/c.png\n")
-    srcs = B.read_input_list(lst, base=tmp_path / "sub")
+    srcs = BI.read_input_list(lst, base=tmp_path / "sub")
     assert [s.name for s in srcs] == ["a.png", "b.jpg", "c.png"]
     out = tmp_path / "out"
     rep = B.run_augment(
@@ -369,7 +372,7 @@ def test_input_list_with_escaping_names(tmp_path, photos):
     assert rep.written == 2  # 'in/../in/c.png' relative to sub/ does not exist -> skipped
     assert all(p.parent == out for p in out.iterdir())
     for r in _rows(out):
-        assert B.inside(out, out / r["output"])
+        assert BI.inside(out, out / r["output"])
 
 
 def test_scan_inputs_recursive_excludes_output_and_hidden(tmp_path):
@@ -377,8 +380,8 @@ def test_scan_inputs_recursive_excludes_output_and_hidden(tmp_path):
     img = np.zeros((8, 8, 3), np.uint8)
     for rel in ("x.png", "sub/y.jpg", ".cache/z.png", "out/old.png", "readme.txt"):
         _write(d / rel, img) if rel.endswith((".png", ".jpg")) else (d / rel).write_text("hi")
-    assert [p.name for p in B.scan_inputs(d)] == ["x.png"]
-    assert [p.relative_to(d).as_posix() for p in B.scan_inputs(d, recursive=True, exclude=[d / "out"])] == [
+    assert [p.name for p in BI.scan_inputs(d)] == ["x.png"]
+    assert [p.relative_to(d).as_posix() for p in BI.scan_inputs(d, recursive=True, exclude=[d / "out"])] == [
         "sub/y.jpg",
         "x.png",
     ]
@@ -388,9 +391,9 @@ def test_unwritable_output_folder(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
     with pytest.raises(OutputError, match="is a file"):
-        B.ensure_output_dir(f)
+        BI.ensure_output_dir(f)
     with pytest.raises(OutputError, match="not writable"):
-        B.ensure_output_dir(f / "sub")
+        BI.ensure_output_dir(f / "sub")
 
 
 # -------------------------------------------------------------------------- one photo, many targets
@@ -403,7 +406,7 @@ def test_synthesize_targets_chunks_and_crops_back():
     targets = grid_targets(3)
     synth = FakeSynth()
     seen = []
-    out, rms = B.synthesize_targets(img, lm, targets, synth, chunk=4, on_chunk=seen.append)
+    out, rms = BT.synthesize_targets(img, lm, targets, synth, chunk=4, on_chunk=seen.append)
     assert out.shape == (9, 70, 90, 3) and rms.shape == (9,) and seen == [4, 4, 1]
     assert {s[0] for s in synth.shapes} == {(4, 128, 128, 3)}  # one shape: one compilation
     for i, (v, _) in enumerate(targets):
@@ -433,7 +436,7 @@ def _decode(data):
 
 def test_gif_static_pixels_do_not_shimmer():
     frames = _shimmer_frames()
-    im, back = _decode(B.encode_gif(frames, fps=10))
+    im, back = _decode(BM.encode_gif(frames, fps=10))
     assert len(back) == 6 and im.info["duration"] == 100
     # the static background decodes to exactly the same colours in every frame (one shared palette)
     np.testing.assert_array_equal(back[:, :, :36], np.broadcast_to(back[:1, :, :36], back[:, :, :36].shape))
@@ -452,7 +455,7 @@ def test_per_frame_palettes_would_shimmer():
 
 def test_grid_sheet_is_labelled_image():
     tiles = [np.full((30, 30, 3), v, np.float32) for v in np.linspace(0, 1, 4)]
-    sheet = B.grid_sheet(tiles, grid_targets(2), 2, tile=40, title="t")
+    sheet = BT.grid_sheet(tiles, grid_targets(2), 2, tile=40, title="t")
     assert sheet.dtype == np.uint8 and sheet.ndim == 3 and sheet.shape[1] >= 80 and sheet.shape[0] >= 80
 
 
@@ -467,7 +470,7 @@ def test_input_vanishing_mid_job_is_skipped_not_fatal(photos, tmp_path):
 
     out = tmp_path / "out"
     rep = B.run_augment(
-        B.scan_inputs(photos),
+        BI.scan_inputs(photos),
         out,
         CLASSES,
         synth=FakeSynth(),
@@ -484,9 +487,9 @@ def test_input_vanishing_mid_job_is_skipped_not_fatal(photos, tmp_path):
 @given(st.text(min_size=0, max_size=120))
 def test_any_source_name_stays_inside(tmp_path_factory, text):
     out = tmp_path_factory.getbasetemp() / "prop"
-    stem = B.safe_stem(text)
+    stem = BI.safe_stem(text)
     assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", stem) and ".." not in stem
-    assert B.inside(out, B.safe_output_path(out, B.output_name(stem, 7, 0)))
+    assert BI.inside(out, BI.safe_output_path(out, BI.output_name(stem, 7, 0)))
 
 
 @settings(max_examples=40, deadline=None)
@@ -495,7 +498,7 @@ def test_any_source_name_stays_inside(tmp_path_factory, text):
     st.integers(1, 9),
 )
 def test_plan_batches_property(shapes, bs):
-    batches = B.plan_batches(list(range(len(shapes))), shapes.__getitem__, batch_size=bs)
+    batches = BI.plan_batches(list(range(len(shapes))), shapes.__getitem__, batch_size=bs)
     assert sorted(i for b in batches for i in b.items[: b.valid]) == list(range(len(shapes)))
     assert len({(b.shape, len(b.items)) for b in batches}) == len(set(shapes))  # one compile per shape
     assert all(len(b.items) == bs and 1 <= b.valid <= bs for b in batches)

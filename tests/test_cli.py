@@ -19,9 +19,9 @@ import skimage.data
 from PIL import Image
 from typer.testing import CliRunner
 
-from affectsynth import cli_batch
-from affectsynth.batch import mp4_available
-from affectsynth.cli import app
+from affectsynth.cli import bulk as cli_batch
+from affectsynth.cli.app import app
+from affectsynth.cli.media import mp4_available
 
 runner = CliRunner()
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import tomllib
 from typer.testing import CliRunner
 
-from affectsynth.cli import app
-from affectsynth.expressions import GalleryConfig
+from affectsynth.affect.synthetic_gallery import GalleryConfig
+from affectsynth.cli.app import app
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

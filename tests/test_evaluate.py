@@ -89,9 +89,9 @@ def test_cli_va_regression(tmp_path):
     pytest.importorskip("sklearn")
     from typer.testing import CliRunner
 
-    from affectsynth.cli_model import evaluate_app
-    from affectsynth.gallery import GalleryFrame, write_gallery
-    from affectsynth.topology import face_topology
+    from affectsynth.affect.gallery import GalleryFrame, write_gallery
+    from affectsynth.cli.models import evaluate_app
+    from affectsynth.face.topology import face_topology
 
     rng = np.random.default_rng(0)
     tpl = face_topology().template

@@ -1,4 +1,4 @@
-"""Action Unit fields, the V-A -> AU map, the generated gallery and the ICT importer (expressions.py)."""
+"""AU fields, the V-A -> AU map, the generated gallery, the default model and the ICT importer."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from affectsynth import expressions as ex
-from affectsynth.topology import LEFT_PUPIL, NUM_MESH_POINTS, RIGHT_PUPIL, face_topology
+from affectsynth.affect import au_fields as auf
+from affectsynth.affect import default as dflt
+from affectsynth.affect import synthetic_gallery as sgal
+from affectsynth.affect import va_map as vam
+from affectsynth.affect.importers import ict as ict
+from affectsynth.face.topology import LEFT_PUPIL, NUM_MESH_POINTS, RIGHT_PUPIL, face_topology
 
 TOPO = face_topology()
 T = TOPO.template.astype(np.float64)
@@ -16,7 +20,7 @@ R = TOPO.regions
 
 @pytest.fixture(scope="module")
 def fields():
-    return ex.action_unit_fields()
+    return auf.action_unit_fields()
 
 
 def _normals(x):
@@ -48,13 +52,13 @@ def _lid_gap(x, side):
 
 
 def test_fields_shapes_and_names(fields):
-    for n in ex.AU_NAMES:
+    for n in auf.AU_NAMES:
         assert fields[n].shape == (478, 3) and fields[n].dtype == np.float32
         assert np.all(np.isfinite(fields[n])) and np.abs(fields[n]).max() > 0.5
-    for n in ex.LATERAL_AUS:
+    for n in auf.LATERAL_AUS:
         np.testing.assert_allclose(fields[n + "L"] + fields[n + "R"], fields[n], atol=1e-5)
-    basis, std, names = ex.expression_basis()
-    assert basis.shape == (len(ex.AU_NAMES), 478, 3) and std.shape == (len(names),) and names == ex.AU_NAMES
+    basis, std, names = auf.expression_basis()
+    assert basis.shape == (len(auf.AU_NAMES), 478, 3) and std.shape == (len(names),) and names == auf.AU_NAMES
     np.testing.assert_array_equal(fields["AU12"][LEFT_PUPIL], 0.0)  # irises are not skin
 
 
@@ -134,7 +138,7 @@ def test_far_landmarks_barely_move(fields, name, far):
 
 
 def test_one_sided_fields_stay_on_their_side(fields):
-    for n in ex.LATERAL_AUS:
+    for n in auf.LATERAL_AUS:
         f = np.linalg.norm(fields[n + "L"], axis=1)
         right = T[:, 0] < -15.0
         assert f[right].max() < 0.25 * f.max(), n
@@ -144,9 +148,9 @@ def test_mirror_symmetry(fields):
     def mirror(f):
         return f[TOPO.mirror] * np.array([-1.0, 1.0, 1.0], np.float32)
 
-    for n in ex.LATERAL_AUS:
+    for n in auf.LATERAL_AUS:
         np.testing.assert_allclose(mirror(fields[n + "L"]), fields[n + "R"], atol=1e-5)
-    for n in ex.AU_NAMES:
+    for n in auf.AU_NAMES:
         np.testing.assert_allclose(mirror(fields[n]), fields[n], atol=1e-5)
 
 
@@ -155,8 +159,8 @@ def test_scaled_to_the_face():
     import dataclasses
 
     half = dataclasses.replace(small, template=(small.template * 0.5).astype(np.float32))
-    f = ex.action_unit_fields(half)
-    g = ex.action_unit_fields()
+    f = auf.action_unit_fields(half)
+    g = auf.action_unit_fields()
     np.testing.assert_allclose(f["AU12"], 0.5 * g["AU12"], atol=1e-4)
     np.testing.assert_allclose(f["AU26"], 0.5 * g["AU26"], atol=1e-4)
 
@@ -186,7 +190,7 @@ def test_au43_closes_to_but_not_past_the_lower_lid(fields):
 def test_seal_makes_lips_uncrossable():
     rng = np.random.default_rng(0)
     f = rng.normal(size=(478, 3)) * 3.0
-    s = ex._seal_lips(TOPO, f)
+    s = auf._seal_lips(TOPO, f)
     up, lo = R["lips_inner_upper"], R["lips_inner_lower"][::-1]
     assert np.all(s[up, 1] - s[lo, 1] >= -1e-12) and np.allclose(s[up, 0], s[lo, 0])
     rest = np.setdiff1d(np.arange(478), np.concatenate([up, lo]))
@@ -198,34 +202,34 @@ def test_seal_makes_lips_uncrossable():
 
 
 def _named(w):
-    return dict(zip(ex.AU_NAMES, np.asarray(w), strict=True))
+    return dict(zip(auf.AU_NAMES, np.asarray(w), strict=True))
 
 
 def test_au_map_anchors():
-    np.testing.assert_array_equal(ex.au_intensities(0.0, 0.0), 0.0)
-    happy = _named(ex.au_intensities(0.81, 0.51))
+    np.testing.assert_array_equal(vam.au_intensities(0.0, 0.0), 0.0)
+    happy = _named(vam.au_intensities(0.81, 0.51))
     assert happy["AU12"] > 0.7 and happy["AU6"] > 0.5 and happy["AU25"] > 0.3 and happy["AU4"] < 0.05
-    angry = _named(ex.au_intensities(-0.51, 0.59))
+    angry = _named(vam.au_intensities(-0.51, 0.59))
     assert angry["AU4"] > 0.6 and angry["AU12"] < 0.05
-    sad = _named(ex.au_intensities(-0.63, -0.27))
+    sad = _named(vam.au_intensities(-0.63, -0.27))
     assert sad["AU15"] > 0.5 and sad["AU1"] > 0.4 and sad["AU12"] < 0.05
-    surprised = _named(ex.au_intensities(0.16, 0.89))
+    surprised = _named(vam.au_intensities(0.16, 0.89))
     assert surprised["AU5"] > 0.5 and surprised["AU2"] > 0.5 and surprised["AU26"] > 0.4
-    disgust = _named(ex.au_intensities(-0.60, 0.35))
+    disgust = _named(vam.au_intensities(-0.60, 0.35))
     assert disgust["AU9"] > 0.3 and disgust["AU4"] > 0.4
-    calm = _named(ex.au_intensities(0.56, -0.31))
+    calm = _named(vam.au_intensities(0.56, -0.31))
     assert 0.1 < calm["AU12"] < 0.5 and calm["AU25"] < 0.1 and calm["AU4"] < 0.05
-    sleepy = _named(ex.au_intensities(0.28, -0.67))
+    sleepy = _named(vam.au_intensities(0.28, -0.67))
     assert sleepy["AU43"] > 0.3
 
 
 def test_au_map_grows_with_radius_and_is_bounded():
     rng = np.random.default_rng(1)
     for theta in rng.uniform(0, 2 * np.pi, 20):
-        w = [ex.au_intensities(r * np.cos(theta), r * np.sin(theta)) for r in (0.1, 0.4, 0.8)]
+        w = [vam.au_intensities(r * np.cos(theta), r * np.sin(theta)) for r in (0.1, 0.4, 0.8)]
         assert np.all(w[0] <= w[1] + 1e-6) and np.all(w[1] <= w[2] + 1e-6)
         assert np.all((w[2] >= 0) & (w[2] <= 1))
-    corner = ex.au_intensities(1.0, 1.0)
+    corner = vam.au_intensities(1.0, 1.0)
     assert np.all((corner >= 0) & (corner <= 1))
 
 
@@ -233,18 +237,18 @@ def test_au_map_jax_matches_numpy_jit_vmap_grad():
     pts = np.array(
         [[0.0, 0.0], [0.81, 0.51], [-0.5, 0.6], [-0.6, -0.3], [0.3, -0.7], [1.0, -1.0]], np.float32
     )
-    ref = np.stack([ex.au_intensities(*p) for p in pts])
-    batched = np.asarray(jax.jit(jax.vmap(ex.au_intensities_jax))(jnp.asarray(pts)))
+    ref = np.stack([vam.au_intensities(*p) for p in pts])
+    batched = np.asarray(jax.jit(jax.vmap(vam.au_intensities_jax))(jnp.asarray(pts)))
     np.testing.assert_allclose(batched, ref, atol=1e-5)  # vmap + jit == NumPy loop
-    eager = np.asarray(ex.au_intensities_jax(jnp.asarray(pts[1])))
+    eager = np.asarray(vam.au_intensities_jax(jnp.asarray(pts[1])))
     np.testing.assert_allclose(
-        np.asarray(jax.jit(ex.au_intensities_jax)(jnp.asarray(pts[1]))), eager, atol=1e-6
+        np.asarray(jax.jit(vam.au_intensities_jax)(jnp.asarray(pts[1]))), eager, atol=1e-6
     )
-    g0 = jax.jit(jax.jacrev(ex.au_intensities_jax))(jnp.zeros(2))
+    g0 = jax.jit(jax.jacrev(vam.au_intensities_jax))(jnp.zeros(2))
     assert np.all(np.isfinite(np.asarray(g0)))  # finite gradient at the origin (double-where)
     with jax.enable_x64(True):
         check_grads(
-            jax.jit(ex.au_intensities_jax), (jnp.array([0.3, 0.2], jnp.float64),), order=1, modes=("rev",)
+            jax.jit(vam.au_intensities_jax), (jnp.array([0.3, 0.2], jnp.float64),), order=1, modes=("rev",)
         )
 
 
@@ -254,8 +258,8 @@ def test_au_map_jax_matches_numpy_jit_vmap_grad():
 
 def test_gallery_is_deterministic_and_labelled():
     kw = dict(num_subjects=2, num_directions=5, frames_per_sequence=4, seed=3)
-    a = list(ex.generate_gallery(**kw))
-    b = list(ex.generate_gallery(**kw))
+    a = list(sgal.generate_gallery(**kw))
+    b = list(sgal.generate_gallery(**kw))
     assert len(a) == 2 * 5 * 4
     for fa, fb in zip(a, b, strict=True):
         np.testing.assert_array_equal(fa.vertices, fb.vertices)
@@ -273,14 +277,14 @@ def test_gallery_is_deterministic_and_labelled():
         assert 0.8 <= np.abs(va[-1]).max() <= 1.0
         disp = [np.linalg.norm(f.vertices - frames[0].vertices) for f in frames]
         assert disp[0] == 0.0 and disp[-1] > disp[1] > 0.0
-    c = list(ex.generate_gallery(**{**kw, "seed": 4}))
+    c = list(sgal.generate_gallery(**{**kw, "seed": 4}))
     assert not np.allclose(a[5].vertices, c[5].vertices)
 
 
 def test_gallery_apexes_never_flip_or_cross(fields):
-    basis = np.stack([fields[n] for n in ex.AU_NAMES]).astype(np.float64)
-    apex = ex.apex_intensities(num_subjects=6, num_directions=24, seed=0)
-    assert apex.shape == (6 * 24, len(ex.AU_NAMES)) and apex.min() >= 0.0
+    basis = np.stack([fields[n] for n in auf.AU_NAMES]).astype(np.float64)
+    apex = sgal.apex_intensities(num_subjects=6, num_directions=24, seed=0)
+    assert apex.shape == (6 * 24, len(auf.AU_NAMES)) and apex.min() >= 0.0
     for w in apex:
         x = T + np.einsum("k,kvc->vc", w, basis)
         assert _front_flips(x) == 0
@@ -295,14 +299,14 @@ def test_gallery_apexes_never_flip_or_cross(fields):
 
 @pytest.fixture(scope="module")
 def ict_fields_obj(ict_dir):
-    return ex.ict_action_unit_fields(ict_dir, source="obj")
+    return ict.ict_action_unit_fields(ict_dir, source="obj")
 
 
 def test_ict_correspondence_landmarks(ict_dir):
-    neutral, tris, _, lm = ex._load_ict(ict_dir, "npz")
-    assert len(lm) == 68 and len(ex.IBUG68_TO_FACEMESH) == 68
-    s, r, t = ex._similarity(neutral[lm], T[list(ex.IBUG68_TO_FACEMESH)])
-    res = np.linalg.norm(neutral[lm] @ (s * r).T + t - T[list(ex.IBUG68_TO_FACEMESH)], axis=1)
+    neutral, tris, _, lm = ict._load_ict(ict_dir, "npz")
+    assert len(lm) == 68 and len(ict.IBUG68_TO_FACEMESH) == 68
+    s, r, t = ict._similarity(neutral[lm], T[list(ict.IBUG68_TO_FACEMESH)])
+    res = np.linalg.norm(neutral[lm] @ (s * r).T + t - T[list(ict.IBUG68_TO_FACEMESH)], axis=1)
     assert 5.0 < s < 15.0  # cm -> mm, and an ICT head is about our size
     assert np.median(res) < 9.0
 
@@ -314,7 +318,7 @@ def test_ict_obj_shapes_agree_with_ours(fields, ict_fields_obj, name, floor):
 
 
 def test_ict_npz_and_obj_agree(ict_dir, ict_fields_obj, fields):
-    npz = ex.ict_action_unit_fields(ict_dir, source="npz")
+    npz = ict.ict_action_unit_fields(ict_dir, source="npz")
     for n in ("AU12L", "AU27"):
         np.testing.assert_allclose(npz[n], ict_fields_obj[n], atol=1e-3)
     a, b = fields["AU4"].ravel(), npz["AU4"].ravel()
@@ -328,7 +332,7 @@ def test_closest_point_against_brute_force():
     tri = rng.integers(0, 30, size=(40, 3))
     tri = tri[(tri[:, 0] != tri[:, 1]) & (tri[:, 1] != tri[:, 2]) & (tri[:, 0] != tri[:, 2])]
     p = rng.normal(size=(12, 3))
-    tid, bc = ex.closest_points_on_mesh(v, tri, p, candidates=len(tri))
+    tid, bc = ict.closest_points_on_mesh(v, tri, p, candidates=len(tri))
     q = np.einsum("pk,pkc->pc", bc, v[tri[tid]])
     # brute force: dense barycentric sampling of every triangle
     u = np.linspace(0, 1, 41)
@@ -347,7 +351,7 @@ def test_closest_point_against_brute_force():
 
 
 def _similarity_align(x, y):
-    s, r, t = ex._similarity(x, y)
+    s, r, t = ict._similarity(x, y)
     return x @ (s * r).T + t
 
 
@@ -355,7 +359,7 @@ def _similarity_align(x, y):
 def london_landmarks(london_dir):
     import imageio.v3 as iio
 
-    from affectsynth.landmarks import detect_landmarks
+    from affectsynth.face.landmarks import detect_landmarks
 
     pairs = []
     for p in sorted((london_dir / "neutral").glob("*.jpg")):
@@ -368,8 +372,8 @@ def london_landmarks(london_dir):
 
 
 def test_happy_target_matches_real_smiles(london_landmarks):
-    basis, _, _ = ex.expression_basis()
-    ours = np.einsum("k,kvc->vc", ex.au_intensities(0.81, 0.51), basis)
+    basis, _, _ = auf.expression_basis()
+    ours = np.einsum("k,kvc->vc", vam.au_intensities(0.81, 0.51), basis)
     ids = np.unique(
         np.concatenate(
             [R[k] for k in ("lips", "left_cheek", "right_cheek")]
@@ -391,22 +395,22 @@ def test_happy_target_matches_real_smiles(london_landmarks):
 
 def test_default_model_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("AFFECTSYNTH_CACHE", str(tmp_path))
-    cfg = ex.GalleryConfig(num_subjects=2, num_directions=8, frames_per_sequence=4)
-    m1 = ex.build_default_model(config=cfg)
-    path = ex.default_model_path(cfg)
+    cfg = sgal.GalleryConfig(num_subjects=2, num_directions=8, frames_per_sequence=4)
+    m1 = dflt.build_default_model(config=cfg)
+    path = dflt.default_model_path(cfg)
     assert path.is_file() and path.parent == tmp_path
-    m2 = ex.build_default_model(config=cfg)
+    m2 = dflt.build_default_model(config=cfg)
     for a, b in zip(jax.tree_util.tree_leaves(m1), jax.tree_util.tree_leaves(m2), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b))
-    assert ex.default_model_key(cfg) != ex.default_model_key(ex.GalleryConfig())
+    assert dflt.default_model_key(cfg) != dflt.default_model_key(sgal.GalleryConfig())
 
 
 def test_cache_dir_env(monkeypatch, tmp_path):
     monkeypatch.setenv("AFFECTSYNTH_CACHE", str(tmp_path / "a"))
-    assert ex.cache_dir() == tmp_path / "a"
+    assert dflt.cache_dir() == tmp_path / "a"
     monkeypatch.delenv("AFFECTSYNTH_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
-    assert ex.cache_dir() == tmp_path / "x" / "affectsynth"
+    assert dflt.cache_dir() == tmp_path / "x" / "affectsynth"
 
 
 def test_mesh_points_constant():

@@ -3,9 +3,9 @@ import inspect
 import numpy as np
 import pytest
 
-from affectsynth import gallery as gal
-from affectsynth.gallery import GalleryError, GalleryFrame, read_gallery, write_gallery
-from affectsynth.topology import face_topology
+from affectsynth.affect import gallery as gal
+from affectsynth.affect.gallery import GalleryError, GalleryFrame, read_gallery, write_gallery
+from affectsynth.face.topology import face_topology
 
 V = 478
 

@@ -4,8 +4,8 @@ import skimage.data
 from PIL import Image
 
 from affectsynth.errors import FaceDetectionError
-from affectsynth.landmarks import detect_faces, detect_landmarks
-from affectsynth.topology import LEFT_PUPIL, RIGHT_PUPIL
+from affectsynth.face.landmarks import detect_faces, detect_landmarks
+from affectsynth.face.topology import LEFT_PUPIL, RIGHT_PUPIL
 
 
 @pytest.fixture(scope="module")

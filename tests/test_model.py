@@ -7,21 +7,20 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from affectsynth.affect import AffectGrid, class_centre, class_index_np
-from affectsynth.errors import ModelFileError
-from affectsynth.gallery import GalleryFrame, write_gallery
-from affectsynth.model import (
+from affectsynth.affect.build import build_affect_model, robust_rigid_align
+from affectsynth.affect.gallery import GalleryFrame, write_gallery
+from affectsynth.affect.grid import AffectGrid, class_centre, class_index_np
+from affectsynth.affect.model import (
     AffectModel,
-    build_affect_model,
     class_deformation,
     class_label,
     load_model,
-    robust_rigid_align,
     sample_deformation,
     save_model,
 )
-from affectsynth.morphable import morphable_model
-from affectsynth.topology import face_topology
+from affectsynth.errors import ModelFileError
+from affectsynth.face.morphable import morphable_model
+from affectsynth.face.topology import face_topology
 
 TOPO = face_topology()
 TPL = TOPO.template.astype(np.float64)
@@ -247,7 +246,7 @@ def gallery_dir(tmp_path_factory):
 
 
 def test_cli_build_info(gallery_dir, tmp_path):
-    from affectsynth.cli_model import model_app
+    from affectsynth.cli.models import model_app
 
     runner = CliRunner()
     out = tmp_path / "m.npz"
@@ -276,7 +275,7 @@ def test_cli_build_info(gallery_dir, tmp_path):
 
 
 def test_cli_errors(tmp_path):
-    from affectsynth.cli_model import model_app
+    from affectsynth.cli.models import model_app
 
     runner = CliRunner()
     r = runner.invoke(model_app, ["info", str(tmp_path / "nope.npz")])

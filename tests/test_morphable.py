@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from affectsynth import morphable as mm
-from affectsynth import topology as topo
+from affectsynth.affect.importers import ict as ict
+from affectsynth.face import fit as fitm
+from affectsynth.face import geometry as geo
+from affectsynth.face import morphable as mm
+from affectsynth.face import topology as topo
 
 STEPS = 200
 YAWS = (-45.0, -30.0, -15.0, 0.0, 15.0, 30.0, 45.0)  # batch of 7: the London test reuses the compile
@@ -46,7 +49,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def fit_jit():
-    return jax.jit(mm.fit_morphable_model, static_argnames=("steps", "config"))
+    return jax.jit(fitm.fit_morphable_model, static_argnames=("steps", "config"))
 
 
 def _plant(model, yaw, rng):
@@ -54,7 +57,7 @@ def _plant(model, yaw, rng):
     zi = 0.8 * rng.standard_normal(model.num_identity).astype(np.float32)
     ze = rng.uniform(-0.6, 0.9, model.num_expression).astype(np.float32)
     pitch, roll = rng.uniform(-10, 10, 2)
-    rot = mm.pose_rotation(yaw, pitch, roll)
+    rot = fitm.pose_rotation(yaw, pitch, roll)
     t = jnp.asarray(rng.uniform([250, 250, -20], [400, 400, 20]), jnp.float32)
     shape = model.shape(jnp.asarray(zi) * model.identity_std, jnp.asarray(ze) * model.expression_std)
     clean = SCALE_PX_PER_MM * shape @ rot.T + t[None, :]
@@ -71,7 +74,7 @@ def planted(model):
 @pytest.fixture(scope="module")
 def batch_fit(model, planted):
     lms = jnp.stack([p["landmarks"] for p in planted])
-    return mm.fit_morphable_model_batch(lms, model, steps=STEPS)
+    return fitm.fit_morphable_model_batch(lms, model, steps=STEPS)
 
 
 def _rotation_error_deg(a, b):
@@ -82,7 +85,7 @@ def _rotation_error_deg(a, b):
 
 def _rms_after_similarity(a, b):
     """RMS distance (mm) between two vertex sets after the best similarity of a onto b."""
-    r, s, t = mm.similarity_procrustes(a, b, jnp.ones(a.shape[0]))
+    r, s, t = geo.similarity_procrustes(a, b, jnp.ones(a.shape[0]))
     return float(jnp.sqrt(jnp.mean(jnp.sum((s * a @ r.T + t[None, :] - b) ** 2, axis=1))))
 
 
@@ -174,39 +177,41 @@ def test_rotvec_matches_closed_form_and_has_finite_gradients():
         np.array([0.0, np.pi - 1e-3, 0.0]),
     ]:
         np.testing.assert_allclose(
-            mm.rotvec_to_matrix(jnp.asarray(w, jnp.float32)), Rotation.from_rotvec(w).as_matrix(), atol=2e-6
+            fitm.rotvec_to_matrix(jnp.asarray(w, jnp.float32)), Rotation.from_rotvec(w).as_matrix(), atol=2e-6
         )
     with jax.enable_x64(True):
         for w in [jnp.zeros(3), jnp.asarray(rng.standard_normal(3))]:
-            check_grads(jax.jit(mm.rotvec_to_matrix), (jnp.asarray(w, jnp.float64),), order=1, modes=["rev"])
+            check_grads(
+                jax.jit(fitm.rotvec_to_matrix), (jnp.asarray(w, jnp.float64),), order=1, modes=["rev"]
+            )
 
 
 def test_pose_rotation_round_trip_and_convention():
     for ypr in [(0.0, 0.0, 0.0), (40.0, -12.0, 7.0), (-45.0, 20.0, -15.0)]:
-        r = mm.pose_rotation(*ypr)
+        r = fitm.pose_rotation(*ypr)
         np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-6)
         assert float(jnp.linalg.det(r)) == pytest.approx(1.0, abs=1e-5)
-        np.testing.assert_allclose(mm.head_pose_degrees(r), ypr, atol=1e-3)
-    np.testing.assert_allclose(mm.pose_rotation(0.0, 0.0, 0.0), mm.FLIP, atol=1e-7)
+        np.testing.assert_allclose(fitm.head_pose_degrees(r), ypr, atol=1e-3)
+    np.testing.assert_allclose(fitm.pose_rotation(0.0, 0.0, 0.0), mm.FLIP, atol=1e-7)
     # positive yaw turns the nose (canonical +z) towards image right (+x)
-    nose = mm.pose_rotation(30.0, 0.0, 0.0) @ jnp.array([0.0, 0.0, 1.0])
+    nose = fitm.pose_rotation(30.0, 0.0, 0.0) @ jnp.array([0.0, 0.0, 1.0])
     assert float(nose[0]) > 0.4
     # positive pitch turns it down (image +y, since image y points down)
-    assert float((mm.pose_rotation(0.0, 20.0, 0.0) @ jnp.array([0.0, 0.0, 1.0]))[1]) > 0.3
+    assert float((fitm.pose_rotation(0.0, 20.0, 0.0) @ jnp.array([0.0, 0.0, 1.0]))[1]) > 0.3
 
 
 def test_similarity_procrustes_recovers_planted_similarity_and_ignores_masked_nans():
     rng = np.random.default_rng(2)
     src = jnp.asarray(topo.face_topology().template)
-    rot = mm.pose_rotation(25.0, -8.0, 4.0)
+    rot = fitm.pose_rotation(25.0, -8.0, 4.0)
     dst = 3.3 * src @ rot.T + jnp.array([[10.0, -4.0, 2.0]])
     w = jnp.ones(src.shape[0]).at[:40].set(0.0)
     dst = dst.at[:40].set(jnp.asarray(rng.uniform(-1e3, 1e3, (40, 3)), jnp.float32))
-    r, s, t = mm.similarity_procrustes(src, dst, w)
+    r, s, t = geo.similarity_procrustes(src, dst, w)
     assert _rotation_error_deg(r, rot) < 1e-3
     assert float(s) == pytest.approx(3.3, rel=1e-5)
     np.testing.assert_allclose(t, [10.0, -4.0, 2.0], atol=1e-3)
-    r0, s0, t0 = mm.similarity_procrustes(src, dst, jnp.zeros(src.shape[0]))
+    r0, s0, t0 = geo.similarity_procrustes(src, dst, jnp.zeros(src.shape[0]))
     assert np.all(np.isfinite(r0)) and np.isfinite(float(s0)) and np.all(np.isfinite(t0))
 
 
@@ -220,12 +225,12 @@ def test_objective_gradients_match_finite_differences():
         m64 = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), small)
         lm = jnp.asarray(np.asarray(small.mean) * 3.0 + rng.standard_normal((478, 3)) * 2.0, jnp.float64)
         w = jnp.asarray(rng.uniform(0.0, 1.0, 478) > 0.2, jnp.float64)
-        frame = mm._Frame(
-            jnp.asarray(mm.pose_rotation(10.0, 5.0, -3.0), jnp.float64), 3.0, jnp.zeros(3), 189.0
+        frame = fitm._Frame(
+            jnp.asarray(fitm.pose_rotation(10.0, 5.0, -3.0), jnp.float64), 3.0, jnp.zeros(3), 189.0
         )
         frame = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), frame)
-        p = mm._Params(*(jnp.asarray(rng.standard_normal(n) * 0.3, jnp.float64) for n in (3, (), 3, 5, 2)))
-        f = jax.jit(lambda q: mm._objective(q, frame, m64, lm, w, mm.FitConfig()))
+        p = fitm._Params(*(jnp.asarray(rng.standard_normal(n) * 0.3, jnp.float64) for n in (3, (), 3, 5, 2)))
+        f = jax.jit(lambda q: fitm._objective(q, frame, m64, lm, w, fitm.FitConfig()))
         check_grads(f, (p,), order=1, modes=["rev"], eps=1e-4)
 
 
@@ -251,8 +256,8 @@ def test_planted_pose_identity_expression_recovered_over_yaw_sweep(model, plante
         corr = np.corrcoef(np.asarray(f.identity) / np.asarray(model.identity_std), p["identity"])[0, 1]
         assert corr > 0.8  # measured 0.87-0.97: broad modes trade off against the pose
         assert float(f.rms) < 0.01  # noise alone gives ~0.0028
-        np.testing.assert_allclose(mm.to_image(f, f.vertices), f.projected, atol=1e-3)
-        np.testing.assert_allclose(mm.head_pose_degrees(f.rotation)[0], YAWS[i], atol=2.0)
+        np.testing.assert_allclose(fitm.to_image(f, f.vertices), f.projected, atol=1e-3)
+        np.testing.assert_allclose(fitm.head_pose_degrees(f.rotation)[0], YAWS[i], atol=2.0)
 
 
 def test_neutralisation_removes_the_input_expression(model, planted, batch_fit):
@@ -275,15 +280,15 @@ def test_nonnegative_expression_fit_stays_nonnegative_and_recovers(model):
     rng = np.random.default_rng(11)
     ze = np.array([0.8, 0.0, 0.5, 0.0], np.float32)
     shape = nonneg.shape(jnp.zeros(nonneg.num_identity), jnp.asarray(ze))
-    rot = mm.pose_rotation(20.0, 5.0, -3.0)
+    rot = fitm.pose_rotation(20.0, 5.0, -3.0)
     lm = SCALE_PX_PER_MM * shape @ rot.T + jnp.array([[300.0, 300.0, 0.0]])
     lm = lm + NOISE_PX * rng.standard_normal(lm.shape).astype(np.float32)
-    f = mm.fit_morphable_model(lm, nonneg, steps=STEPS)
+    f = fitm.fit_morphable_model(lm, nonneg, steps=STEPS)
     assert np.all(np.asarray(f.expression) >= 0.0)
     np.testing.assert_allclose(f.expression, ze, atol=0.15)
     # signed expression modes are not clipped: a planted negative activation comes back negative
     lm_neg = SCALE_PX_PER_MM * model.shape(jnp.zeros(model.num_identity), jnp.asarray(-ze)) @ rot.T
-    f_signed = mm.fit_morphable_model(lm_neg + jnp.array([[300.0, 300.0, 0.0]]), model, steps=STEPS)
+    f_signed = fitm.fit_morphable_model(lm_neg + jnp.array([[300.0, 300.0, 0.0]]), model, steps=STEPS)
     assert float(f_signed.expression[0]) < -0.5
 
 
@@ -299,8 +304,8 @@ def test_vmap_equals_loop(model, planted, batch_fit, fit_jit):
 
 def test_jit_equals_eager(model, planted):
     lm = planted[2]["landmarks"]
-    eager = mm.fit_morphable_model(lm, model, steps=3)
-    jitted = jax.jit(mm.fit_morphable_model, static_argnames="steps")(lm, model, steps=3)
+    eager = fitm.fit_morphable_model(lm, model, steps=3)
+    jitted = jax.jit(fitm.fit_morphable_model, static_argnames="steps")(lm, model, steps=3)
     for a, b in zip(jax.tree_util.tree_leaves(eager), jax.tree_util.tree_leaves(jitted), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
@@ -323,9 +328,9 @@ def test_mask_with_nans_outliers_and_empty_mask(model, planted, fit_jit):
 
 def test_model_without_bases_fits_the_template():
     bare = mm.morphable_model(identity="none")
-    rot = mm.pose_rotation(20.0, -5.0, 3.0)
+    rot = fitm.pose_rotation(20.0, -5.0, 3.0)
     lm = 2.5 * bare.mean @ rot.T + jnp.array([[100.0, 120.0, 0.0]])
-    f = jax.jit(mm.fit_morphable_model, static_argnames="steps")(lm, bare, steps=20)
+    f = jax.jit(fitm.fit_morphable_model, static_argnames="steps")(lm, bare, steps=20)
     assert f.identity.shape == (0,) and f.expression.shape == (0,)
     assert float(f.rms) < 1e-3 and _rotation_error_deg(f.rotation, rot) < 0.2
 
@@ -355,12 +360,12 @@ def test_london_neutral_photos_fit_within_two_and_a_half_percent_of_iod(london_d
     rms / IOD_3D 0.015-0.018. Floors: 0.025 for both."""
     paths = sorted((london_dir / "neutral").glob("*.jpg"))[: len(YAWS)]
     lms = _detect(paths)
-    fits = mm.fit_morphable_model_batch(jnp.asarray(lms), model, steps=STEPS)
+    fits = fitm.fit_morphable_model_batch(jnp.asarray(lms), model, steps=STEPS)
     iod2d = np.linalg.norm(lms[:, topo.LEFT_PUPIL, :2] - lms[:, topo.RIGHT_PUPIL, :2], axis=1)
     mean_res = np.asarray(fits.residuals).mean(axis=1) / iod2d
     assert np.all(mean_res < 0.025), mean_res
     assert np.all(np.asarray(fits.rms) < 0.025), fits.rms
-    yaw = np.asarray(jax.vmap(mm.head_pose_degrees)(fits.rotation))[:, 0]
+    yaw = np.asarray(jax.vmap(fitm.head_pose_degrees)(fits.rotation))[:, 0]
     assert np.all(np.abs(yaw) < 15.0), yaw  # the London photos are frontal
 
 
@@ -372,7 +377,7 @@ def test_closest_point_on_mesh_against_dense_sampling():
     verts = rng.uniform(-1, 1, (30, 3))
     tris = np.array([rng.choice(30, 3, replace=False) for _ in range(25)])
     pts = rng.uniform(-1.5, 1.5, (40, 3))
-    closest, tri_id, bary = mm.closest_points_on_mesh(pts, verts, tris, candidates=30)
+    closest, tri_id, bary = geo.closest_points_on_mesh(pts, verts, tris, candidates=30)
     np.testing.assert_allclose(bary.sum(1), 1.0, atol=1e-9)
     assert np.all(bary >= -1e-9)
     np.testing.assert_allclose(np.einsum("pj,pjd->pd", bary, verts[tris[tri_id]]), closest, atol=1e-9)
@@ -390,7 +395,7 @@ def test_closest_point_on_mesh_against_dense_sampling():
 
 @pytest.mark.shared
 def test_ict_identity_basis(ict_dir):
-    basis, std = mm.load_ict_identity_basis(ict_dir, num_modes=30)
+    basis, std = ict.load_ict_identity_basis(ict_dir, num_modes=30)
     assert basis.shape == (30, 478, 3) and std.shape == (30,)
     flat = basis.reshape(30, -1).astype(np.float64)
     np.testing.assert_allclose(flat @ flat.T, np.eye(30), atol=1e-4)

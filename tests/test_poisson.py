@@ -9,7 +9,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from skimage import data, transform
 
-from affectsynth import poisson as P
+from affectsynth.render import multigrid as MG
+from affectsynth.render import poisson as P
 
 
 def _reference(target, source, mask, mixed=False):
@@ -248,11 +249,11 @@ def test_preconditioner_is_symmetric_positive_definite(preconditioner, shape, wh
     h, w = shape
     m = np.ones(shape, bool) if whole else _blob(h, w, 8) > 0.5
     if preconditioner == "multigrid":
-        region = P._to_quarters(jnp.asarray(m, jnp.float32))
-        mg = P._multigrid(region, P._in_image(shape, jnp.float32), jnp.asarray(whole))
+        region = MG._to_quarters(jnp.asarray(m, jnp.float32))
+        mg = MG._multigrid(region, MG._in_image(shape, jnp.float32), jnp.asarray(whole))
         if shape == (50, 37):
             assert len(mg.levels) == 3
-        apply = lambda r: P._from_quarters(P._v_cycle(mg, P._to_quarters(r)), r.shape)
+        apply = lambda r: MG._from_quarters(MG._v_cycle(mg, MG._to_quarters(r)), r.shape)
     else:
         apply = P._dirichlet_inverse
     idx = np.flatnonzero(m)
@@ -278,32 +279,32 @@ def test_quarter_layout_and_hierarchy(shape):
     and the multigrid levels built from it are the Galerkin coarsening of the masked operator."""
     h, w = shape
     a = np.random.default_rng(3).normal(size=shape).astype(np.float32)
-    q = P._to_quarters(jnp.asarray(a))
-    np.testing.assert_array_equal(np.asarray(P._from_quarters(q, shape)), a)
+    q = MG._to_quarters(jnp.asarray(a))
+    np.testing.assert_array_equal(np.asarray(MG._from_quarters(q, shape)), a)
     padded = np.pad(a, 1)
     expected = [padded[1:-1, :-2], padded[1:-1, 2:], padded[:-2, 1:-1], padded[2:, 1:-1]]  # l, r, u, d
-    for got, want in zip(P._neighbours(q), expected, strict=True):
-        np.testing.assert_array_equal(np.asarray(P._from_quarters(got, shape)), want)
+    for got, want in zip(MG._neighbours(q), expected, strict=True):
+        np.testing.assert_array_equal(np.asarray(MG._from_quarters(got, shape)), want)
 
     m = _blob(h, w, 5) > 0.5
-    fine = P._region_operator(jnp.asarray(m), jnp.float32)
-    mg = P._multigrid(P._to_quarters(fine.region), P._in_image(shape, jnp.float32), jnp.asarray(False))
+    fine = MG._region_operator(jnp.asarray(m), jnp.float32)
+    mg = MG._multigrid(MG._to_quarters(fine.region), MG._in_image(shape, jnp.float32), jnp.asarray(False))
     assert len(mg.levels) >= 2
-    np.testing.assert_array_equal(np.asarray(P._from_quarters(mg.levels[0].diag, shape)), fine.diag)
-    coarse = P._coarsen(fine)
+    np.testing.assert_array_equal(np.asarray(MG._from_quarters(mg.levels[0].diag, shape)), fine.diag)
+    coarse = MG._coarsen(fine)
     hc, wc = coarse.leak.shape
     directions = [
-        P._pad_x(coarse.wx, 1),
-        P._pad_x(coarse.wx, 0),
-        P._pad_y(coarse.wy, 1),
-        P._pad_y(coarse.wy, 0),
+        MG._pad_x(coarse.wx, 1),
+        MG._pad_x(coarse.wx, 0),
+        MG._pad_y(coarse.wy, 1),
+        MG._pad_y(coarse.wy, 0),
     ]
     level = mg.levels[1]
     np.testing.assert_allclose(
-        np.asarray(P._from_quarters(level.inv_diag, (hc, wc))), coarse.inv_diag, rtol=1e-6
+        np.asarray(MG._from_quarters(level.inv_diag, (hc, wc))), coarse.inv_diag, rtol=1e-6
     )
     for k, d in enumerate(directions):
-        np.testing.assert_array_equal(np.asarray(P._from_quarters(level.weights[k], (hc, wc))), d)
+        np.testing.assert_array_equal(np.asarray(MG._from_quarters(level.weights[k], (hc, wc))), d)
 
 
 def test_preconditioning_cuts_iterations():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from affectsynth.raster import Fragments, interpolate, rasterize, sample_bilinear, transfer_texture
-from affectsynth.topology import face_topology
+from affectsynth.face.topology import face_topology
+from affectsynth.render.raster import Fragments, interpolate, rasterize, sample_bilinear, transfer_texture
 
 
 @functools.partial(jax.jit, static_argnames=("height", "width", "cull_backfaces", "capacity"))

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from affectsynth import splocs
-from affectsynth.topology import face_topology
+from affectsynth.affect import splocs
+from affectsynth.face.topology import face_topology
 
 TOPO = face_topology()
 REST, TRIS = TOPO.template, TOPO.triangles

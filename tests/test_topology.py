@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from affectsynth import topology as topo
+from affectsynth.face import topology as topo
 
 
 @pytest.fixture(scope="module")

@@ -97,10 +97,10 @@ def subject_split(subjects: Sequence[str], test_fraction: float, seed: int) -> n
 
 def collect_deformations(frames: Iterable, *, reference=None, include_neutral: bool = False, on_skip=None):
     """(deformations f32[N, V, 3], labels f32[N, 2], subjects) from gallery frames (held in memory)."""
-    from .model import iter_deformations
+    from .affect.build import iter_deformations
 
     if reference is None:
-        from .topology import face_topology
+        from .face.topology import face_topology
 
         reference = face_topology().template
     defs, labels, subjects = [], [], []

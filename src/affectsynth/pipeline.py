@@ -15,9 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from . import topology as topo
-from .affect import class_index
-from .appearance import (
+from .affect.grid import class_index
+from .affect.model import AffectModel, class_deformation, class_label, sample_deformation
+from .errors import TargetError
+from .face import topology as topo
+from .face.fit import fit_morphable_model, to_image_offsets
+from .face.morphable import expression_offsets
+from .render.appearance.compose import apply_appearance
+from .render.appearance.context import (
     EYE,
     MOUTH,
     SKIN,
@@ -25,15 +30,11 @@ from .appearance import (
     AppearanceContext,
     AppearanceOptions,
     action_unit_basis,
-    apply_appearance,
     dense_template,
     project_action_units,
 )
-from .errors import TargetError
-from .model import AffectModel, class_deformation, class_label, sample_deformation
-from .morphable import expression_offsets, fit_morphable_model, to_image_offsets
-from .poisson import poisson_blend
-from .raster import interpolate, rasterize, sample_bilinear
+from .render.poisson import poisson_blend
+from .render.raster import interpolate, rasterize, sample_bilinear
 
 CROP_BUCKET = 64
 
@@ -179,7 +180,7 @@ def _synthesize_one(image, landmarks, target, key, model: AffectModel, options: 
     frags = rasterize(dst_d, mesh["triangles"], ch, cw)
     src_xy = interpolate(frags, src_d[:, :2])
     render = sample_bilinear(patch, src_xy)
-    # expression appearance (appearance.py): shading, wrinkles, mouth interior, eyes
+    # expression appearance (render/appearance): shading, wrinkles, mouth interior, eyes
     look = options.appearance or AppearanceOptions(mouth_interior=options.mouth_interior)
     ctx = AppearanceContext(
         src_vertices=src_d,
@@ -289,10 +290,10 @@ def synthesize_batch(
 def load_model(path=None) -> AffectModel:
     """The affect model at ``path``, or the default one (built by our own code at first use, then cached)."""
     if path is None:
-        from .expressions import default_model
+        from .affect.default import default_model
 
         return default_model()
-    from .model import load_model as _load
+    from .affect.model import load_model as _load
 
     return _load(path)
 
@@ -327,7 +328,7 @@ def synthesize(
     Detects the face when ``landmarks`` is not given (the largest face, or ``face_index``), loads the
     default model when ``model`` is None.
     """
-    from .landmarks import detect_landmarks
+    from .face.landmarks import detect_landmarks
 
     img = np.asarray(image)
     if img.dtype == np.uint8:

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from . import topology as topo
+from ..face import topology as topo
 
 
 class SplocsResult(eqx.Module):

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from ._types import Image, Triangles, Vertices, Vertices2D
+from .._types import Image, Triangles, Vertices, Vertices2D
 
 DEFAULT_WINDOW = 4
 """Side in pixels of the square windows that triangles' bounding boxes are cut into."""

@@ -11,9 +11,9 @@ from typing import Annotated
 
 import typer
 
-from .cli_errors import fail as _fail
-from .cli_errors import guarded
-from .io import atomic_open, check_output_path
+from ..io import atomic_open, check_output_path
+from .guard import fail as _fail
+from .guard import guarded
 
 model_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 evaluate_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -57,7 +57,7 @@ def _check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...]) -> Pat
 
 
 def _gallery_csv(gallery: Path) -> Path:
-    from .gallery import CSV_NAME, GalleryError
+    from ..affect.gallery import CSV_NAME, GalleryError
 
     csv_path = gallery if gallery.suffix.lower() == ".csv" else gallery / CSV_NAME
     if not csv_path.is_file():
@@ -82,7 +82,7 @@ def write_model_figure(model, path: Path, title: str = "") -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .affect import class_centres_np
+    from ..affect.grid import class_centres_np
 
     g = model.grid
     counts = np.asarray(model.class_count).reshape(g.n_arousal, g.n_valence)
@@ -156,7 +156,7 @@ def load_gallery_config(path: Path):
 
     import tomllib
 
-    from .expressions import GalleryConfig
+    from ..affect.synthetic_gallery import GalleryConfig
 
     try:
         table = tomllib.loads(Path(path).read_text(encoding="utf-8")).get("gallery", {})
@@ -200,7 +200,8 @@ def build(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):
     """Build an affect model file from a gallery (or the default one with --default)."""
-    from .model import build_affect_model, describe_model, save_model
+    from ..affect.build import build_affect_model
+    from ..affect.model import describe_model, save_model
 
     if output is None and not default:
         output = Path("affect_model.npz")
@@ -213,7 +214,8 @@ def build(
     if default:
         if gallery is not None:
             _fail("give either GALLERY or --default, not both", 2)
-        from .expressions import GalleryConfig, build_default_model, default_model_path
+        from ..affect.default import build_default_model, default_model_path
+        from ..affect.synthetic_gallery import GalleryConfig
 
         cfg = GalleryConfig() if config is None else load_gallery_config(config)
         typer.echo("building the default model from the generated FACS gallery...", err=True)
@@ -222,9 +224,9 @@ def build(
     else:
         if gallery is None:
             _fail("missing GALLERY (or pass --default)", 2)
-        from .gallery import read_gallery
-        from .morphable import morphable_model
-        from .topology import NUM_LANDMARKS
+        from ..affect.gallery import read_gallery
+        from ..face.morphable import morphable_model
+        from ..face.topology import NUM_LANDMARKS
 
         csv_path = _gallery_csv(gallery)
         rows = _RowReporter()
@@ -259,7 +261,7 @@ def build(
 @guarded
 def info(model: Annotated[Path, typer.Argument(help="Model file (.npz).")]):
     """Print a model's classes, counts and sizes."""
-    from .model import describe_model, load_model
+    from ..affect.model import describe_model, load_model
 
     typer.echo(describe_model(load_model(model)))
 
@@ -272,7 +274,7 @@ def figure_cmd(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
 ):
     """Write the V-A histogram and class mean shapes of a model as a PNG (the paper's Fig. 3)."""
-    from .model import load_model
+    from ..affect.model import load_model
 
     _check_output(output, overwrite, (".png",))
     write_model_figure(load_model(model), output, title=str(model))
@@ -289,13 +291,13 @@ def import_ict(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
 ):
     """Build a model from ICT-FaceKit expression shapes (its AU fields on our topology)."""
-    from .errors import InputImageError
-    from .model import describe_model, save_model
+    from ..affect.model import describe_model, save_model
+    from ..errors import InputImageError
 
     _check_output(output, overwrite, (".npz",))
     if not folder.is_dir():
         raise InputImageError(folder, "ICT-FaceKit folder not found")
-    from .expressions import import_ict_model
+    from ..affect.importers.ict import import_ict_model
 
     try:
         model = import_ict_model(folder)
@@ -307,7 +309,7 @@ def import_ict(
 
 
 def _parse_ks(text: str | None) -> tuple[int, ...]:
-    from .evaluate import DEFAULT_KS
+    from ..evaluate import DEFAULT_KS
 
     if text is None:
         return DEFAULT_KS
@@ -335,9 +337,9 @@ def va_regression_cmd(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing CSV.")] = False,
 ):
     """The paper's section 4.1 protocol: PCA(k) -> CCA(2) -> RBF SVR, subject-independent; CCC/MSE per k."""
-    from .evaluate import format_table, va_regression, write_table_csv
-    from .gallery import read_gallery
-    from .topology import NUM_LANDMARKS
+    from ..affect.gallery import read_gallery
+    from ..evaluate import format_table, va_regression, write_table_csv
+    from ..face.topology import NUM_LANDMARKS
 
     ks = _parse_ks(k)
     if output is not None:

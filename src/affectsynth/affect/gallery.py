@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_open, atomic_write_bytes
+from ..io import atomic_open, atomic_write_bytes
 
 CSV_NAME = "gallery.csv"
 COLUMNS = ("subject", "sequence", "frame", "mesh", "valence", "arousal", "is_neutral")
 MESH_SUFFIXES = (".npy", ".obj", ".ply")
 
-_log = logging.getLogger("affectsynth.gallery")
+_log = logging.getLogger("affectsynth.affect.gallery")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -362,7 +362,7 @@ def write_gallery(
         for fr in frames:
             verts = np.asarray(fr.vertices, np.float32)
             if tris is None and mesh_format != "npy" and verts.shape[0] == 478:
-                from .topology import face_topology
+                from ..face.topology import face_topology
 
                 tris = face_topology().triangles
             rel = f"meshes/{_safe(fr.subject)}/{_safe(fr.sequence)}_{int(fr.frame):05d}"

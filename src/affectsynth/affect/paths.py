@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .errors import TargetError
+from ..errors import TargetError
 
 _TOKEN_SPLIT = re.compile(r"[\s;]+")
 

@@ -9,7 +9,7 @@ import os
 
 import typer
 
-from .errors import AffectsynthError
+from ..errors import AffectsynthError
 
 
 def fail(message: str, code: int):
@@ -27,7 +27,7 @@ def guarded(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from .gallery import GalleryError
+        from ..affect.gallery import GalleryError
 
         try:
             return fn(*args, **kwargs)

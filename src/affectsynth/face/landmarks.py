@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from .errors import FaceDetectionError
+from ..errors import FaceDetectionError
 from .topology import LEFT_PUPIL, NUM_LANDMARKS, RIGHT_PUPIL
 
 MIN_INTEROCULAR_PX = 10.0

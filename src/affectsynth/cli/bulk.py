@@ -13,20 +13,20 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from .errors import AffectsynthError, InputImageError, OutputError, TargetError
+from ..errors import AffectsynthError, InputImageError, OutputError, TargetError
 
 
 class Backend:
     """The pipeline as the bulk commands use it (tests substitute a cheap fake)."""
 
     def load_model(self, path):
-        from .pipeline import load_model
+        from ..pipeline import load_model
 
         return load_model(path)
 
     def classes(self, model, populated_only: bool) -> list[tuple[int, float, float]]:
         """(class id, centre V, centre A) of the model's grid classes (only populated ones if asked)."""
-        from . import affect
+        from ..affect import grid as affect
 
         counts = np.asarray(model.class_count)
         ids = [i for i in range(model.grid.num_classes) if counts[i] > 0 or not populated_only]
@@ -35,7 +35,7 @@ class Backend:
 
     def synth(self, model, options):
         """``f(images, landmarks, targets, keys, crop) -> SynthesisResult`` with one PRNG key per item."""
-        from .pipeline import synthesize_batch
+        from ..pipeline import synthesize_batch
 
         def run(images, landmarks, targets, keys, crop):
             return synthesize_batch(images, landmarks, targets, model, options=options, keys=keys, crop=crop)
@@ -43,12 +43,12 @@ class Backend:
         return run
 
     def crop(self, options):
-        from .pipeline import crop_size
+        from ..pipeline import crop_size
 
         return lambda landmarks, h, w: crop_size(landmarks, h, w, skirt=options.skirt)
 
     def detect(self, note, face_index=None):
-        from .landmarks import detect_landmarks
+        from ..face.landmarks import detect_landmarks
 
         def run(image, source):
             lm, det = detect_landmarks(
@@ -61,12 +61,12 @@ class Backend:
         return run
 
     def presets(self) -> dict:
-        from .affect import EMOTION_PRESETS
+        from ..affect.grid import EMOTION_PRESETS
 
         return dict(EMOTION_PRESETS)
 
     def options(self, **kw):
-        from .pipeline import SynthesisOptions
+        from ..pipeline import SynthesisOptions
 
         return SynthesisOptions(**kw)
 
@@ -79,7 +79,7 @@ def _note(msg: str):
 
 
 def _load_photo(path: Path, face_index, *, max_pixels=None):
-    from .batch import default_loader
+    from .augment import default_loader
 
     image, notes = default_loader(path)
     for n in notes:
@@ -124,10 +124,11 @@ def grid(
     batch_size: ChunkOpt = 8,
 ):
     """A V-A grid contact sheet of one photo (the paper's Fig. 5): valence along x, arousal along y."""
-    from .batch import ensure_output_dir, grid_sheet, synthesize_targets
-    from .io import check_output_path, save_image
-    from .paths import grid_targets
+    from ..affect.paths import grid_targets
+    from ..io import check_output_path, save_image
+    from .inputs import ensure_output_dir
     from .sheets import face_box
+    from .targets import grid_sheet, synthesize_targets
 
     if not 1 <= size <= 15:
         raise TargetError("--size", f"must be in 1..15, got {size}")
@@ -175,10 +176,12 @@ def animate(
     batch_size: ChunkOpt = 8,
 ):
     """Frames, a GIF (and optionally an MP4) of the face moving along a V-A path."""
-    from .batch import encode_gif, ensure_output_dir, mp4_available, safe_stem, synthesize_targets, write_mp4
-    from .io import atomic_write_bytes, save_image
-    from .paths import parse_path, resample_path_jit
+    from ..affect.paths import parse_path, resample_path_jit
+    from ..io import atomic_write_bytes, save_image
+    from .inputs import ensure_output_dir, safe_stem
+    from .media import encode_gif, mp4_available, write_mp4
     from .sheets import face_box
+    from .targets import synthesize_targets
 
     waypoints = parse_path(path, _backend.presets())
     if not 2 <= frames <= 600:
@@ -276,7 +279,8 @@ def augment(
     """Synthetic images of every input for each V-A class, with a labels CSV (class-median V-A labels)."""
     from tqdm import tqdm
 
-    from .batch import ensure_output_dir, read_input_list, run_augment, scan_inputs
+    from .augment import run_augment
+    from .inputs import ensure_output_dir, read_input_list, scan_inputs
 
     _check_strength(strength)
     ext = "." + fmt.lower().lstrip(".")
@@ -340,7 +344,7 @@ def augment(
 
 def register(app: typer.Typer) -> None:
     """Add ``grid``, ``animate`` and ``augment`` to ``app``, wrapped in ``cli.guarded`` (exit codes)."""
-    from .cli_errors import guarded
+    from .guard import guarded
 
     app.command("grid")(guarded(grid))
     app.command("animate")(guarded(animate))

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ._types import Target
+from .._types import Target
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from .cli_errors import guarded
-from .errors import OutputError
+from ..errors import OutputError
+from .guard import guarded
 
 app = typer.Typer(
     add_completion=False,
@@ -34,9 +34,9 @@ def _parse_target(text: str) -> tuple[float, float]:
 
 def _targets(valence, arousal, emotion, target) -> list[tuple[str, float, float]]:
     """Collect (name, V, A) from --valence/--arousal, --emotion (repeatable) and --target V,A (repeatable)."""
-    from .affect import EMOTION_PRESETS
-    from .errors import TargetError
-    from .pipeline import check_target
+    from ..affect.grid import EMOTION_PRESETS
+    from ..errors import TargetError
+    from ..pipeline import check_target
 
     out = []
     if (valence is None) != (arousal is None):
@@ -65,7 +65,7 @@ def _targets(valence, arousal, emotion, target) -> list[tuple[str, float, float]
 
 
 def _options(neutralize: bool, sample: bool, strength: float, exact_classes: bool):
-    from .pipeline import SynthesisOptions
+    from ..pipeline import SynthesisOptions
 
     return SynthesisOptions(
         neutralize=neutralize, sample=sample, strength=strength, interpolate=not exact_classes
@@ -128,9 +128,9 @@ def synth(
     import jax
     import numpy as np
 
-    from .io import check_output_path, load_image, save_image
-    from .landmarks import detect_landmarks
-    from .pipeline import load_model, synthesize_batch
+    from ..face.landmarks import detect_landmarks
+    from ..io import check_output_path, load_image, save_image
+    from ..pipeline import load_model, synthesize_batch
 
     goals = _targets(valence, arousal, emotion, target)
     if len(goals) == 1 and output.suffix:
@@ -195,10 +195,10 @@ def demo(
     import numpy as np
     import skimage.data
 
-    from .affect import EMOTION_PRESETS
-    from .io import check_output_path, save_image
-    from .landmarks import detect_landmarks
-    from .pipeline import load_model, synthesize_batch
+    from ..affect.grid import EMOTION_PRESETS
+    from ..face.landmarks import detect_landmarks
+    from ..io import check_output_path, save_image
+    from ..pipeline import load_model, synthesize_batch
     from .sheets import contact_sheet, face_box
 
     names = [e for e in DEMO_EMOTIONS if e in EMOTION_PRESETS]
@@ -228,8 +228,8 @@ def demo(
 
 
 def _mount_subapps():
-    from .cli_batch import register
-    from .cli_model import evaluate_app, model_app
+    from .bulk import register
+    from .models import evaluate_app, model_app
 
     register(app)
     app.add_typer(model_app, name="model", help="Build, inspect and import affect models.")

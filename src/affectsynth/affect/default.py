@@ -1,0 +1,99 @@
+"""The default affect model: built from the generated gallery at first use, cached per user.
+
+Cache location: ``$AFFECTSYNTH_CACHE``, else ``$XDG_CACHE_HOME/affectsynth``, else ``~/.cache/affectsynth``;
+the file name carries a hash of everything the build depends on.
+"""
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..face import topology as topo
+from .au_fields import AU_NAMES, action_unit_fields
+from .synthetic_gallery import GalleryConfig, generate_gallery
+from .va_map import PROTOTYPES
+
+# --------------------------------------------------------------------------------------------------------
+# Default model (built from the generated gallery, cached)
+
+DEFAULT_GALLERY = GalleryConfig()
+
+
+def cache_dir() -> Path:
+    """$AFFECTSYNTH_CACHE, else $XDG_CACHE_HOME/affectsynth, else ~/.cache/affectsynth."""
+    if os.environ.get("AFFECTSYNTH_CACHE"):
+        return Path(os.environ["AFFECTSYNTH_CACHE"])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "affectsynth"
+    return Path.home() / ".cache" / "affectsynth"
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("affectsynth")
+    except Exception:  # pragma: no cover - not installed
+        return "0"
+
+
+DEFAULT_MODEL_REVISION = 6
+"""Bumped whenever the default model's build changes in a way the other key parts do not capture."""
+
+
+def default_model_key(config: GalleryConfig = DEFAULT_GALLERY) -> str:
+    """Hash of the generator parameters, the AU prototypes, the template and the package version."""
+    h = hashlib.sha256()
+    h.update(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
+    h.update(json.dumps([(n, v, a, sorted(p.items())) for n, v, a, p in PROTOTYPES]).encode())
+    h.update(np.ascontiguousarray(topo.face_topology().template).tobytes())
+    h.update(_package_version().encode())
+    h.update(f"revision {DEFAULT_MODEL_REVISION}".encode())
+    return h.hexdigest()[:16]
+
+
+def default_model_path(config: GalleryConfig = DEFAULT_GALLERY) -> Path:
+    return cache_dir() / f"default_model_{default_model_key(config)}.npz"
+
+
+def _build_model(frames, fields):
+    """Gallery frames -> AffectModel through ``build_affect_model`` (same path as a real corpus)."""
+    from ..face.morphable import morphable_model
+    from .build import build_affect_model
+
+    basis = np.stack([np.asarray(fields[n], np.float32) for n in AU_NAMES if n in fields])
+    names = tuple(n for n in AU_NAMES if n in fields)
+    morph = morphable_model(basis, np.full(len(names), 0.5, np.float32), names)
+    model, _ = build_affect_model(
+        frames, morph, name="default-facs", source="affectsynth generated FACS gallery"
+    )
+    return model
+
+
+def build_default_model(*, cache: bool = True, force: bool = False, config: GalleryConfig = DEFAULT_GALLERY):
+    """Build (or load from the user cache) the default AffectModel from the generated FACS gallery.
+
+    Deterministic for a given ``config``; the cache file name carries ``default_model_key(config)`` and is
+    written atomically (temp file + rename). ``force`` rebuilds even when a cached file exists.
+    """
+    from .model import load_model, save_model
+
+    path = default_model_path(config)
+    if cache and not force and path.is_file():
+        return load_model(path)
+    frames = generate_gallery(**dataclasses.asdict(config))
+    model = _build_model(frames, action_unit_fields())
+    if cache:
+        save_model(path, model)  # atomic: temp file + rename
+    return model
+
+
+@functools.cache
+def default_model():
+    """The default AffectModel (built at first use, cached on disk and in memory)."""
+    return build_default_model()

@@ -1,0 +1,1 @@
+"""Importers: third-party face models and registered corpora into the package's model format."""

@@ -1,0 +1,364 @@
+"""Augmentation of a folder: every photo x populated V-A class, a resumable labels manifest, skips."""
+
+import csv
+import dataclasses
+import hashlib
+import io
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AffectsynthError, OutputError
+from .inputs import (
+    LABEL_FIELDS,
+    SKIP_FIELDS,
+    Batch,
+    assign_stems,
+    ensure_output_dir,
+    output_name,
+    pad_image,
+    padded_shape,
+    plan_batches,
+    safe_output_path,
+    source_key,
+)
+
+# ------------------------------------------------------------------------------------------ manifest
+
+
+def _append_rows(path: Path, fields: Sequence[str], rows: Iterable[dict]) -> None:
+    """Append CSV rows (header first if the file is new) and fsync: each call is durable when it returns."""
+    new = not path.exists() or path.stat().st_size == 0
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
+    if new:
+        w.writeheader()
+    for r in rows:
+        w.writerow({k: r[k] for k in fields})
+    with open(path, "a", encoding="utf-8", newline="") as f:
+        f.write(buf.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _csv_bytes(fields: Sequence[str], rows: Iterable[dict]) -> bytes:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r[k] for k in fields})
+    return buf.getvalue().encode("utf-8")
+
+
+def _parse_label_row(r: dict) -> dict | None:
+    try:
+        out = {k: r[k] for k in LABEL_FIELDS}
+        out["class_id"], out["sample"] = int(out["class_id"]), int(out["sample"])
+        for k in ("valence", "arousal", "fit_rms", "target_valence", "target_arousal"):
+            out[k] = float(out[k])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return out if out["source"] and out["output"] else None
+
+
+def read_manifest(out_dir, name: str = "labels.csv") -> tuple[list[dict], int]:
+    """Rows of a job's ``labels.csv`` that are complete, well formed, with their image inside ``out_dir``.
+
+    Repairs the file in place (atomically) when anything was dropped: a torn last line left by a crash, a
+    row whose image is gone, a row naming a path outside ``out_dir``, or a duplicate. Returns (rows, dropped).
+    """
+    from ..io import atomic_write_bytes
+
+    path = Path(out_dir) / name
+    if not path.exists():
+        return [], 0
+    text = path.read_text(encoding="utf-8", errors="replace")
+    torn = bool(text) and not text.endswith("\n")
+    if torn:
+        text = text[: text.rfind("\n") + 1]
+    rows, raw, seen, dropped = [], [], set(), int(torn)
+    for r in csv.DictReader(io.StringIO(text)):
+        row = _parse_label_row(r)
+        key = None if row is None else (row["source"], row["class_id"], row["sample"])
+        ok = row is not None and key not in seen
+        if ok:
+            try:
+                ok = safe_output_path(out_dir, row["output"]).is_file()
+            except OutputError:
+                ok = False
+        if ok:
+            rows.append(row)
+            raw.append(r)
+            seen.add(key)
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write_bytes(path, _csv_bytes(LABEL_FIELDS, raw))  # kept rows verbatim
+    return rows, dropped
+
+
+# ----------------------------------------------------------------------------------------- augmentation
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkItem:
+    """One output image: input ``source`` (manifest key) with a target of class ``class_id``, sample ``k``."""
+
+    source: str
+    path: Path
+    stem: str
+    class_id: int
+    k: int
+    target: tuple[float, float]
+
+
+@dataclasses.dataclass
+class AugmentReport:
+    """What a job did: counts, skipped inputs with reasons, where the manifests are."""
+
+    written: int = 0
+    already_done: int = 0
+    pending: int = 0
+    inputs: int = 0
+    prepared: int = 0
+    batches: int = 0
+    compiled_shapes: set = dataclasses.field(default_factory=set)
+    skipped: list = dataclasses.field(default_factory=list)  # (source, reason)
+    labels_path: Path | None = None
+    skipped_path: Path | None = None
+    dropped_rows: int = 0
+
+    @property
+    def bad_inputs(self) -> int:
+        return len({s for s, _ in self.skipped})
+
+
+def item_key(source: str, class_id: int, k: int, seed: int = 0) -> np.ndarray:
+    """A raw PRNG key u32[2] from (seed, source, class, k) only: samples do not depend on batching."""
+    d = hashlib.sha256(f"{int(seed)}|{source}|{int(class_id)}|{int(k)}".encode()).digest()
+    return np.frombuffer(d[:8], np.uint32).copy()
+
+
+def default_loader(path):
+    """``io.load_image`` with its notes: (image f32[H, W, 3], list of conversion notes)."""
+    from ..io import load_image
+
+    image, info = load_image(path, return_info=True)
+    return image, list(info.conversions)
+
+
+def run_augment(
+    sources: Sequence[Path],
+    out_dir,
+    classes: Sequence[tuple[int, float, float]],
+    *,
+    synth: Callable,
+    detect: Callable,
+    load: Callable = default_loader,
+    crop: Callable | None = None,
+    input_dir=None,
+    per_class: int = 1,
+    batch_size: int = 8,
+    max_batch_pixels: int = 64_000_000,
+    resume: bool = False,
+    seed: int = 0,
+    ext: str = ".png",
+    progress: Callable | None = None,
+    note: Callable = lambda msg: None,
+) -> AugmentReport:
+    """Write ``per_class`` synthetic images per (input, class) into ``out_dir`` with ``labels.csv``.
+
+    Args:
+        sources: input image files (never written).
+        out_dir: output folder (created); must not be an input's folder.
+        classes: (class_id, target valence, target arousal) per class to synthesise.
+        synth: ``synth(images f32[B,H,W,3], landmarks f32[B,478,3], targets f32[B,2], keys u32[B,2], crop)``
+            returning an object with ``images`` f32[B,H,W,3], ``fit_rms`` f32[B] and ``label`` f32[B,2].
+        detect: ``detect(image, source) -> f32[478, 3]`` raising ``AffectsynthError`` for no/bad face.
+        load: ``load(path) -> (image, notes)`` raising ``AffectsynthError`` for a bad file.
+        crop: ``crop(landmarks f32[N,478,3], H, W) -> (h, w)``, one static crop per padded shape (bounds
+            compilation); None lets ``synth`` choose.
+        input_dir: manifest names are relative to it when given.
+        per_class: samples per (input, class); keys are deterministic per (seed, input, class, k).
+        resume: continue a job from its ``labels.csv``; without it an existing non-empty one is an error.
+        progress: ``progress(total, desc) -> object`` with ``update(n)`` and ``close()`` (e.g. tqdm).
+        note: receives one-line notes (conversions, several faces, skips).
+
+    Labels rows are appended (and fsynced) per batch, only after that batch's images are renamed into place,
+    so an interrupted job resumes without redoing or duplicating work. Bad inputs are listed in
+    ``skipped.csv`` with reasons and the job goes on.
+    """
+    from ..io import atomic_write_bytes, save_image
+
+    out = Path(out_dir)
+    labels_path, skipped_path = out / "labels.csv", out / "skipped.csv"
+    report = AugmentReport(labels_path=labels_path, skipped_path=skipped_path)
+    if per_class < 1:
+        raise AffectsynthError("--per-class", f"must be >= 1, got {per_class}")
+    if not classes:
+        raise AffectsynthError("--classes", "no classes selected")
+    if ext not in (".png", ".jpg", ".webp"):
+        raise OutputError(ext, "output format must be .png, .jpg or .webp")
+    resolved_inputs = {Path(s).resolve() for s in sources}
+    for s in resolved_inputs:
+        if s.parent == out.resolve():
+            raise OutputError(out, f"output folder holds the input {s.name}; use a separate folder")
+    ensure_output_dir(out)
+    if labels_path.exists() and labels_path.stat().st_size > 0 and not resume:
+        raise OutputError(
+            labels_path, "exists: pass --resume to continue that job, or use a new output folder"
+        )
+    done_rows, report.dropped_rows = read_manifest(out) if resume else ([], 0)
+    if report.dropped_rows:
+        note(f"note: {labels_path}: dropped {report.dropped_rows} incomplete or invalid row(s); redoing them")
+    done = {(r["source"], r["class_id"], r["sample"]) for r in done_rows}
+
+    keys_of = {source_key(s, input_dir): Path(s) for s in sources}
+    stems = assign_stems(list(keys_of))
+    pending: dict[str, list[WorkItem]] = {}
+    for src, path in keys_of.items():
+        for cid, v, a in classes:
+            for k in range(per_class):
+                if (src, int(cid), k) in done:
+                    report.already_done += 1
+                    continue
+                pending.setdefault(src, []).append(
+                    WorkItem(src, path, stems[src], int(cid), k, (float(v), float(a)))
+                )
+    report.inputs = len(keys_of)
+    report.pending = sum(len(v) for v in pending.values())
+
+    # phase 1: load + detect once per input that has work left; keep only landmarks and shapes in memory
+    faces: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
+    bar = progress(len(pending), "faces") if progress is not None and pending else None
+    for src in list(pending):
+        if bar is not None:
+            bar.update(1)
+        try:
+            image, notes = load(keys_of[src])
+            for n in notes:
+                note(f"note: {src}: {n}")
+            faces[src] = (np.asarray(detect(image, src), np.float32), image.shape[:2])
+            report.prepared += 1
+        except AffectsynthError as e:
+            report.skipped.append((src, e.problem))
+            note(f"skipped: {src}: {e.problem}")
+            del pending[src]
+    if bar is not None:
+        bar.close()
+    _write_skipped(report, atomic_write_bytes)
+
+    items = [it for src in pending for it in pending[src]]
+    shape_of = lambda it: padded_shape(*faces[it.source][1])
+    batches = plan_batches(items, shape_of, batch_size=batch_size, max_batch_pixels=max_batch_pixels)
+    crops = {}
+    if crop is not None:
+        for shape in {b.shape for b in batches}:
+            lms = np.stack([faces[it.source][0] for it in items if shape_of(it) == shape])
+            crops[shape] = tuple(int(c) for c in crop(lms, *shape))
+    bar = progress(len(items), "images") if progress is not None and items else None
+    cache: OrderedDict = OrderedDict()
+
+    def dispatch(b: Batch):
+        """Load and pad the batch's photos and start the synthesis (JAX returns before it is done)."""
+        imgs, gone = [], set()
+        for it in b.items:
+            try:
+                imgs.append(pad_image(_cached(cache, it, load)))
+            except AffectsynthError as e:  # changed or removed since it was detected
+                if it.source not in gone:
+                    report.skipped.append((it.source, e.problem))
+                gone.add(it.source)
+                imgs.append(None)
+        if len(gone) == len({it.source for it in b.items}):
+            return b, None, gone
+        stand_in = next(x for x in imgs if x is not None)
+        imgs = np.stack([stand_in if x is None else x for x in imgs])
+        lms = np.stack([faces[it.source][0] for it in b.items])
+        targets = np.array([it.target for it in b.items], np.float32)
+        keys = np.stack([item_key(it.source, it.class_id, it.k, seed) for it in b.items])
+        return b, synth(imgs, lms, targets, keys, crops.get(b.shape)), gone
+
+    def finish(b: Batch, res, gone: set):
+        """Wait for the batch, write its images atomically, then (only then) append and fsync its rows."""
+        report.batches += 1
+        report.compiled_shapes.add((b.shape, len(b.items)))
+        rows = []
+        if res is not None:
+            out_imgs = np.asarray(res.images)
+            rms, labels = np.asarray(res.fit_rms), np.asarray(res.label)
+        for i, it in enumerate(b.items[: b.valid]):
+            if res is None or it.source in gone:
+                continue
+            h, w = faces[it.source][1]
+            im = out_imgs[i, :h, :w]
+            if not (np.isfinite(im).all() and np.isfinite(labels[i]).all()):
+                report.skipped.append((it.source, f"class {it.class_id} #{it.k}: non-finite output"))
+                continue
+            name = output_name(it.stem, it.class_id, it.k, ext)
+            dest = safe_output_path(out, name)
+            if dest.resolve() in resolved_inputs:
+                raise OutputError(dest, "output would overwrite an input file")
+            save_image(dest, im)
+            rows.append(
+                {
+                    "source": it.source,
+                    "output": name,
+                    "class_id": it.class_id,
+                    "sample": it.k,
+                    "valence": f"{float(labels[i, 0]):.4f}",
+                    "arousal": f"{float(labels[i, 1]):.4f}",
+                    "fit_rms": f"{float(rms[i]):.5f}",
+                    "target_valence": f"{it.target[0]:.4f}",
+                    "target_arousal": f"{it.target[1]:.4f}",
+                }
+            )
+        if rows:
+            _append_rows(labels_path, LABEL_FIELDS, rows)
+        report.written += len(rows)
+        if bar is not None:
+            bar.update(b.valid)
+
+    # one batch in flight: batch i computes while batch i-1's images are encoded and written
+    inflight = None
+    try:
+        for b in batches:
+            try:
+                started = dispatch(b)
+            except BaseException:
+                if inflight is not None:  # keep the finished work of the previous batch
+                    finish(*inflight)
+                    inflight = None
+                raise
+            if inflight is not None:
+                finish(*inflight)
+            inflight = started
+        if inflight is not None:
+            finish(*inflight)
+    finally:
+        if bar is not None:
+            bar.close()
+        _write_skipped(report, atomic_write_bytes)
+    return report
+
+
+def _cached(cache: OrderedDict, it: WorkItem, load: Callable, size: int = 8) -> np.ndarray:
+    if it.source in cache:
+        cache.move_to_end(it.source)
+        return cache[it.source]
+    image, _ = load(it.path)
+    cache[it.source] = np.asarray(image, np.float32)
+    while len(cache) > size:
+        cache.popitem(last=False)
+    return cache[it.source]
+
+
+def _write_skipped(report: AugmentReport, write) -> None:
+    if report.skipped_path is None:
+        return
+    if report.skipped or report.skipped_path.exists():
+        rows = [{"source": s, "reason": r} for s, r in report.skipped]
+        write(report.skipped_path, _csv_bytes(SKIP_FIELDS, rows))

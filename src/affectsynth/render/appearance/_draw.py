@@ -1,0 +1,161 @@
+"""Small drawing helpers shared by the appearance cues (pure jnp, per pixel)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ..._types import Image, Triangles
+from .context import AU_NAMES, AppearanceContext
+
+# --------------------------------------------------------------------------------------------------------
+# small pure helpers
+
+
+def _interp(frags, triangles: Triangles, attrs: Float[Array, "V C"]) -> Float[Array, "H W C"]:
+    """Barycentric interpolation of per-vertex attributes (0 where no triangle)."""
+    ids = getattr(frags, "vertex_ids", None)  # raster.Fragments carries them: saves a gather
+    ids = triangles[jnp.maximum(frags.triangle_id, 0)] if ids is None else ids
+    # per corner, (H, W) indices: XLA:CPU gathers with the (H, W, 3) ids at once ~30x slower
+    out = sum(attrs[ids[..., k]] * frags.barycentric[..., k : k + 1] for k in range(3))
+    return jnp.where((frags.triangle_id >= 0)[..., None], out, 0.0)
+
+
+def _bilinear(image: Float[Array, "H W C"], xy: Float[Array, "... 2"]) -> Float[Array, "... C"]:
+    """Bilinear sample at pixel coordinates (centre of pixel (i, j) at (j + .5, i + .5)), clamp to edge."""
+    h, w = image.shape[:2]
+    x = jnp.clip(xy[..., 0] - 0.5, 0.0, w - 1.0)
+    y = jnp.clip(xy[..., 1] - 0.5, 0.0, h - 1.0)
+    x0 = jnp.clip(jnp.floor(x), 0, w - 2).astype(jnp.int32) if w > 1 else jnp.zeros_like(x, jnp.int32)
+    y0 = jnp.clip(jnp.floor(y), 0, h - 2).astype(jnp.int32) if h > 1 else jnp.zeros_like(y, jnp.int32)
+    fx = (x - x0)[..., None]
+    fy = (y - y0)[..., None]
+    x1 = jnp.minimum(x0 + 1, w - 1)
+    y1 = jnp.minimum(y0 + 1, h - 1)
+    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+    bot = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    return top * (1 - fy) + bot * fy
+
+
+def _window_size(h: int, w: int, fraction: float) -> tuple[int, int]:
+    side = max(64, int(np.ceil(fraction * min(h, w))))
+    return min(h, side), min(w, side)
+
+
+def _window_origin(h: int, w: int, centre: Float[Array, "2"], size: tuple[int, int]):
+    top = jnp.clip(jnp.round(centre[1] - size[0] / 2), 0, h - size[0]).astype(jnp.int32)
+    left = jnp.clip(jnp.round(centre[0] - size[1] / 2), 0, w - size[1]).astype(jnp.int32)
+    return top, left
+
+
+def _windowed(layer, image: Image, centre: Float[Array, "2"], size: tuple[int, int]):
+    """Run ``layer(sub_image, sub_xy) -> (sub_image, extra)`` on a static-size window around ``centre``."""
+    h, w = image.shape[:2]
+    top, left = _window_origin(h, w, centre, size)
+    sub = jax.lax.dynamic_slice(image, (top, left, 0), (size[0], size[1], image.shape[2]))
+    xy = _pixel_grid(*size) + jnp.stack([left, top]).astype(image.dtype)[None, None, :]
+    new, extra = layer(sub, xy)
+    return jax.lax.dynamic_update_slice(image, new.astype(image.dtype), (top, left, 0)), extra
+
+
+def _paste(
+    canvas: Float[Array, "H W"], sub: Float[Array, "h w"], centre: Float[Array, "2"], size: tuple[int, int]
+):
+    top, left = _window_origin(canvas.shape[0], canvas.shape[1], centre, size)
+    return jax.lax.dynamic_update_slice(canvas, sub.astype(canvas.dtype), (top, left))
+
+
+def _pixel_grid(h: int, w: int) -> Float[Array, "H W 2"]:
+    ys, xs = jnp.meshgrid(
+        jnp.arange(h, dtype=jnp.float32) + 0.5, jnp.arange(w, dtype=jnp.float32) + 0.5, indexing="ij"
+    )
+    return jnp.stack([xs, ys], axis=-1)
+
+
+def _luminance(rgb: Float[Array, "... 3"]) -> Float[Array, "..."]:
+    return rgb @ jnp.array([0.2126, 0.7152, 0.0722], rgb.dtype)
+
+
+def _smoothstep(x):
+    x = jnp.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _band(x, lo, hi, soft):
+    """Smooth plateau: 1 on [lo, hi], 0 beyond ``soft`` outside it."""
+    return _smoothstep((x - lo + soft) / soft) * _smoothstep((hi + soft - x) / soft)
+
+
+def _gauss(d, sigma):
+    """A Gaussian-like bump of scale ``sigma`` with compact support (3 sigma): (1 - u^2)^4, u = d / 3 sigma.
+
+    Polynomial rather than ``exp``: it is evaluated dozens of times per pixel, and it is exactly zero away
+    from its pattern, so a cue cannot leak outside its region."""
+    # times a reciprocal: sigma is usually a traced scalar, and a per-pixel division is several times
+    # slower than a multiply on CPU (XLA folds it away only for constants)
+    u2 = jnp.minimum(jnp.square(d * (1.0 / (3.0 * sigma))), 1.0)
+    return jnp.square(jnp.square(1.0 - u2))
+
+
+def _segment_distance(px, py, a, b):
+    """Distance from points (px, py) to the segment [a, b] (elementwise; a, b f32[2])."""
+    abx, aby = b[0] - a[0], b[1] - a[1]
+    apx, apy = px - a[0], py - a[1]
+    len2 = abx * abx + aby * aby
+    inv = 1.0 / jnp.where(len2 > 1e-12, len2, 1.0)  # a scalar: one division per segment, not per pixel
+    t = jnp.clip((apx * abx + apy * aby) * inv, 0.0, 1.0)
+    dx, dy = apx - t * abx, apy - t * aby
+    return dx * dx + dy * dy
+
+
+def _polyline_distance(p: Float[Array, "... 2"], pts: Float[Array, "N 2"]) -> Float[Array, "..."]:
+    """Distance to an open polyline (a short static loop over segments: fuses into one pass per pixel)."""
+    px, py = p[..., 0], p[..., 1]
+    d2 = _segment_distance(px, py, pts[0], pts[1])
+    for k in range(1, pts.shape[0] - 1):
+        d2 = jnp.minimum(d2, _segment_distance(px, py, pts[k], pts[k + 1]))
+    return jnp.sqrt(d2 + 1e-12)
+
+
+def _polygon_sdf(p: Float[Array, "... 2"], poly: Float[Array, "N 2"]) -> Float[Array, "..."]:
+    """Signed distance to a closed polygon, negative inside (even-odd rule)."""
+    px, py = p[..., 0], p[..., 1]
+    n = poly.shape[0]
+    d2 = jnp.full(px.shape, jnp.inf, px.dtype)
+    inside = jnp.zeros(px.shape, bool)
+    for k in range(n):
+        a, b = poly[k], poly[(k + 1) % n]
+        d2 = jnp.minimum(d2, _segment_distance(px, py, a, b))
+        dy = b[1] - a[1]
+        slope = (b[0] - a[0]) / jnp.where(jnp.abs(dy) > 1e-12, dy, 1.0)  # scalar per edge
+        x_at = a[0] + slope * (py - a[1])
+        inside = inside ^ (((a[1] > py) != (b[1] > py)) & (px < x_at))
+    dist = jnp.sqrt(d2 + 1e-12)
+    return jnp.where(inside, -dist, dist)
+
+
+def _polygon_area(poly: Float[Array, "N 2"]) -> Float[Array, ""]:
+    x, y = poly[:, 0], poly[:, 1]
+    return 0.5 * jnp.abs(jnp.sum(x * jnp.roll(y, -1) - jnp.roll(x, -1) * y))
+
+
+def _vertex_normals(vertices: Float[Array, "V 3"], triangles: Triangles) -> Float[Array, "V 3"]:
+    """Area-weighted unit vertex normals, expressed camera-style (x right, y up, z towards the camera)."""
+    p = vertices[triangles]
+    fn = jnp.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])  # image frame (y down, z away): points to -z
+    vn = jnp.zeros_like(vertices).at[triangles.reshape(-1)].add(jnp.repeat(fn, 3, axis=0))
+    vn = vn * jnp.array([[1.0, -1.0, -1.0]], vertices.dtype)
+    norm = jnp.sqrt(jnp.sum(vn * vn, axis=-1, keepdims=True))
+    safe = jnp.where(norm > 1e-12, norm, 1.0)
+    return jnp.where(norm > 1e-12, vn / safe, jnp.array([[0.0, 0.0, 1.0]], vertices.dtype))
+
+
+def _sh9(n: Float[Array, "... 3"]) -> Float[Array, "... 9"]:
+    """Real spherical harmonics up to order 2 (unnormalised; the lighting absorbs the constants)."""
+    x, y, z = n[..., 0], n[..., 1], n[..., 2]
+    one = jnp.ones_like(x)
+    return jnp.stack([one, y, z, x, x * y, y * z, 3 * z * z - 1, x * z, x * x - y * y], axis=-1)
+
+
+def _au(ctx: AppearanceContext, name: str) -> Float[Array, ""]:
+    return jnp.maximum(ctx.au[AU_NAMES.index(name)], 0.0)

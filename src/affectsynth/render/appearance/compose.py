@@ -1,0 +1,96 @@
+"""``apply_appearance``: every enabled cue in order, on one crop."""
+
+import jax.numpy as jnp
+
+from ..._types import Image
+from ...face import topology as topo
+from ._draw import _interp, _paste, _window_size, _windowed
+from .context import SKIN, SKIRT, AppearanceContext, AppearanceOptions
+from .eyes import _eye_layer
+from .mouth import mouth_interior
+from .shading import shading_log_ratio
+from .wrinkles import sample_wrinkle_texture, wrinkle_texture
+
+# --------------------------------------------------------------------------------------------------------
+
+
+def apply_appearance(
+    render: Image,
+    patch: Image,
+    frags,
+    ctx: AppearanceContext,
+    options: AppearanceOptions = AppearanceOptions(),
+) -> tuple[Image, dict]:
+    r"""Add the expression's appearance cues to a geometry-only render.
+
+    ``render`` is the photo's texture on the deformed mesh (what ``frags`` rasterised), ``patch`` the photo
+    crop. Multiplicative cues act in log-luminance on skin pixels:
+    :math:`I' = I \exp(\gamma (\log r_{shade} + \delta_{wrinkle}))`, :math:`\gamma` = ``options.strength``;
+    then the eye layer and the mouth interior are composited with soft masks. ``options`` is static.
+
+    Returns:
+        (image f32[H, W, 3], diagnostics: ``log_ratio`` f32[H, W], ``wrinkles`` f32[H, W], ``lighting``
+        f32[9], ``mouth_alpha`` f32[H, W], ``mouth_opening`` f32[] (added inner-lip area, px),
+        ``eye_closure`` f32[2] (right, left)).
+    """
+    h, w = render.shape[:2]
+    covered = frags.triangle_id >= 0
+    group = ctx.groups[jnp.maximum(frags.triangle_id, 0)]
+    skin = covered & ((group == SKIN) | (group == SKIRT))
+    zeros = jnp.zeros((h, w), render.dtype)
+    out = render
+    diag = {
+        "log_ratio": zeros,
+        "wrinkles": zeros,
+        "lighting": jnp.zeros(9, render.dtype),
+        "mouth_alpha": zeros,
+        "mouth_opening": jnp.zeros((), render.dtype),
+        "eye_closure": jnp.zeros(2, render.dtype),
+    }
+    t = topo.face_topology()
+    if options.eyes:
+        closures = []
+        for side in ("right", "left"):
+            centre = jnp.mean(ctx.target_landmarks[t.region(f"{side}_eye_hole"), :2], axis=0)
+            full = out
+
+            def eye(sub, sub_xy, side=side, full=full):
+                return _eye_layer(sub, patch, ctx, sub_xy, side, source=full)
+
+            out, closure = _windowed(eye, out, centre, _window_size(h, w, options.eye_window))
+            closures.append(closure)
+        diag["eye_closure"] = jnp.stack(closures)
+    log_gain = zeros
+    if options.shading or options.wrinkles:  # one interpolation pass for both cues
+        attrs = [ctx.surface]
+        if options.shading:
+            lr_v, coeffs = shading_log_ratio(patch, ctx)
+            attrs.append(lr_v[:, None])
+            diag["lighting"] = coeffs
+        per_pixel = _interp(frags, ctx.triangles, jnp.concatenate(attrs, axis=1))
+    if options.shading:
+        lr = jnp.where(skin, per_pixel[..., 2], 0.0)
+        diag["log_ratio"] = lr
+        log_gain = log_gain + lr
+    if options.wrinkles:
+        mm_per_px = topo.IPD_MM / jnp.maximum(ctx.interocular, 1.0)
+        texture = wrinkle_texture(ctx.au, mm_per_px)
+        wd = jnp.where(skin, sample_wrinkle_texture(texture, per_pixel[..., :2]), 0.0)
+        diag["wrinkles"] = wd
+        log_gain = log_gain + wd
+    if options.shading or options.wrinkles:
+        out = out * jnp.exp(options.strength * log_gain)[..., None]
+    if options.mouth_interior:
+        centre = jnp.mean(ctx.target_landmarks[t.region("mouth_hole"), :2], axis=0)
+        size = _window_size(h, w, options.mouth_window)
+
+        def mouth(sub, sub_xy):
+            painted, alpha, opening = mouth_interior(sub, patch, ctx, sub_xy)
+            return painted, (alpha, opening)
+
+        out, (alpha_win, opening) = _windowed(mouth, out, centre, size)
+        alpha = _paste(zeros, alpha_win, centre, size)
+        alpha = jnp.where(covered, alpha, 0.0)
+        out = jnp.where(covered[..., None], out, render)
+        diag["mouth_alpha"], diag["mouth_opening"] = alpha, opening
+    return jnp.clip(out, 0.0, 1.0), diag

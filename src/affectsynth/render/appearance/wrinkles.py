@@ -1,0 +1,221 @@
+"""Wrinkles: procedural furrows in log-luminance driven by AU intensities, placed on the template."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ...face import topology as topo
+from ._draw import _band, _bilinear, _gauss, _smoothstep
+from .context import AU_NAMES
+
+# --------------------------------------------------------------------------------------------------------
+# 2. wrinkles (procedural, in template millimetres)
+
+_T_CROW = np.array([44.2, 28.9], np.float32)  # outer eye corner (landmark 263; mirrored for 33)
+_T_NASOLABIAL = np.array([[23.5, -1.0], [33.0, -14.0], [33.0, -36.0]], np.float32)  # quadratic Bezier
+
+
+def _bezier(ctrl: np.ndarray, n: int = 13) -> np.ndarray:
+    t = np.linspace(0.0, 1.0, n, dtype=np.float32)[:, None]
+    return ((1 - t) ** 2 * ctrl[0] + 2 * (1 - t) * t * ctrl[1] + t**2 * ctrl[2]).astype(np.float32)
+
+
+def _lower_lid_template() -> np.ndarray:
+    t = topo.face_topology()
+    pts = t.template[t.region("left_eye_lower"), :2]
+    return pts[np.argsort(pts[:, 0])].astype(np.float32)
+
+
+def _poly(coef: np.ndarray, x):
+    """Evaluate a polynomial with constant coefficients (lowest order first) by Horner's rule."""
+    out = jnp.full_like(x, float(coef[-1]))
+    for c in coef[-2::-1]:
+        out = out * x + float(c)
+    return out
+
+
+def _fit_cos_turns() -> np.ndarray:
+    """Coefficients (in powers of t^2) of an even polynomial for cos(2 pi t) on |t| <= 1/2."""
+    t = np.cos(np.linspace(0.0, np.pi, 201)) * 0.5  # Chebyshev-spaced nodes
+    return np.polynomial.polynomial.polyfit(t * t, np.cos(2 * np.pi * t), 8)
+
+
+_COS_TURNS = _fit_cos_turns()
+
+
+def _cos(x):
+    """cos(x) to ~2e-5 for |x| < 300 (float32 range reduction) by a polynomial: several times faster than
+    ``jnp.cos`` on XLA:CPU, where the wrinkle textures evaluate it a dozen times per pixel."""
+    t = x * (0.5 / np.pi)
+    t = t - jnp.round(t)
+    return _poly(_COS_TURNS, t * t)
+
+
+def _furrow(d, sigma_mm, mm_per_px):
+    """A furrow across signed distance d (mm, + = upwards/outwards): dark line, faint highlight above it.
+
+    The width is widened to at least ~0.6 px (no aliasing on small faces) keeping the integrated darkness.
+    """
+    sigma = jnp.sqrt(sigma_mm**2 + jnp.square(0.6 * mm_per_px))
+    keep = sigma_mm / sigma
+    return keep * (-_gauss(d, sigma) + 0.3 * _gauss(d - 2.2 * sigma, 1.3 * sigma))
+
+
+WRINKLE_GROUPS = ("upper", "eyes", "nasolabial", "chin")
+"""Wrinkle patterns by face region: forehead, glabella and nose; crow's feet and lower lids; nasolabial
+folds; chin and marionette lines."""
+
+
+def wrinkle_log_delta(
+    uv: Float[Array, "H W 2"],
+    au: Float[Array, " K"],
+    mm_per_px: Float[Array, ""],
+    groups: tuple[str, ...] = WRINKLE_GROUPS,
+) -> Float[Array, "H W"]:
+    """Additive log-luminance of the AU wrinkle patterns at template coordinates ``uv`` (mm).
+
+    Symmetric patterns are written for the subject's left half (x > 0) and mirrored with |x|. Each pattern's
+    amplitude is proportional to its AU intensity, so all vanish at zero intensity. ``groups`` (static)
+    selects the regions (``WRINKLE_GROUPS``) to draw.
+    """
+    unknown = set(groups) - set(WRINKLE_GROUPS)
+    if unknown:
+        raise ValueError(f"unknown wrinkle groups {sorted(unknown)}; expected some of {WRINKLE_GROUPS}")
+    x, y = uv[..., 0], uv[..., 1]
+    ax = jnp.abs(x)
+
+    def a(name):
+        return jnp.maximum(au[AU_NAMES.index(name)], 0.0)
+
+    draw = {
+        "upper": _upper_wrinkles,
+        "eyes": _eye_wrinkles,
+        "nasolabial": _nasolabial_wrinkles,
+        "chin": _chin_wrinkles,
+    }
+    delta = jnp.zeros_like(x)
+    for g in groups:
+        delta = delta + draw[g](x, y, ax, a, mm_per_px)
+    return delta
+
+
+def _upper_wrinkles(x, y, ax, a, mm_per_px):
+    delta = jnp.zeros_like(x)
+    # forehead (AU1 centre, AU2 sides): three gently arched, slightly wavy horizontal lines
+    centre_w = jnp.exp(-jnp.square(x / 20.0))
+    fore_amp = 0.09 * (a("AU1") * centre_w + a("AU2") * (1.0 - 0.7 * centre_w))
+    for k, yk in enumerate((56.5, 62.5, 68.5)):
+        curve = yk - 0.0035 * x * x + 0.7 * _cos(x / (9.0 + 2.0 * k)) - 0.4 * k
+        broken = 0.75 + 0.25 * _cos(x / (6.5 + 1.3 * k))
+        delta += fore_amp * broken * _band(ax, 0.0, 36.0 - 3.0 * k, 9.0) * _furrow(y - curve, 0.75, mm_per_px)
+    # glabella (AU4): two short vertical furrows between the inner brow heads, a root line with AU9
+    gx = ax - (5.5 + 0.12 * (y - 38.0))
+    delta += 0.13 * a("AU4") * _band(y, 37.0, 48.0, 4.0) * _furrow(gx, 0.8, mm_per_px)
+    root = 0.5 * a("AU4") + a("AU9")
+    delta += 0.08 * root * _band(ax, 0.0, 6.0, 4.0) * _furrow(y - 34.0, 0.9, mm_per_px)
+    # nose (AU9): oblique "bunny lines" on the sides of the nasal bridge
+    along = (ax - 9.0) * 0.6 + (y - 26.0) * 0.8
+    across = -(ax - 9.0) * 0.8 + (y - 26.0) * 0.6
+    for k in range(3):
+        delta += (
+            0.10 * a("AU9") * _band(along, -4.0, 4.0, 2.5) * _furrow(across - 2.6 * (k - 1), 0.6, mm_per_px)
+        )
+    return delta
+
+
+def _eye_wrinkles(x, y, ax, a, mm_per_px):
+    delta = jnp.zeros_like(x)
+    # crow's feet (AU6): lines fanning out from the outer eye corner
+    cx, cy = ax - _T_CROW[0], y - _T_CROW[1]
+    r = jnp.sqrt(cx * cx + cy * cy + 1e-6)
+    crow = 0.07 * a("AU6") * _band(r, 4.0, 13.0, 3.5) * (cx > 0)
+    for k, th in enumerate(np.deg2rad([-32.0, -12.0, 8.0, 27.0])):
+        delta += crow * (0.8 + 0.2 * (k % 2)) * _furrow(cy * np.cos(th) - cx * np.sin(th), 0.55, mm_per_px)
+    # lower lid (AU6): bulge just under the lid, infraorbital crease below it
+    lid = _lower_lid_template()
+    lid_y = np.polynomial.Polynomial.fit(lid[:, 0], lid[:, 1], 4).convert().coef
+    below = _poly(lid_y, jnp.clip(ax, lid[0, 0], lid[-1, 0])) - y  # mm under the lower lid
+    lid_w = a("AU6") * _band(ax, 18.0, 42.0, 4.0)
+    delta += lid_w * (0.05 * _gauss(below - 2.5, 1.4) - 0.07 * _gauss(below - 6.0, 1.0))
+    return delta
+
+
+def _nasolabial_wrinkles(x, y, ax, a, mm_per_px):
+    delta = jnp.zeros_like(x)
+    # nasolabial fold (AU10, AU12, some AU9/AU6): crease from the nose wing past the mouth corner; the curve
+    # is monotone in y, so its horizontal offset (times the cosine of its slope) is the signed distance
+    naso = _bezier(_T_NASOLABIAL, 33)
+    fit = np.polynomial.Polynomial.fit(naso[:, 1], naso[:, 0], 3).convert()  # x(y), cubic (no searchsorted)
+    yc = jnp.clip(y, naso[-1, 1], naso[0, 1])
+    fold_x = _poly(fit.coef, yc)
+    slope = _poly(fit.deriv().coef, yc)
+    sd = (ax - fold_x) * jax.lax.rsqrt(1.0 + slope * slope)  # + lateral (cheek side)
+    pos = (naso[0, 1] - y) / (naso[0, 1] - naso[-1, 1])
+    fade = _smoothstep(pos / 0.15) * _smoothstep((1.0 - pos) / 0.3)
+    n_amp = jnp.minimum(a("AU12") + a("AU10") + 0.5 * a("AU9") + 0.3 * a("AU6"), 1.6)
+    delta += n_amp * fade * (0.10 * _furrow(-sd, 1.3, mm_per_px) + 0.04 * _gauss(sd - 4.5, 3.0))
+    return delta
+
+
+def _chin_wrinkles(x, y, ax, a, mm_per_px):
+    delta = jnp.zeros_like(x)
+    # chin (AU17): mentolabial crease and "orange peel" dimpling; AU15: marionette lines
+    delta += (
+        0.10 * a("AU17") * _band(ax, 0.0, 11.0, 5.0) * _furrow(y - (-44.5 + 0.02 * x * x), 1.0, mm_per_px)
+    )
+    peel = (  # even in x: symmetric faces stay symmetric
+        _cos(1.9 * x) * _cos(0.6 * y)
+        + _cos(1.1 * x) * _cos(1.7 * y + 1.3)
+        + _cos(0.4 * x) * _cos(2.1 * y + 2.1)
+        + _cos(2.3 * x) * _cos(1.2 * y + 0.4)
+    ) / 4.0
+    delta += 0.07 * a("AU17") * _band(ax, 0.0, 12.0, 5.0) * _band(y, -66.0, -52.0, 5.0) * peel
+    mx = ax - (25.0 - 0.12 * (-34.0 - y))
+    delta += 0.09 * a("AU15") * _band(y, -54.0, -36.0, 4.0) * _furrow(-mx, 0.9, mm_per_px)
+    return delta
+
+
+WRINKLE_EXTENT = ((-66.0, 66.0), (-80.0, 82.0))
+"""Template rectangle (x, y) in mm that holds every wrinkle pattern; they are 0 outside it."""
+
+WRINKLE_TEXEL = 0.4
+"""Side of a wrinkle-texture texel in mm (the thinnest furrow has sigma 0.55 mm)."""
+
+
+def _texture_grid() -> np.ndarray:
+    (x0, x1), (y0, y1) = WRINKLE_EXTENT
+    xs = np.arange(x0, x1 + 1e-6, WRINKLE_TEXEL, dtype=np.float32)
+    ys = np.arange(y0, y1 + 1e-6, WRINKLE_TEXEL, dtype=np.float32)
+    return np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1)  # (Ty, Tx, 2): row = y, column = x
+
+
+def wrinkle_texture(au: Float[Array, " K"], mm_per_px: Float[Array, ""]) -> Float[Array, "Ty Tx"]:
+    """``wrinkle_log_delta`` rasterised once per face on a template-space grid (``WRINKLE_EXTENT``,
+    ``WRINKLE_TEXEL``), to be looked up per pixel by ``sample_wrinkle_texture``.
+
+    Why a texture: evaluated per pixel, the patterns' thousand-odd operations end up in one XLA:CPU loop
+    with the gathers of the template coordinates, which cannot be vectorised (10 ms at 512 px); on the
+    fixed grid they vectorise and the lookup is four gathers (about 2 ms in all). Bilinear lookup of the
+    0.4 mm texture: correlation 0.9998 with the per-pixel evaluation, largest difference 6% of the peak.
+    """
+    grid = jnp.asarray(_texture_grid())
+    draw = [functools.partial(wrinkle_log_delta, grid, groups=(g,)) for g in WRINKLE_GROUPS]
+
+    # group by group in a loop: the loop carries the texture in memory, which keeps XLA from fusing the
+    # patterns into the lookup's gathers (an optimisation barrier does not survive on CPU)
+    def add_group(i, texture):
+        return texture + jax.lax.switch(i, draw, au, mm_per_px)
+
+    return jax.lax.fori_loop(0, len(draw), add_group, jnp.zeros(grid.shape[:2], jnp.float32))
+
+
+def sample_wrinkle_texture(texture: Float[Array, "Ty Tx"], uv: Float[Array, "H W 2"]) -> Float[Array, "H W"]:
+    """Bilinear lookup of a ``wrinkle_texture`` at template coordinates ``uv`` (mm); 0 outside its extent."""
+    (x0, x1), (y0, y1) = WRINKLE_EXTENT
+    inside = (uv[..., 0] >= x0) & (uv[..., 0] <= x1) & (uv[..., 1] >= y0) & (uv[..., 1] <= y1)
+    # texel (i, j) sits at template (x0 + j t, y0 + i t); _bilinear's pixel (i, j) at (j + .5, i + .5)
+    xy = jnp.stack([uv[..., 0] - x0, uv[..., 1] - y0], axis=-1) * (1.0 / WRINKLE_TEXEL) + 0.5
+    return jnp.where(inside, _bilinear(texture[..., None], xy)[..., 0], 0.0)
