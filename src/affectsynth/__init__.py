@@ -60,6 +60,7 @@ from .errors import AffectsynthError as AffectsynthError
 from .errors import FaceDetectionError as FaceDetectionError
 from .errors import InputImageError as InputImageError
 from .errors import ModelFileError as ModelFileError
+from .errors import OptionsError as OptionsError
 from .errors import OutputError as OutputError
 from .errors import TargetError as TargetError
 from .evaluate import ccc as ccc

@@ -33,6 +33,12 @@ class TargetError(AffectsynthError):
     exit_code = 2
 
 
+class OptionsError(AffectsynthError, ValueError):
+    """A setting outside its documented range (e.g. a ``SynthesisOptions`` field)."""
+
+    exit_code = 2
+
+
 class ModelFileError(AffectsynthError):
     """Missing, corrupt or incompatible model file."""
 

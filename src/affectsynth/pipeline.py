@@ -8,16 +8,18 @@ the input's, bit for bit.
 
 import dataclasses
 import functools
+import math
+import numbers
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from .affect.grid import class_index
 from .affect.model import AffectModel, class_deformation, class_label, sample_deformation
-from .errors import TargetError
+from .errors import OptionsError, TargetError
 from .face import topology as topo
 from .face.fit import fit_morphable_model, to_image_offsets
 from .face.morphable import expression_offsets
@@ -37,6 +39,9 @@ from .render.poisson import poisson_blend
 from .render.raster import interpolate, rasterize, sample_bilinear
 
 CROP_BUCKET = 64
+BLENDS = ("poisson", "alpha")
+MAX_SUBDIVISION = 3
+"""Each level x4 triangles: 3 gives ~64k, enough for a 1024 px face; more only costs memory and time."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +70,9 @@ class SynthesisOptions:
         appearance: which expression-appearance cues to draw (shading, wrinkles, mouth interior, eyes);
             None: all on, with ``mouth_interior`` as given.
         blend: "poisson" (gradient-domain blend into the photo) or "alpha" (feathered paste).
+
+    Raises:
+        OptionsError: a field outside its range (exit code 2 in the CLI), e.g. ``blend="Poisson"``.
     """
 
     neutralize: bool = True
@@ -80,6 +88,42 @@ class SynthesisOptions:
     mouth_interior: bool = True
     appearance: AppearanceOptions | None = None
     blend: str = "poisson"
+
+    def __post_init__(self):
+        """Reject a bad setting here, with a one-line ``OptionsError``, not deep inside a traced function."""
+        for name in ("neutralize", "interpolate", "sample", "mouth_interior"):
+            if not isinstance(getattr(self, name), bool):
+                _bad(name, "must be True or False", getattr(self, name))
+        for name in ("neutral_tolerance", "mouth_tolerance"):
+            _check_real(name, getattr(self, name), 0.0, math.inf)
+        _check_real("strength", self.strength, 0.0, 2.0)
+        _check_real("skirt", self.skirt, 0.0, 2.0, low_open=True)
+        _check_int("subdivision", self.subdivision, 0, MAX_SUBDIVISION)
+        _check_int("fit_steps", self.fit_steps, 1, 100_000)
+        if not (isinstance(self.mouth_modes, tuple) and all(isinstance(n, str) for n in self.mouth_modes)):
+            _bad("mouth_modes", "must be a tuple of mode names (str)", self.mouth_modes)
+        if self.appearance is not None and not isinstance(self.appearance, AppearanceOptions):
+            _bad("appearance", "must be None or an AppearanceOptions", self.appearance)
+        if self.blend not in BLENDS:
+            _bad("blend", f"must be one of {', '.join(map(repr, BLENDS))}", self.blend)
+
+
+def _bad(name: str, rule: str, value):
+    raise OptionsError(f"SynthesisOptions.{name}", f"{rule}, got {value!r}")
+
+
+def _check_real(name: str, x, low: float, high: float, *, low_open: bool = False):
+    """``x`` is a finite real number in [low, high] (or (low, high] when ``low_open``)."""
+    ok = isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+    ok = ok and (low < x if low_open else low <= x) and x <= high
+    if not ok:
+        where = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        _bad(name, f"must be a finite number in {where}" if high < math.inf else f"must be >= {low:g}", x)
+
+
+def _check_int(name: str, x, low: int, high: int):
+    if not (isinstance(x, numbers.Integral) and not isinstance(x, bool) and low <= x <= high):
+        _bad(name, f"must be a whole number in {low}..{high}", x)
 
 
 class SynthesisResult(eqx.Module):
@@ -132,40 +176,62 @@ def _render_mesh(subdivision: int):
     }
 
 
-def _synthesize_one(image, landmarks, target, key, model: AffectModel, options: SynthesisOptions, crop):
+class ItemResult(eqx.Module):
+    """One item's output (``synthesize_batch`` stacks these into a ``SynthesisResult``)."""
+
+    image: Float[Array, "H W 3"]
+    mask: Float[Array, "H W"]
+    fit_rms: Float[Array, ""]
+    input_expression: Float[Array, " Ke"]
+    class_id: Int[Array, ""]
+    label: Float[Array, " 2"]
+    mouth_opening: Float[Array, ""]
+
+
+def _crop_window(image: Float[Array, "H W 3"], landmarks: Float[Array, "478 3"], crop: tuple[int, int]):
+    """The static ``crop`` window centred on the face, clipped to the image (which must hold it).
+
+    Returns (patch f32[ch, cw, 3], landmarks in the patch's pixels, top, left) with top/left traced.
+    """
     h, w = image.shape[:2]
     ch, cw = crop
-    pad_h, pad_w = max(ch - h, 0), max(cw - w, 0)
-    if pad_h or pad_w:  # static: the face fills the photo, so work on a copy with an edge-padded border
-        # (the appearance windows are sized as fractions of a crop ~4 inter-pupil distances wide)
-        top, left = pad_h // 2, pad_w // 2
-        padded = jnp.pad(image, ((top, pad_h - top), (left, pad_w - left), (0, 0)), mode="edge")
-        shift = jnp.asarray([left, top, 0], landmarks.dtype)[None, :]
-        full, mask, *rest = _synthesize_one(padded, landmarks + shift, target, key, model, options, crop)
-        return (full[top : top + h, left : left + w], mask[top : top + h, left : left + w], *rest)
     centre = 0.5 * (landmarks[:, :2].min(0) + landmarks[:, :2].max(0))
     top = jnp.clip(jnp.round(centre[1] - ch / 2), 0, h - ch).astype(jnp.int32)
     left = jnp.clip(jnp.round(centre[0] - cw / 2), 0, w - cw).astype(jnp.int32)
     patch = jax.lax.dynamic_slice(image, (top, left, 0), (ch, cw, 3))
     lm = landmarks - jnp.stack([left, top, 0]).astype(landmarks.dtype)[None, :]
+    return patch, lm, top, left
 
-    fit = fit_morphable_model(lm, model.morphable, steps=options.fit_steps)
+
+def _target_deformation(model: AffectModel, target, key, options: SynthesisOptions) -> Float[Array, "V 3"]:
+    """The target's deformation (class mean, or a sample of its class), scaled by ``options.strength``."""
     if options.sample:
         deform = sample_deformation(model, target, key)
     else:
         deform = class_deformation(model, target, interpolate=options.interpolate)
-    deform = deform * options.strength
-    if options.neutralize:
-        names = model.morphable.expression_names or ("",) * model.morphable.num_expression
-        tol = [
-            options.mouth_tolerance if n in options.mouth_modes else options.neutral_tolerance for n in names
-        ]
-        tol = jnp.asarray(tol, fit.expression.dtype)
-        # shrink towards 0 by the tolerance (signed modes from both sides; activations are >= 0 anyway)
-        excess = jnp.sign(fit.expression) * jnp.maximum(jnp.abs(fit.expression) - tol, 0.0)
-        deform = deform - expression_offsets(model.morphable, excess)
-    offsets = to_image_offsets(fit, deform)  # pixels, landmark frame
+    return deform * options.strength
 
+
+def _neutral_offsets(fit, model: AffectModel, options: SynthesisOptions) -> Float[Array, "V 3"]:
+    """Canonical offsets of the input's fitted expression beyond the resting-face tolerances.
+
+    Subtracted from the target's deformation when ``options.neutralize`` is on, so a smiling input does not
+    end up smiling twice.
+    """
+    names = model.morphable.expression_names or ("",) * model.morphable.num_expression
+    tol = [options.mouth_tolerance if n in options.mouth_modes else options.neutral_tolerance for n in names]
+    tol = jnp.asarray(tol, fit.expression.dtype)
+    # shrink towards 0 by the tolerance (signed modes from both sides; activations are >= 0 anyway)
+    excess = jnp.sign(fit.expression) * jnp.maximum(jnp.abs(fit.expression) - tol, 0.0)
+    return expression_offsets(model.morphable, excess)
+
+
+def _warped_mesh(lm: Float[Array, "478 3"], offsets: Float[Array, "478 3"], options: SynthesisOptions):
+    """The dense render mesh before (src) and after (dst) the deformation, in the crop's pixels.
+
+    The face is extended by a skirt ring (``options.skirt`` of the face's radius beyond its contour, pushed
+    behind it) that does not move, so the deformation fades to zero across it. Returns (mesh, src, dst).
+    """
     mesh = {k: jnp.asarray(v) for k, v in _render_mesh(options.subdivision).items()}
     ring = lm[mesh["ring"]]
     c2 = jnp.mean(ring[:, :2], axis=0)
@@ -174,10 +240,33 @@ def _synthesize_one(image, landmarks, target, key, model: AffectModel, options: 
     skirt = jnp.concatenate([skirt_xy, ring[:, 2:] + face_depth], axis=1)
     src = jnp.concatenate([lm, skirt], axis=0)
     dst = jnp.concatenate([lm + offsets, skirt], axis=0)
-    src_d = mesh["weights"] @ src
-    dst_d = mesh["weights"] @ dst
+    return mesh, mesh["weights"] @ src, mesh["weights"] @ dst
 
-    frags = rasterize(dst_d, mesh["triangles"], ch, cw)
+
+def _composite(patch: Float[Array, "h w 3"], render: Float[Array, "h w 3"], frags, options: SynthesisOptions):
+    """Blend the render into the patch where the mesh covers it. Returns (patch out, coverage mask)."""
+    covered = (frags.triangle_id >= 0).astype(patch.dtype)
+    render = jnp.where(covered[..., None] > 0, render, patch)
+    if options.blend == "poisson":
+        out = poisson_blend(patch, render, covered)
+    else:  # "alpha" (SynthesisOptions accepts nothing else)
+        a = frags.coverage[..., None]
+        out = render * a + patch * (1 - a)
+    return out, covered
+
+
+def _synthesize_in_frame(image, landmarks, target, key, model: AffectModel, options, crop) -> ItemResult:
+    """One item whose image holds the crop: crop, fit, deform, render, appearance cues, blend, paste back."""
+    h, w = image.shape[:2]
+    patch, lm, top, left = _crop_window(image, landmarks, crop)
+    fit = fit_morphable_model(lm, model.morphable, steps=options.fit_steps)
+    deform = _target_deformation(model, target, key, options)
+    if options.neutralize:
+        deform = deform - _neutral_offsets(fit, model, options)
+    offsets = to_image_offsets(fit, deform)  # pixels, landmark frame
+    mesh, src_d, dst_d = _warped_mesh(lm, offsets, options)
+
+    frags = rasterize(dst_d, mesh["triangles"], *crop)
     src_xy = interpolate(frags, src_d[:, :2])
     render = sample_bilinear(patch, src_xy)
     # expression appearance (render/appearance): shading, wrinkles, mouth interior, eyes
@@ -194,32 +283,58 @@ def _synthesize_one(image, landmarks, target, key, model: AffectModel, options: 
         interocular=fit.interocular,
     )
     render, look_diag = apply_appearance(render, patch, frags, ctx, look)
-    opening = look_diag["mouth_opening"]
-    covered = (frags.triangle_id >= 0).astype(patch.dtype)
-    render = jnp.where(covered[..., None] > 0, render, patch)
-    if options.blend == "poisson":
-        out = poisson_blend(patch, render, covered)
-    else:
-        a = frags.coverage[..., None]
-        out = render * a + patch * (1 - a)
-    full = jax.lax.dynamic_update_slice(image, out.astype(image.dtype), (top, left, 0))
-    mask = jax.lax.dynamic_update_slice(jnp.zeros((h, w), image.dtype), covered, (top, left))
-    return (
-        full,
-        mask,
-        fit.rms,
-        fit.expression,
-        class_index(model.grid, target),
-        class_label(model, target),
-        opening / jnp.maximum(jnp.sum(covered), 1.0),
+    out, covered = _composite(patch, render, frags, options)
+    return ItemResult(
+        image=jax.lax.dynamic_update_slice(image, out.astype(image.dtype), (top, left, 0)),
+        mask=jax.lax.dynamic_update_slice(jnp.zeros((h, w), image.dtype), covered, (top, left)),
+        fit_rms=fit.rms,
+        input_expression=fit.expression,
+        class_id=class_index(model.grid, target),
+        label=class_label(model, target),
+        mouth_opening=look_diag["mouth_opening"] / jnp.maximum(jnp.sum(covered), 1.0),
     )
 
 
+def synthesize_item(
+    image: Float[Array, "H W 3"],
+    landmarks: Float[Array, "478 3"],
+    target: Float[Array, " 2"],
+    key: Array,
+    model: AffectModel,
+    options: SynthesisOptions,
+    crop: tuple[int, int],
+) -> ItemResult:
+    """The per-item stage of ``synthesize_batch`` (which vmaps and jits it); ``options``, ``crop`` static.
+
+    A crop larger than the image (a face that fills the photo) is handled by a separate padding step: the work
+    runs on an edge-padded copy (the appearance windows are sized as fractions of a crop ~4 inter-pupil
+    distances wide) and the result is cut back to the image's size.
+    """
+    h, w = image.shape[:2]
+    pad_h, pad_w = max(crop[0] - h, 0), max(crop[1] - w, 0)
+    if not (pad_h or pad_w):  # static
+        return _synthesize_in_frame(image, landmarks, target, key, model, options, crop)
+    top, left = pad_h // 2, pad_w // 2
+    padded = jnp.pad(image, ((top, pad_h - top), (left, pad_w - left), (0, 0)), mode="edge")
+    shift = jnp.asarray([left, top, 0], landmarks.dtype)[None, :]
+    res = _synthesize_in_frame(padded, landmarks + shift, target, key, model, options, crop)
+    rows, cols = slice(top, top + h), slice(left, left + w)
+    return eqx.tree_at(lambda r: (r.image, r.mask), res, (res.image[rows, cols], res.mask[rows, cols]))
+
+
 @functools.partial(jax.jit, static_argnames=("options", "crop"))
-def _synthesize_batch_jit(images, landmarks, targets, keys, model, options, crop):
-    fn = functools.partial(_synthesize_one, model=model, options=options, crop=crop)
+def _synthesize_batch_jit(images, landmarks, targets, keys, model, options, crop) -> SynthesisResult:
+    fn = functools.partial(synthesize_item, model=model, options=options, crop=crop)
     out = jax.vmap(fn)(images, landmarks, targets, keys)
-    return SynthesisResult(*out)
+    return SynthesisResult(
+        images=out.image,
+        masks=out.mask,
+        fit_rms=out.fit_rms,
+        input_expression=out.input_expression,
+        class_id=out.class_id,
+        label=out.label,
+        mouth_opening=out.mouth_opening,
+    )
 
 
 def crop_size(landmarks, height: int, width: int, *, skirt: float = 0.35, bucket: int = CROP_BUCKET):
@@ -274,11 +389,11 @@ def synthesize_batch(
     landmarks = jnp.asarray(landmarks, jnp.float32)
     targets = jnp.asarray(targets, jnp.float32)
     b, h, w = images.shape[:3]
-    if crop is None:
-        try:
-            crop = crop_size(np.asarray(landmarks), h, w, skirt=options.skirt)
-        except jax.errors.TracerArrayConversionError:
-            crop = (h, w)
+    if not isinstance(options, SynthesisOptions):
+        raise OptionsError("options", f"must be a SynthesisOptions, got {type(options).__name__}")
+    if crop is None:  # decided statically: traced landmarks (inside the caller's jit) have no values yet
+        traced = isinstance(landmarks, jax.core.Tracer)
+        crop = (h, w) if traced else crop_size(np.asarray(landmarks), h, w, skirt=options.skirt)
     if keys is None:
         keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, b)
     keys = jnp.asarray(keys)
@@ -293,9 +408,9 @@ def load_model(path=None) -> AffectModel:
         from .affect.default import default_model
 
         return default_model()
-    from .affect.model import load_model as _load
+    from .affect.model import read_model
 
-    return _load(path)
+    return read_model(path)
 
 
 def check_target(valence: float, arousal: float, where: str = "target") -> np.ndarray:
