@@ -14,7 +14,7 @@ from affectsynth.affect.model import (
     AffectModel,
     class_deformation,
     class_label,
-    load_model,
+    read_model,
     sample_deformation,
     save_model,
 )
@@ -192,7 +192,7 @@ def test_streaming_generator_consumed_once(morph):
 def test_save_load_round_trip(built, tmp_path):
     model, _, _ = built
     p = save_model(tmp_path / "m.npz", model)
-    back = load_model(p)
+    back = read_model(p)
     assert isinstance(back, AffectModel) and back.grid == model.grid and back.metadata == model.metadata
     for a, b in zip(jax.tree_util.tree_leaves(model), jax.tree_util.tree_leaves(back), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -203,16 +203,16 @@ def test_save_load_round_trip(built, tmp_path):
 def test_load_errors(built, tmp_path):
     model, _, _ = built
     with pytest.raises(ModelFileError, match="not found"):
-        load_model(tmp_path / "none.npz")
+        read_model(tmp_path / "none.npz")
     (tmp_path / "text.npz").write_text("hello")
     with pytest.raises(ModelFileError, match="not an affectsynth model"):
-        load_model(tmp_path / "text.npz")
+        read_model(tmp_path / "text.npz")
     np.save(tmp_path / "arr.npy", np.zeros(3))
     with pytest.raises(ModelFileError, match="not an affectsynth model"):
-        load_model(tmp_path / "arr.npy")
+        read_model(tmp_path / "arr.npy")
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(ModelFileError, match="not an affectsynth model"):
-        load_model(tmp_path / "other.npz")
+        read_model(tmp_path / "other.npz")
     good = save_model(tmp_path / "good.npz", model)
     with np.load(good) as z:
         data = {k: z[k] for k in z.files}
@@ -220,14 +220,14 @@ def test_load_errors(built, tmp_path):
     header["version"] = 99
     np.savez(tmp_path / "v99.npz", **{**data, "header": np.frombuffer(json.dumps(header).encode(), np.uint8)})
     with pytest.raises(ModelFileError, match="version 99"):
-        load_model(tmp_path / "v99.npz")
+        read_model(tmp_path / "v99.npz")
     np.savez(tmp_path / "shape.npz", **{**data, "class_count": np.zeros(3, np.int32)})
     with pytest.raises(ModelFileError, match="corrupt"):
-        load_model(tmp_path / "shape.npz")
+        read_model(tmp_path / "shape.npz")
     raw = good.read_bytes()
     (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(ModelFileError) as e:
-        load_model(tmp_path / "cut.npz")
+        read_model(tmp_path / "cut.npz")
     assert "\n" not in str(e.value)
     assert zipfile.is_zipfile(good)
 

@@ -81,11 +81,11 @@ def build_default_model(*, cache: bool = True, force: bool = False, config: Gall
     Deterministic for a given ``config``; the cache file name carries ``default_model_key(config)`` and is
     written atomically (temp file + rename). ``force`` rebuilds even when a cached file exists.
     """
-    from .model import load_model, save_model
+    from .model import read_model, save_model
 
     path = default_model_path(config)
     if cache and not force and path.is_file():
-        return load_model(path)
+        return read_model(path)
     frames = generate_gallery(**dataclasses.asdict(config))
     model = _build_model(frames, action_unit_fields())
     if cache:

@@ -159,8 +159,8 @@ def save_model(path, model: AffectModel) -> Path:
     return p
 
 
-def load_model(path) -> AffectModel:
-    """Read a model written by ``save_model``.
+def read_model(path) -> AffectModel:
+    """Read a model file written by ``save_model`` (``affectsynth.load_model`` adds the default model).
 
     Raises:
         ModelFileError: one line, for a missing file, a file that is not a model, an unsupported format

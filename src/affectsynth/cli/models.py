@@ -261,9 +261,9 @@ def build(
 @guarded
 def info(model: Annotated[Path, typer.Argument(help="Model file (.npz).")]):
     """Print a model's classes, counts and sizes."""
-    from ..affect.model import describe_model, load_model
+    from ..affect.model import describe_model, read_model
 
-    typer.echo(describe_model(load_model(model)))
+    typer.echo(describe_model(read_model(model)))
 
 
 @model_app.command("figure")
@@ -274,10 +274,10 @@ def figure_cmd(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
 ):
     """Write the V-A histogram and class mean shapes of a model as a PNG (the paper's Fig. 3)."""
-    from ..affect.model import load_model
+    from ..affect.model import read_model
 
     _check_output(output, overwrite, (".png",))
-    write_model_figure(load_model(model), output, title=str(model))
+    write_model_figure(read_model(model), output, title=str(model))
     typer.echo(f"wrote {output}")
 
 
