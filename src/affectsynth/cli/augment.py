@@ -191,32 +191,65 @@ def run_augment(
     so an interrupted job resumes without redoing or duplicating work. Bad inputs are listed in
     ``skipped.csv`` with reasons and the job goes on.
     """
-    from ..io import atomic_write_bytes, save_image
+    from ..io import atomic_write_bytes
 
     out = Path(out_dir)
-    labels_path, skipped_path = out / "labels.csv", out / "skipped.csv"
-    report = AugmentReport(labels_path=labels_path, skipped_path=skipped_path)
+    report = AugmentReport(labels_path=out / "labels.csv", skipped_path=out / "skipped.csv")
+    _check_job(sources, out, classes, per_class, ext)
+    ensure_output_dir(out)
+    done = _resume_state(report, resume, note)
+    keys_of = {source_key(s, input_dir): Path(s) for s in sources}
+    pending = _pending_items(keys_of, classes, per_class, done, report)
+    faces = _prepare_faces(pending, keys_of, load, detect, report, progress, note)
+    _write_skipped(report, atomic_write_bytes)
+
+    items = [it for src in pending for it in pending[src]]
+    shape_of = lambda it: padded_shape(*faces[it.source][1])
+    batches = plan_batches(items, shape_of, batch_size=batch_size, max_batch_pixels=max_batch_pixels)
+    crops = {}
+    if crop is not None:  # one static crop per padded shape, from all the faces of that shape
+        for shape in {b.shape for b in batches}:
+            lms = np.stack([faces[it.source][0] for it in items if shape_of(it) == shape])
+            crops[shape] = tuple(int(c) for c in crop(lms, *shape))
+    job = _Job(out, report, faces, crops, {Path(s).resolve() for s in sources}, synth, load, seed, ext)
+    bar = progress(len(items), "images") if progress is not None and items else None
+    try:
+        job.run(batches, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+        _write_skipped(report, atomic_write_bytes)
+    return report
+
+
+def _check_job(sources: Sequence[Path], out: Path, classes, per_class: int, ext: str) -> None:
+    """Reject bad job settings before any work: one-line ``AffectsynthError``s."""
     if per_class < 1:
         raise AffectsynthError("--per-class", f"must be >= 1, got {per_class}")
     if not classes:
         raise AffectsynthError("--classes", "no classes selected")
     if ext not in (".png", ".jpg", ".webp"):
         raise OutputError(ext, "output format must be .png, .jpg or .webp")
-    resolved_inputs = {Path(s).resolve() for s in sources}
-    for s in resolved_inputs:
+    for s in {Path(s).resolve() for s in sources}:
         if s.parent == out.resolve():
             raise OutputError(out, f"output folder holds the input {s.name}; use a separate folder")
-    ensure_output_dir(out)
+
+
+def _resume_state(report: AugmentReport, resume: bool, note: Callable) -> set:
+    """(source, class, sample) keys already done according to ``labels.csv`` (empty unless ``resume``)."""
+    labels_path = report.labels_path
     if labels_path.exists() and labels_path.stat().st_size > 0 and not resume:
         raise OutputError(
             labels_path, "exists: pass --resume to continue that job, or use a new output folder"
         )
-    done_rows, report.dropped_rows = read_manifest(out) if resume else ([], 0)
+    done_rows, report.dropped_rows = read_manifest(labels_path.parent) if resume else ([], 0)
     if report.dropped_rows:
         note(f"note: {labels_path}: dropped {report.dropped_rows} incomplete or invalid row(s); redoing them")
-    done = {(r["source"], r["class_id"], r["sample"]) for r in done_rows}
+    return {(r["source"], r["class_id"], r["sample"]) for r in done_rows}
 
-    keys_of = {source_key(s, input_dir): Path(s) for s in sources}
+
+def _pending_items(keys_of: dict, classes, per_class: int, done: set, report: AugmentReport) -> dict:
+    """Work left per input: source -> [WorkItem], skipping what ``done`` holds; counts into ``report``."""
     stems = assign_stems(list(keys_of))
     pending: dict[str, list[WorkItem]] = {}
     for src, path in keys_of.items():
@@ -230,8 +263,14 @@ def run_augment(
                 )
     report.inputs = len(keys_of)
     report.pending = sum(len(v) for v in pending.values())
+    return pending
 
-    # phase 1: load + detect once per input that has work left; keep only landmarks and shapes in memory
+
+def _prepare_faces(pending: dict, keys_of: dict, load, detect, report: AugmentReport, progress, note) -> dict:
+    """Load and detect once per input with work left: source -> (landmarks, (H, W)); images are not kept.
+
+    An input that fails (bad file, no face) is recorded in ``report.skipped`` and removed from ``pending``.
+    """
     faces: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
     bar = progress(len(pending), "faces") if progress is not None and pending else None
     for src in list(pending):
@@ -249,41 +288,63 @@ def run_augment(
             del pending[src]
     if bar is not None:
         bar.close()
-    _write_skipped(report, atomic_write_bytes)
+    return faces
 
-    items = [it for src in pending for it in pending[src]]
-    shape_of = lambda it: padded_shape(*faces[it.source][1])
-    batches = plan_batches(items, shape_of, batch_size=batch_size, max_batch_pixels=max_batch_pixels)
-    crops = {}
-    if crop is not None:
-        for shape in {b.shape for b in batches}:
-            lms = np.stack([faces[it.source][0] for it in items if shape_of(it) == shape])
-            crops[shape] = tuple(int(c) for c in crop(lms, *shape))
-    bar = progress(len(items), "images") if progress is not None and items else None
-    cache: OrderedDict = OrderedDict()
 
-    def dispatch(b: Batch):
+@dataclasses.dataclass
+class _Job:
+    """The synthesis phase of ``run_augment``: batches dispatched and written one behind the other."""
+
+    out: Path
+    report: AugmentReport
+    faces: dict  # source -> (landmarks, (H, W))
+    crops: dict  # padded shape -> static crop
+    inputs: set  # resolved input paths (never overwritten)
+    synth: Callable
+    load: Callable
+    seed: int
+    ext: str
+    cache: OrderedDict = dataclasses.field(default_factory=OrderedDict)
+
+    def run(self, batches: Sequence[Batch], bar) -> None:
+        """One batch in flight: batch i computes while batch i-1's images are encoded and written."""
+        inflight = None
+        for b in batches:
+            try:
+                started = self.dispatch(b)
+            except BaseException:
+                if inflight is not None:  # keep the finished work of the previous batch
+                    self.finish(*inflight, bar)
+                raise
+            if inflight is not None:
+                self.finish(*inflight, bar)
+            inflight = started
+        if inflight is not None:
+            self.finish(*inflight, bar)
+
+    def dispatch(self, b: Batch):
         """Load and pad the batch's photos and start the synthesis (JAX returns before it is done)."""
         imgs, gone = [], set()
         for it in b.items:
             try:
-                imgs.append(pad_image(_cached(cache, it, load)))
+                imgs.append(pad_image(_cached(self.cache, it, self.load)))
             except AffectsynthError as e:  # changed or removed since it was detected
                 if it.source not in gone:
-                    report.skipped.append((it.source, e.problem))
+                    self.report.skipped.append((it.source, e.problem))
                 gone.add(it.source)
                 imgs.append(None)
         if len(gone) == len({it.source for it in b.items}):
             return b, None, gone
         stand_in = next(x for x in imgs if x is not None)
         imgs = np.stack([stand_in if x is None else x for x in imgs])
-        lms = np.stack([faces[it.source][0] for it in b.items])
+        lms = np.stack([self.faces[it.source][0] for it in b.items])
         targets = np.array([it.target for it in b.items], np.float32)
-        keys = np.stack([item_key(it.source, it.class_id, it.k, seed) for it in b.items])
-        return b, synth(imgs, lms, targets, keys, crops.get(b.shape)), gone
+        keys = np.stack([item_key(it.source, it.class_id, it.k, self.seed) for it in b.items])
+        return b, self.synth(imgs, lms, targets, keys, self.crops.get(b.shape)), gone
 
-    def finish(b: Batch, res, gone: set):
+    def finish(self, b: Batch, res, gone: set, bar) -> None:
         """Wait for the batch, write its images atomically, then (only then) append and fsync its rows."""
+        report = self.report
         report.batches += 1
         report.compiled_shapes.add((b.shape, len(b.items)))
         rows = []
@@ -293,56 +354,38 @@ def run_augment(
         for i, it in enumerate(b.items[: b.valid]):
             if res is None or it.source in gone:
                 continue
-            h, w = faces[it.source][1]
+            h, w = self.faces[it.source][1]
             im = out_imgs[i, :h, :w]
             if not (np.isfinite(im).all() and np.isfinite(labels[i]).all()):
                 report.skipped.append((it.source, f"class {it.class_id} #{it.k}: non-finite output"))
                 continue
-            name = output_name(it.stem, it.class_id, it.k, ext)
-            dest = safe_output_path(out, name)
-            if dest.resolve() in resolved_inputs:
-                raise OutputError(dest, "output would overwrite an input file")
-            save_image(dest, im)
-            rows.append(
-                {
-                    "source": it.source,
-                    "output": name,
-                    "class_id": it.class_id,
-                    "sample": it.k,
-                    "valence": f"{float(labels[i, 0]):.4f}",
-                    "arousal": f"{float(labels[i, 1]):.4f}",
-                    "fit_rms": f"{float(rms[i]):.5f}",
-                    "target_valence": f"{it.target[0]:.4f}",
-                    "target_arousal": f"{it.target[1]:.4f}",
-                }
-            )
+            rows.append(self._write(it, im, labels[i], rms[i]))
         if rows:
-            _append_rows(labels_path, LABEL_FIELDS, rows)
+            _append_rows(report.labels_path, LABEL_FIELDS, rows)
         report.written += len(rows)
         if bar is not None:
             bar.update(b.valid)
 
-    # one batch in flight: batch i computes while batch i-1's images are encoded and written
-    inflight = None
-    try:
-        for b in batches:
-            try:
-                started = dispatch(b)
-            except BaseException:
-                if inflight is not None:  # keep the finished work of the previous batch
-                    finish(*inflight)
-                    inflight = None
-                raise
-            if inflight is not None:
-                finish(*inflight)
-            inflight = started
-        if inflight is not None:
-            finish(*inflight)
-    finally:
-        if bar is not None:
-            bar.close()
-        _write_skipped(report, atomic_write_bytes)
-    return report
+    def _write(self, it: WorkItem, image: np.ndarray, label: np.ndarray, rms) -> dict:
+        """Save one output image (atomically) and return its labels row."""
+        from ..io import save_image
+
+        name = output_name(it.stem, it.class_id, it.k, self.ext)
+        dest = safe_output_path(self.out, name)
+        if dest.resolve() in self.inputs:
+            raise OutputError(dest, "output would overwrite an input file")
+        save_image(dest, image)
+        return {
+            "source": it.source,
+            "output": name,
+            "class_id": it.class_id,
+            "sample": it.k,
+            "valence": f"{float(label[0]):.4f}",
+            "arousal": f"{float(label[1]):.4f}",
+            "fit_rms": f"{float(rms):.5f}",
+            "target_valence": f"{it.target[0]:.4f}",
+            "target_arousal": f"{it.target[1]:.4f}",
+        }
 
 
 def _cached(cache: OrderedDict, it: WorkItem, load: Callable, size: int = 8) -> np.ndarray:
