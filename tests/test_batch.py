@@ -459,6 +459,41 @@ def test_grid_sheet_is_labelled_image():
     assert sheet.dtype == np.uint8 and sheet.ndim == 3 and sheet.shape[1] >= 80 and sheet.shape[0] >= 80
 
 
+def paint_target(images, landmarks, targets, keys, crop):
+    """A fake synthesis that paints each image one colour: red = valence, green = arousal, blue = 0.25."""
+    v, a = (targets[:, k, None, None] for k in (0, 1))
+    out = np.stack([(v + 1) / 2, (a + 1) / 2, np.full_like(v, 0.25)], -1)
+    return SimpleNamespace(images=np.broadcast_to(out, images.shape).copy(), fit_rms=np.zeros(len(images)))
+
+
+def test_grid_sheet_puts_valence_along_x_and_arousal_up_y():
+    """As the ``grid`` command builds it: tiles found by their painted colour, decoded back to (V, A)."""
+    from affectsynth.cli.sheets import face_box
+
+    img = np.random.default_rng(0).random((90, 110, 3)).astype(np.float32)
+    lm = fake_detect(img, "x")
+    targets = grid_targets(3, 0.8)
+    imgs, _ = BT.synthesize_targets(img, lm, targets, paint_target, chunk=4)
+    t, left, b, r = face_box(lm, *img.shape[:2])
+    sheet = BT.grid_sheet([im[t:b, left:r] for im in imgs], targets, 3, tile=48, title="t").astype(int)
+    tile_px = (sheet[..., 2] == 64) & (sheet[..., 0] != 64)  # blue 0.25; text and background are grey
+    ys, xs = np.nonzero(tile_px)
+    tiles = {}
+    for colour in {tuple(c) for c in sheet[ys, xs, :2]}:
+        at = np.all(sheet[ys, xs, :2] == colour, axis=1)
+        va = tuple(int(x) for x in np.round((np.array(colour) / 255 * 2 - 1) * 10))  # tenths
+        assert va not in tiles, "two colours decode to one target"
+        tiles[va] = (xs[at].mean(), ys[at].mean(), at.sum())
+    assert sorted(tiles) == sorted(tuple(x) for x in np.round(targets * 10).astype(int).tolist())
+    assert min(n for _, _, n in tiles.values()) > 0.9 * 48 * 48  # whole tiles, not stray pixels
+    axis = sorted({v for v, _ in tiles})
+    for k in axis:  # fixed arousal: x grows with valence, y stays; fixed valence: y falls as arousal grows
+        row = [tiles[(v, k)] for v in axis]
+        col = [tiles[(k, a)] for a in axis]
+        assert np.all(np.diff([x for x, _, _ in row]) > 40) and np.ptp([y for _, y, _ in row]) < 1
+        assert np.all(np.diff([y for _, y, _ in col]) < -40) and np.ptp([x for x, _, _ in col]) < 1
+
+
 def test_input_vanishing_mid_job_is_skipped_not_fatal(photos, tmp_path):
     seen = set()
 
