@@ -1,9 +1,12 @@
 """The whole synthesis: fit -> V-A deformation -> render with the photo's texture -> Poisson blend.
 
-``synthesize_batch`` is one jit-compiled, vmapped function over a batch of same-size images. Each item is
-processed in a static-size crop around its face (chosen on the host from the landmarks, bucketed to
-multiples of 64 px so recompilation is bounded), then pasted back: pixels outside the face's render mask are
-the input's, bit for bit.
+``synthesize_item`` is the per-item stage, in order: ``_crop_window`` (a static-size crop around the face,
+its size chosen on the host from the landmarks and bucketed to multiples of 64 px so recompilation is
+bounded; an edge-padded copy when the face fills the photo), ``fit_morphable_model``,
+``_target_deformation`` minus ``_neutral_offsets`` (the input's own expression), ``_warped_mesh`` (with the
+skirt over which the edit fades out), rasterise + texture transfer, ``apply_appearance``, ``_composite``
+(Poisson or alpha blend), paste back. ``synthesize_batch`` is ``jit(vmap(synthesize_item))`` over a batch
+of same-size images. Pixels outside the face's render mask are the input's, bit for bit.
 """
 
 import dataclasses
@@ -251,7 +254,7 @@ def _composite(patch: Float[Array, "h w 3"], render: Float[Array, "h w 3"], frag
         out = poisson_blend(patch, render, covered)
     else:  # "alpha" (SynthesisOptions accepts nothing else)
         a = frags.coverage[..., None]
-        out = render * a + patch * (1 - a)
+        out = patch + a * (render - patch)  # exactly the patch where render == patch (not so a*r + (1-a)*p)
     return out, covered
 
 
