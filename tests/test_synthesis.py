@@ -277,3 +277,21 @@ def test_good_edge_options_are_accepted():
 def test_synthesize_batch_rejects_options_of_another_type(model, batch):
     with pytest.raises(OptionsError, match="options: must be a SynthesisOptions"):
         synthesize_batch(*batch[:3], model, options={"blend": "alpha"})
+
+
+def test_the_cli_reports_a_bad_option_as_bad_input(capsys, monkeypatch):
+    import typer
+
+    from affectsynth.cli.guard import guarded
+
+    monkeypatch.delenv("AFFECTSYNTH_DEBUG", raising=False)
+
+    @guarded
+    def command():
+        SynthesisOptions(blend="soft")
+
+    with pytest.raises(typer.Exit) as err:
+        command()
+    assert err.value.exit_code == 2
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and "SynthesisOptions.blend: must be one of 'poisson', 'alpha'" in message

@@ -266,109 +266,33 @@ def build_affect_model(
     """
     t0 = time.perf_counter()
     mean = np.asarray(morphable.mean, np.float64)
-    v = mean.shape[0]
-    nc = grid.num_classes
-    sums = np.zeros((nc, v, 3), np.float64)
-    counts = np.zeros(nc, np.int64)
-    labels: list[list] = [[] for _ in range(nc)]
-    reservoirs: dict[int, _Reservoir] = {}
-    rng = np.random.default_rng(seed)
-    skipped: list[str] = []
-    num_skipped = 0
-    frames_read = 0
-    sequences: set = set()
-
-    def skip(fr, why):
-        nonlocal num_skipped
-        num_skipped += 1
-        if len(skipped) < 1000:
-            skipped.append(f"{getattr(fr, 'source', '?')}: {why}")
-
-    def counted(frames):
-        nonlocal frames_read
-        for fr in frames:
-            frames_read += 1
-            if progress is not None:
-                progress(1)
-            yield fr
-
+    stats = _ClassStats.empty(grid.num_classes, mean.shape[0], max_frames_per_class, seed)
+    frames = stats.counted(frames, progress)
     for fr, d in iter_deformations(
-        counted(frames), mean, include_neutral=include_neutral, on_skip=skip, align_batch=align_batch
+        frames, mean, include_neutral=include_neutral, on_skip=stats.skip, align_batch=align_batch
     ):
-        sequences.add((str(fr.subject), str(fr.sequence)))
-        c = int(class_index_np(grid, fr.valence, fr.arousal))
-        sums[c] += d
-        counts[c] += 1
-        labels[c].append((float(fr.valence), float(fr.arousal)))
-        if c not in reservoirs:
-            reservoirs[c] = _Reservoir(max_frames_per_class, (v, 3))
-        reservoirs[c].add(d, rng)
+        stats.add(grid, fr, d)
     t1 = time.perf_counter()
 
+    counts = stats.counts
     source_of = nearest_populated(grid, counts)
-    centres = class_centres_np(grid)
-    class_mean = np.zeros((nc, v, 3), np.float32)
-    class_lab = centres.copy()
-    for c in range(nc):
-        if counts[c] > 0:
-            class_mean[c] = (sums[c] / counts[c]).astype(np.float32)
-            class_lab[c] = np.median(np.asarray(labels[c], np.float64), axis=0)
+    class_mean, class_lab = _class_means(stats, grid)
     class_mean = class_mean[source_of]
-
     k = int(num_components)
-    comps = np.zeros((nc, k, v, 3), np.float32)
-    wmean = np.zeros((nc, k), np.float32)
-    wstd = np.zeros((nc, k), np.float32)
-    populated = sorted(reservoirs)
-    if populated:
-        tris = topo.face_topology().triangles if v == topo.NUM_LANDMARKS else None
-        if tris is None:
-            raise ValueError(f"SPLOCS needs the face topology (478 vertices); the morphable model has {v}")
-        dist = geodesic_distances(mean, tris)
-        fmax = max(reservoirs[c].size for c in populated)
-        chunk = max(1, min(int(classes_per_call), len(populated)))
-        for start in range(0, len(populated), chunk):
-            ids = populated[start : start + chunk]
-            x = np.zeros((chunk, fmax, v, 3), np.float32)
-            m = np.zeros((chunk, fmax), bool)
-            for j, c in enumerate(ids):
-                n = reservoirs[c].size
-                x[j, :n] = reservoirs[c].data[:n]
-                m[j, :n] = True
-            res = learn_splocs_batch(
-                x,
-                m,
-                mean,
-                tris,
-                num_components=k,
-                sparsity=sparsity,
-                num_iterations=splocs_iterations,
-                admm_steps=splocs_admm_steps,
-                distances=dist,
-            )
-            cj, wj = np.asarray(res.components), np.asarray(res.weights)
-            for j, c in enumerate(ids):
-                n = reservoirs[c].size
-                comps[c] = cj[j]
-                wmean[c] = wj[j, :n].mean(0)
-                wstd[c] = wj[j, :n].std(0)
+    comps, wmean, wstd = _class_components(
+        stats.reservoirs,
+        mean,
+        grid.num_classes,
+        k,
+        classes_per_call,
+        sparsity=sparsity,
+        num_iterations=splocs_iterations,
+        admm_steps=splocs_admm_steps,
+    )
     comps, wmean, wstd = comps[source_of], wmean[source_of], wstd[source_of]
     t2 = time.perf_counter()
 
-    empty = tuple(int(c) for c in np.flatnonzero(counts == 0))
-    report = BuildReport(
-        frames_read=frames_read,
-        frames_used=int(counts.sum()),
-        sequences=len(sequences),
-        skipped=tuple(skipped),
-        num_skipped=num_skipped,
-        class_count=tuple(int(c) for c in counts),
-        empty_classes=empty,
-        filled_from={c: int(source_of[c]) for c in empty if counts.sum() > 0},
-        seconds_streaming=t1 - t0,
-        seconds_splocs=t2 - t1,
-        splocs_seconds_per_class=(t2 - t1) / max(len(populated), 1),
-    )
+    report = _report(stats, source_of, t1 - t0, t2 - t1)
     meta = {
         "name": name,
         "source": source,
@@ -394,3 +318,122 @@ def build_affect_model(
         metadata=json.dumps(meta, sort_keys=True),
     )
     return model, report
+
+
+@dataclasses.dataclass
+class _ClassStats:
+    """What one pass over the gallery accumulates: per class an exact sum, count, labels and a reservoir."""
+
+    sums: np.ndarray  # f64[C, V, 3]
+    counts: np.ndarray  # i64[C]
+    labels: list  # per class: [(V, A), ...]
+    reservoirs: dict  # class -> _Reservoir (populated classes only)
+    rng: np.random.Generator
+    capacity: int
+    skipped: list = dataclasses.field(default_factory=list)  # the first 1000 reasons
+    num_skipped: int = 0
+    frames_read: int = 0
+    sequences: set = dataclasses.field(default_factory=set)
+
+    @classmethod
+    def empty(cls, num_classes: int, num_vertices: int, capacity: int, seed: int) -> "_ClassStats":
+        return cls(
+            sums=np.zeros((num_classes, num_vertices, 3), np.float64),
+            counts=np.zeros(num_classes, np.int64),
+            labels=[[] for _ in range(num_classes)],
+            reservoirs={},
+            rng=np.random.default_rng(seed),
+            capacity=capacity,
+        )
+
+    def skip(self, fr, why):
+        self.num_skipped += 1
+        if len(self.skipped) < 1000:
+            self.skipped.append(f"{getattr(fr, 'source', '?')}: {why}")
+
+    def counted(self, frames, progress):
+        """``frames``, counting each one read (and ticking ``progress``)."""
+        for fr in frames:
+            self.frames_read += 1
+            if progress is not None:
+                progress(1)
+            yield fr
+
+    def add(self, grid: AffectGrid, fr, d: np.ndarray):
+        """One aligned deformation ``d`` (canonical frame) of frame ``fr`` into its V-A class."""
+        self.sequences.add((str(fr.subject), str(fr.sequence)))
+        c = int(class_index_np(grid, fr.valence, fr.arousal))
+        self.sums[c] += d
+        self.counts[c] += 1
+        self.labels[c].append((float(fr.valence), float(fr.arousal)))
+        if c not in self.reservoirs:
+            self.reservoirs[c] = _Reservoir(self.capacity, d.shape)
+        self.reservoirs[c].add(d, self.rng)
+
+
+def _report(stats: _ClassStats, source_of: np.ndarray, streaming: float, splocs: float) -> BuildReport:
+    """The build's bookkeeping from the streamed statistics and the two phases' durations (s)."""
+    counts = stats.counts
+    empty = tuple(int(c) for c in np.flatnonzero(counts == 0))
+    return BuildReport(
+        frames_read=stats.frames_read,
+        frames_used=int(counts.sum()),
+        sequences=len(stats.sequences),
+        skipped=tuple(stats.skipped),
+        num_skipped=stats.num_skipped,
+        class_count=tuple(int(c) for c in counts),
+        empty_classes=empty,
+        filled_from={c: int(source_of[c]) for c in empty if counts.sum() > 0},
+        seconds_streaming=streaming,
+        seconds_splocs=splocs,
+        splocs_seconds_per_class=splocs / max(len(stats.reservoirs), 1),
+    )
+
+
+def _class_means(stats: _ClassStats, grid: AffectGrid) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class mean deformation f32[C, V, 3] (0 where empty) and label f32[C, 2] (median, else centre)."""
+    nc = grid.num_classes
+    class_mean = np.zeros((nc,) + stats.sums.shape[1:], np.float32)
+    class_lab = class_centres_np(grid).copy()
+    for c in range(nc):
+        if stats.counts[c] > 0:
+            class_mean[c] = (stats.sums[c] / stats.counts[c]).astype(np.float32)
+            class_lab[c] = np.median(np.asarray(stats.labels[c], np.float64), axis=0)
+    return class_mean, class_lab
+
+
+def _class_components(reservoirs: dict, mean: np.ndarray, nc: int, k: int, classes_per_call: int, **splocs):
+    """SPLOCS components f32[C, K, V, 3] and weight mean/std f32[C, K] of the populated classes (0 elsewhere).
+
+    Classes go ``classes_per_call`` at a time through one compiled ``learn_splocs_batch``, each padded to the
+    largest reservoir (masked).
+    """
+    v = mean.shape[0]
+    comps = np.zeros((nc, k, v, 3), np.float32)
+    wmean = np.zeros((nc, k), np.float32)
+    wstd = np.zeros((nc, k), np.float32)
+    populated = sorted(reservoirs)
+    if not populated:
+        return comps, wmean, wstd
+    tris = topo.face_topology().triangles if v == topo.NUM_LANDMARKS else None
+    if tris is None:
+        raise ValueError(f"SPLOCS needs the face topology (478 vertices); the morphable model has {v}")
+    dist = geodesic_distances(mean, tris)
+    fmax = max(reservoirs[c].size for c in populated)
+    chunk = max(1, min(int(classes_per_call), len(populated)))
+    for start in range(0, len(populated), chunk):
+        ids = populated[start : start + chunk]
+        x = np.zeros((chunk, fmax, v, 3), np.float32)
+        m = np.zeros((chunk, fmax), bool)
+        for j, c in enumerate(ids):
+            n = reservoirs[c].size
+            x[j, :n] = reservoirs[c].data[:n]
+            m[j, :n] = True
+        res = learn_splocs_batch(x, m, mean, tris, num_components=k, distances=dist, **splocs)
+        cj, wj = np.asarray(res.components), np.asarray(res.weights)
+        for j, c in enumerate(ids):
+            n = reservoirs[c].size
+            comps[c] = cj[j]
+            wmean[c] = wj[j, :n].mean(0)
+            wstd[c] = wj[j, :n].std(0)
+    return comps, wmean, wstd
