@@ -44,7 +44,7 @@ from .render.raster import interpolate, rasterize, sample_bilinear
 CROP_BUCKET = 64
 BLENDS = ("poisson", "alpha")
 MAX_SUBDIVISION = 3
-"""Each level x4 triangles: 3 gives ~64k, enough for a 1024 px face; more only costs memory and time."""
+"""Each level multiplies the render mesh's ~1,000 triangles by 4 (3 levels: ~64k)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,11 +63,11 @@ class SynthesisOptions:
         interpolate: blend neighbouring V-A class means bilinearly (smooth in V-A; needed for animations).
             False applies the target class's mean exactly as the paper does.
         sample: draw a varied expression of the target's class instead of its mean (needs ``key``).
-        strength: scale of the applied deformation (1 = the model's).
-        subdivision: midpoint subdivisions of the render mesh (each x4 triangles).
-        fit_steps: optimiser steps of the morphable-model fit.
+        strength: scale of the applied deformation (1 = the model's), in [0, 2].
+        subdivision: midpoint subdivisions of the render mesh (each x4 triangles), 0..3.
+        fit_steps: optimiser steps of the morphable-model fit, at least 1.
         skirt: width of the ring beyond the face contour over which the deformation fades to zero, as a
-            fraction of the face's radius; the photo outside the ring is untouched.
+            fraction of the face's radius, in (0, 2]; the photo outside the ring is untouched.
         mouth_interior: paint a cavity (and a hint of teeth) where the lips part wider than in the photo
             (shorthand for ``appearance.mouth_interior`` when ``appearance`` is None).
         appearance: which expression-appearance cues to draw (shading, wrinkles, mouth interior, eyes);
@@ -95,7 +95,7 @@ class SynthesisOptions:
     def __post_init__(self):
         """Reject a bad setting here, with a one-line ``OptionsError``, not deep inside a traced function."""
         for name in ("neutralize", "interpolate", "sample", "mouth_interior"):
-            if not isinstance(getattr(self, name), bool):
+            if not isinstance(getattr(self, name), bool | np.bool_):
                 _bad(name, "must be True or False", getattr(self, name))
         for name in ("neutral_tolerance", "mouth_tolerance"):
             _check_real(name, getattr(self, name), 0.0, math.inf)
@@ -121,7 +121,7 @@ def _check_real(name: str, x, low: float, high: float, *, low_open: bool = False
     ok = ok and (low < x if low_open else low <= x) and x <= high
     if not ok:
         where = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-        _bad(name, f"must be a finite number in {where}" if high < math.inf else f"must be >= {low:g}", x)
+        _bad(name, f"must be a finite number {f'in {where}' if high < math.inf else f'>= {low:g}'}", x)
 
 
 def _check_int(name: str, x, low: int, high: int):
