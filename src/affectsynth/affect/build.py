@@ -31,7 +31,7 @@ import numpy as np
 from ..face import topology as topo
 from ..face.morphable import MorphableModel
 from .grid import AffectGrid, class_centres_np, class_index_np, nearest_populated
-from .model import AffectModel
+from .model import AffectModel, au_projection_basis, project_action_units, resting_tolerance
 from .splocs import geodesic_distances, learn_splocs_batch
 
 # --------------------------------------------------------------------------------------------------------
@@ -243,6 +243,7 @@ def build_affect_model(
     source: str = "",
     classes_per_call: int = 16,
     align_batch: int = 256,
+    au_names: tuple[str, ...] | None = None,
 ) -> tuple[AffectModel, BuildReport]:
     """Build an ``AffectModel`` from a stream of gallery frames (see the module docstring).
 
@@ -260,6 +261,9 @@ def build_affect_model(
         name / source: recorded in the metadata.
         classes_per_call: classes per compiled SPLOCS call (memory bound; all calls share one compilation).
         align_batch: frames rigidly aligned together (vectorised); bounds the frames held at once.
+        au_names: names of the frames' ``au`` intensities. When given and every used frame carries them,
+            ``class_au`` is their exact class mean (neutral frames count as 0); otherwise the class means are
+            projected onto the morphable's expression basis (``project_action_units``).
 
     Returns:
         (model, report).
@@ -277,6 +281,7 @@ def build_affect_model(
     num_skipped = 0
     frames_read = 0
     sequences: set = set()
+    au_sums = None if au_names is None else np.zeros((nc, len(au_names)), np.float64)
 
     def skip(fr, why):
         nonlocal num_skipped
@@ -299,6 +304,8 @@ def build_affect_model(
         c = int(class_index_np(grid, fr.valence, fr.arousal))
         sums[c] += d
         counts[c] += 1
+        if au_sums is not None:
+            au_sums = _add_frame_au(au_sums, c, fr)
         labels[c].append((float(fr.valence), float(fr.arousal)))
         if c not in reservoirs:
             reservoirs[c] = _Reservoir(max_frames_per_class, (v, 3))
@@ -314,6 +321,12 @@ def build_affect_model(
             class_mean[c] = (sums[c] / counts[c]).astype(np.float32)
             class_lab[c] = np.median(np.asarray(labels[c], np.float64), axis=0)
     class_mean = class_mean[source_of]
+    if au_sums is not None:
+        class_au = (au_sums / np.maximum(counts, 1)[:, None])[source_of].astype(np.float32)
+        au_source = "gallery intensities"
+    else:
+        au_names, au_basis, au_source = au_projection_basis(morphable)
+        class_au = project_action_units(class_mean, au_basis)
 
     k = int(num_components)
     comps = np.zeros((nc, k, v, 3), np.float32)
@@ -379,6 +392,7 @@ def build_affect_model(
         "include_neutral": bool(include_neutral),
         "splocs": {"iterations": splocs_iterations, "admm_steps": splocs_admm_steps, "sparsity": sparsity},
         "empty_class_rule": "nearest_populated",
+        "class_au": au_source,
         "seed": seed,
     }
     model = AffectModel(
@@ -390,7 +404,24 @@ def build_affect_model(
         components=jnp.asarray(comps),
         weight_mean=jnp.asarray(wmean),
         weight_std=jnp.asarray(wstd),
+        class_au=jnp.asarray(class_au),
+        resting_expression=jnp.asarray(resting_tolerance(morphable)),
         grid=grid,
+        au_names=tuple(au_names),
         metadata=json.dumps(meta, sort_keys=True),
     )
     return model, report
+
+
+def _add_frame_au(sums: np.ndarray | None, c: int, frame) -> np.ndarray | None:
+    """Accumulate a frame's own AU intensities into its class (neutral frames: 0); None (projection
+    instead) once a frame without them, or of another length, comes."""
+    if sums is None:
+        return None
+    au = getattr(frame, "au", None)
+    if frame.is_neutral:
+        return sums
+    if au is None or np.shape(au) != sums.shape[1:] or not np.all(np.isfinite(au)):
+        return None
+    sums[c] += np.asarray(au, np.float64)
+    return sums

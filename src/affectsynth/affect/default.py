@@ -42,7 +42,7 @@ def _package_version() -> str:
         return "0"
 
 
-DEFAULT_MODEL_REVISION = 6
+DEFAULT_MODEL_REVISION = 7
 """Bumped whenever the default model's build changes in a way the other key parts do not capture."""
 
 
@@ -70,7 +70,7 @@ def _build_model(frames, fields):
     names = tuple(n for n in AU_NAMES if n in fields)
     morph = morphable_model(basis, np.full(len(names), 0.5, np.float32), names)
     model, _ = build_affect_model(
-        frames, morph, name="default-facs", source="affectsynth generated FACS gallery"
+        frames, morph, name="default-facs", source="affectsynth generated FACS gallery", au_names=AU_NAMES
     )
     return model
 

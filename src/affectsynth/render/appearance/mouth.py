@@ -6,9 +6,9 @@ from jaxtyping import Array, Float
 
 from ..._types import Image
 from ...face import topology as topo
+from ..raster import sample_bilinear
 from ._draw import (
     _band,
-    _bilinear,
     _gauss,
     _luminance,
     _polygon_area,
@@ -64,9 +64,9 @@ def mouth_interior(
     v = d_up / local_h
 
     lip_idx = jnp.asarray(t.region("lips"))
-    lip_rgb = jnp.mean(_bilinear(patch, src[lip_idx]), axis=0)
+    lip_rgb = jnp.mean(sample_bilinear(patch, src[lip_idx]), axis=0)
     skin_idx = jnp.asarray(np.concatenate([t.region("right_cheek"), t.region("left_cheek")]))
-    skin_rgb = jnp.mean(_bilinear(patch, src[skin_idx]), axis=0)
+    skin_rgb = jnp.mean(sample_bilinear(patch, src[skin_idx]), axis=0)
     skin_l = _luminance(skin_rgb)
     tint = (skin_rgb / jnp.maximum(jnp.mean(skin_rgb), 1e-3)) ** 0.25
 
@@ -80,7 +80,7 @@ def mouth_interior(
     # pupil and its eye corners; the skin only sets a floor when the eyes are shadowed or closed
     pupils = src[jnp.array([topo.RIGHT_PUPIL, topo.RIGHT_PUPIL, topo.LEFT_PUPIL, topo.LEFT_PUPIL])]
     corners = src[jnp.array([33, 133, 362, 263])]
-    sclera = _luminance(_bilinear(patch, 0.5 * pupils + 0.5 * corners))
+    sclera = _luminance(sample_bilinear(patch, 0.5 * pupils + 0.5 * corners))
     exposure = jnp.clip(jnp.maximum(jnp.mean(sclera) / 0.7, skin_l / 0.6), 0.35, 1.2)
     teeth_rgb = jnp.clip(jnp.array([0.93, 0.90, 0.83]) * tint * exposure, 0.0, 0.95)
     gaps = jnp.zeros_like(x_mm)

@@ -8,7 +8,8 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ...face import topology as topo
-from ._draw import _band, _bilinear, _gauss, _smoothstep
+from ..raster import sample_bilinear
+from ._draw import _band, _gauss, _smoothstep
 from .context import AU_NAMES
 
 # --------------------------------------------------------------------------------------------------------
@@ -218,4 +219,4 @@ def sample_wrinkle_texture(texture: Float[Array, "Ty Tx"], uv: Float[Array, "H W
     inside = (uv[..., 0] >= x0) & (uv[..., 0] <= x1) & (uv[..., 1] >= y0) & (uv[..., 1] <= y1)
     # texel (i, j) sits at template (x0 + j t, y0 + i t); _bilinear's pixel (i, j) at (j + .5, i + .5)
     xy = jnp.stack([uv[..., 0] - x0, uv[..., 1] - y0], axis=-1) * (1.0 / WRINKLE_TEXEL) + 0.5
-    return jnp.where(inside, _bilinear(texture[..., None], xy)[..., 0], 0.0)
+    return jnp.where(inside, sample_bilinear(texture[..., None], xy)[..., 0], 0.0)
