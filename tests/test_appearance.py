@@ -237,7 +237,7 @@ def test_vertex_normals_face_the_camera(face):
     ("aus", "box"),
     [
         ({"AU1": 1.0, "AU2": 1.0}, (0, 50, 44, 76)),  # (|x| lo, |x| hi, y lo, y hi) mm
-        ({"AU4": 1.0}, (0, 14, 30, 52)),
+        ({"AU4": 1.0}, (0, 38, 30, 60)),  # glabella, shadow under the brow, fold above the brow heads
         ({"AU6": 1.0}, (14, 62, -40, 48)),  # crow's feet, lid, some nasolabial
         ({"AU9": 1.0}, (0, 47, -40, 40)),  # bridge lines, root line, some nasolabial
         ({"AU12": 1.0}, (14, 47, -42, 4)),

@@ -88,16 +88,18 @@ def mouth_interior(
         gaps += _gauss(jnp.abs(x_mm) - g, 0.35)
     tooth_shade = (1.0 - 0.6 * jnp.clip(jnp.abs(u), 0.0, 1.0) ** 2) * (1.0 - 0.15 * jnp.minimum(gaps, 1.0))
 
-    # upper teeth: incisal edge follows the smile arc, hidden under the upper lip, shadowed just below it
-    h_up = jnp.minimum(9.0 * mm * (1.0 - 0.35 * u * u), 0.5 * local_h)
+    # upper teeth: a band under the upper lip that fills most of a smile's gap (real smiles show ~10 mm of
+    # incisor crown), incisal edge following the smile arc; dark cavity only at the corners and, in wide
+    # openings, between the upper and the lower teeth
+    wide = _smoothstep((h_open / mm - 6.0) / 10.0)
+    h_up = jnp.minimum(10.0 * mm * (1.0 - 0.3 * u * u), (0.85 - 0.35 * wide) * local_h)
     soft = jnp.maximum(0.8, 0.08 * h_up)
-    m_up = _smoothstep((h_up - d_up) / soft) * _band(jnp.abs(u), 0.0, 0.78, 0.12)
+    m_up = _smoothstep((h_up - d_up) / soft) * _band(jnp.abs(u), 0.0, 0.85, 0.12)
     lip_shadow = 0.72 + 0.28 * _smoothstep(d_up / (0.35 * h_up + 1.0))
     up_rgb = teeth_rgb[None, None, :] * (tooth_shade * lip_shadow)[..., None]
-    # lower teeth and tongue only for wide openings
-    wide = _smoothstep((h_open / mm - 14.0) / 8.0)
-    h_lo = jnp.minimum(6.0 * mm * (1.0 - 0.4 * u * u), 0.22 * local_h)
-    m_lo = wide * _smoothstep((h_lo - d_lo) / soft) * _band(jnp.abs(u), 0.0, 0.6, 0.12)
+    # lower teeth from openings of about 6 mm (fully by 16 mm), behind the lower lip
+    h_lo = jnp.minimum(6.0 * mm * (1.0 - 0.4 * u * u), 0.25 * local_h)
+    m_lo = wide * _smoothstep((h_lo - d_lo) / soft) * _band(jnp.abs(u), 0.0, 0.65, 0.12)
     lo_rgb = teeth_rgb[None, None, :] * (0.72 * tooth_shade)[..., None]
     tongue_m = (
         _smoothstep((h_open / mm - 14.0) / 8.0)
