@@ -396,6 +396,38 @@ def test_mouth_interior_fills_new_opening_only(face, basis):
     assert float(diag0["mouth_alpha"].max()) == 0.0
 
 
+def _mouth_parts(face, basis, **aus):
+    """(output luminance, inside-opening mask, |x| from the mouth centre / half width, distance to the inner
+    lower lip in px) for a scene with only the mouth cue."""
+    au = au_vector(**aus)
+    render, frags, ctx = make_scene(face, deformation(basis, au), au)
+    off = ap.AppearanceOptions(shading=False, wrinkles=False, eyes=False)
+    out, _ = apply(render, jnp.asarray(face.img), frags, ctx, options=off)
+    t = topo.face_topology()
+    xy = jnp.asarray(ap_draw._pixel_grid(SIZE, SIZE))
+    dst = np.asarray(ctx.target_landmarks)[:, :2]
+    inside = np.asarray(ap_draw._polygon_sdf(xy, jnp.asarray(dst[t.region("mouth_hole")]))) < -1.5
+    c0, c1 = dst[t.region("lips_inner_upper")[[0, -1]]]
+    u = np.abs(np.asarray(xy)[..., 0] - 0.5 * (c0[0] + c1[0])) / (0.5 * abs(c1[0] - c0[0]))
+    d_lo = np.asarray(ap_draw._polyline_distance(xy, jnp.asarray(dst[t.region("lips_inner_lower")])))
+    return np.asarray(ap_draw._luminance(out)), inside, u, d_lo
+
+
+def test_a_smile_gap_is_mostly_teeth(face, basis):
+    lum, inside, u, _ = _mouth_parts(face, basis, AU6=0.6, AU12=1.0, AU25=1.0)
+    assert inside.sum() > 40
+    # teeth are lit like the painted sclera (~0.5-0.6 here); the cavity is a fraction of the lip colour
+    assert np.mean(lum[inside & (u < 0.5)] > 0.3) > 0.8
+
+
+def test_a_wide_opening_shows_lower_teeth_and_a_dark_cavity_between(face, basis):
+    lum, inside, u, d_lo = _mouth_parts(face, basis, AU25=1.0, AU26=1.0, AU27=0.6)
+    lower = inside & (u < 0.3) & (d_lo < 3.0)
+    assert lower.sum() > 10 and np.mean(lum[lower] > 0.3) > 0.5
+    centre = inside & (u < 0.5)
+    assert np.mean(lum[centre] < 0.15) > 0.3  # between the rows of teeth: the dark cavity
+
+
 def test_eyes_close_without_smearing_iris(face, basis):
     au = au_vector(AU43=1.0)
     render, frags, ctx = make_scene(face, deformation(basis, au), au)
