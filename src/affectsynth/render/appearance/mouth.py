@@ -8,6 +8,7 @@ from ..._types import Image
 from ...face import topology as topo
 from ..raster import sample_bilinear
 from ._draw import (
+    _au,
     _band,
     _gauss,
     _luminance,
@@ -91,8 +92,11 @@ def mouth_interior(
     # upper teeth: a band under the upper lip that fills most of a smile's gap (real smiles show ~10 mm of
     # incisor crown), incisal edge following the smile arc; dark cavity only at the corners and, in wide
     # openings, between the upper and the lower teeth
+    # how much of the gap: a smile (AU12, AU10 lift the upper lip off the teeth) shows mostly teeth, a
+    # dropped jaw alone (surprise) mostly the dark cavity
+    smile = jnp.clip(_au(ctx, "AU12") + _au(ctx, "AU10"), 0.0, 1.0)
     wide = _smoothstep((h_open / mm - 6.0) / 10.0)
-    h_up = jnp.minimum(10.0 * mm * (1.0 - 0.3 * u * u), (0.85 - 0.35 * wide) * local_h)
+    h_up = jnp.minimum(10.0 * mm * (1.0 - 0.3 * u * u), (0.3 + 0.55 * smile - 0.2 * wide) * local_h)
     soft = jnp.maximum(0.8, 0.08 * h_up)
     m_up = _smoothstep((h_up - d_up) / soft) * _band(jnp.abs(u), 0.0, 0.85, 0.12)
     lip_shadow = 0.72 + 0.28 * _smoothstep(d_up / (0.35 * h_up + 1.0))
