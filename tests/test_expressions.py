@@ -10,6 +10,7 @@ from affectsynth.affect import au_fields as auf
 from affectsynth.affect import default as dflt
 from affectsynth.affect import synthetic_gallery as sgal
 from affectsynth.affect import va_map as vam
+from affectsynth.affect.grid import EMOTION_PRESETS
 from affectsynth.affect.importers import ict as ict
 from affectsynth.face.topology import LEFT_PUPIL, NUM_MESH_POINTS, RIGHT_PUPIL, face_topology
 
@@ -207,20 +208,73 @@ def _named(w):
 
 def test_au_map_anchors():
     np.testing.assert_array_equal(vam.au_intensities(0.0, 0.0), 0.0)
-    happy = _named(vam.au_intensities(0.81, 0.51))
-    assert happy["AU12"] > 0.7 and happy["AU6"] > 0.5 and happy["AU25"] > 0.3 and happy["AU4"] < 0.05
-    angry = _named(vam.au_intensities(-0.51, 0.59))
-    assert angry["AU4"] > 0.6 and angry["AU12"] < 0.05
-    sad = _named(vam.au_intensities(-0.63, -0.27))
-    assert sad["AU15"] > 0.5 and sad["AU1"] > 0.4 and sad["AU12"] < 0.05
-    surprised = _named(vam.au_intensities(0.16, 0.89))
-    assert surprised["AU5"] > 0.5 and surprised["AU2"] > 0.5 and surprised["AU26"] > 0.4
-    disgust = _named(vam.au_intensities(-0.60, 0.35))
-    assert disgust["AU9"] > 0.3 and disgust["AU4"] > 0.4
-    calm = _named(vam.au_intensities(0.56, -0.31))
+    happy = _named(vam.au_intensities(*EMOTION_PRESETS["happy"]))
+    assert happy["AU12"] > 0.9 and happy["AU6"] > 0.7 and happy["AU25"] > 0.7 and happy["AU4"] < 0.05
+    assert 0.1 < happy["AU10"] < 0.5  # the upper lip lifted a little
+    angry = _named(vam.au_intensities(*EMOTION_PRESETS["angry"]))
+    assert angry["AU4"] > 0.9 and angry["AU23"] + angry["AU24"] > 0.9 and angry["AU12"] < 0.05
+    sad = _named(vam.au_intensities(*EMOTION_PRESETS["sad"]))
+    assert sad["AU15"] > 0.9 and sad["AU1"] > 0.9 and sad["AU17"] > 0.5 and sad["AU12"] < 0.05
+    surprised = _named(vam.au_intensities(*EMOTION_PRESETS["surprised"]))
+    assert min(surprised[k] for k in ("AU1", "AU2", "AU5", "AU26")) > 0.9 and surprised["AU4"] < 0.05
+    afraid = _named(vam.au_intensities(*EMOTION_PRESETS["afraid"]))
+    assert min(afraid[k] for k in ("AU1", "AU5", "AU20", "AU25")) > 0.9 and afraid["AU4"] > 0.4
+    disgust = _named(vam.au_intensities(*EMOTION_PRESETS["disgusted"]))
+    assert disgust["AU9"] > 0.9 and disgust["AU10"] > 0.6 and disgust["AU15"] > 0.3 and disgust["AU17"] > 0.3
+    calm = _named(vam.au_intensities(*EMOTION_PRESETS["calm"]))
     assert 0.1 < calm["AU12"] < 0.5 and calm["AU25"] < 0.1 and calm["AU4"] < 0.05
-    sleepy = _named(vam.au_intensities(0.28, -0.67))
+    sleepy = _named(vam.au_intensities(*EMOTION_PRESETS["sleepy"]))
     assert sleepy["AU43"] > 0.3
+
+
+@pytest.mark.parametrize("proto", vam.PROTOTYPES, ids=[p[0] for p in vam.PROTOTYPES])
+def test_au_map_reproduces_each_prototype_at_its_anchor(proto):
+    name, v, a, pattern = proto
+    want = np.array([pattern.get(n, 0.0) for n in auf.AU_NAMES])
+    got = vam.au_intensities(v, a)
+    assert np.abs(got - want).max() <= 0.1, (name, _named(got - want))
+    assert all(0.0 <= x <= 1.0 for x in pattern.values()) and set(pattern) <= set(auf.AU_NAMES)
+
+
+def test_presets_are_nearest_their_own_anchor():
+    anchors = {n: np.array([v, a]) for n, v, a, _ in vam.PROTOTYPES}
+    for name, (v, a) in EMOTION_PRESETS.items():
+        if name == "neutral":
+            continue
+        p = np.array([v, a])
+        near = min(anchors, key=lambda n: np.linalg.norm(anchors[n] - p))
+        angle = lambda q: np.arctan2(q[1], q[0])  # noqa: E731
+        near_angle = min(anchors, key=lambda n: abs(np.angle(np.exp(1j * (angle(anchors[n]) - angle(p))))))
+        assert near == name and near_angle == name, (name, near, near_angle)
+
+
+def test_anchor_weights_are_a_partition_of_unity():
+    theta = np.linspace(-np.pi, np.pi, 2001)
+    w = np.stack([vam.anchor_weights(np, t) for t in theta])
+    np.testing.assert_allclose(w.sum(1), 1.0, atol=1e-12)
+    assert w.min() >= 0.0 and np.all((w > 1e-9).sum(1) <= 2)  # at most the two neighbours blend
+    np.testing.assert_allclose(np.stack([vam.anchor_weights(np, t) for t in vam._THETA]), np.eye(len(w[0])))
+
+
+def _ring(r, n):
+    theta = np.linspace(-np.pi, np.pi, n, endpoint=False)
+    return np.stack([vam._au_map(np, r * np.cos(t), r * np.sin(t)) for t in theta])  # float64
+
+
+def test_au_map_is_smooth_in_angle():
+    """Continuous everywhere (also across the wrap at 180 deg) with a slope bounded by the anchor spacing,
+    and C1 where nothing saturates: second differences shrink 4x when the step halves (a kink: 2x)."""
+    for r in (0.5, 0.9, 1.3):
+        n = 3600
+        w = _ring(r, n)
+        step = np.abs(np.diff(np.concatenate([w, w[:1]]), axis=0)).max()
+        slope = 1.5 / vam._GAP_NEXT.min() * vam.MAX_RADIUS_GAIN  # smoothstep slope 1.5, patterns in [0, 1]
+        assert step < slope * 2 * np.pi / n, (r, step)
+    d2 = [
+        np.abs(np.diff(np.concatenate([w[-1:], w, w[:1]]), n=2, axis=0)).max()
+        for w in map(_ring, (0.5, 0.5), (1800, 3600))
+    ]
+    assert d2[0] / d2[1] > 3.5, d2
 
 
 def test_au_map_grows_with_radius_and_is_bounded():
