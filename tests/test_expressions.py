@@ -100,6 +100,15 @@ def test_au_specific_geometry(fields):
     assert fields["AU12"][L_CORNER, 0] > 1.0 and fields["AU12"][R_CORNER, 0] < -1.0
     assert fields["AU4"][L_IN_BROW, 0] < -0.5 and fields["AU4"][107, 0] > 0.5
     assert fields["AU14"][L_CORNER, 0] < -0.5
+    # a smile lifts the whole mouth, not only its corners (real smiles: upper-lip centre up ~0.025 IOD), and
+    # still curves it: the corners rise more than the centre
+    ipd = np.linalg.norm(T[LEFT_PUPIL] - T[RIGHT_PUPIL])
+    assert np.all(fields["AU12"][[0, 13], 1] > 0.02 * ipd)
+    assert fields["AU12"][L_CORNER, 1] > 2 * fields["AU12"][[0, 13], 1].max()
+    # cheek raiser and lid tightener push the lower lid up along its whole contour, not only at one point
+    for name in ("AU6", "AU7"):
+        lower = R["left_eye_lower"][2:-2]
+        assert np.all(fields[name][lower, 1] > 0.3), name
     # AU26 upper lip stays (the jaw rotates, the maxilla does not)
     assert np.abs(fields["AU26"][[0, 13]]).max() < 0.3
     # the jaw opening is a rotation about an axis behind and above: the chin swings down AND back, more
@@ -351,6 +360,15 @@ def test_gallery_apexes_never_flip_or_cross(fields):
 # ICT-FaceKit importer (shared data; skips without it)
 
 
+_ICT_NPZ: dict = {}
+
+
+def _ict_npz_fields(ict_dir):
+    if "f" not in _ICT_NPZ:
+        _ICT_NPZ["f"] = ict.ict_action_unit_fields(ict_dir, source="npz")
+    return _ICT_NPZ["f"]
+
+
 @pytest.fixture(scope="module")
 def ict_fields_obj(ict_dir):
     return ict.ict_action_unit_fields(ict_dir, source="obj")
@@ -369,6 +387,31 @@ def test_ict_correspondence_landmarks(ict_dir):
 def test_ict_obj_shapes_agree_with_ours(fields, ict_fields_obj, name, floor):
     a, b = fields[name].ravel(), ict_fields_obj[name].ravel()
     assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > floor
+
+
+def _off_inner_lips():
+    """Our points minus the inner lip contours and their one-ring: there the ICT correspondence maps both lips
+    of our (slightly parted) template onto ICT's closed mouth, so ICT's values are not those points'."""
+    inner = np.concatenate([R["lips_inner_upper"], R["lips_inner_lower"]])
+    near = np.isin(TOPO.triangles, inner).any(1)
+    return np.setdiff1d(np.arange(NUM_MESH_POINTS), TOPO.triangles[near].ravel())
+
+
+# AU14: ICT's mouthDimple pulls the corners up and back like a smile; FACS AU14 (corners tightened, our
+# negative-valence prototypes) must not smile. AU43: our lids close the template's own (wider) eye opening.
+ICT_COMPARED = sorted({au for au, _ in ict.ICT_TO_AU.values()} - {"AU14", "AU43"})
+
+
+@pytest.mark.parametrize("name", ICT_COMPARED)
+def test_fields_at_real_magnitudes(fields, ict_dir, name):
+    """Each AU field's peak is 75-100 % of its ICT-FaceKit counterpart's on our topology (real faces are the
+    ceiling) and points the same way (cosine >= 0.8 over the face)."""
+    ref = _ict_npz_fields(ict_dir)[name]
+    ids = _off_inner_lips()
+    a, b = fields[name][ids].astype(np.float64), ref[ids].astype(np.float64)
+    ratio = np.linalg.norm(a, axis=1).max() / np.linalg.norm(b, axis=1).max()
+    cos = a.ravel() @ b.ravel() / (np.linalg.norm(a) * np.linalg.norm(b))
+    assert 0.75 <= ratio <= 1.0 and cos >= 0.8, (name, round(ratio, 3), round(cos, 3))
 
 
 def test_ict_npz_and_obj_agree(ict_dir, ict_fields_obj, fields):

@@ -235,13 +235,17 @@ def _left_fields(g: _Geometry) -> dict[str, np.ndarray]:
     eye_hole = t.region("left_eye_hole")
     nose = t.region("nose")
     malar = mesh[
-        (x[mesh, 0] > 14.0 * g.s)
-        & (x[mesh, 0] < 55.0 * g.s)
+        (x[mesh, 0] > 34.0 * g.s)
+        & (x[mesh, 0] < 66.0 * g.s)
         & (x[mesh, 1] < pupil[1] - 9.0 * g.s)
-        & (x[mesh, 1] > pupil[1] - 30.0 * g.s)
+        & (x[mesh, 1] > pupil[1] - 66.0 * g.s)
         & ~np.isin(mesh, nose)
     ]
     chin = _left(g, t.region("chin"))
+    # under the nose tip (alae, columella, subnasale = FaceMesh 2): thin triangles that the mouth AUs must not
+    # fold; lip fields fade smoothly from the upper lip's top (FaceMesh 0) to 0 at the subnasale
+    nose_base = nose[x[nose, 1] < x[4, 1]]
+    under_nose = (1.0 - _smoothstep((x[:, 1] - x[0, 1]) / (x[2, 1] - x[0, 1])))[:, None]
     f: dict[str, np.ndarray] = {}
 
     # Brows (AU1, AU2, AU4): inner/outer halves of the left brow; the lids stay pinned.
@@ -250,14 +254,14 @@ def _left_fields(g: _Geometry) -> dict[str, np.ndarray]:
     w_out = np.clip(1.3 * u_brow - 0.3, 0.0, 1.0)
     # The other brow is pinned, so the midline gets half from each side and L + R counts it once.
     rb = t.mirror[lb]
-    f["AU1"] = _rbf(g, lb, np.outer(w_in, [-0.5, 6.5, 0.5]), 14.0, pins=np.concatenate([le_lo, rb]))
-    f["AU2"] = _rbf(g, lb, np.outer(w_out, [0.5, 6.0, 0.0]), 14.0, pins=np.concatenate([le_lo, rb]))
-    au4 = np.stack([-3.0 * (1.0 - u_brow), -4.0 - 0.5 * (1.0 - u_brow), 0.5 + 0 * u_brow], axis=1)
+    f["AU1"] = _rbf(g, lb, np.outer(w_in, [-0.5, 5.8, 0.8]), 14.0, pins=np.concatenate([le_lo, rb]))
+    f["AU2"] = _rbf(g, lb, np.outer(w_out, [0.5, 8.6, 0.8]), 14.0, pins=np.concatenate([le_lo, rb]))
+    au4 = np.stack([-3.0 - 0.9 * (1.0 - u_brow), -3.2 - 0.5 * (1.0 - u_brow), 2.0 + 0 * u_brow], axis=1)
     f["AU4"] = _rbf(g, lb, au4, 10.0, pins=np.concatenate([le_lo, rb]))
 
     # Eyelids (AU5, AU7, AU43): upper and lower contours moved separately, the other contour pinned.
     p_up, p_lo = _profile(len(le_up)), _profile(len(le_lo))
-    f["AU5"] = _rbf(g, le_up, np.outer(p_up, [0.0, 3.0, 0.3]), 7.0, pins=le_lo)
+    f["AU5"] = _rbf(g, le_up, np.outer(p_up, [0.3, 2.8, -0.6]), 7.0, pins=le_lo)
     lo_y = np.interp(x[le_up, 0], x[le_lo, 0], x[le_lo, 1]) if x[le_lo[0], 0] < x[le_lo[-1], 0] else None
     if lo_y is None:  # np.interp needs increasing sample points
         order = np.argsort(x[le_lo, 0])
@@ -275,60 +279,101 @@ def _left_fields(g: _Geometry) -> dict[str, np.ndarray]:
     a43 = np.concatenate([le_up, ring])
     v43 = np.concatenate([close, 0.7 * close[near]]) / g.s
     f["AU43"] = _rbf(g, a43, v43, 6.0, pins=le_lo, exact=True)
-    lids7 = np.concatenate([np.outer(p_up, [0.0, -0.8, 0.0]), np.outer(p_lo, [0.0, 2.2, 0.2])])
-    f["AU7"] = _rbf(g, np.concatenate([le_up, le_lo]), lids7, 4.0, exact=True)
+    # AU7 lid tightener: lower lid up and in with the skin below it, upper lid a little down.
+    below = np.flatnonzero(np.nan_to_num(g.dist[le_lo], posinf=1e9).min(0) < 9.0 * g.s)
+    below = below[(x[below, 1] < x[le_lo, 1].min()) & (below < topo.NUM_MESH_POINTS)]
+    near_lo = p_lo[np.argmin(g.dist[le_lo][:, below], axis=0)]  # fades at the eye corners, like the lid
+    lids7 = np.concatenate(
+        [
+            np.outer(p_up, [0.0, -0.8, 0.0]),
+            np.outer(p_lo, [-1.5, 2.2, 0.8]),
+            np.outer(0.3 + 0.7 * near_lo, [-2.0, 2.0, 0.7]),
+        ]
+    )
+    f["AU7"] = _rbf(g, np.concatenate([le_up, le_lo, below]), lids7, 5.0, exact=True)
 
     # AU6 cheek raiser: malar skin up, lower lid pushed up, upper lid pinned.
     anchors6 = np.concatenate([malar, le_lo])
-    vec6 = np.concatenate([np.tile([0.5, 3.5, 0.8], (len(malar), 1)), np.outer(p_lo, [0.0, 1.5, 0.2])])
+    vec6 = np.concatenate([np.tile([-0.6, 4.8, 2.4], (len(malar), 1)), np.outer(p_lo, [0.0, 2.0, 0.4])])
     f["AU6"] = _rbf(g, anchors6, vec6, 10.0, pins=le_up)
 
     # AU9 nose wrinkler: nose sides up, inner brow down (procerus), upper lip a little up.
-    nose_l = nose[x[nose, 0] > 2.0 * g.s]
+    nose_l = nose[(x[nose, 0] > 2.0 * g.s) & (x[nose, 1] < x[4, 1] + 6.0 * g.s)]  # alae, not the bridge
     inner_brow = lb[u_brow < 0.35]
     ou_l = _left(g, ou)
-    a9 = np.concatenate([nose_l, inner_brow, ou_l])
+    # the nasolabial skin beside the nose rises with the alae (ICT noseSneer: ~9 mm)
+    beside = mesh[
+        (x[mesh, 0] > 8.0 * g.s)
+        & (x[mesh, 0] < 48.0 * g.s)
+        & (x[mesh, 1] < x[4, 1] + 4.0 * g.s)
+        & (x[mesh, 1] > x[corner_out, 1] + 4.0 * g.s)
+        & ~np.isin(mesh, nose)
+    ]
+    nose_mid = nose[np.abs(x[nose, 0]) < 1e-4]  # half per side: the columella and bridge move less
+    a9 = np.concatenate([nose_l, beside, inner_brow, ou_l, nose_mid])
     v9 = np.concatenate(
         [
-            np.tile([0.3, 3.0, 0.5], (len(nose_l), 1)),
+            np.tile([-0.4, 6.6, 1.8], (len(nose_l), 1)),
+            np.tile([-1.2, 7.0, 2.2], (len(beside), 1)),
             np.tile([-0.5, -2.0, 0.0], (len(inner_brow), 1)),
-            np.outer(_midline_half(g, ou_l), [0.0, 1.5, 0.3]),
+            np.outer(_midline_half(g, ou_l), [0.0, 4.5, 0.3]),
+            np.tile([0.0, 1.5, 0.3], (len(nose_mid), 1)),
         ]
     )
-    f["AU9"] = _rbf(g, a9, v9, 9.0, pins=np.concatenate([lower_lip, lid_pins, t.mirror[nose_l], rb]))
+    f["AU9"] = _rbf(
+        g,
+        a9,
+        v9,
+        9.0,
+        pins=np.concatenate([np.setdiff1d(lower_lip, corners), lid_pins, t.mirror[nose_l], rb]),
+    )
 
     # AU10 upper lip raiser: upper lip contours up (more laterally), lower lip pinned.
     up_l = _left(g, upper_lip)
     tu = np.abs(x[up_l, 0]) / xc
-    v10 = np.stack([0 * tu, 3.5 * (0.6 + 0.4 * tu), 0.8 + 0 * tu], axis=1) * _midline_half(g, up_l)[:, None]
-    f["AU10"] = _rbf(g, up_l, v10, 8.0, pins=lower_lip)
+    v10 = np.stack([0 * tu, 3.6 * (1.0 - 0.1 * tu), 0.7 + 0 * tu], axis=1) * _midline_half(g, up_l)[:, None]
+    f["AU10"] = _rbf(g, up_l, v10, 8.0, pins=lower_lip) * under_nose
 
-    # Lip corner AUs (12, 14, 15, 20): the left corner region moves, the far (right) corner is pinned.
-    # The lip midline is pinned too: these muscles pull the corners, so the lips curve (a smile turns the
-    # corners up relative to the lips' centre) instead of the whole mouth sliding up or down.
+    # Lip corner AUs (12, 14, 15, 20): the left corner region moves, the far (right) corner is pinned. The
+    # lips' midline takes part at half weight per side: a real smile lifts the whole mouth (ICT mouthSmile:
+    # corner 14 mm, upper-lip centre 3.5 mm; London smiles: upper-lip centre up 0.025 IOD), so it is not
+    # pinned; the depressor and the stretcher move it a little with the corners.
     lips_all = np.concatenate([upper_lip, lower_lip])
-    midline = lips_all[np.abs(x[lips_all, 0]) < 1e-4]
-    far = np.concatenate([t.mirror[corners], midline])
-    # Below the nose the pull fades towards the midline (a smile curves the lips; it does not lift the
-    # lips' centre as much as the corners); above the nose tip the field is untouched. Smooth in x and y.
-    nose_tip_y = x[4, 1]
-    corner_y = x[corner_out, 1]
+    mid_up = upper_lip[np.abs(x[upper_lip, 0]) < 1e-4]
+    mid_lo = lower_lip[np.abs(x[lower_lip, 0]) < 1e-4]
+    far = np.concatenate([t.mirror[corners], nose_base])
+
+    def corner_field(corner_vec, up_vec, lo_vec, sigma):
+        a = np.concatenate([corners, mid_up, mid_lo])
+        v = np.concatenate(
+            [
+                np.tile(corner_vec, (len(corners), 1)),
+                np.tile(up_vec, (len(mid_up), 1)),
+                np.tile(lo_vec, (len(mid_lo), 1)),
+            ]
+        )
+        return _rbf(g, a, v, sigma, pins=far)
+
+    # Each side's field reaches across the midline, so L + R would double the lips' centre there: the
+    # centre is tapered to half below the nose (both sides together then lift it ~3.5 mm, as ICT does).
+    nose_tip_y, corner_y = x[4, 1], x[corner_out, 1]
     above = _smoothstep((x[:, 1] - corner_y) / max(nose_tip_y - corner_y, 1e-6))
-    lateral = 0.25 + 0.75 * _smoothstep(np.abs(x[:, 0]) / xc)
+    lateral = 0.5 + 0.5 * _smoothstep(np.abs(x[:, 0]) / xc)
     taper = (above + (1.0 - above) * lateral)[:, None]
-    f["AU12"] = taper * _rbf(g, corners, np.tile([5.0, 6.5, -3.0], (len(corners), 1)), 14.0, pins=far)
-    f["AU14"] = _rbf(g, corners, np.tile([-2.0, 0.8, -2.0], (len(corners), 1)), 8.0, pins=far)
-    f["AU15"] = _rbf(g, corners, np.tile([1.0, -4.5, -0.5], (len(corners), 1)), 12.0, pins=far)
-    f["AU20"] = _rbf(g, corners, np.tile([5.0, -1.0, -1.5], (len(corners), 1)), 12.0, pins=far)
+    f["AU12"] = taper * corner_field([6.6, 9.4, -7.2], [0.0, 1.0, -0.7], [0.0, 0.9, -0.4], 14.0)
+    f["AU14"] = corner_field([-2.0, 1.0, -4.5], [0.0, 0.0, -0.5], [0.0, 0.0, -0.5], 8.0)
+    f["AU15"] = corner_field([1.6, -4.4, -2.8], [0.0, -0.3, 0.0], [0.0, -0.5, 0.0], 10.0)
+    f["AU20"] = corner_field([5.8, -2.0, -6.0], [0.0, -0.2, -0.5], [0.0, -0.4, -0.5], 12.0)
 
     # AU16 lower lip depressor: lower lip down and out, upper lip pinned.
     lo_l = _left(g, lower_lip)
     tl = np.abs(x[lo_l, 0]) / xc
     v16 = (
-        np.stack([0.3 * tl, -3.5 * (1.0 - 0.6 * tl**2), 1.0 - 0.5 * tl], axis=1)
+        np.stack([0.4 * tl, -4.0 * (1.0 - 0.5 * tl**2), -1.4 + 0.0 * tl], axis=1)
         * _midline_half(g, lo_l)[:, None]
     )
-    f["AU16"] = _rbf(g, lo_l, v16, 8.0, pins=upper_lip)
+    v16c = np.outer(_midline_half(g, chin), [0.0, -3.2, -2.2])  # ICT's depressor takes the chin along
+    f["AU16"] = _rbf(g, np.concatenate([lo_l, chin]), np.concatenate([v16, v16c]), 10.0, pins=upper_lip)
 
     # AU17 chin raiser: chin up and forward, lower lip pushed up (the seal drags the upper lip along).
     # The whole mouth (both lips, contours and the rings between) rises together, so the lips stay closed.
@@ -338,20 +383,20 @@ def _left_fields(g: _Geometry) -> dict[str, np.ndarray]:
     a17 = np.concatenate([chin, mouth_l])
     v17 = np.concatenate(
         [
-            np.tile([0.0, 3.5, 2.0], (len(chin), 1)) * _midline_half(g, chin)[:, None],
-            np.stack([0 * tm, 1.8 * (1 - 0.5 * tm**2), 1.2 + 0 * tm], 1) * _midline_half(g, mouth_l)[:, None],
+            np.tile([0.0, 6.4, 2.1], (len(chin), 1)) * _midline_half(g, chin)[:, None],
+            np.stack([0 * tm, 3.9 * (1 - 0.5 * tm**2), 3.5 + 0 * tm], 1) * _midline_half(g, mouth_l)[:, None],
         ]
     )
-    f["AU17"] = _rbf(g, a17, v17, 12.0)
+    f["AU17"] = _rbf(g, a17, v17, 10.0) * under_nose
 
     # AU23 lip tightener / AU24 lip presser: vermilion thinned towards the lip line, corners inwards.
     ou_l, ol_l = _left(g, ou), _left(g, ol)
     a23 = np.concatenate([ou_l, ol_l, corners])
     v23 = np.concatenate(
         [
-            np.outer(_midline_half(g, ou_l), [0.0, -1.0, 0.3]),
-            np.outer(_midline_half(g, ol_l), [0.0, 1.0, 0.3]),
-            np.tile([-1.5, 0.0, 0.5], (len(corners), 1)),
+            np.outer(_midline_half(g, ou_l), [0.0, -1.6, 0.3]),
+            np.outer(_midline_half(g, ol_l), [0.0, 1.6, 0.3]),
+            np.tile([-1.8, 0.0, 0.5], (len(corners), 1)),
         ]
     )
     inner_pins = np.concatenate([iu, il])[~np.isin(np.concatenate([iu, il]), corners)]
@@ -360,9 +405,9 @@ def _left_fields(g: _Geometry) -> dict[str, np.ndarray]:
     v24 = np.concatenate(
         [
             np.outer(_midline_half(g, ou_l), [0.0, -0.8, -0.3]),
-            np.outer(_midline_half(g, ol_l), [0.0, 1.2, -0.3]),
+            np.outer(_midline_half(g, ol_l), [0.0, 2.0, 0.3]),
             np.tile([-1.0, 0.0, 0.0], (len(corners), 1)),
-            np.outer(_midline_half(g, chin), [0.0, 1.0, 0.5]),
+            np.outer(_midline_half(g, chin), [0.0, 4.0, 1.8]),
         ]
     )
     f["AU24"] = _rbf(g, a24, v24, 6.0, pins=inner_pins)
