@@ -263,6 +263,10 @@ def test_anchor_weights_are_a_partition_of_unity():
     np.testing.assert_allclose(w.sum(1), 1.0, atol=1e-12)
     assert w.min() >= 0.0 and np.all((w > 1e-9).sum(1) <= 2)  # at most the two neighbours blend
     np.testing.assert_allclose(np.stack([vam.anchor_weights(np, t) for t in vam._THETA]), np.eye(len(w[0])))
+    # each anchor's pattern holds unblended on its plateau (a fraction PLATEAU of each neighbouring gap)
+    for side, gaps in ((1, vam._GAP_NEXT), (-1, vam._GAP_PREV)):
+        near = vam._THETA + side * 0.95 * vam.PLATEAU * gaps
+        np.testing.assert_allclose(np.stack([vam.anchor_weights(np, t) for t in near]), np.eye(len(near)))
 
 
 def _ring(r, n):
@@ -277,7 +281,8 @@ def test_au_map_is_smooth_in_angle():
         n = 3600
         w = _ring(r, n)
         step = np.abs(np.diff(np.concatenate([w, w[:1]]), axis=0)).max()
-        slope = 1.5 / vam._GAP_NEXT.min() * vam.MAX_RADIUS_GAIN  # smoothstep slope 1.5, patterns in [0, 1]
+        # smoothstep slope 1.5 over the blended middle of the narrowest gap, patterns in [0, 1]
+        slope = 1.5 / ((1 - 2 * vam.PLATEAU) * vam._GAP_NEXT.min()) * vam.MAX_RADIUS_GAIN
         assert step < slope * 2 * np.pi / n, (r, step)
     d2 = [
         np.abs(np.diff(np.concatenate([w[-1:], w, w[:1]]), n=2, axis=0)).max()

@@ -50,6 +50,11 @@ PROTOTYPES: tuple[tuple[str, float, float, dict[str, float]], ...] = (
 )
 """V-A emotion prototypes with their AU patterns; ``au_intensities`` interpolates them over the square."""
 
+PLATEAU = 0.25
+"""Fraction of each gap between neighbouring anchors, next to each anchor, where that anchor's pattern holds
+unblended; the blend happens in the middle ``1 - 2 PLATEAU`` of the gap. A V-A class spans 10-40 degrees,
+so without plateaus its mean would average three or four prototypes into none (fear's raised brows and
+anger's lowered ones cancel)."""
 MAX_RADIUS_GAIN = 1.3
 """Intensity gain at most this multiple of the prototype's own (corners of the square go a bit beyond)."""
 
@@ -72,14 +77,15 @@ _THETA, _RADII, _PATTERNS, _GAP_PREV, _GAP_NEXT = _anchor_tables()
 
 
 def _smoothstep(t, xp):
-    t = xp.clip(t, 0.0, 1.0)
+    t = xp.clip((t - PLATEAU) / (1.0 - 2.0 * PLATEAU), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
 
 
 def anchor_weights(xp, theta):
     """Weights of the prototypes at angle ``theta``: a smoothstep hat per anchor, 1 at its own angle and 0
-    at its neighbours'. Between two neighbours the weights are :math:`1 - S(t)` and :math:`S(t)` with
-    :math:`S(t) = 3t^2 - 2t^3`, so they sum to 1, are exact at the anchors and C1 in angle."""
+    at its neighbours'. Between two neighbours the weights are :math:`1 - S(t)` and :math:`S(t)` with ``t``
+    the fraction of the gap and :math:`S = 3u^2 - 2u^3`, :math:`u = \\mathrm{clip}((t - m)/(1 - 2m), 0, 1)`,
+    ``m = PLATEAU``: they sum to 1, are exact on a plateau around each anchor and C1 in angle."""
     delta = xp.mod(theta - xp.asarray(_THETA, dtype=theta.dtype) + np.pi, 2 * np.pi) - np.pi
     after = _smoothstep(delta / xp.asarray(_GAP_NEXT, dtype=theta.dtype), xp)
     before = _smoothstep(-delta / xp.asarray(_GAP_PREV, dtype=theta.dtype), xp)
