@@ -147,6 +147,23 @@ def test_far_landmarks_barely_move(fields, name, far):
     assert np.linalg.norm(fields[name][ids], axis=1).max() < 0.5, name
 
 
+def test_au_spec_table_is_consistent():
+    """Every spec names point sets and weights that exist, weights aligned with their set; every AU of the
+    basis comes from the table, the lid closure or the jaw."""
+    g = auf._geometry(TOPO)
+    sets, weights = auf._point_sets(g)
+    for name, spec in auf.AU_SPECS.items():
+        assert name in auf.AU_NAMES and spec.sigma > 0 and (not spec.fade or spec.fade in auf._fades(g))
+        assert set(spec.pins) <= set(sets), name
+        for group, terms, _ in spec.groups:
+            assert group in sets and len(sets[group]) > 0, (name, group)
+            for w, vec in terms:
+                assert len(vec) == 3 and (
+                    w == "1" or (w.startswith(group + ".") and len(weights[w]) == len(sets[group]))
+                )
+    assert set(auf.AU_NAMES) == set(auf.AU_SPECS) | {"AU43", "AU26", "AU27"}
+
+
 def test_one_sided_fields_stay_on_their_side(fields):
     for n in auf.LATERAL_AUS:
         f = np.linalg.norm(fields[n + "L"], axis=1)
