@@ -141,6 +141,11 @@ def test_ict_every_readme_mapping_is_built(made):
     # peak magnitudes in line with FACTS section 9 (measured on 478 points, ICT mm)
     peak = {k: np.linalg.norm(v, axis=1).max() for k, v in made.fields.items()}
     assert 10.0 < peak["AU12"] < 20.0 and 30.0 < peak["AU27"] < 50.0 and 3.0 < peak["AU15"] < 9.0
+    # and they point the way our hand-written fields do (frame, axes and sides right); measured 0.84-0.95
+    ours = auf.action_unit_fields()
+    for au in ("AU1", "AU12", "AU12L", "AU15", "AU26", "AU27"):
+        a, b = ours[au].ravel(), made.fields[au].ravel()
+        assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.75, au
 
 
 @pytest.mark.shared

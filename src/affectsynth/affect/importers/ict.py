@@ -75,7 +75,7 @@ class IctFields:
 def ict_source_mesh(rig: IctRig) -> SourceMesh:
     """ICT's neutral as a correspondence source: the face region, its landmarks and its two eyeballs."""
     eyes = tuple(rig.triangles(a, b) for a, b in EYEBALLS)
-    have_eyes = all(len(e) for e in eyes) and rig.neutral.shape[0] >= EYEBALLS[0][1]
+    have_eyes = all(len(e) for e in eyes)  # empty when the mesh has no such vertices
     return SourceMesh(
         vertices=rig.neutral,
         triangles=rig.triangles(0, FACE_VERTICES),
