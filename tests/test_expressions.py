@@ -1,4 +1,4 @@
-"""AU fields, the V-A -> AU map, the generated gallery, the default model and the ICT importer."""
+"""AU fields, the V-A -> AU map, the generated gallery and the default model (ICT: test_importers.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +12,8 @@ from affectsynth.affect import synthetic_gallery as sgal
 from affectsynth.affect import va_map as vam
 from affectsynth.affect.grid import EMOTION_PRESETS
 from affectsynth.affect.importers import ict as ict
+from affectsynth.affect.importers import ict_files
+from affectsynth.face.geometry import similarity_fit
 from affectsynth.face.topology import LEFT_PUPIL, NUM_MESH_POINTS, RIGHT_PUPIL, face_topology
 
 TOPO = face_topology()
@@ -379,7 +381,7 @@ def test_gallery_apexes_never_flip_or_cross(fields):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# ICT-FaceKit importer (shared data; skips without it)
+# ICT-FaceKit as the magnitude reference (shared data; skips without it; importer tests: test_importers.py)
 
 
 _ICT_NPZ: dict = {}
@@ -387,28 +389,8 @@ _ICT_NPZ: dict = {}
 
 def _ict_npz_fields(ict_dir):
     if "f" not in _ICT_NPZ:
-        _ICT_NPZ["f"] = ict.ict_action_unit_fields(ict_dir, source="npz")
+        _ICT_NPZ["f"] = ict.ict_action_unit_fields(ict_files.read_ict(ict_dir)).fields
     return _ICT_NPZ["f"]
-
-
-@pytest.fixture(scope="module")
-def ict_fields_obj(ict_dir):
-    return ict.ict_action_unit_fields(ict_dir, source="obj")
-
-
-def test_ict_correspondence_landmarks(ict_dir):
-    neutral, tris, _, lm = ict._load_ict(ict_dir, "npz")
-    assert len(lm) == 68 and len(ict.IBUG68_TO_FACEMESH) == 68
-    s, r, t = ict._similarity(neutral[lm], T[list(ict.IBUG68_TO_FACEMESH)])
-    res = np.linalg.norm(neutral[lm] @ (s * r).T + t - T[list(ict.IBUG68_TO_FACEMESH)], axis=1)
-    assert 5.0 < s < 15.0  # cm -> mm, and an ICT head is about our size
-    assert np.median(res) < 9.0
-
-
-@pytest.mark.parametrize("name,floor", [("AU12", 0.75), ("AU12L", 0.7), ("AU26", 0.6), ("AU27", 0.65)])
-def test_ict_obj_shapes_agree_with_ours(fields, ict_fields_obj, name, floor):
-    a, b = fields[name].ravel(), ict_fields_obj[name].ravel()
-    assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > floor
 
 
 def _off_inner_lips():
@@ -421,7 +403,9 @@ def _off_inner_lips():
 
 # AU14: ICT's mouthDimple pulls the corners up and back like a smile; FACS AU14 (corners tightened, our
 # negative-valence prototypes) must not smile. AU43: our lids close the template's own (wider) eye opening.
-ICT_COMPARED = sorted({au for au, _ in ict.ICT_TO_AU.values()} - {"AU14", "AU43"})
+ICT_COMPARED = sorted(
+    {au for au, parts in ict.ICT_AU_TABLE if au in auf.AU_NAMES and parts[0][1] == 1.0} - {"AU14", "AU43"}
+)
 
 
 @pytest.mark.parametrize("name", ICT_COMPARED)
@@ -436,42 +420,13 @@ def test_fields_at_real_magnitudes(fields, ict_dir, name):
     assert 0.75 <= ratio <= 1.0 and cos >= 0.8, (name, round(ratio, 3), round(cos, 3))
 
 
-def test_ict_npz_and_obj_agree(ict_dir, ict_fields_obj, fields):
-    npz = ict.ict_action_unit_fields(ict_dir, source="npz")
-    for n in ("AU12L", "AU27"):
-        np.testing.assert_allclose(npz[n], ict_fields_obj[n], atol=1e-3)
-    a, b = fields["AU4"].ravel(), npz["AU4"].ravel()
-    assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.65
-    assert {"AU1", "AU4", "AU12", "AU15", "AU26", "AU43"} <= set(npz)
-
-
-def test_closest_point_against_brute_force():
-    rng = np.random.default_rng(0)
-    v = rng.normal(size=(30, 3))
-    tri = rng.integers(0, 30, size=(40, 3))
-    tri = tri[(tri[:, 0] != tri[:, 1]) & (tri[:, 1] != tri[:, 2]) & (tri[:, 0] != tri[:, 2])]
-    p = rng.normal(size=(12, 3))
-    tid, bc = ict.closest_points_on_mesh(v, tri, p, candidates=len(tri))
-    q = np.einsum("pk,pkc->pc", bc, v[tri[tid]])
-    # brute force: dense barycentric sampling of every triangle
-    u = np.linspace(0, 1, 41)
-    uu, vv = np.meshgrid(u, u)
-    keep = uu + vv <= 1
-    w = np.stack([1 - uu[keep] - vv[keep], uu[keep], vv[keep]], 1)
-    samples = np.einsum("sk,tkc->tsc", w, v[tri]).reshape(-1, 3)
-    brute = np.sqrt(((p[:, None] - samples[None]) ** 2).sum(-1)).min(1)
-    got = np.linalg.norm(q - p, axis=1)
-    assert np.all(got <= brute + 1e-9) and np.all(got > brute - 0.05)
-    assert np.all(bc >= -1e-9) and np.allclose(bc.sum(1), 1.0)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Real smiles (London set; skips without it)
 
 
 def _similarity_align(x, y):
-    s, r, t = ict._similarity(x, y)
-    return x @ (s * r).T + t
+    r, s, t = similarity_fit(x, y)
+    return s * x @ r.T + t
 
 
 @pytest.fixture(scope="module")

@@ -336,8 +336,8 @@ AU_SPECS: dict[str, _Spec] = {
         exact=True,
     ),
     "AU6": _Spec(  # malar skin up and forward, the lower lid pushed up
-        (("malar", *_one((-0.6, 4.8, 2.4))), ("lid_lo", *_one((0.0, 2.0, 0.4), weight="lid_lo.profile"))),
-        10.0,
+        (("malar", *_one((-0.6, 5.2, 2.1))), ("lid_lo", *_one((0.0, 3.0, 0.6), weight="lid_lo.profile"))),
+        8.0,
         ("lid_up",),
     ),
     "AU9": _Spec(  # alae and nasolabial skin up (ICT noseSneer ~9 mm), procerus pulls the inner brow down
@@ -362,7 +362,7 @@ AU_SPECS: dict[str, _Spec] = {
     # centre 3.5 mm; London smiles: upper-lip centre up 0.025 IOD), so it is not pinned.
     "AU12": _corner_spec((6.6, 9.4, -7.2), (0.0, 1.0, -0.7), (0.0, 0.9, -0.4), 14.0, fade="smile_midline"),
     "AU14": _corner_spec((-2.0, 1.0, -4.5), (0.0, 0.0, -0.5), (0.0, 0.0, -0.5), 8.0),
-    "AU15": _corner_spec((1.6, -4.4, -2.8), (0.0, -0.3, 0.0), (0.0, -0.5, 0.0), 10.0),
+    "AU15": _corner_spec((2.0, -4.7, -1.9), (0.0, -0.3, 0.0), (0.0, -0.5, 0.0), 10.0),
     "AU20": _corner_spec((5.8, -2.0, -6.0), (0.0, -0.2, -0.5), (0.0, -0.4, -0.5), 12.0),
     "AU16": _Spec(  # lower lip down, back and out; ICT's depressor takes the chin along
         (

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..face import topology as topo
+from ..face.geometry import similarity_fit
 from ..face.morphable import MorphableModel
 from .grid import AffectGrid, class_centres_np, class_index_np, nearest_populated
 from .model import AffectModel
@@ -63,20 +64,6 @@ class BuildReport:
             f"{self.seconds_streaming:.1f} s, SPLOCS {self.seconds_splocs:.1f} s "
             f"({1000 * self.splocs_seconds_per_class:.0f} ms per class)"
         )
-
-
-def _umeyama(src: np.ndarray, dst: np.ndarray, w: np.ndarray | None = None, scale: bool = True):
-    """(s, R, t) minimising sum_i w_i ||s R src_i + t - dst_i||^2 (float64, proper rotation)."""
-    w = np.ones(len(src)) if w is None else w
-    w = w / max(w.sum(), 1e-300)
-    ms, md = w @ src, w @ dst
-    xs, xd = src - ms, dst - md
-    cov = (xd * w[:, None]).T @ xs
-    u, sv, vt = np.linalg.svd(cov)
-    d = np.array([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
-    r = (u * d) @ vt
-    s = float((sv * d).sum() / max(w @ (xs * xs).sum(1), 1e-300)) if scale else 1.0
-    return s, r, md - s * r @ ms
 
 
 def _rigid_batch(src: np.ndarray, dst: np.ndarray, w: np.ndarray):
@@ -220,7 +207,7 @@ def iter_deformations(
             if key in neutrals:
                 report(fr, f"second neutral for sequence {key[1]!r}")
                 continue
-            s, r, _ = _umeyama(verts, ref)
+            r, s, _ = similarity_fit(verts, ref)
             neutrals[key] = (verts, s, r)
             if include_neutral:
                 yield fr, np.zeros((v, 3), np.float32)
