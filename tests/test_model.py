@@ -395,3 +395,58 @@ def test_version_1_file_is_migrated_by_projection(built, tmp_path):
     np.savez(tmp_path / "v2bad.npz", **{**data})  # version 2 without its AU arrays
     with pytest.raises(ModelFileError, match="missing class_au"):
         load_model(tmp_path / "v2bad.npz")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Planted parameters: the generator's AU intensities survive the build (alignment + class means)
+
+PLANT = dict(num_subjects=3, num_directions=48, frames_per_sequence=6, seed=0, asymmetry=0.0)
+
+
+@pytest.fixture(scope="module")
+def planted_build():
+    from affectsynth.affect import synthetic_gallery as sgal
+    from affectsynth.affect.au_fields import action_unit_fields, expression_basis
+
+    basis, std, names = expression_basis()
+    frames = sgal.generate_gallery(**PLANT, pose_jitter_deg=3.0)
+    model, _ = build_affect_model(
+        frames, morphable_model(basis, std, names), num_components=2, splocs_iterations=1, splocs_admm_steps=1
+    )
+    sums: dict = {}
+    plan = sgal._gallery_plan(fields=action_unit_fields(), identity_scale=1.0, gain_sigma=0.25, **PLANT)
+    for *_, v, a, w in plan:
+        sums.setdefault(int(class_index_np(model.grid, v, a)), []).append(w)
+    return model, basis.astype(np.float64), names, {c: np.mean(w, 0) for c, w in sums.items()}
+
+
+@pytest.mark.parametrize(
+    "target,aus",
+    [
+        (
+            (0.3, 0.8),
+            ("AU1", "AU2", "AU5"),
+        ),  # surprised: brows and upper lids (AU25/26/27 overlap: not compared)
+        ((0.6, 0.75), ("AU1", "AU2", "AU5", "AU6", "AU12")),  # excited
+        ((0.8, 0.4), ("AU6", "AU12", "AU10")),  # happy
+        ((-0.6, -0.3), ("AU1", "AU4", "AU15")),  # sad
+    ],
+)
+def test_class_means_keep_the_generators_intensities(planted_build, target, aus):
+    """Ridge projection of a class mean onto the AU basis recovers the mean intensities the generator used
+    for that class's frames: the rigid alignment does not take brow, lid or cheek motion for head motion."""
+    model, basis, names, want = planted_build
+    c = int(class_index_np(model.grid, *target))
+    k = basis.reshape(len(names), -1)
+    gram = k @ k.T
+    got = np.linalg.solve(
+        gram + 1e-6 * np.trace(gram) / len(gram) * np.eye(len(gram)), k @ np.ravel(model.class_mean[c])
+    )
+    for au in aus:
+        i = names.index(au)
+        assert abs(got[i] - want[c][i]) < 0.1, (au, float(got[i]), float(want[c][i]))
+    off = [i for i, n in enumerate(names) if want[c][i] < 0.02]
+    assert np.abs(got[off]).max() < 0.1, {names[i]: round(float(got[i]), 2) for i in off}
+    if target == (0.8, 0.4):  # the happy class's lower lid goes up (AU6), as generated
+        lower = TOPO.region("left_eye_lower")[3:-3]
+        assert np.asarray(model.class_mean[c])[lower, 1].mean() > 0.3
