@@ -24,13 +24,14 @@ FORMAT_VERSION = 2
 projection, see ``read_model``)."""
 
 RESTING_ALLOWANCE_MM: dict[str, float] = {
-    "AU1": 4.4, "AU2": 3.1, "AU4": 4.7, "AU5": 2.5, "AU6": 0.15, "AU7": 1.5, "AU9": 0.1, "AU10": 0.85,
-    "AU12": 4.0, "AU14": 0.5, "AU15": 2.2, "AU16": 2.3, "AU17": 4.1, "AU20": 2.4, "AU23": 1.2,
-    "AU24": 0.65, "AU25": 0.05, "AU26": 6.6, "AU27": 19.7, "AU43": 4.6,
+    "AU1": 6.4, "AU2": 4.6, "AU4": 4.7, "AU5": 2.5, "AU6": 0.7, "AU7": 1.5, "AU9": 1.25, "AU10": 0.85,
+    "AU12": 4.0, "AU14": 0.5, "AU15": 3.15, "AU16": 6.7, "AU17": 7.5, "AU20": 2.5, "AU23": 2.1,
+    "AU24": 0.8, "AU25": 0.05, "AU26": 7.5, "AU27": 19.7, "AU43": 4.6,
 }  # fmt: skip
 """Peak displacement (mm) each Action Unit mode reaches in fits of resting faces: the largest fitted
 activation over 48 neutral London photos (``scripts/measure_resting_expression.py``) times the mode's peak
-displacement, plus 10%. Neutralisation keeps activations below it (face shape the identity
+displacement, plus 10% (the larger of two measurements: with the AU fields before and after they were
+scaled to ICT-FaceKit magnitudes). Neutralisation keeps activations below it (face shape the identity
 basis cannot express); smiles exceed it on the modes that part the lips (AU10, AU25, AU26). Stored in mm so
 that it survives a rescaled field; modes without an entry get ``DEFAULT_RESTING_MM``."""
 
