@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from affectsynth.affect.au_fields import expression_basis
 from affectsynth.render.appearance import context as ap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ def rows_reference(ids):
     import test_appearance as T  # noqa: PLC0415
     from affectsynth.affect.va_map import au_intensities  # noqa: PLC0415
 
-    basis = (ap.action_unit_basis(), None)
+    basis = (expression_basis()[0], None)
     mesh = T.render_mesh()
     off = ap.AppearanceOptions(shading=False, wrinkles=False, mouth_interior=False, eyes=False)
     for fid in ids:

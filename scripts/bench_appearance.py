@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from _timing import alternate
-from affectsynth.render.appearance import _draw as ap_draw
+from affectsynth.affect.au_fields import expression_basis
+from affectsynth.render import raster
 from affectsynth.render.appearance import compose as ap_compose
 from affectsynth.render.appearance import context as ap
 
@@ -78,14 +79,14 @@ def bench_stage(size: int, runs: int):
 
     T.SIZE, T.PX_PER_MM = size, size / 265.0  # the pipeline's crop: ~4.2 inter-pupil distances wide
     face = T.make_face()
-    basis = (ap.action_unit_basis(), None)
+    basis = (expression_basis()[0], None)
     au = T.au_vector(AU1=0.6, AU2=0.6, AU6=1.0, AU12=1.0, AU25=1.0, AU26=0.6)
     _, frags, ctx = T.make_scene(face, T.deformation(basis, au), au)
     patch = jnp.asarray(face.img)
 
     def tail(patch, frags, ctx, options):
-        src_xy = ap_draw._interp(frags, ctx.triangles, ctx.src_vertices[:, :2])
-        render = ap_draw._bilinear(patch, src_xy)
+        src_xy = raster.interpolate(frags, ctx.src_vertices[:, :2])
+        render = raster.sample_bilinear(patch, src_xy)
         return ap_compose.apply_appearance(render, patch, frags, ctx, options)[0]
 
     calls = {}

@@ -12,8 +12,10 @@ from affectsynth.affect.gallery import GalleryFrame, write_gallery
 from affectsynth.affect.grid import AffectGrid, class_centre, class_index_np
 from affectsynth.affect.model import (
     AffectModel,
+    class_action_units,
     class_deformation,
     class_label,
+    project_action_units,
     read_model,
     sample_deformation,
     save_model,
@@ -282,3 +284,169 @@ def test_cli_errors(tmp_path):
     assert r.exit_code == 3 and r.output.startswith("affectsynth: error: ") and "Traceback" not in r.output
     r = runner.invoke(model_app, ["build", str(tmp_path), "--output", str(tmp_path / "m.npz")])
     assert r.exit_code == 2 and "gallery CSV not found" in r.output
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model's own AU description (class_au)
+
+
+@pytest.fixture(scope="module")
+def au_fields():
+    from affectsynth.affect.au_fields import expression_basis
+
+    basis, std, names = expression_basis()
+    return np.asarray(basis, np.float64), std, names
+
+
+def test_project_action_units_recovers_planted_intensities_unshrunk(au_fields):
+    basis, _, names = au_fields
+    rng = np.random.default_rng(3)
+    planted = rng.uniform(0.0, 1.0, (4, len(names))) * (rng.uniform(size=(4, len(names))) < 0.4)
+    planted[0, names.index("AU23")] = 1.0  # the AUs a ridge shrank most (0.19x, 0.22x)
+    planted[0, names.index("AU5")] = 0.9
+    got = project_action_units(np.einsum("nk,kvc->nvc", planted, basis), basis)
+    assert got.shape == planted.shape and got.min() >= 0.0
+    np.testing.assert_allclose(got, planted, atol=1e-3)
+
+
+def au_frames(morph_names, intensities, with_au=True, seed=0):
+    """Sequences whose frames are the AU basis at known intensities (one class per pattern)."""
+    from affectsynth.affect.au_fields import expression_basis
+
+    basis = np.asarray(expression_basis()[0], np.float64)
+    rng = np.random.default_rng(seed)
+    for j, ((v, a), w) in enumerate(intensities.items()):
+        seq = f"q{j}"
+        zero = np.zeros(len(morph_names), np.float32) if with_au else None
+        yield GalleryFrame("s", seq, 0, TPL.astype(np.float32), 0.0, 0.0, True, "t", au=zero)
+        for f in range(1, 4):
+            g = np.asarray(w) * rng.uniform(0.8, 1.2)
+            verts = TPL + np.einsum("k,kvc->vc", g, basis)
+            au = g.astype(np.float32) if with_au else None
+            yield GalleryFrame("s", seq, f, verts.astype(np.float32), v, a, False, "t", au=au)
+
+
+def test_class_au_from_frames_is_exact_and_projection_agrees(au_fields):
+    basis, std, names = au_fields
+    morph = morphable_model(basis, std, names, identity="none")
+    k = len(names)
+    eye = dict(zip(names, np.eye(k), strict=True))
+    pats = {
+        (0.5, 0.5): eye["AU12"] * 0.8 + eye["AU6"] * 0.6,
+        (-0.5, 0.3): eye["AU4"] * 0.9 + eye["AU23"] * 0.7,
+    }
+    exact, _ = build_affect_model(au_frames(names, pats), morph, au_names=names, **KW)
+    proj, _ = build_affect_model(au_frames(names, pats, with_au=False), morph, au_names=names, **KW)
+    assert exact.au_names == names == proj.au_names
+    assert json.loads(exact.metadata)["class_au"] == "gallery intensities"
+    assert "projection" in json.loads(proj.metadata)["class_au"]
+    for (v, a), w in pats.items():
+        c = int(class_index_np(exact.grid, v, a))
+        own = [f.au for f in au_frames(names, pats) if not f.is_neutral and (f.valence, f.arousal) == (v, a)]
+        np.testing.assert_allclose(np.asarray(exact.class_au[c]), np.mean(own, 0), atol=1e-6)
+        # the projection finds the planted AUs, not shrunk (a ridge gave 0.19x-0.7x); what it misses is
+        # motion the rigid alignment of the frames took away (AU6 moves points it treats as rigid)
+        got, want = np.asarray(proj.class_au[c]), np.asarray(exact.class_au[c])
+        on = w > 0
+        assert np.all(got[on] >= 0.7 * want[on]) and np.all(got[on] <= 1.05 * want[on]), (got, want)
+        assert np.all(got[~on] < 0.15), got
+
+
+def test_build_without_expression_modes_projects_onto_facs_fields(built, au_fields):
+    model, _, _ = built
+    assert model.au_names == au_fields[2] and model.class_au.shape == (model.num_classes, len(au_fields[2]))
+    assert float(np.min(np.asarray(model.class_au))) >= 0.0
+    assert model.resting_expression.shape == (0,)
+
+
+def test_class_action_units_blend_like_class_deformation(built):
+    model, _, _ = built
+    rng = np.random.default_rng(1)
+    au = rng.uniform(0, 1, model.class_au.shape).astype(np.float32)
+    # a model whose class means carry the AU vector on vertex 0: both queries must blend identically
+    mean = np.zeros(model.class_mean.shape, np.float32)
+    mean[:, 0, :] = au[:, :3]
+    probe = eqx_replace(model, class_au=jnp.asarray(au), class_mean=jnp.asarray(mean))
+    for target in rng.uniform(-1, 1, (20, 2)).astype(np.float32):
+        for interp in (False, True):
+            a = np.asarray(class_action_units(probe, target, interpolate=interp))
+            d = np.asarray(class_deformation(probe, target, interpolate=interp))
+            np.testing.assert_allclose(a[:3], d[0], atol=1e-6)
+
+
+def eqx_replace(model, **kw):
+    import equinox as eqx
+
+    return eqx.tree_at(lambda m: [getattr(m, k) for k in kw], model, list(kw.values()))
+
+
+def test_version_1_file_is_migrated_by_projection(built, tmp_path):
+    model, _, _ = built
+    good = save_model(tmp_path / "v2.npz", model)
+    with np.load(good) as z:
+        data = {k: z[k] for k in z.files if k not in ("class_au", "resting_expression")}
+    header = json.loads(data["header"].tobytes())
+    header["version"] = 1
+    header.pop("au_names")
+    np.savez(tmp_path / "v1.npz", **{**data, "header": np.frombuffer(json.dumps(header).encode(), np.uint8)})
+    old = read_model(tmp_path / "v1.npz")
+    assert old.au_names == model.au_names
+    np.testing.assert_allclose(np.asarray(old.class_au), np.asarray(model.class_au), atol=1e-5)
+    np.savez(tmp_path / "v2bad.npz", **{**data})  # version 2 without its AU arrays
+    with pytest.raises(ModelFileError, match="missing class_au"):
+        read_model(tmp_path / "v2bad.npz")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Planted parameters: the generator's AU intensities survive the build (alignment + class means)
+
+PLANT = dict(num_subjects=3, num_directions=48, frames_per_sequence=6, seed=0, asymmetry=0.0)
+
+
+@pytest.fixture(scope="module")
+def planted_build():
+    from affectsynth.affect import synthetic_gallery as sgal
+    from affectsynth.affect.au_fields import action_unit_fields, expression_basis
+
+    basis, std, names = expression_basis()
+    frames = sgal.generate_gallery(**PLANT, pose_jitter_deg=3.0)
+    model, _ = build_affect_model(
+        frames, morphable_model(basis, std, names), num_components=2, splocs_iterations=1, splocs_admm_steps=1
+    )
+    sums: dict = {}
+    plan = sgal._gallery_plan(fields=action_unit_fields(), identity_scale=1.0, gain_sigma=0.25, **PLANT)
+    for *_, v, a, w in plan:
+        sums.setdefault(int(class_index_np(model.grid, v, a)), []).append(w)
+    return model, basis.astype(np.float64), names, {c: np.mean(w, 0) for c, w in sums.items()}
+
+
+@pytest.mark.parametrize(
+    "target,aus",
+    [
+        (
+            (0.3, 0.8),
+            ("AU1", "AU2", "AU5"),
+        ),  # surprised: brows and upper lids (AU25/26/27 overlap: not compared)
+        ((0.6, 0.75), ("AU1", "AU2", "AU5", "AU6", "AU12")),  # excited
+        ((0.8, 0.4), ("AU6", "AU12", "AU10")),  # happy
+        ((-0.6, -0.3), ("AU1", "AU4", "AU15")),  # sad
+    ],
+)
+def test_class_means_keep_the_generators_intensities(planted_build, target, aus):
+    """Ridge projection of a class mean onto the AU basis recovers the mean intensities the generator used
+    for that class's frames: the rigid alignment does not take brow, lid or cheek motion for head motion."""
+    model, basis, names, want = planted_build
+    c = int(class_index_np(model.grid, *target))
+    k = basis.reshape(len(names), -1)
+    gram = k @ k.T
+    got = np.linalg.solve(
+        gram + 1e-6 * np.trace(gram) / len(gram) * np.eye(len(gram)), k @ np.ravel(model.class_mean[c])
+    )
+    for au in aus:
+        i = names.index(au)
+        assert abs(got[i] - want[c][i]) < 0.1, (au, float(got[i]), float(want[c][i]))
+    off = [i for i, n in enumerate(names) if want[c][i] < 0.02]
+    assert np.abs(got[off]).max() < 0.1, {names[i]: round(float(got[i]), 2) for i in off}
+    if target == (0.8, 0.4):  # the happy class's lower lid goes up (AU6), as generated
+        lower = TOPO.region("left_eye_lower")[3:-3]
+        assert np.asarray(model.class_mean[c])[lower, 1].mean() > 0.3

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from affectsynth.affect.importers import ict as ict
 from affectsynth.face import fit as fitm
 from affectsynth.face import geometry as geo
 from affectsynth.face import morphable as mm
@@ -200,21 +199,6 @@ def test_pose_rotation_round_trip_and_convention():
     assert float((fitm.pose_rotation(0.0, 20.0, 0.0) @ jnp.array([0.0, 0.0, 1.0]))[1]) > 0.3
 
 
-def test_similarity_procrustes_recovers_planted_similarity_and_ignores_masked_nans():
-    rng = np.random.default_rng(2)
-    src = jnp.asarray(topo.face_topology().template)
-    rot = fitm.pose_rotation(25.0, -8.0, 4.0)
-    dst = 3.3 * src @ rot.T + jnp.array([[10.0, -4.0, 2.0]])
-    w = jnp.ones(src.shape[0]).at[:40].set(0.0)
-    dst = dst.at[:40].set(jnp.asarray(rng.uniform(-1e3, 1e3, (40, 3)), jnp.float32))
-    r, s, t = geo.similarity_procrustes(src, dst, w)
-    assert _rotation_error_deg(r, rot) < 1e-3
-    assert float(s) == pytest.approx(3.3, rel=1e-5)
-    np.testing.assert_allclose(t, [10.0, -4.0, 2.0], atol=1e-3)
-    r0, s0, t0 = geo.similarity_procrustes(src, dst, jnp.zeros(src.shape[0]))
-    assert np.all(np.isfinite(r0)) and np.isfinite(float(s0)) and np.all(np.isfinite(t0))
-
-
 # ------------------------------------------------------------------------------------------ objective
 
 
@@ -367,45 +351,3 @@ def test_london_neutral_photos_fit_within_two_and_a_half_percent_of_iod(london_d
     assert np.all(np.asarray(fits.rms) < 0.025), fits.rms
     yaw = np.asarray(jax.vmap(fitm.head_pose_degrees)(fits.rotation))[:, 0]
     assert np.all(np.abs(yaw) < 15.0), yaw  # the London photos are frontal
-
-
-# ------------------------------------------------------------------------------------------ ICT importer
-
-
-def test_closest_point_on_mesh_against_dense_sampling():
-    rng = np.random.default_rng(5)
-    verts = rng.uniform(-1, 1, (30, 3))
-    tris = np.array([rng.choice(30, 3, replace=False) for _ in range(25)])
-    pts = rng.uniform(-1.5, 1.5, (40, 3))
-    closest, tri_id, bary = geo.closest_points_on_mesh(pts, verts, tris, candidates=30)
-    np.testing.assert_allclose(bary.sum(1), 1.0, atol=1e-9)
-    assert np.all(bary >= -1e-9)
-    np.testing.assert_allclose(np.einsum("pj,pjd->pd", bary, verts[tris[tri_id]]), closest, atol=1e-9)
-    # reference: dense barycentric grid on every triangle
-    g = np.linspace(0, 1, 61)
-    u, v = np.meshgrid(g, g)
-    keep = u + v <= 1
-    b = np.stack([1 - u[keep] - v[keep], u[keep], v[keep]], 1)  # [S, 3]
-    samples = np.einsum("sj,fjd->fsd", b, verts[tris]).reshape(-1, 3)
-    ref = np.sqrt(((pts[:, None] - samples[None]) ** 2).sum(-1)).min(1)
-    got = np.linalg.norm(closest - pts, axis=1)
-    assert np.all(got <= ref + 1e-9)
-    assert np.all(ref - got < 0.05)  # the grid is within ~0.03 of any surface point
-
-
-@pytest.mark.shared
-def test_ict_identity_basis(ict_dir):
-    basis, std = ict.load_ict_identity_basis(ict_dir, num_modes=30)
-    assert basis.shape == (30, 478, 3) and std.shape == (30,)
-    flat = basis.reshape(30, -1).astype(np.float64)
-    np.testing.assert_allclose(flat @ flat.T, np.eye(30), atol=1e-4)
-    assert np.all(np.diff(std) <= 1e-4) and np.all(std > 0)
-    # one standard deviation of the first mode moves the face by millimetres, not microns or metres
-    per_vertex_rms = std[0] / np.sqrt(478)
-    assert 0.5 < per_vertex_rms < 10.0, per_vertex_rms
-    # ICT's identity model is left/right symmetric: the leading modes are (anti)symmetric on our mesh too
-    t = topo.face_topology()
-    parity = np.sum(basis[:5, t.mirror] * np.array([-1.0, 1.0, 1.0]) * basis[:5], axis=(1, 2))
-    assert np.all(np.abs(parity) > 0.9), parity
-    m = mm.morphable_model(identity=(basis, std))
-    assert m.num_identity == 30

@@ -4,11 +4,20 @@ The synthesised images are fed back to the landmark detector, so these tests jud
 not our internal geometry. London set (CC-BY 4.0, read in place); skips without ``../shared``.
 """
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import affectsynth as af
-from affectsynth.pipeline import crop_size
+from affectsynth.affect.au_fields import AU_NAMES
+from affectsynth.pipeline import (
+    REST_LIP_GAP,
+    SynthesisOptions,
+    appearance_action_units,
+    close_lips,
+    crop_size,
+    neutral_excess,
+)
 
 PEOPLE = ("001.jpg", "004.jpg", "009.jpg", "014.jpg")
 
@@ -94,3 +103,122 @@ def test_face_that_fills_the_frame_matches_the_full_photo(london_dir):
     assert changed.mean() > 0.1  # the edit is there
     diff = np.abs(edited - reference).mean(-1)
     assert diff.mean() < 2e-3 and np.percentile(diff, 99) < 0.02, (diff.mean(), np.percentile(diff, 99))
+
+
+# --------------------------------------------------------------------------------------------------------
+# The chain's links that need no photo: appearance AUs, neutralisation, lip closing (fast)
+
+
+@pytest.fixture(scope="module")
+def default():
+    return af.load_model()
+
+
+def test_appearance_aus_are_the_models_class_aus_times_strength(default):
+    from affectsynth.affect.model import class_action_units
+
+    none = np.zeros(default.morphable.num_expression, np.float32)
+    for target in [(0.8, 0.4), (-0.55, 0.6), (0.13, -0.71)]:
+        for strength, interp in [(1.0, True), (0.6, False), (0.0, True)]:
+            opts = SynthesisOptions(strength=strength, interpolate=interp)
+            got = np.asarray(appearance_action_units(default, jnp.asarray(target), jnp.asarray(none), opts))
+            own = np.asarray(class_action_units(default, jnp.asarray(target), interpolate=interp))
+            want = dict(zip(default.au_names, strength * own, strict=True))
+            np.testing.assert_allclose(got, [want.get(n, 0.0) for n in AU_NAMES], atol=1e-6)
+    happy = appearance_action_units(default, jnp.asarray([0.8, 0.4]), jnp.asarray(none), SynthesisOptions())
+    assert float(happy[AU_NAMES.index("AU12")]) > 0.5  # the generator's own intensity, not a shrunk fit
+
+
+def test_an_imported_models_own_au_list_is_used(default):
+    """A model that knows only two AUs (one not a FACS name here) drives exactly those cues."""
+    import dataclasses
+
+    own = np.zeros((default.num_classes, 2), np.float32)
+    own[:, 0], own[:, 1] = 0.7, 0.9
+    other = dataclasses.replace(default, class_au=jnp.asarray(own), au_names=("AU9", "mouthFunnel"))
+    none = jnp.zeros(default.morphable.num_expression)
+    got = np.asarray(appearance_action_units(other, jnp.asarray([-0.6, 0.35]), none, SynthesisOptions()))
+    want = np.zeros(len(AU_NAMES), np.float32)
+    want[AU_NAMES.index("AU9")] = 0.7
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_neutralisation_keeps_a_resting_face_and_removes_the_excess(default):
+    tol = np.asarray(default.resting_expression)
+    rng = np.random.default_rng(0)
+    rest = rng.uniform(0.0, 1.0, tol.shape).astype(np.float32) * tol
+    np.testing.assert_array_equal(np.asarray(neutral_excess(jnp.asarray(rest), default)), 0.0)
+    smile = rest.copy()
+    k = default.morphable.expression_names.index("AU25")
+    smile[k] = tol[k] + 0.4
+    got = np.asarray(neutral_excess(jnp.asarray(smile), default))
+    np.testing.assert_allclose(got, np.eye(len(tol))[k] * 0.4, atol=1e-6)
+    # 0: every activation is removed
+    np.testing.assert_allclose(np.asarray(neutral_excess(jnp.asarray(rest), default, 0.0)), rest)
+
+
+def _parted(gap_iod, iod=60.0):
+    from affectsynth.face import topology as topo
+
+    t = topo.face_topology()
+    lm = (t.template * np.array([1, -1, -1]) * iod / topo.IPD_MM + 300.0).astype(np.float32)
+    up, lo = t.region("lips_inner_upper")[1:-1], t.region("lips_inner_lower")[::-1][1:-1]
+    lm[lo] = lm[up]  # sealed, then parted by the gap
+    lm[up, 1] -= 0.5 * gap_iod * iod
+    lm[lo, 1] += 0.5 * gap_iod * iod
+    return lm, iod, t
+
+
+def test_close_lips_leaves_a_resting_mouth_and_closes_a_smile():
+    for gap in (0.0, 0.005, REST_LIP_GAP * 0.99):
+        lm, iod, _ = _parted(gap)
+        np.testing.assert_array_equal(np.asarray(close_lips(jnp.asarray(lm), jnp.asarray(iod))), 0.0)
+    for gap in (2 * REST_LIP_GAP, 0.1, 0.25):
+        lm, iod, t = _parted(gap)
+        out = lm + np.asarray(close_lips(jnp.asarray(lm), jnp.asarray(iod)))
+        up, lo = t.region("lips_inner_upper"), t.region("lips_inner_lower")[::-1]
+        assert np.max(np.linalg.norm(out[up] - out[lo], axis=1)) < 1e-3 * iod
+        others = np.setdiff1d(np.arange(len(lm)), np.concatenate([up, lo]))
+        np.testing.assert_array_equal(out[others], lm[others])
+    # in between the lips close continuously: never wider than the photo's, shut at twice the rest gap
+    for gap in np.linspace(REST_LIP_GAP, 2 * REST_LIP_GAP, 6):
+        lm, iod, t = _parted(gap)
+        out = lm + np.asarray(close_lips(jnp.asarray(lm), jnp.asarray(iod)))
+        assert 0.0 <= out[14, 1] - out[13, 1] <= gap * iod + 1e-4
+
+
+# --------------------------------------------------------------------------------------------------------
+# Per-link survival of the expression (issue 15, item 3): what FaceMesh re-detects on the output
+
+
+_GAP = "issue 15: re-detected {:s} keeps 0.59-0.66 of the prototype's displacement on 001/009 (sad 0.39-0.70)"
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [
+        ("surprised", (0.3, 0.8)),
+        pytest.param("angry", (-0.55, 0.6), marks=pytest.mark.xfail(reason=_GAP.format("angry"))),
+        pytest.param("happy", (0.8, 0.4), marks=pytest.mark.xfail(reason=_GAP.format("happy"), strict=False)),
+        pytest.param("sad", (-0.6, -0.3), marks=pytest.mark.xfail(reason=_GAP.format("sad"), strict=False)),
+    ],
+)
+def test_redetected_displacement_keeps_the_prototypes(london_dir, name, target):
+    """On a neutral London face the landmarks re-detected on the output move >= 80% of the way the model's
+    deformation (projected with the fitted pose) moves them, over the 24 points it moves most."""
+    from affectsynth.affect.model import class_deformation
+    from affectsynth.face.fit import fit_morphable_model, to_image_offsets
+
+    model = af.load_model()
+    image = af.load_image(london_dir / "neutral" / "009.jpg")
+    lm = np.asarray(af.detect_landmarks(image))
+    fit = fit_morphable_model(jnp.asarray(lm), model.morphable, steps=SynthesisOptions().fit_steps)
+    want = to_image_offsets(fit, class_deformation(model, jnp.asarray(target), interpolate=True))
+    want = np.asarray(want)[:, :2]
+    got = np.asarray(af.detect_landmarks(af.synthesize(image, *target, model=model, landmarks=lm)))
+    got = got[:, :2] - lm[:, :2]
+    top = np.argsort(-np.linalg.norm(want, axis=1))[:24]
+    kept = float(np.sum(got[top] * want[top]) / np.sum(want[top] ** 2))
+    assert kept >= 0.8, (name, kept)

@@ -192,8 +192,6 @@ def test_every_other_option_reaches_the_pipeline(model, batch, cheap):
     """All remaining fields changed at once (one compilation): a different face, the same background."""
     change = dict(
         neutral_tolerance=0.0,
-        mouth_tolerance=0.5,
-        mouth_modes=("AU25",),
         interpolate=False,
         strength=0.5,
         subdivision=2,
@@ -248,14 +246,13 @@ def test_appearance_cues_and_mouth_interior(model, batch, full):
         {"strength": -0.1},
         {"strength": float("nan")},
         {"neutral_tolerance": -0.1},
-        {"mouth_tolerance": float("inf")},
+        {"neutral_tolerance": float("inf")},
         {"fit_steps": 0},
         {"fit_steps": 2.5},
         {"subdivision": -1},
         {"subdivision": 4},
         {"skirt": 0.0},
-        {"mouth_modes": ["AU12"]},
-        {"mouth_modes": ("AU12", 12)},
+        {"mouth_interior": 1},
         {"neutralize": "yes"},
         {"appearance": "all"},
     ],
@@ -271,7 +268,7 @@ def test_bad_options_raise_one_line(bad):
 
 def test_good_edge_options_are_accepted():
     SynthesisOptions(strength=0, subdivision=3, fit_steps=1, neutral_tolerance=0, blend="alpha")
-    SynthesisOptions(strength=np.float32(2.0), subdivision=np.int64(0), mouth_modes=())
+    SynthesisOptions(strength=np.float32(2.0), subdivision=np.int64(0), neutralize=np.bool_(True))
 
 
 def test_synthesize_batch_rejects_options_of_another_type(model, batch):

@@ -21,7 +21,13 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .affect.grid import class_index
-from .affect.model import AffectModel, class_deformation, class_label, sample_deformation
+from .affect.model import (
+    AffectModel,
+    class_action_units,
+    class_deformation,
+    class_label,
+    sample_deformation,
+)
 from .errors import OptionsError, TargetError
 from .face import topology as topo
 from .face.fit import fit_morphable_model, to_image_offsets
@@ -34,9 +40,8 @@ from .render.appearance.context import (
     SKIRT,
     AppearanceContext,
     AppearanceOptions,
-    action_unit_basis,
     dense_template,
-    project_action_units,
+    named_action_units,
 )
 from .render.poisson import poisson_blend
 from .render.raster import interpolate, rasterize, sample_bilinear
@@ -54,12 +59,10 @@ class SynthesisOptions:
     Attributes:
         neutralize: remove the expression fitted on the input before adding the target's, so a smiling input
             does not end up smiling twice.
-        neutral_tolerance: fitted activations of eye, brow and lip-shape modes up to this value are
-            treated as the person's resting face and kept (fits of 48 neutral London photos give 0.1-0.7 on
-            AU5, AU7, AU17, AU23, AU43: identity the face model cannot express otherwise); only the excess
-            is removed.
-        mouth_modes / mouth_tolerance: modes that smile or part the lips get the smaller tolerance: resting
-            faces barely use them (90th percentile <= 0.16 over the same 48 photos), smiling inputs do.
+        neutral_tolerance: scale of the model's per-mode resting allowance (``AffectModel.
+            resting_expression``): fitted activations up to it are the person's resting face (neutral mouths
+            are fitted with AU23, AU26, AU17 ... to explain lip shape) and are kept; only the excess is
+            removed. 1 keeps everything 48 neutral London photos showed; 0 removes every activation.
         interpolate: blend neighbouring V-A class means bilinearly (smooth in V-A; needed for animations).
             False applies the target class's mean exactly as the paper does.
         sample: draw a varied expression of the target's class instead of its mean (needs ``key``).
@@ -79,9 +82,7 @@ class SynthesisOptions:
     """
 
     neutralize: bool = True
-    neutral_tolerance: float = 0.25
-    mouth_modes: tuple[str, ...] = ("AU10", "AU12", "AU20", "AU25", "AU26", "AU27")
-    mouth_tolerance: float = 0.1
+    neutral_tolerance: float = 1.0
     interpolate: bool = True
     sample: bool = False
     strength: float = 1.0
@@ -97,14 +98,11 @@ class SynthesisOptions:
         for name in ("neutralize", "interpolate", "sample", "mouth_interior"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 _bad(name, "must be True or False", getattr(self, name))
-        for name in ("neutral_tolerance", "mouth_tolerance"):
-            _check_real(name, getattr(self, name), 0.0, math.inf)
+        _check_real("neutral_tolerance", self.neutral_tolerance, 0.0, math.inf)
         _check_real("strength", self.strength, 0.0, 2.0)
         _check_real("skirt", self.skirt, 0.0, 2.0, low_open=True)
         _check_int("subdivision", self.subdivision, 0, MAX_SUBDIVISION)
         _check_int("fit_steps", self.fit_steps, 1, 100_000)
-        if not (isinstance(self.mouth_modes, tuple) and all(isinstance(n, str) for n in self.mouth_modes)):
-            _bad("mouth_modes", "must be a tuple of mode names (str)", self.mouth_modes)
         if self.appearance is not None and not isinstance(self.appearance, AppearanceOptions):
             _bad("appearance", "must be None or an AppearanceOptions", self.appearance)
         if self.blend not in BLENDS:
@@ -179,6 +177,60 @@ def _render_mesh(subdivision: int):
     }
 
 
+def neutral_excess(
+    expression: Float[Array, " Ke"], model: AffectModel, tolerance: float = 1.0
+) -> Float[Array, " Ke"]:
+    """The part of a photo's fitted expression that neutralisation removes: each activation shrunk towards
+    0 by ``tolerance`` times the model's per-mode resting allowance (``AffectModel.resting_expression``),
+    from both sides for signed modes. A resting face keeps its shape; a smile loses what exceeds rest."""
+    tol = tolerance * model.resting_expression.astype(expression.dtype)
+    return jnp.sign(expression) * jnp.maximum(jnp.abs(expression) - tol, 0.0)
+
+
+REST_LIP_GAP = 0.015
+"""Largest inner-lip gap (fraction of the inter-pupil distance) of a closed resting mouth: FaceMesh on 48
+neutral London photos gives a median 0.003, 90th percentile 0.012 (one open neutral mouth: 0.049); the same
+people smiling: median 0.038, 90th percentile 0.18."""
+
+
+def close_lips(landmarks: Float[Array, "478 3"], interocular: Float[Array, ""]) -> Float[Array, "478 3"]:
+    """Offsets (pixels) that bring parted inner lips together at their midpoints, for neutralisation.
+
+    The face model's fit explains a smile's parted lips only in part (the lips-part and jaw modes also
+    describe closed mouths, so their resting allowance is large), and what stays parted shows the photo's
+    teeth in a "neutral" face. Each inner-lip pair (upper, lower) moves to its midpoint by a fraction
+    ``smoothstep((gap - r) / r)`` of the way, ``gap`` the widest pair distance and ``r = REST_LIP_GAP``
+    inter-pupil distances: a resting mouth (gap < r) gets exactly 0, lips parted by 2r or more close fully.
+    """
+    t = topo.face_topology()
+    upper = jnp.asarray(t.region("lips_inner_upper"))
+    lower = jnp.asarray(t.region("lips_inner_lower")[::-1])  # paired with ``upper`` by index
+    half = 0.5 * (landmarks[lower] - landmarks[upper])
+    gap = 2.0 * jnp.max(jnp.sqrt(jnp.sum(jnp.square(half[:, :2]), axis=-1)))
+    rest = REST_LIP_GAP * interocular
+    x = jnp.clip((gap - rest) / jnp.maximum(rest, 1e-6), 0.0, 1.0)
+    frac = x * x * (3.0 - 2.0 * x)
+    # the corners are in both lists with no gap: .add keeps their zero offsets
+    out = jnp.zeros_like(landmarks).at[upper].add(frac * half).at[lower].add(-frac * half)
+    return out
+
+
+def appearance_action_units(
+    model: AffectModel, target: Float[Array, "2"], expression: Float[Array, " Ke"], options: SynthesisOptions
+) -> Float[Array, " K"]:
+    """AU intensities the appearance cues draw (``AU_NAMES`` order): the model's own ``class_au`` at the
+    target, blended like the deformation and times ``strength``, less what neutralisation removes from the
+    photo's fitted ``expression`` (a smile the photo already has is not drawn twice)."""
+    interpolate = options.interpolate and not options.sample  # a sample's class mean stands for it
+    au = class_action_units(model, target, interpolate=interpolate) * options.strength
+    au = named_action_units(au, model.au_names)
+    names = model.morphable.expression_names
+    if options.neutralize and names:  # unnamed (e.g. PCA) modes say nothing about AUs
+        excess = neutral_excess(expression, model, options.neutral_tolerance)
+        au = au - named_action_units(excess, names)
+    return au
+
+
 class ItemResult(eqx.Module):
     """One item's output (``synthesize_batch`` stacks these into a ``SynthesisResult``)."""
 
@@ -215,18 +267,15 @@ def _target_deformation(model: AffectModel, target, key, options: SynthesisOptio
     return deform * options.strength
 
 
-def _neutral_offsets(fit, model: AffectModel, options: SynthesisOptions) -> Float[Array, "V 3"]:
-    """Canonical offsets of the input's fitted expression beyond the resting-face tolerances.
-
-    Subtracted from the target's deformation when ``options.neutralize`` is on, so a smiling input does not
-    end up smiling twice.
+def _neutral_offsets(fit, lm: Float[Array, "478 3"], model: AffectModel, options: SynthesisOptions):
+    """Image offsets (pixels, landmark frame) that take the input's face to rest: its fitted expression
+    beyond the model's resting allowances (``neutral_excess``) is undone, then lips still parted wider than
+    a resting mouth are closed (``close_lips``). Added to the target's offsets when ``options.neutralize`` is
+    on, so a smiling input does not end up smiling twice.
     """
-    names = model.morphable.expression_names or ("",) * model.morphable.num_expression
-    tol = [options.mouth_tolerance if n in options.mouth_modes else options.neutral_tolerance for n in names]
-    tol = jnp.asarray(tol, fit.expression.dtype)
-    # shrink towards 0 by the tolerance (signed modes from both sides; activations are >= 0 anyway)
-    excess = jnp.sign(fit.expression) * jnp.maximum(jnp.abs(fit.expression) - tol, 0.0)
-    return expression_offsets(model.morphable, excess)
+    excess = neutral_excess(fit.expression, model, options.neutral_tolerance)
+    to_rest = to_image_offsets(fit, -expression_offsets(model.morphable, excess))
+    return to_rest + close_lips(lm + to_rest, fit.interocular)
 
 
 def _warped_mesh(lm: Float[Array, "478 3"], offsets: Float[Array, "478 3"], options: SynthesisOptions):
@@ -263,10 +312,12 @@ def _synthesize_in_frame(image, landmarks, target, key, model: AffectModel, opti
     h, w = image.shape[:2]
     patch, lm, top, left = _crop_window(image, landmarks, crop)
     fit = fit_morphable_model(lm, model.morphable, steps=options.fit_steps)
-    deform = _target_deformation(model, target, key, options)
+    offsets = to_image_offsets(
+        fit, _target_deformation(model, target, key, options)
+    )  # pixels, landmark frame
     if options.neutralize:
-        deform = deform - _neutral_offsets(fit, model, options)
-    offsets = to_image_offsets(fit, deform)  # pixels, landmark frame
+        offsets = offsets + _neutral_offsets(fit, lm, model, options)
+    au = appearance_action_units(model, target, fit.expression, options)
     mesh, src_d, dst_d = _warped_mesh(lm, offsets, options)
 
     frags = rasterize(dst_d, mesh["triangles"], *crop)
@@ -282,7 +333,7 @@ def _synthesize_in_frame(image, landmarks, target, key, model: AffectModel, opti
         surface=dense_template(mesh["weights"], mesh["ring"], options.skirt),
         landmarks=lm,
         target_landmarks=lm + offsets,
-        au=project_action_units(deform, jnp.asarray(action_unit_basis())),
+        au=au,
         interocular=fit.interocular,
     )
     render, look_diag = apply_appearance(render, patch, frags, ctx, look)

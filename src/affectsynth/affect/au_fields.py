@@ -208,182 +208,270 @@ def _seal_lips(t: topo.FaceTopology, f: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------------
-# The Action Unit fields
+# The Action Unit fields: named point sets, then one spec per AU
 
 
-def _left_fields(g: _Geometry) -> dict[str, np.ndarray]:
-    """Subject's-left (x > 0) halves of all AUs: lateral ones are mirrored, midline ones summed with it."""
-    x = g.x
-    t = g.t
+def _point_sets(g: _Geometry) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Named point sets of the subject's left half that the AU specs move or pin, and per-point weights
+    (profiles along a contour, distances along the brow or the lips) keyed "set.weight", aligned with them."""
+    x, t, s = g.x, g.t, g.s
     lb = t.region("left_brow")
     ax = np.abs(x[lb, 0])
-    u_brow = (ax - ax.min()) / (ax.max() - ax.min())  # 0 inner .. 1 outer
+    u = (ax - ax.min()) / (ax.max() - ax.min())  # 0 inner .. 1 outer
     le_up, le_lo = _lid_pairs(t, "left")
     iu, il = _lip_pairs(t)
     ou, ol = t.region("lips_outer_upper"), t.region("lips_outer_lower")[::-1]
     xc = np.abs(x[ou, 0]).max()
     corner_in, corner_out = iu[-1], ou[-1]  # left inner / outer lip corners (x > 0)
-    lips_all = np.unique(np.concatenate([iu, il, ou, ol]))
-    near_corner = np.flatnonzero(
-        (np.linalg.norm(x - x[corner_in], axis=1) < 4.0 * g.s) & (np.arange(len(x)) < topo.NUM_MESH_POINTS)
-    )
-    corners = np.unique(np.concatenate([[corner_in, corner_out], near_corner]))
-    upper_lip = np.concatenate([iu, ou])
-    lower_lip = np.concatenate([il, ol])
-    pupil = x[topo.LEFT_PUPIL]
     mesh = np.arange(topo.NUM_MESH_POINTS)
-    eye_hole = t.region("left_eye_hole")
-    nose = t.region("nose")
-    malar = mesh[
-        (x[mesh, 0] > 14.0 * g.s)
-        & (x[mesh, 0] < 55.0 * g.s)
-        & (x[mesh, 1] < pupil[1] - 9.0 * g.s)
-        & (x[mesh, 1] > pupil[1] - 30.0 * g.s)
-        & ~np.isin(mesh, nose)
-    ]
-    chin = _left(g, t.region("chin"))
-    f: dict[str, np.ndarray] = {}
+    near_corner = mesh[np.linalg.norm(x[mesh] - x[corner_in], axis=1) < 4.0 * s]
+    corners = np.unique(np.concatenate([[corner_in, corner_out], near_corner]))
+    upper_lip, lower_lip = np.concatenate([iu, ou]), np.concatenate([il, ol])
+    nose, pupil_y, tip_y = t.region("nose"), x[topo.LEFT_PUPIL, 1], x[4, 1]
 
-    # Brows (AU1, AU2, AU4): inner/outer halves of the left brow; the lids stay pinned.
-    lid_pins = np.concatenate([le_up, le_lo])
-    w_in = np.clip(1.3 - 1.3 * u_brow, 0.0, 1.0)
-    w_out = np.clip(1.3 * u_brow - 0.3, 0.0, 1.0)
-    # The other brow is pinned, so the midline gets half from each side and L + R counts it once.
-    rb = t.mirror[lb]
-    f["AU1"] = _rbf(g, lb, np.outer(w_in, [-0.5, 6.5, 0.5]), 14.0, pins=np.concatenate([le_lo, rb]))
-    f["AU2"] = _rbf(g, lb, np.outer(w_out, [0.5, 6.0, 0.0]), 14.0, pins=np.concatenate([le_lo, rb]))
-    au4 = np.stack([-3.0 * (1.0 - u_brow), -4.0 - 0.5 * (1.0 - u_brow), 0.5 + 0 * u_brow], axis=1)
-    f["AU4"] = _rbf(g, lb, au4, 10.0, pins=np.concatenate([le_lo, rb]))
+    def box(x0, x1, y0, y1):  # left-half mesh points in a box, off the nose
+        xs, ys = x[mesh, 0], x[mesh, 1]
+        return mesh[(xs > x0 * s) & (xs < x1 * s) & (ys > y0) & (ys < y1) & ~np.isin(mesh, nose)]
 
-    # Eyelids (AU5, AU7, AU43): upper and lower contours moved separately, the other contour pinned.
-    p_up, p_lo = _profile(len(le_up)), _profile(len(le_lo))
-    f["AU5"] = _rbf(g, le_up, np.outer(p_up, [0.0, 3.0, 0.3]), 7.0, pins=le_lo)
-    lo_y = np.interp(x[le_up, 0], x[le_lo, 0], x[le_lo, 1]) if x[le_lo[0], 0] < x[le_lo[-1], 0] else None
-    if lo_y is None:  # np.interp needs increasing sample points
-        order = np.argsort(x[le_lo, 0])
-        lo_y = np.interp(x[le_up, 0], x[le_lo, 0][order], x[le_lo, 1][order])
-        lo_z = np.interp(x[le_up, 0], x[le_lo, 0][order], x[le_lo, 2][order])
-    else:
-        lo_z = np.interp(x[le_up, 0], x[le_lo, 0], x[le_lo, 2])
-    # tapered towards the corners (where the lids already meet) so the corner triangles keep their order
-    taper = (LID_CLOSE_FRACTION * p_up**0.25)[:, None]
+    dist_lo = np.nan_to_num(g.dist[le_lo], posinf=1e9)
+    below = mesh[(dist_lo[:, mesh].min(0) < 9.0 * s) & (x[mesh, 1] < x[le_lo, 1].min())]
+    upper_all, lower_all = _lip_halves(t, g)
+    sets = {
+        "brow": lb,
+        "inner_brow": lb[u < 0.35],
+        "right_brow": t.mirror[lb],
+        "lid_up": le_up,
+        "lid_lo": le_lo,
+        "below_lid": below,  # skin under the lower lid
+        "malar": box(34.0, 66.0, pupil_y - 66.0 * s, pupil_y - 9.0 * s),
+        "alae": nose[(x[nose, 0] > 2.0 * s) & (x[nose, 1] < tip_y + 6.0 * s)],
+        "right_alae": t.mirror[nose[(x[nose, 0] > 2.0 * s) & (x[nose, 1] < tip_y + 6.0 * s)]],
+        "beside_nose": box(8.0, 48.0, x[corner_out, 1] + 4.0 * s, tip_y + 4.0 * s),  # nasolabial skin
+        "nose_mid": nose[np.abs(x[nose, 0]) < 1e-4],
+        "corners": corners,
+        "right_corners": t.mirror[corners],
+        "nose_base": nose[x[nose, 1] < tip_y],
+        "mid_up": upper_lip[np.abs(x[upper_lip, 0]) < 1e-4],
+        "mid_lo": lower_lip[np.abs(x[lower_lip, 0]) < 1e-4],
+        "upper_lip": upper_lip,
+        "lower_lip": lower_lip,
+        "lower_lip_off_corners": np.setdiff1d(lower_lip, corners),
+        "inner_lips_off_corners": np.setdiff1d(np.concatenate([iu, il]), corners),
+        "upper_lip_l": _left(g, upper_lip),
+        "lower_lip_l": _left(g, lower_lip),
+        "outer_up_l": _left(g, ou),
+        "outer_lo_l": _left(g, ol),
+        "inner_up_l": _left(g, iu),
+        "inner_lo_l": _left(g, il),
+        "mouth_l": _left(g, np.union1d(upper_all, lower_all)),
+        "chin": _left(g, t.region("chin")),
+    }
+    near_lo = _profile(len(le_lo))[np.argmin(dist_lo[:, below], axis=0)]
+
+    def across(name, width):  # |x| / width at the set's points
+        return np.abs(x[sets[name], 0]) / width
+
+    weights = {
+        "brow.in": np.clip(1.3 - 1.3 * u, 0.0, 1.0),
+        "brow.out": np.clip(1.3 * u - 0.3, 0.0, 1.0),
+        "brow.toward_in": 1.0 - u,
+        "lid_up.profile": _profile(len(le_up)),
+        "lid_lo.profile": _profile(len(le_lo)),
+        "below_lid.profile": 0.3 + 0.7 * near_lo,  # fades at the eye corners, like the lid
+        "upper_lip_l.across": across("upper_lip_l", xc),
+        "lower_lip_l.across": across("lower_lip_l", xc),
+        "lower_lip_l.across2": across("lower_lip_l", xc) ** 2,
+        "mouth_l.across2": across("mouth_l", xc) ** 2,
+        "inner_up_l.cos": np.cos(0.5 * np.pi * across("inner_up_l", np.abs(x[iu, 0]).max())),
+        "inner_lo_l.cos": np.cos(0.5 * np.pi * across("inner_lo_l", np.abs(x[il, 0]).max())),
+        "outer_up_l.cos": np.cos(0.5 * np.pi * across("outer_up_l", xc)),
+        "outer_lo_l.cos": np.cos(0.5 * np.pi * across("outer_lo_l", xc)),
+    }
+    return sets, weights
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """One AU's left half: anchor groups ``(set, ((weight, vector mm), ...), halve midline)`` whose vectors
+    at each point are the weighted sum of the terms ("1" = weight 1), Gaussian width ``sigma`` (mm), pinned
+    sets, ``exact`` anchors, and an optional ``fade`` applied afterwards."""
+
+    groups: tuple
+    sigma: float
+    pins: tuple[str, ...] = ()
+    exact: bool = False
+    fade: str = ""
+
+
+def _one(vec, half=False, weight="1"):
+    """A group's (terms, halve midline) for one vector times one weight."""
+    return ((weight, vec),), half
+
+
+def _corner_spec(corner, mid_up, mid_lo, sigma, fade=""):
+    """A lip-corner AU: the left corners and the lips' midline points move, the right corners are pinned."""
+    groups = (("corners", *_one(corner)), ("mid_up", *_one(mid_up)), ("mid_lo", *_one(mid_lo)))
+    return _Spec(groups, sigma, ("right_corners", "nose_base"), fade=fade)
+
+
+AU_SPECS: dict[str, _Spec] = {
+    # Brows: inner/outer parts of the left brow; the lower lid and the other brow are pinned, so the midline
+    # gets half from each side and L + R counts it once.
+    "AU1": _Spec((("brow", *_one((-0.5, 5.8, 0.8), weight="brow.in")),), 14.0, ("lid_lo", "right_brow")),
+    "AU2": _Spec((("brow", *_one((0.5, 8.6, 0.8), weight="brow.out")),), 14.0, ("lid_lo", "right_brow")),
+    "AU4": _Spec(
+        (("brow", (("1", (-3.0, -3.2, 2.0)), ("brow.toward_in", (-0.9, -0.5, 0.0))), False),),
+        10.0,
+        ("lid_lo", "right_brow"),
+    ),
+    # Lids: upper and lower contours move separately, the other contour pinned (AU43: ``_close_lid_field``).
+    "AU5": _Spec((("lid_up", *_one((0.3, 2.8, -0.6), weight="lid_up.profile")),), 7.0, ("lid_lo",)),
+    "AU7": _Spec(  # lower lid up and in with the skin below it, upper lid a little down
+        (
+            ("lid_up", *_one((0.0, -0.8, 0.0), weight="lid_up.profile")),
+            ("lid_lo", *_one((-1.5, 2.2, 0.8), weight="lid_lo.profile")),
+            ("below_lid", *_one((-2.0, 2.0, 0.7), weight="below_lid.profile")),
+        ),
+        5.0,
+        exact=True,
+    ),
+    "AU6": _Spec(  # malar skin up and forward, the lower lid pushed up
+        (("malar", *_one((-0.6, 5.2, 2.1))), ("lid_lo", *_one((0.0, 3.0, 0.6), weight="lid_lo.profile"))),
+        8.0,
+        ("lid_up",),
+    ),
+    "AU9": _Spec(  # alae and nasolabial skin up (ICT noseSneer ~9 mm), procerus pulls the inner brow down
+        (
+            ("alae", *_one((-0.4, 6.6, 1.8))),
+            ("beside_nose", *_one((-1.2, 7.0, 2.2))),
+            ("inner_brow", *_one((-0.5, -2.0, 0.0))),
+            ("outer_up_l", *_one((0.0, 4.5, 0.3), half=True)),
+            ("nose_mid", *_one((0.0, 1.5, 0.3))),  # half per side: columella and bridge move less
+        ),
+        9.0,
+        ("lower_lip_off_corners", "lid_up", "lid_lo", "right_alae", "right_brow"),
+    ),
+    "AU10": _Spec(
+        (("upper_lip_l", (("1", (0.0, 3.6, 0.7)), ("upper_lip_l.across", (0.0, -0.36, 0.0))), True),),
+        8.0,
+        ("lower_lip",),
+        fade="under_nose",
+    ),
+    # Lip corners: the left corner region moves, the right one is pinned. The lips' midline takes part at
+    # half weight per side: a real smile lifts the whole mouth (ICT mouthSmile: corner 14 mm, upper-lip
+    # centre 3.5 mm; London smiles: upper-lip centre up 0.025 IOD), so it is not pinned.
+    "AU12": _corner_spec((6.6, 9.4, -7.2), (0.0, 1.0, -0.7), (0.0, 0.9, -0.4), 14.0, fade="smile_midline"),
+    "AU14": _corner_spec((-2.0, 1.0, -4.5), (0.0, 0.0, -0.5), (0.0, 0.0, -0.5), 8.0),
+    "AU15": _corner_spec((2.0, -4.7, -1.9), (0.0, -0.3, 0.0), (0.0, -0.5, 0.0), 10.0),
+    "AU20": _corner_spec((5.8, -2.0, -6.0), (0.0, -0.2, -0.5), (0.0, -0.4, -0.5), 12.0),
+    "AU16": _Spec(  # lower lip down, back and out; ICT's depressor takes the chin along
+        (
+            (
+                "lower_lip_l",
+                (
+                    ("1", (0.0, -4.0, -1.4)),
+                    ("lower_lip_l.across", (0.4, 0.0, 0.0)),
+                    ("lower_lip_l.across2", (0.0, 2.0, 0.0)),
+                ),
+                True,
+            ),
+            ("chin", *_one((0.0, -3.2, -2.2), half=True)),
+        ),
+        10.0,
+        ("upper_lip",),
+    ),
+    "AU17": _Spec(  # chin up and forward; the whole mouth rises with it so the lips stay closed
+        (
+            ("chin", *_one((0.0, 6.4, 2.1), half=True)),
+            ("mouth_l", (("1", (0.0, 3.9, 3.5)), ("mouth_l.across2", (0.0, -1.95, 0.0))), True),
+        ),
+        10.0,
+        fade="under_nose",
+    ),
+    "AU23": _Spec(  # vermilion thinned towards the lip line, corners inwards
+        (
+            ("outer_up_l", *_one((0.0, -1.6, 0.3), half=True)),
+            ("outer_lo_l", *_one((0.0, 1.6, 0.3), half=True)),
+            ("corners", *_one((-1.8, 0.0, 0.5))),
+        ),
+        5.0,
+        ("inner_lips_off_corners",),
+    ),
+    "AU24": _Spec(  # lips pressed, the chin pushed up
+        (
+            ("outer_up_l", *_one((0.0, -0.8, -0.3), half=True)),
+            ("outer_lo_l", *_one((0.0, 2.0, 0.3), half=True)),
+            ("corners", *_one((-1.0, 0.0, 0.0))),
+            ("chin", *_one((0.0, 4.0, 1.8), half=True)),
+        ),
+        6.0,
+        ("inner_lips_off_corners",),
+    ),
+    "AU25": _Spec(  # inner contours apart (upper up, lower down), zero at the corners
+        (
+            ("inner_up_l", *_one((0.0, 1.5, 0.0), half=True, weight="inner_up_l.cos")),
+            ("inner_lo_l", *_one((0.0, -2.5, 0.0), half=True, weight="inner_lo_l.cos")),
+            ("outer_up_l", *_one((0.0, 0.8, 0.0), half=True, weight="outer_up_l.cos")),
+            ("outer_lo_l", *_one((0.0, -1.4, 0.0), half=True, weight="outer_lo_l.cos")),
+        ),
+        5.0,
+    ),
+}
+"""The left halves of the AU fields (except AU43 and the jaw): what moves where, in mm at 63 mm IPD. Peaks
+are set against ICT-FaceKit's scanned shapes (FACTS.md 9; ``test_fields_at_real_magnitudes``)."""
+
+
+def _fades(g: _Geometry) -> dict[str, np.ndarray]:
+    """Smooth multipliers f[V, 1] applied after the interpolation."""
+    x = g.x
+    ou = g.t.region("lips_outer_upper")
+    xc, corner_y, tip_y = np.abs(x[ou, 0]).max(), x[ou[-1], 1], x[4, 1]
+    # under the nose tip (alae, columella, subnasale = FaceMesh 2) the triangles are thin: lip fields fade
+    # from the upper lip's top (FaceMesh 0) to 0 at the subnasale so they never fold them
+    under_nose = 1.0 - _smoothstep((x[:, 1] - x[0, 1]) / (x[2, 1] - x[0, 1]))
+    # each side's smile reaches across the midline, so L + R would double the lips' centre: below the nose
+    # the centre is tapered to half (both sides together then lift it ~3.5 mm, as ICT does)
+    above = _smoothstep((x[:, 1] - corner_y) / max(tip_y - corner_y, 1e-6))
+    lateral = 0.5 + 0.5 * _smoothstep(np.abs(x[:, 0]) / xc)
+    return {"under_nose": under_nose[:, None], "smile_midline": (above + (1.0 - above) * lateral)[:, None]}
+
+
+def _spec_field(g: _Geometry, spec: _Spec, sets, weights, fades) -> np.ndarray:
+    """One AU's left-half field from its spec."""
+    anchors, vectors = [], []
+    for name, terms, half in spec.groups:
+        ids = sets[name]
+        v = sum(np.outer(np.ones(len(ids)) if w == "1" else weights[w], vec) for w, vec in terms)
+        anchors.append(ids)
+        vectors.append(v * (_midline_half(g, ids)[:, None] if half else 1.0))
+    pins = np.concatenate([sets[p] for p in spec.pins]) if spec.pins else ()
+    f = _rbf(g, np.concatenate(anchors), np.concatenate(vectors), spec.sigma, pins=pins, exact=spec.exact)
+    return f * fades[spec.fade] if spec.fade else f
+
+
+def _close_lid_field(g: _Geometry) -> np.ndarray:
+    """AU43: the upper lid contour lands on the lower lid (``LID_CLOSE_FRACTION`` of the way, tapered towards
+    the corners where the lids already meet); the skin ring above follows its nearest lid point."""
+    x, t = g.x, g.t
+    le_up, le_lo = _lid_pairs(t, "left")
+    order = np.argsort(x[le_lo, 0])  # np.interp needs increasing sample points
+    lo_y = np.interp(x[le_up, 0], x[le_lo, 0][order], x[le_lo, 1][order])
+    lo_z = np.interp(x[le_up, 0], x[le_lo, 0][order], x[le_lo, 2][order])
+    taper = (LID_CLOSE_FRACTION * _profile(len(le_up)) ** 0.25)[:, None]
     close = np.stack([0 * lo_y, lo_y - x[le_up, 1], lo_z - x[le_up, 2]], axis=1) * taper
-    # the ring of skin just above the lid contour follows its nearest lid point (keeps the fold ordered)
     ring = np.flatnonzero(np.nan_to_num(g.dist[le_up], posinf=1e9).min(0) < 6.0 * g.s)
     ring = ring[~np.isin(ring, np.concatenate([le_up, le_lo]))]
     near = np.argmin(g.dist[le_up][:, ring], axis=0)
-    a43 = np.concatenate([le_up, ring])
-    v43 = np.concatenate([close, 0.7 * close[near]]) / g.s
-    f["AU43"] = _rbf(g, a43, v43, 6.0, pins=le_lo, exact=True)
-    lids7 = np.concatenate([np.outer(p_up, [0.0, -0.8, 0.0]), np.outer(p_lo, [0.0, 2.2, 0.2])])
-    f["AU7"] = _rbf(g, np.concatenate([le_up, le_lo]), lids7, 4.0, exact=True)
+    anchors = np.concatenate([le_up, ring])
+    return _rbf(g, anchors, np.concatenate([close, 0.7 * close[near]]) / g.s, 6.0, pins=le_lo, exact=True)
 
-    # AU6 cheek raiser: malar skin up, lower lid pushed up, upper lid pinned.
-    anchors6 = np.concatenate([malar, le_lo])
-    vec6 = np.concatenate([np.tile([0.5, 3.5, 0.8], (len(malar), 1)), np.outer(p_lo, [0.0, 1.5, 0.2])])
-    f["AU6"] = _rbf(g, anchors6, vec6, 10.0, pins=le_up)
 
-    # AU9 nose wrinkler: nose sides up, inner brow down (procerus), upper lip a little up.
-    nose_l = nose[x[nose, 0] > 2.0 * g.s]
-    inner_brow = lb[u_brow < 0.35]
-    ou_l = _left(g, ou)
-    a9 = np.concatenate([nose_l, inner_brow, ou_l])
-    v9 = np.concatenate(
-        [
-            np.tile([0.3, 3.0, 0.5], (len(nose_l), 1)),
-            np.tile([-0.5, -2.0, 0.0], (len(inner_brow), 1)),
-            np.outer(_midline_half(g, ou_l), [0.0, 1.5, 0.3]),
-        ]
-    )
-    f["AU9"] = _rbf(g, a9, v9, 9.0, pins=np.concatenate([lower_lip, lid_pins, t.mirror[nose_l], rb]))
-
-    # AU10 upper lip raiser: upper lip contours up (more laterally), lower lip pinned.
-    up_l = _left(g, upper_lip)
-    tu = np.abs(x[up_l, 0]) / xc
-    v10 = np.stack([0 * tu, 3.5 * (0.6 + 0.4 * tu), 0.8 + 0 * tu], axis=1) * _midline_half(g, up_l)[:, None]
-    f["AU10"] = _rbf(g, up_l, v10, 8.0, pins=lower_lip)
-
-    # Lip corner AUs (12, 14, 15, 20): the left corner region moves, the far (right) corner is pinned.
-    # The lip midline is pinned too: these muscles pull the corners, so the lips curve (a smile turns the
-    # corners up relative to the lips' centre) instead of the whole mouth sliding up or down.
-    lips_all = np.concatenate([upper_lip, lower_lip])
-    midline = lips_all[np.abs(x[lips_all, 0]) < 1e-4]
-    far = np.concatenate([t.mirror[corners], midline])
-    # Below the nose the pull fades towards the midline (a smile curves the lips; it does not lift the
-    # lips' centre as much as the corners); above the nose tip the field is untouched. Smooth in x and y.
-    nose_tip_y = x[4, 1]
-    corner_y = x[corner_out, 1]
-    above = _smoothstep((x[:, 1] - corner_y) / max(nose_tip_y - corner_y, 1e-6))
-    lateral = 0.25 + 0.75 * _smoothstep(np.abs(x[:, 0]) / xc)
-    taper = (above + (1.0 - above) * lateral)[:, None]
-    f["AU12"] = taper * _rbf(g, corners, np.tile([5.0, 6.5, -3.0], (len(corners), 1)), 14.0, pins=far)
-    f["AU14"] = _rbf(g, corners, np.tile([-2.0, 0.8, -2.0], (len(corners), 1)), 8.0, pins=far)
-    f["AU15"] = _rbf(g, corners, np.tile([1.0, -4.5, -0.5], (len(corners), 1)), 12.0, pins=far)
-    f["AU20"] = _rbf(g, corners, np.tile([5.0, -1.0, -1.5], (len(corners), 1)), 12.0, pins=far)
-
-    # AU16 lower lip depressor: lower lip down and out, upper lip pinned.
-    lo_l = _left(g, lower_lip)
-    tl = np.abs(x[lo_l, 0]) / xc
-    v16 = (
-        np.stack([0.3 * tl, -3.5 * (1.0 - 0.6 * tl**2), 1.0 - 0.5 * tl], axis=1)
-        * _midline_half(g, lo_l)[:, None]
-    )
-    f["AU16"] = _rbf(g, lo_l, v16, 8.0, pins=upper_lip)
-
-    # AU17 chin raiser: chin up and forward, lower lip pushed up (the seal drags the upper lip along).
-    # The whole mouth (both lips, contours and the rings between) rises together, so the lips stay closed.
-    upper_all, lower_all = _lip_halves(t, g)
-    mouth_l = _left(g, np.union1d(upper_all, lower_all))
-    tm = np.abs(x[mouth_l, 0]) / xc
-    a17 = np.concatenate([chin, mouth_l])
-    v17 = np.concatenate(
-        [
-            np.tile([0.0, 3.5, 2.0], (len(chin), 1)) * _midline_half(g, chin)[:, None],
-            np.stack([0 * tm, 1.8 * (1 - 0.5 * tm**2), 1.2 + 0 * tm], 1) * _midline_half(g, mouth_l)[:, None],
-        ]
-    )
-    f["AU17"] = _rbf(g, a17, v17, 12.0)
-
-    # AU23 lip tightener / AU24 lip presser: vermilion thinned towards the lip line, corners inwards.
-    ou_l, ol_l = _left(g, ou), _left(g, ol)
-    a23 = np.concatenate([ou_l, ol_l, corners])
-    v23 = np.concatenate(
-        [
-            np.outer(_midline_half(g, ou_l), [0.0, -1.0, 0.3]),
-            np.outer(_midline_half(g, ol_l), [0.0, 1.0, 0.3]),
-            np.tile([-1.5, 0.0, 0.5], (len(corners), 1)),
-        ]
-    )
-    inner_pins = np.concatenate([iu, il])[~np.isin(np.concatenate([iu, il]), corners)]
-    f["AU23"] = _rbf(g, a23, v23, 5.0, pins=inner_pins)
-    a24 = np.concatenate([ou_l, ol_l, corners, chin])
-    v24 = np.concatenate(
-        [
-            np.outer(_midline_half(g, ou_l), [0.0, -0.8, -0.3]),
-            np.outer(_midline_half(g, ol_l), [0.0, 1.2, -0.3]),
-            np.tile([-1.0, 0.0, 0.0], (len(corners), 1)),
-            np.outer(_midline_half(g, chin), [0.0, 1.0, 0.5]),
-        ]
-    )
-    f["AU24"] = _rbf(g, a24, v24, 6.0, pins=inner_pins)
-
-    # AU25 lips part: inner contours apart (upper up, lower down), zero at the corners.
-    iu_l, il_l = _left(g, iu), _left(g, il)
-    pu = np.cos(0.5 * np.pi * np.abs(x[iu_l, 0]) / np.abs(x[iu, 0]).max())
-    pl = np.cos(0.5 * np.pi * np.abs(x[il_l, 0]) / np.abs(x[il, 0]).max())
-    ou_w = np.cos(0.5 * np.pi * np.abs(x[ou_l, 0]) / xc)
-    ol_w = np.cos(0.5 * np.pi * np.abs(x[ol_l, 0]) / xc)
-    a25 = np.concatenate([iu_l, il_l, ou_l, ol_l])
-    v25 = np.concatenate(
-        [
-            np.outer(pu * _midline_half(g, iu_l), [0.0, 1.5, 0.0]),
-            np.outer(pl * _midline_half(g, il_l), [0.0, -2.5, 0.0]),
-            np.outer(ou_w * _midline_half(g, ou_l), [0.0, 0.8, 0.0]),
-            np.outer(ol_w * _midline_half(g, ol_l), [0.0, -1.4, 0.0]),
-        ]
-    )
-    f["AU25"] = _rbf(g, a25, v25, 5.0)
-    del lips_all, eye_hole
+def _left_fields(g: _Geometry) -> dict[str, np.ndarray]:
+    """Subject's-left (x > 0) halves of all AUs: lateral ones are mirrored, midline ones summed with it."""
+    sets, weights = _point_sets(g)
+    fades = _fades(g)
+    f = {name: _spec_field(g, spec, sets, weights, fades) for name, spec in AU_SPECS.items()}
+    f["AU43"] = _close_lid_field(g)
     return f
 
 

@@ -29,9 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..face import topology as topo
+from ..face.geometry import similarity_fit
 from ..face.morphable import MorphableModel
 from .grid import AffectGrid, class_centres_np, class_index_np, nearest_populated
-from .model import AffectModel
+from .model import AffectModel, au_projection_basis, project_action_units, resting_tolerance
 from .splocs import geodesic_distances, learn_splocs_batch
 
 # --------------------------------------------------------------------------------------------------------
@@ -63,20 +64,6 @@ class BuildReport:
             f"{self.seconds_streaming:.1f} s, SPLOCS {self.seconds_splocs:.1f} s "
             f"({1000 * self.splocs_seconds_per_class:.0f} ms per class)"
         )
-
-
-def _umeyama(src: np.ndarray, dst: np.ndarray, w: np.ndarray | None = None, scale: bool = True):
-    """(s, R, t) minimising sum_i w_i ||s R src_i + t - dst_i||^2 (float64, proper rotation)."""
-    w = np.ones(len(src)) if w is None else w
-    w = w / max(w.sum(), 1e-300)
-    ms, md = w @ src, w @ dst
-    xs, xd = src - ms, dst - md
-    cov = (xd * w[:, None]).T @ xs
-    u, sv, vt = np.linalg.svd(cov)
-    d = np.array([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
-    r = (u * d) @ vt
-    s = float((sv * d).sum() / max(w @ (xs * xs).sum(1), 1e-300)) if scale else 1.0
-    return s, r, md - s * r @ ms
 
 
 def _rigid_batch(src: np.ndarray, dst: np.ndarray, w: np.ndarray):
@@ -142,27 +129,32 @@ class _Reservoir:
         return min(self.seen, self.data.shape[0])
 
 
-def rigid_prior(num_vertices: int) -> np.ndarray | None:
-    """Alignment prior f[V] for our topology: 1 on points expressions barely move (upper forehead, nose
-    bridge, temples, inner eye corners), 0.05 elsewhere. None for another vertex count."""
-    t = topo.face_topology()
-    if num_vertices != t.template.shape[0]:
+RIGID_SCALE = 0.05
+"""A point's alignment weight halves where the expression basis moves it by this fraction of the basis's
+median peak displacement (about 0.8 mm for the AU fields)."""
+
+
+def rigid_prior(basis: np.ndarray) -> np.ndarray:
+    """Alignment prior f[V] from an expression basis f[K, V, 3]: high on the points that no mode moves.
+
+    :math:`p_i = 1 / (1 + (m_i / m_0)^4)` with :math:`m_i = \\max_k \\|B_{k,i}\\|` the largest displacement
+    of point i under any mode and :math:`m_0` = ``RIGID_SCALE`` x the median of the modes' peaks. Derived
+    from the fields, not a hand list: a forehead or nose-bridge point that AU1/AU2/AU4/AU9 move would
+    otherwise anchor the pose and the alignment would eat the brow, lid and cheek motion.
+    """
+    b = np.asarray(basis, np.float64)
+    m = np.linalg.norm(b, axis=2).max(0)
+    m0 = RIGID_SCALE * float(np.median(np.linalg.norm(b, axis=2).max(1)))
+    return 1.0 / (1.0 + (m / max(m0, 1e-12)) ** 4)
+
+
+def _default_prior(num_vertices: int) -> np.ndarray | None:
+    """``rigid_prior`` of the built-in AU fields when the vertex count is our topology's, else None."""
+    if num_vertices != topo.face_topology().template.shape[0]:
         return None
-    x = t.template
-    brow_y = np.concatenate([t.region("left_brow"), t.region("right_brow")])
-    top = x[brow_y, 1].max()
-    forehead = t.region("forehead")
-    forehead = forehead[x[forehead, 1] > top + 8.0]  # above the skin AU1/AU2 wrinkle
-    oval = t.region("face_oval")
-    eye_y = x[t.region("left_eye_upper"), 1].mean()
-    temples = oval[x[oval, 1] > eye_y - 10.0]
-    nose = t.region("nose")
-    bridge = nose[x[nose, 1] > x[topo.LEFT_PUPIL, 1] - 25.0]
-    bridge = bridge[np.abs(x[bridge, 0]) < 6.0]  # not the alae (AU9)
-    corners = np.array([133, 362])  # inner eye corners
-    prior = np.full(t.template.shape[0], 0.05)
-    prior[np.concatenate([forehead, temples, bridge, corners])] = 1.0
-    return prior
+    from .au_fields import expression_basis
+
+    return rigid_prior(expression_basis()[0])
 
 
 def iter_deformations(
@@ -172,6 +164,7 @@ def iter_deformations(
     include_neutral: bool = True,
     on_skip: Callable | None = None,
     align_batch: int = 256,
+    basis: np.ndarray | None = None,
 ) -> Iterator[tuple]:
     """Stream ``(frame, deformation f32[V, 3])`` from gallery frames, in the frame of ``reference``.
 
@@ -181,10 +174,12 @@ def iter_deformations(
     ``include_neutral``. Unusable frames (wrong shape, non-finite, label outside [-1, 1], no neutral before
     them, a second neutral) go to ``on_skip(frame, why)``. Frames are aligned in vectorised batches of
     ``align_batch`` (order may change within a batch). Memory: one (neutral, s, R) per sequence plus a batch.
+    ``basis`` f[K, V, 3]: the expression modes whose still points anchor the alignment (``rigid_prior``;
+    default: the built-in AU fields on our topology).
     """
     ref = np.asarray(reference, np.float64)
     v = ref.shape[0]
-    prior = rigid_prior(v)
+    prior = rigid_prior(basis) if basis is not None and np.shape(basis)[1:] == (v, 3) else _default_prior(v)
     neutrals: dict = {}
     pending: list = []
     report = on_skip if on_skip is not None else (lambda fr, why: None)
@@ -212,7 +207,7 @@ def iter_deformations(
             if key in neutrals:
                 report(fr, f"second neutral for sequence {key[1]!r}")
                 continue
-            s, r, _ = _umeyama(verts, ref)
+            r, s, _ = similarity_fit(verts, ref)
             neutrals[key] = (verts, s, r)
             if include_neutral:
                 yield fr, np.zeros((v, 3), np.float32)
@@ -243,6 +238,7 @@ def build_affect_model(
     source: str = "",
     classes_per_call: int = 16,
     align_batch: int = 256,
+    au_names: tuple[str, ...] | None = None,
 ) -> tuple[AffectModel, BuildReport]:
     """Build an ``AffectModel`` from a stream of gallery frames (see the module docstring).
 
@@ -260,16 +256,24 @@ def build_affect_model(
         name / source: recorded in the metadata.
         classes_per_call: classes per compiled SPLOCS call (memory bound; all calls share one compilation).
         align_batch: frames rigidly aligned together (vectorised); bounds the frames held at once.
+        au_names: names of the frames' ``au`` intensities. When given and every used frame carries them,
+            ``class_au`` is their exact class mean (neutral frames count as 0); otherwise the class means are
+            projected onto the morphable's expression basis (``project_action_units``).
 
     Returns:
         (model, report).
     """
     t0 = time.perf_counter()
     mean = np.asarray(morphable.mean, np.float64)
-    stats = _ClassStats.empty(grid.num_classes, mean.shape[0], max_frames_per_class, seed)
+    stats = _ClassStats.empty(grid.num_classes, mean.shape[0], max_frames_per_class, seed, au_names)
     frames = stats.counted(frames, progress)
     for fr, d in iter_deformations(
-        frames, mean, include_neutral=include_neutral, on_skip=stats.skip, align_batch=align_batch
+        frames,
+        mean,
+        include_neutral=include_neutral,
+        on_skip=stats.skip,
+        align_batch=align_batch,
+        basis=np.asarray(morphable.expression_basis) if morphable.num_expression > 0 else None,
     ):
         stats.add(grid, fr, d)
     t1 = time.perf_counter()
@@ -278,6 +282,13 @@ def build_affect_model(
     source_of = nearest_populated(grid, counts)
     class_mean, class_lab = _class_means(stats, grid)
     class_mean = class_mean[source_of]
+    if stats.au_sums is not None:
+        class_au = (stats.au_sums / np.maximum(counts, 1)[:, None])[source_of].astype(np.float32)
+        au_source = "gallery intensities"
+    else:
+        au_names, au_basis, au_source = au_projection_basis(morphable)
+        class_au = project_action_units(class_mean, au_basis)
+
     k = int(num_components)
     comps, wmean, wstd = _class_components(
         stats.reservoirs,
@@ -303,6 +314,7 @@ def build_affect_model(
         "include_neutral": bool(include_neutral),
         "splocs": {"iterations": splocs_iterations, "admm_steps": splocs_admm_steps, "sparsity": sparsity},
         "empty_class_rule": "nearest_populated",
+        "class_au": au_source,
         "seed": seed,
     }
     model = AffectModel(
@@ -314,7 +326,10 @@ def build_affect_model(
         components=jnp.asarray(comps),
         weight_mean=jnp.asarray(wmean),
         weight_std=jnp.asarray(wstd),
+        class_au=jnp.asarray(class_au),
+        resting_expression=jnp.asarray(resting_tolerance(morphable)),
         grid=grid,
+        au_names=tuple(au_names),
         metadata=json.dumps(meta, sort_keys=True),
     )
     return model, report
@@ -334,9 +349,12 @@ class _ClassStats:
     num_skipped: int = 0
     frames_read: int = 0
     sequences: set = dataclasses.field(default_factory=set)
+    au_sums: np.ndarray | None = None  # f64[C, K]: the frames' own AU intensities; None -> projection
 
     @classmethod
-    def empty(cls, num_classes: int, num_vertices: int, capacity: int, seed: int) -> "_ClassStats":
+    def empty(
+        cls, num_classes: int, num_vertices: int, capacity: int, seed: int, au_names=None
+    ) -> "_ClassStats":
         return cls(
             sums=np.zeros((num_classes, num_vertices, 3), np.float64),
             counts=np.zeros(num_classes, np.int64),
@@ -344,6 +362,7 @@ class _ClassStats:
             reservoirs={},
             rng=np.random.default_rng(seed),
             capacity=capacity,
+            au_sums=None if au_names is None else np.zeros((num_classes, len(au_names)), np.float64),
         )
 
     def skip(self, fr, why):
@@ -365,6 +384,7 @@ class _ClassStats:
         c = int(class_index_np(grid, fr.valence, fr.arousal))
         self.sums[c] += d
         self.counts[c] += 1
+        self.au_sums = _add_frame_au(self.au_sums, c, fr)
         self.labels[c].append((float(fr.valence), float(fr.arousal)))
         if c not in self.reservoirs:
             self.reservoirs[c] = _Reservoir(self.capacity, d.shape)
@@ -437,3 +457,17 @@ def _class_components(reservoirs: dict, mean: np.ndarray, nc: int, k: int, class
             wmean[c] = wj[j, :n].mean(0)
             wstd[c] = wj[j, :n].std(0)
     return comps, wmean, wstd
+
+
+def _add_frame_au(sums: np.ndarray | None, c: int, frame) -> np.ndarray | None:
+    """Accumulate a frame's own AU intensities into its class (neutral frames: 0); None (projection
+    instead) once a frame without them, or of another length, comes."""
+    if sums is None:
+        return None
+    au = getattr(frame, "au", None)
+    if frame.is_neutral:
+        return sums
+    if au is None or np.shape(au) != sums.shape[1:] or not np.all(np.isfinite(au)):
+        return None
+    sums[c] += np.asarray(au, np.float64)
+    return sums

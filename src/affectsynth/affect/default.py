@@ -42,7 +42,7 @@ def _package_version() -> str:
         return "0"
 
 
-DEFAULT_MODEL_REVISION = 6
+DEFAULT_MODEL_REVISION = 12
 """Bumped whenever the default model's build changes in a way the other key parts do not capture."""
 
 
@@ -61,17 +61,29 @@ def default_model_path(config: GalleryConfig = DEFAULT_GALLERY) -> Path:
     return cache_dir() / f"default_model_{default_model_key(config)}.npz"
 
 
-def _build_model(frames, fields):
-    """Gallery frames -> AffectModel through ``build_affect_model`` (same path as a real corpus)."""
+def _build_model(
+    frames,
+    fields,
+    *,
+    name: str = "default-facs",
+    source: str = "affectsynth generated FACS gallery",
+    metadata: dict | None = None,
+    identity="gp",
+):
+    """Gallery frames -> AffectModel through ``build_affect_model`` (same path as a real corpus).
+
+    ``name`` / ``source`` / ``metadata`` (merged in) describe the model; ``identity`` is the morphable
+    model's identity basis ("gp" or a (basis, std) pair).
+    """
     from ..face.morphable import morphable_model
     from .build import build_affect_model
 
     basis = np.stack([np.asarray(fields[n], np.float32) for n in AU_NAMES if n in fields])
     names = tuple(n for n in AU_NAMES if n in fields)
-    morph = morphable_model(basis, np.full(len(names), 0.5, np.float32), names)
-    model, _ = build_affect_model(
-        frames, morph, name="default-facs", source="affectsynth generated FACS gallery"
-    )
+    morph = morphable_model(basis, np.full(len(names), 0.5, np.float32), names, identity=identity)
+    model, _ = build_affect_model(frames, morph, name=name, source=source, au_names=AU_NAMES)
+    if metadata:
+        model = dataclasses.replace(model, metadata=json.dumps({**model.info, **metadata}, sort_keys=True))
     return model
 
 

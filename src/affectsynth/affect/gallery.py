@@ -49,6 +49,8 @@ class GalleryFrame:
         valence / arousal: label in [-1, 1].
         is_neutral: True for the sequence's neutral (reference) mesh.
         source: where it came from (``"file:line"`` for a CSV row, or a generator's name).
+        au: f32[A] the frame's Action-Unit intensities when the source knows them (the generated gallery),
+            in the order the model builder is told (``build_affect_model(au_names=...)``); else None.
     """
 
     subject: str
@@ -59,6 +61,7 @@ class GalleryFrame:
     arousal: float
     is_neutral: bool
     source: str
+    au: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -144,19 +144,22 @@ def nearest_populated(grid: AffectGrid, counts) -> np.ndarray:
     return np.where(counts > 0, source, nearest).astype(np.int32)
 
 
-# Published V-A anchors (FACTS.md section 2). "RM77" = Russell & Mehrabian 1977 PAD norms (pleasure =
-# valence); "R80" = Russell 1980 circumplex, third-party digitised coordinates. Both approximate.
+# Emotion presets: rounded published V-A coordinates (FACTS.md section 2). "RM77" = Russell & Mehrabian 1977
+# PAD norms (pleasure = valence); "R80" = Russell 1980 circumplex, third-party digitised coordinates. Both
+# approximate. Each preset is also the anchor of its emotion's prototype in ``va_map.PROTOTYPES``, so a
+# preset gets exactly its emotion's AU pattern (fear and anger are 5 degrees apart in V-A: both sources
+# disagree by more than that, so the two presets are kept on either side of their common point).
 EMOTION_PRESETS: dict[str, tuple[float, float]] = {
-    "happy": (0.81, 0.51),  # RM77 happy
-    "excited": (0.62, 0.76),  # R80 excited
-    "surprised": (0.40, 0.67),  # RM77 surprised
-    "afraid": (-0.64, 0.60),  # RM77 fearful (R80 afraid is (-.34, .64))
-    "angry": (-0.51, 0.59),  # RM77 angry
+    "happy": (0.80, 0.40),  # RM77 happy (.81, .51), R80 happy (.83, .53), carefree (.78, .25)
+    "excited": (0.60, 0.75),  # R80 excited (.62, .76)
+    "surprised": (0.30, 0.80),  # between RM77 surprised (.40, .67) and R80 astonished (.16, .89)
+    "afraid": (-0.50, 0.65),  # between R80 afraid (-.34, .64) and RM77 fearful (-.64, .60)
+    "angry": (-0.55, 0.60),  # RM77 angry (-.51, .59), R80 angry (-.52, .58)
     "disgusted": (-0.60, 0.35),  # RM77 disgust
-    "sad": (-0.63, -0.27),  # RM77 sad (R80: (-.65, -.27))
-    "bored": (-0.66, -0.63),  # R80 bored
+    "sad": (-0.60, -0.30),  # RM77 sad (-.63, -.27), R80 sad (-.65, -.27)
+    "bored": (-0.50, -0.60),  # R80 bored (-.66, -.63)
     "sleepy": (0.28, -0.67),  # R80 sleepy
-    "calm": (0.56, -0.31),  # R80 calm
+    "calm": (0.55, -0.40),  # R80 calm (.56, -.31)
     "relaxed": (0.69, -0.45),  # R80 relaxed
     "content": (0.77, 0.19),  # R80 pleased (closest published term to "content")
     "neutral": (0.0, 0.0),  # origin of the circumplex by definition

@@ -141,7 +141,7 @@ def generate_gallery(
 
     Yields:
         ``gallery.GalleryFrame`` (subject, sequence, frame, vertices f32[478, 3], valence, arousal,
-        is_neutral, source), deterministic for a given seed.
+        is_neutral, source, au: the intensities f32[K] in ``AU_NAMES`` order), deterministic for a seed.
     """
     fields = action_unit_fields() if fields is None else fields
     from .gallery import GalleryFrame as frame_type
@@ -171,6 +171,7 @@ def generate_gallery(
             arousal=aro,
             is_neutral=f == 0,
             source=source,
+            au=w.astype(np.float32),
         )
 
 

@@ -1,7 +1,8 @@
 """The valence-arousal -> Action Unit intensity map.
 
-Emotion prototypes (EMFACS patterns, FACTS.md section 3) sit at published V-A anchors (section 2);
-``au_intensities`` blends them over the whole V-A square, so nearby targets get nearby AU patterns.
+Emotion prototypes (EMFACS patterns at apex intensity, FACTS.md section 3) sit at V-A anchors (section 2);
+``au_intensities`` interpolates them over the whole V-A square: exactly the prototype at its anchor, a
+smooth blend of the two angular neighbours in between, growing with the distance from the origin.
 """
 
 import jax.numpy as jnp
@@ -14,62 +15,93 @@ from .au_fields import AU_NAMES, _lid_pairs
 # --------------------------------------------------------------------------------------------------------
 # Valence-arousal -> AU intensities
 
-# Emotion prototypes: (name, valence, arousal, {AU: intensity at the anchor}). Anchors from Russell &
-# Mehrabian 1977 and Russell 1980 (FACTS.md 2); AU patterns from EMFACS prototypes and Du et al. 2014
-# (FACTS.md 3), softened where the word is not a face (calm, relaxed: soft lids and a slight smile).
+# Emotion prototypes: (name, valence, arousal, {AU: intensity at the anchor}), in order of angle.
+# Anchors: the nine emotions the legibility evaluation asks for sit at their ``EMOTION_PRESETS`` point
+# (rounded published coordinates, FACTS.md 2: "afraid" between Russell 1980's afraid (-.34, .64) and
+# Russell & Mehrabian's fearful (-.64, .60); "angry" at RM77/R80 angry); the others at their published
+# point. AU patterns: EMFACS prototypes at apex and Du et al. 2014 compounds (FACTS.md 3); the words that
+# are not faces (calm, relaxed, untroubled) get soft lids and a slight smile.
 PROTOTYPES: tuple[tuple[str, float, float, dict[str, float]], ...] = (
-    ("content", 0.79, -0.01, {"AU6": 0.35, "AU12": 0.6}),
-    ("pleased", 0.77, 0.19, {"AU6": 0.55, "AU12": 0.8, "AU25": 0.2}),
-    ("happy", 0.81, 0.51, {"AU6": 0.8, "AU12": 1.0, "AU25": 0.4, "AU26": 0.1}),
+    ("untroubled", 0.79, -0.01, {"AU6": 0.35, "AU12": 0.6}),  # RM77 untroubled
+    ("content", 0.77, 0.19, {"AU6": 0.6, "AU12": 0.85, "AU25": 0.3}),  # R80 pleased
+    ("happy", 0.80, 0.40, {"AU6": 0.9, "AU10": 0.3, "AU12": 1.0, "AU25": 1.0, "AU26": 0.2}),
     (
         "excited",
-        0.62,
-        0.76,
-        {"AU1": 0.3, "AU2": 0.3, "AU5": 0.3, "AU6": 0.7, "AU12": 0.9, "AU25": 0.9, "AU26": 0.5},
+        0.60,
+        0.75,
+        {"AU1": 0.5, "AU2": 0.5, "AU5": 0.4, "AU6": 0.8, "AU10": 0.2, "AU12": 1.0, "AU25": 1.0, "AU26": 0.6},
     ),
-    ("astonished", 0.16, 0.89, {"AU1": 0.9, "AU2": 0.9, "AU5": 0.9, "AU25": 1.0, "AU26": 0.8}),
+    ("surprised", 0.30, 0.80, {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0, "AU25": 1.0, "AU26": 1.0}),
     (
         "afraid",
-        -0.34,
-        0.64,
-        {"AU1": 0.8, "AU2": 0.5, "AU4": 0.5, "AU5": 0.9, "AU7": 0.3, "AU20": 0.8, "AU25": 0.7, "AU26": 0.3},
+        -0.50,
+        0.65,
+        {"AU1": 1.0, "AU2": 0.6, "AU4": 0.6, "AU5": 1.0, "AU7": 0.4, "AU20": 1.0, "AU25": 1.0, "AU26": 0.3},
     ),
-    ("angry", -0.51, 0.59, {"AU4": 1.0, "AU5": 0.5, "AU7": 0.7, "AU10": 0.2, "AU23": 0.8, "AU24": 0.4}),
-    ("disgusted", -0.60, 0.35, {"AU4": 0.4, "AU9": 0.9, "AU10": 0.7, "AU15": 0.4, "AU16": 0.3, "AU17": 0.4}),
-    ("displeased", -0.55, 0.16, {"AU4": 0.6, "AU14": 0.2, "AU15": 0.4, "AU17": 0.5, "AU24": 0.3}),
-    ("sad", -0.63, -0.27, {"AU1": 0.8, "AU4": 0.6, "AU15": 0.9, "AU17": 0.5, "AU43": 0.15}),
-    ("bored", -0.66, -0.63, {"AU4": 0.15, "AU14": 0.3, "AU15": 0.3, "AU43": 0.4}),
-    ("tired", 0.04, -0.63, {"AU1": 0.1, "AU25": 0.1, "AU43": 0.55}),
-    ("sleepy", 0.28, -0.67, {"AU12": 0.1, "AU26": 0.15, "AU43": 0.6}),
-    ("relaxed", 0.69, -0.45, {"AU6": 0.15, "AU12": 0.4, "AU43": 0.3}),
-    ("calm", 0.56, -0.31, {"AU12": 0.3, "AU43": 0.2}),
+    ("angry", -0.55, 0.60, {"AU4": 1.0, "AU5": 0.7, "AU7": 0.8, "AU10": 0.2, "AU23": 1.0, "AU24": 0.5}),
+    ("disgusted", -0.60, 0.35, {"AU4": 0.4, "AU9": 1.0, "AU10": 0.7, "AU15": 0.5, "AU17": 0.4}),
+    ("displeased", -0.55, 0.16, {"AU4": 0.6, "AU14": 0.3, "AU15": 0.5, "AU17": 0.6, "AU24": 0.4}),
+    ("sad", -0.60, -0.30, {"AU1": 1.0, "AU4": 0.7, "AU15": 1.0, "AU17": 0.7, "AU43": 0.2}),
+    ("bored", -0.50, -0.60, {"AU4": 0.2, "AU14": 0.3, "AU15": 0.3, "AU43": 0.45}),
+    ("tired", 0.04, -0.63, {"AU1": 0.1, "AU25": 0.15, "AU43": 0.6}),  # R80 tired
+    ("sleepy", 0.28, -0.67, {"AU12": 0.1, "AU26": 0.15, "AU43": 0.65}),  # R80 sleepy
+    ("calm", 0.55, -0.40, {"AU6": 0.15, "AU12": 0.4, "AU43": 0.2}),
+    ("relaxed", 0.69, -0.45, {"AU6": 0.2, "AU12": 0.45, "AU43": 0.3}),  # R80 relaxed
 )
-"""V-A emotion prototypes with their AU patterns; ``au_intensities`` blends them over the whole square."""
+"""V-A emotion prototypes with their AU patterns; ``au_intensities`` interpolates them over the square."""
 
-ANGULAR_CONCENTRATION = 12.0
-"""Von Mises concentration of the angular blend of prototypes (about a 17-degree half-width)."""
+PLATEAU = 0.25
+"""Fraction of each gap between neighbouring anchors, next to each anchor, where that anchor's pattern holds
+unblended; the blend happens in the middle ``1 - 2 PLATEAU`` of the gap. A V-A class spans 10-40 degrees,
+so without plateaus its mean would average three or four prototypes into none (fear's raised brows and
+anger's lowered ones cancel)."""
 MAX_RADIUS_GAIN = 1.3
 """Intensity gain at most this multiple of the prototype's own (corners of the square go a bit beyond)."""
 
-_P_DIRS = np.array([[v, a] for _, v, a, _ in PROTOTYPES]) / np.linalg.norm(
-    np.array([[v, a] for _, v, a, _ in PROTOTYPES]), axis=1, keepdims=True
-)
-_P_RADII = np.linalg.norm(np.array([[v, a] for _, v, a, _ in PROTOTYPES]), axis=1)
-_P_PATTERNS = np.array([[p.get(n, 0.0) for n in AU_NAMES] for _, _, _, p in PROTOTYPES])
+
+def _anchor_tables():
+    """Anchor angles (sorted, radians), radii, patterns [P, K] and the angular gaps to each neighbour."""
+    va = np.array([[v, a] for _, v, a, _ in PROTOTYPES], np.float64)
+    theta = np.arctan2(va[:, 1], va[:, 0])
+    order = np.argsort(theta)
+    theta, va = theta[order], va[order]
+    patterns = np.array([[p.get(n, 0.0) for n in AU_NAMES] for _, _, _, p in PROTOTYPES])[order]
+    gap_next = np.mod(np.roll(theta, -1) - theta, 2 * np.pi)
+    gap_prev = np.roll(gap_next, 1)
+    if gap_next.min() <= 0 or gap_next.max() >= np.pi:
+        raise ValueError("prototype anchors need distinct angles less than 180 degrees apart")
+    return theta, np.linalg.norm(va, axis=1), patterns, gap_prev, gap_next
+
+
+_THETA, _RADII, _PATTERNS, _GAP_PREV, _GAP_NEXT = _anchor_tables()
+
+
+def _smoothstep(t, xp):
+    t = xp.clip((t - PLATEAU) / (1.0 - 2.0 * PLATEAU), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def anchor_weights(xp, theta):
+    """Weights of the prototypes at angle ``theta``: a smoothstep hat per anchor, 1 at its own angle and 0
+    at its neighbours'. Between two neighbours the weights are :math:`1 - S(t)` and :math:`S(t)` with ``t``
+    the fraction of the gap and :math:`S = 3u^2 - 2u^3`, :math:`u = \\mathrm{clip}((t - m)/(1 - 2m), 0, 1)`,
+    ``m = PLATEAU``: they sum to 1, are exact on a plateau around each anchor and C1 in angle."""
+    delta = xp.mod(theta - xp.asarray(_THETA, dtype=theta.dtype) + np.pi, 2 * np.pi) - np.pi
+    after = _smoothstep(delta / xp.asarray(_GAP_NEXT, dtype=theta.dtype), xp)
+    before = _smoothstep(-delta / xp.asarray(_GAP_PREV, dtype=theta.dtype), xp)
+    return 1.0 - xp.where(delta >= 0, after, before)
 
 
 def _au_map(xp, valence, arousal):
-    """The V-A -> AU map written once for NumPy and jax.numpy (``xp``)."""
+    """The V-A -> AU map written once for NumPy and jax.numpy (``xp``); double-where keeps the origin's
+    gradient finite."""
     r2 = valence**2 + arousal**2
-    safe = xp.where(r2 > 1e-12, r2, 1.0)
-    r = xp.where(r2 > 1e-12, xp.sqrt(safe), 0.0)
-    u = xp.stack([valence, arousal]) / xp.where(r2 > 1e-12, xp.sqrt(safe), 1.0)
-    dirs = xp.asarray(_P_DIRS, dtype=u.dtype)
-    logits = ANGULAR_CONCENTRATION * (dirs @ u)
-    w = xp.exp(logits - xp.max(logits))
-    w = w / xp.sum(w)
-    pattern = w @ xp.asarray(_P_PATTERNS, dtype=u.dtype)
-    radius = w @ xp.asarray(_P_RADII, dtype=u.dtype)
+    ok = r2 > 1e-12
+    r = xp.where(ok, xp.sqrt(xp.where(ok, r2, 1.0)), 0.0)
+    theta = xp.arctan2(xp.where(ok, arousal, 0.0), xp.where(ok, valence, 1.0))
+    w = anchor_weights(xp, theta)
+    pattern = w @ xp.asarray(_PATTERNS, dtype=w.dtype)
+    radius = w @ xp.asarray(_RADII, dtype=w.dtype)
     gain = xp.minimum(r / radius, MAX_RADIUS_GAIN)
     return xp.clip(gain * pattern, 0.0, 1.0)
 
@@ -77,11 +109,11 @@ def _au_map(xp, valence, arousal):
 def au_intensities(valence: float, arousal: float) -> np.ndarray:
     """AU intensities (``AU_NAMES`` order) for a target affect, over the whole [-1, 1]^2 square.
 
-    A von Mises blend over angle of the emotion prototypes (``PROTOTYPES``):
-    :math:`I(v, a) = \\mathrm{clip}(\\min(r / \\bar r, g_{max}) \\sum_p w_p P_p, 0, 1)`,
-    :math:`w_p \\propto \\exp(\\kappa\\, u \\cdot u_p)` with ``u`` the unit direction of (v, a), ``r`` its
-    length and :math:`\\bar r = \\sum_p w_p r_p` the blended anchor radius: zero at the origin, the
-    prototype's pattern at its anchor, growing with the distance from the origin.
+    Angular interpolation of the emotion prototypes (``PROTOTYPES``) with a radial gain:
+    :math:`I(v, a) = \\mathrm{clip}(\\min(r / \\bar r, g_{max}) \\sum_p w_p(\\theta) P_p, 0, 1)`, ``w`` the
+    smoothstep hats of ``anchor_weights``, ``r`` and :math:`\\theta` the polar coordinates of (v, a) and
+    :math:`\\bar r = \\sum_p w_p r_p` the interpolated anchor radius. Zero at the origin, exactly the
+    prototype's pattern at its anchor, C1 in angle between anchors, growing with the radius.
 
     Returns:
         f32[K].

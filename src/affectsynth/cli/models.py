@@ -257,13 +257,43 @@ def build(
         typer.echo(f"wrote {figure}")
 
 
+def describe_provenance(info: dict) -> str:
+    """An imported model's metadata as lines: where its shapes came from, AU <- shapes, AUs not built."""
+    lines = []
+    if "read_from" in info:
+        lines.append(
+            f"read from: {info['read_from']} ({info.get('expression_shapes', '?')} expression shapes)"
+        )
+    if "identity" in info:
+        lines.append(f"identity basis: {info['identity']}")
+    table = info.get("au_table") or {}
+    if table:
+        lines.append("AU <- shapes:")
+        order = sorted(table, key=lambda a: (len(a), a))  # AU2 before AU10 (JSON keeps keys sorted as text)
+        lines.extend(f"  {au:>5s} <- {table[au]}" for au in order)
+    if "missing_aus" in info:
+        lines.append(f"AUs not built (no shape): {', '.join(info['missing_aus']) or 'none'}")
+    if info.get("unused_aus"):
+        lines.append(f"built but outside the V-A map's AUs: {', '.join(info['unused_aus'])}")
+    if "licence" in info:
+        lines.append(f"licence: {info['licence'][:160]}{'...' if len(info['licence']) > 160 else ''}")
+    return "\n".join(lines)
+
+
+def _describe(model) -> str:
+    from ..affect.model import describe_model
+
+    extra = describe_provenance(model.info)
+    return describe_model(model) + ("\n" + extra if extra else "")
+
+
 @model_app.command("info")
 @guarded
 def info(model: Annotated[Path, typer.Argument(help="Model file (.npz).")]):
-    """Print a model's classes, counts and sizes."""
-    from ..affect.model import describe_model, read_model
+    """Print a model's name, source, classes, counts and sizes (and an imported model's AU table)."""
+    from ..affect.model import read_model
 
-    typer.echo(describe_model(read_model(model)))
+    typer.echo(_describe(read_model(model)))
 
 
 @model_app.command("figure")
@@ -284,27 +314,31 @@ def figure_cmd(
 @model_app.command("import-ict")
 @guarded
 def import_ict(
-    folder: Annotated[Path, typer.Argument(help="ICT-FaceKit folder.")],
+    folder: Annotated[
+        Path, typer.Argument(help="ICT-FaceKit folder (FaceXModel/ OBJs and/or ict_facekit_deltas.npz).")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (.npz).")] = Path(
         "ict_model.npz"
     ),
+    identity: Annotated[
+        bool, typer.Option("--identity", help="Use ICT's identity shapes as the morphable identity basis.")
+    ] = False,
+    identity_modes: Annotated[int, typer.Option(min=1, help="Identity modes kept with --identity.")] = 40,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
 ):
-    """Build a model from ICT-FaceKit expression shapes (its AU fields on our topology)."""
-    from ..affect.model import describe_model, save_model
-    from ..errors import InputImageError
+    """Build a model from ICT-FaceKit expression shapes (its AU fields on our topology).
+
+    Reads whichever of the original OBJ folder and the arrays file has more shapes; lists the AUs it could
+    not build; fails (exit 2) when the rig lacks the minimum set (AU1, AU4, AU12, AU15, AU26).
+    """
+    from ..affect.importers.ict import import_ict_model
+    from ..affect.model import save_model
 
     _check_output(output, overwrite, (".npz",))
-    if not folder.is_dir():
-        raise InputImageError(folder, "ICT-FaceKit folder not found")
-    from ..affect.importers.ict import import_ict_model
-
-    try:
-        model = import_ict_model(folder)
-    except (ValueError, OSError, KeyError) as err:
-        _fail(f"{folder}: {' '.join(str(err).split())}", 2)
+    typer.echo(f"importing {folder} ...", err=True)
+    model = import_ict_model(folder, identity=identity, identity_modes=identity_modes)
     save_model(output, model)
-    typer.echo(describe_model(model))
+    typer.echo(_describe(model))
     typer.echo(f"wrote {output}")
 
 

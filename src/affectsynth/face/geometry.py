@@ -1,4 +1,8 @@
-"""Geometric routines shared by the importers and the fit: similarity fits, closest points on a mesh."""
+"""Geometric routines, one home each: similarity fits (NumPy and JAX), closest points on a triangle mesh.
+
+Every similarity fit here takes ``(source, target, weights)`` and returns ``(rotation, scale,
+translation)`` with :math:`\\mathrm{target} \\approx s R\\, \\mathrm{source} + t`.
+"""
 
 import jax.numpy as jnp
 import numpy as np
@@ -6,35 +10,33 @@ from jaxtyping import Array, Float
 
 from .._types import Rotation
 
-# FaceMesh vertex for some of the 68 Multi-PIE landmarks, read off the topology's regions (eye and lip
-# contour ends, lip midlines) and FaceMesh's well-known nose tip / subnasale / nasion / chin points.
-MULTIPIE_TO_FACEMESH = {
-    36: 33,  # right eye outer corner (subject's right = image left)
-    39: 133,  # right eye inner corner
-    42: 362,  # left eye inner corner
-    45: 263,  # left eye outer corner
-    48: 61,  # mouth corner (outer), right
-    54: 291,  # mouth corner (outer), left
-    51: 0,  # upper lip top, midline
-    57: 17,  # lower lip bottom, midline
-    62: 13,  # upper lip inner, midline
-    66: 14,  # lower lip inner, midline
-    30: 1,  # nose tip
-    33: 2,  # subnasale
-    27: 168,  # nasion
-    8: 152,  # chin
-}
 
+def similarity_fit(
+    source: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None, *, scale: bool = True
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """Weighted Umeyama fit (NumPy, float64): the proper rotation R, scale s and translation t minimising
+    :math:`\\sum_i w_i \\|s R x_i + t - y_i\\|^2`.
 
-def _similarity_np(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    """Umeyama: ``dst ~ s R src + t`` in the least-squares sense (NumPy, float64)."""
-    ms, md = src.mean(0), dst.mean(0)
-    xs, xd = src - ms, dst - md
-    u, sv, vt = np.linalg.svd(xd.T @ xs)
-    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    r = u @ d @ vt
-    s = float(np.trace(np.diag(sv) @ d) / np.sum(xs**2))
-    return r, s, md - s * r @ ms
+    Args:
+        source: f[P, 3] points x.
+        target: f[P, 3] points y.
+        weights: f[P] non-negative weights (default ones).
+        scale: fit the scale; False fixes s = 1 (a rigid fit).
+
+    Returns:
+        (R f64[3, 3] with det +1, s, t f64[3]). A reflection is never returned: when the best orthogonal
+        map is one, the smallest singular direction is flipped (Umeyama 1991).
+    """
+    x, y = np.asarray(source, np.float64), np.asarray(target, np.float64)
+    w = np.ones(x.shape[0]) if weights is None else np.asarray(weights, np.float64)
+    w = w / max(float(w.sum()), 1e-300)
+    mx, my = w @ x, w @ y
+    xc, yc = x - mx, y - my
+    u, sv, vt = np.linalg.svd((yc * w[:, None]).T @ xc)
+    flip = np.array([1.0, 1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
+    r = (u * flip) @ vt
+    s = float((sv * flip).sum() / max(float(w @ (xc * xc).sum(1)), 1e-300)) if scale else 1.0
+    return r, s, my - s * r @ mx
 
 
 def closest_point_barycentric(a: np.ndarray, b: np.ndarray, c: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -111,8 +113,8 @@ def closest_points_on_mesh(
 def similarity_procrustes(
     source: Float[Array, "V 3"], target: Float[Array, "V 3"], weights: Float[Array, " V"]
 ) -> tuple[Rotation, Float[Array, ""], Float[Array, "3"]]:
-    """Weighted Umeyama: the proper rotation R, scale s and translation t minimising
-    :math:`\\sum_i w_i \\|s R x_i + t - y_i\\|^2`. Finite (s = 0) when all weights are zero."""
+    """Weighted Umeyama in JAX (jit/vmap-able), the twin of ``similarity_fit``: same arguments, same
+    ``(R, s, t)`` result. Finite (s = 0) when all weights are zero."""
     w = weights / jnp.maximum(jnp.sum(weights), 1e-12)
     mu_s, mu_t = w @ source, w @ target
     xs, xt = source - mu_s[None, :], target - mu_t[None, :]

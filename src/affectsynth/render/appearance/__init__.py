@@ -1,6 +1,6 @@
 """Expression appearance, one module per cue; ``apply_appearance`` runs the enabled ones in order.
 
-context    AppearanceOptions, AppearanceContext, project_action_units
+context    AppearanceOptions, AppearanceContext, named_action_units (a model's AUs in the cues' order)
 shading    the shading ratio of the deformed surface under the photo's lighting
 wrinkles   AU-driven furrows on the template surface
 mouth      the mouth interior (cavity, teeth, tongue)

@@ -12,31 +12,6 @@ from .context import AU_NAMES, AppearanceContext
 # small pure helpers
 
 
-def _interp(frags, triangles: Triangles, attrs: Float[Array, "V C"]) -> Float[Array, "H W C"]:
-    """Barycentric interpolation of per-vertex attributes (0 where no triangle)."""
-    ids = getattr(frags, "vertex_ids", None)  # raster.Fragments carries them: saves a gather
-    ids = triangles[jnp.maximum(frags.triangle_id, 0)] if ids is None else ids
-    # per corner, (H, W) indices: XLA:CPU gathers with the (H, W, 3) ids at once ~30x slower
-    out = sum(attrs[ids[..., k]] * frags.barycentric[..., k : k + 1] for k in range(3))
-    return jnp.where((frags.triangle_id >= 0)[..., None], out, 0.0)
-
-
-def _bilinear(image: Float[Array, "H W C"], xy: Float[Array, "... 2"]) -> Float[Array, "... C"]:
-    """Bilinear sample at pixel coordinates (centre of pixel (i, j) at (j + .5, i + .5)), clamp to edge."""
-    h, w = image.shape[:2]
-    x = jnp.clip(xy[..., 0] - 0.5, 0.0, w - 1.0)
-    y = jnp.clip(xy[..., 1] - 0.5, 0.0, h - 1.0)
-    x0 = jnp.clip(jnp.floor(x), 0, w - 2).astype(jnp.int32) if w > 1 else jnp.zeros_like(x, jnp.int32)
-    y0 = jnp.clip(jnp.floor(y), 0, h - 2).astype(jnp.int32) if h > 1 else jnp.zeros_like(y, jnp.int32)
-    fx = (x - x0)[..., None]
-    fy = (y - y0)[..., None]
-    x1 = jnp.minimum(x0 + 1, w - 1)
-    y1 = jnp.minimum(y0 + 1, h - 1)
-    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
-    bot = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
-    return top * (1 - fy) + bot * fy
-
-
 def _window_size(h: int, w: int, fraction: float) -> tuple[int, int]:
     side = max(64, int(np.ceil(fraction * min(h, w))))
     return min(h, side), min(w, side)

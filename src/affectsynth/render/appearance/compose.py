@@ -4,7 +4,8 @@ import jax.numpy as jnp
 
 from ..._types import Image
 from ...face import topology as topo
-from ._draw import _interp, _paste, _window_size, _windowed
+from ..raster import interpolate
+from ._draw import _paste, _window_size, _windowed
 from .context import SKIN, SKIRT, AppearanceContext, AppearanceOptions
 from .eyes import _eye_layer
 from .mouth import mouth_interior
@@ -67,7 +68,7 @@ def apply_appearance(
             lr_v, coeffs = shading_log_ratio(patch, ctx)
             attrs.append(lr_v[:, None])
             diag["lighting"] = coeffs
-        per_pixel = _interp(frags, ctx.triangles, jnp.concatenate(attrs, axis=1))
+        per_pixel = interpolate(frags, jnp.concatenate(attrs, axis=1))
     if options.shading:
         lr = jnp.where(skin, per_pixel[..., 2], 0.0)
         diag["log_ratio"] = lr

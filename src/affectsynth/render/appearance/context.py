@@ -17,21 +17,14 @@ fitted landmarks, follow the skin and scale with the face.
 """
 
 import dataclasses
-import functools
 
 import equinox as eqx
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ..._types import Landmarks
+from ...affect.au_fields import AU_NAMES
 from ...face import topology as topo
-
-AU_NAMES: tuple[str, ...] = (
-    "AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU14",
-    "AU15", "AU16", "AU17", "AU20", "AU23", "AU24", "AU25", "AU26", "AU27", "AU43",
-)  # fmt: skip
-"""Order of ``AppearanceContext.au`` (the same as ``affect.au_fields.AU_NAMES``; a test checks they agree)."""
 
 # triangle groups of the render mesh (the pipeline's numbering)
 SKIN, MOUTH, EYE, SKIRT = 0, 1, 2, 3
@@ -109,27 +102,11 @@ def dense_template(
     return jnp.asarray(weights, jnp.float32) @ base
 
 
-@functools.cache
-def action_unit_basis() -> np.ndarray:
-    """The AU displacement fields f32[K, 478, 3] (mm, intensity 1) in ``AU_NAMES`` order (host constant)."""
-    from ...affect.au_fields import expression_basis  # noqa: PLC0415  (heavy module, only needed here)
-
-    basis, _, names = expression_basis()
-    if tuple(names) != AU_NAMES:
-        raise ValueError(f"expression basis AUs {names} differ from appearance.AU_NAMES")
-    return np.asarray(basis, np.float32)
-
-
-def project_action_units(
-    deformation: Float[Array, "V 3"], basis: Float[Array, "K V 3"], ridge: float = 1e-2
-) -> Float[Array, " K"]:
-    r"""AU intensities that best explain a canonical deformation (mm).
-
-    Ridge least squares :math:`\min_a \|\sum_k a_k B_k - d\|^2 + \rho \bar\sigma^2 \|a\|^2`, with
-    :math:`\bar\sigma^2` the mean squared norm of the fields (so ``ridge`` is unit-free). Negative values
-    are kept (the cues ignore them).
-    """
-    b = basis.reshape(basis.shape[0], -1)
-    gram = b @ b.T
-    reg = ridge * jnp.trace(gram) / b.shape[0]
-    return jnp.linalg.solve(gram + reg * jnp.eye(b.shape[0], dtype=b.dtype), b @ deformation.reshape(-1))
+def named_action_units(values: Float[Array, " A"], names: tuple[str, ...]) -> Float[Array, " K"]:
+    """Intensities given per ``names`` (static: a model's own AU list) in ``AU_NAMES`` order, the order the
+    cues read; AUs the list lacks are 0 and names that are not FACS AUs of ``AU_NAMES`` are ignored."""
+    if len(names) != values.shape[-1]:
+        raise ValueError(f"{values.shape[-1]} intensities for {len(names)} AU names")
+    index = {n: i for i, n in enumerate(names)}
+    cols = [values[index[n]] if n in index else jnp.zeros((), values.dtype) for n in AU_NAMES]
+    return jnp.stack(cols)

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 
 from ..._types import Image
 from ...face import topology as topo
-from ._draw import _bilinear, _gauss, _polygon_area, _polygon_sdf, _polyline_distance, _smoothstep
+from ..raster import sample_bilinear
+from ._draw import _gauss, _polygon_area, _polygon_sdf, _polyline_distance, _smoothstep
 from .context import AppearanceContext
 
 # --------------------------------------------------------------------------------------------------------
@@ -37,7 +38,7 @@ def _eye_layer(
     static_w = in_dst * _smoothstep(0.5 - sdf_src / 1.5)
     out = jnp.where(
         static_w[..., None] > 0,
-        render * (1 - static_w[..., None]) + _bilinear(patch, q) * static_w[..., None],
+        render * (1 - static_w[..., None]) + sample_bilinear(patch, q) * static_w[..., None],
         render,
     )
     # nearly closed: lid skin (sampled above the lid margin) covers the last sliver, lashes at the seam
@@ -47,7 +48,7 @@ def _eye_layer(
     lid_xy = xy + up_dir[None, None, :] * (d_up + 0.07 * s)[..., None]
     cover = _smoothstep((closure - 0.45) / 0.45)
     w = cover * _smoothstep(0.5 - sdf_dst / 1.5)
-    out = out * (1 - w[..., None]) + _bilinear(source, lid_xy) * w[..., None]
+    out = out * (1 - w[..., None]) + sample_bilinear(source, lid_xy) * w[..., None]
     d_lo = _polyline_distance(xy, dst[lower])
     lash = (
         cover

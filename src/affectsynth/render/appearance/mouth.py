@@ -6,9 +6,10 @@ from jaxtyping import Array, Float
 
 from ..._types import Image
 from ...face import topology as topo
+from ..raster import sample_bilinear
 from ._draw import (
+    _au,
     _band,
-    _bilinear,
     _gauss,
     _luminance,
     _polygon_area,
@@ -64,9 +65,9 @@ def mouth_interior(
     v = d_up / local_h
 
     lip_idx = jnp.asarray(t.region("lips"))
-    lip_rgb = jnp.mean(_bilinear(patch, src[lip_idx]), axis=0)
+    lip_rgb = jnp.mean(sample_bilinear(patch, src[lip_idx]), axis=0)
     skin_idx = jnp.asarray(np.concatenate([t.region("right_cheek"), t.region("left_cheek")]))
-    skin_rgb = jnp.mean(_bilinear(patch, src[skin_idx]), axis=0)
+    skin_rgb = jnp.mean(sample_bilinear(patch, src[skin_idx]), axis=0)
     skin_l = _luminance(skin_rgb)
     tint = (skin_rgb / jnp.maximum(jnp.mean(skin_rgb), 1e-3)) ** 0.25
 
@@ -80,7 +81,7 @@ def mouth_interior(
     # pupil and its eye corners; the skin only sets a floor when the eyes are shadowed or closed
     pupils = src[jnp.array([topo.RIGHT_PUPIL, topo.RIGHT_PUPIL, topo.LEFT_PUPIL, topo.LEFT_PUPIL])]
     corners = src[jnp.array([33, 133, 362, 263])]
-    sclera = _luminance(_bilinear(patch, 0.5 * pupils + 0.5 * corners))
+    sclera = _luminance(sample_bilinear(patch, 0.5 * pupils + 0.5 * corners))
     exposure = jnp.clip(jnp.maximum(jnp.mean(sclera) / 0.7, skin_l / 0.6), 0.35, 1.2)
     teeth_rgb = jnp.clip(jnp.array([0.93, 0.90, 0.83]) * tint * exposure, 0.0, 0.95)
     gaps = jnp.zeros_like(x_mm)
@@ -88,16 +89,21 @@ def mouth_interior(
         gaps += _gauss(jnp.abs(x_mm) - g, 0.35)
     tooth_shade = (1.0 - 0.6 * jnp.clip(jnp.abs(u), 0.0, 1.0) ** 2) * (1.0 - 0.15 * jnp.minimum(gaps, 1.0))
 
-    # upper teeth: incisal edge follows the smile arc, hidden under the upper lip, shadowed just below it
-    h_up = jnp.minimum(9.0 * mm * (1.0 - 0.35 * u * u), 0.5 * local_h)
+    # upper teeth: a band under the upper lip that fills most of a smile's gap (real smiles show ~10 mm of
+    # incisor crown), incisal edge following the smile arc; dark cavity only at the corners and, in wide
+    # openings, between the upper and the lower teeth
+    # how much of the gap: a smile (AU12, AU10 lift the upper lip off the teeth) shows mostly teeth, a
+    # dropped jaw alone (surprise) mostly the dark cavity
+    smile = jnp.clip(_au(ctx, "AU12") + _au(ctx, "AU10"), 0.0, 1.0)
+    wide = _smoothstep((h_open / mm - 6.0) / 10.0)
+    h_up = jnp.minimum(10.0 * mm * (1.0 - 0.3 * u * u), (0.3 + 0.55 * smile - 0.2 * wide) * local_h)
     soft = jnp.maximum(0.8, 0.08 * h_up)
-    m_up = _smoothstep((h_up - d_up) / soft) * _band(jnp.abs(u), 0.0, 0.78, 0.12)
+    m_up = _smoothstep((h_up - d_up) / soft) * _band(jnp.abs(u), 0.0, 0.85, 0.12)
     lip_shadow = 0.72 + 0.28 * _smoothstep(d_up / (0.35 * h_up + 1.0))
     up_rgb = teeth_rgb[None, None, :] * (tooth_shade * lip_shadow)[..., None]
-    # lower teeth and tongue only for wide openings
-    wide = _smoothstep((h_open / mm - 14.0) / 8.0)
-    h_lo = jnp.minimum(6.0 * mm * (1.0 - 0.4 * u * u), 0.22 * local_h)
-    m_lo = wide * _smoothstep((h_lo - d_lo) / soft) * _band(jnp.abs(u), 0.0, 0.6, 0.12)
+    # lower teeth from openings of about 6 mm (fully by 16 mm), behind the lower lip
+    h_lo = jnp.minimum(6.0 * mm * (1.0 - 0.4 * u * u), 0.25 * local_h)
+    m_lo = wide * _smoothstep((h_lo - d_lo) / soft) * _band(jnp.abs(u), 0.0, 0.65, 0.12)
     lo_rgb = teeth_rgb[None, None, :] * (0.72 * tooth_shade)[..., None]
     tongue_m = (
         _smoothstep((h_open / mm - 14.0) / 8.0)

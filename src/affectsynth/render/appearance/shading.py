@@ -4,7 +4,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ..._types import Image
-from ._draw import _bilinear, _luminance, _sh9, _vertex_normals
+from ..raster import sample_bilinear
+from ._draw import _luminance, _sh9, _vertex_normals
 from .context import SHADING_CLIP, SKIN, AppearanceContext
 
 # --------------------------------------------------------------------------------------------------------
@@ -41,7 +42,7 @@ def shading_log_ratio(patch: Image, ctx: AppearanceContext) -> tuple[Float[Array
     n_dst = _vertex_normals(ctx.dst_vertices, ctx.triangles)
     num = ctx.src_vertices.shape[0]
     other = jnp.zeros(num, bool).at[ctx.triangles.reshape(-1)].max(jnp.repeat(ctx.groups != SKIN, 3))
-    lum = _luminance(_bilinear(patch, ctx.src_vertices[:, :2]))
+    lum = _luminance(sample_bilinear(patch, ctx.src_vertices[:, :2]))
     w = (~other & (lum > 0.06) & (lum < 0.97) & (n_src[:, 2] > 0.2)).astype(patch.dtype)
     coeffs = fit_sh_lighting(lum, n_src, w)
     floor = 0.05 * (jnp.sum(lum * w) / (jnp.sum(w) + 1e-6)) + 1e-4

@@ -8,7 +8,8 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ...face import topology as topo
-from ._draw import _band, _bilinear, _gauss, _smoothstep
+from ..raster import sample_bilinear
+from ._draw import _band, _gauss, _smoothstep
 from .context import AU_NAMES
 
 # --------------------------------------------------------------------------------------------------------
@@ -116,6 +117,11 @@ def _upper_wrinkles(x, y, ax, a, mm_per_px):
     delta += 0.13 * a("AU4") * _band(y, 37.0, 48.0, 4.0) * _furrow(gx, 0.8, mm_per_px)
     root = 0.5 * a("AU4") + a("AU9")
     delta += 0.08 * root * _band(ax, 0.0, 6.0, 4.0) * _furrow(y - 34.0, 0.9, mm_per_px)
+    # AU4: the lowered brow overhangs the upper lid (shadow under the inner brow) and bunches the skin
+    # above the brow heads into a short oblique fold
+    delta -= 0.10 * a("AU4") * _band(ax, 12.0, 32.0, 5.0) * _gauss(y - 38.5, 1.8)
+    fold = (ax - 14.0) * 0.45 - (y - 51.0) * 0.89
+    delta += 0.07 * a("AU4") * _band(ax, 8.0, 22.0, 3.0) * _furrow(fold, 0.8, mm_per_px)
     # nose (AU9): oblique "bunny lines" on the sides of the nasal bridge
     along = (ax - 9.0) * 0.6 + (y - 26.0) * 0.8
     across = -(ax - 9.0) * 0.8 + (y - 26.0) * 0.6
@@ -134,11 +140,11 @@ def _eye_wrinkles(x, y, ax, a, mm_per_px):
     crow = 0.07 * a("AU6") * _band(r, 4.0, 13.0, 3.5) * (cx > 0)
     for k, th in enumerate(np.deg2rad([-32.0, -12.0, 8.0, 27.0])):
         delta += crow * (0.8 + 0.2 * (k % 2)) * _furrow(cy * np.cos(th) - cx * np.sin(th), 0.55, mm_per_px)
-    # lower lid (AU6): bulge just under the lid, infraorbital crease below it
     lid = _lower_lid_template()
     lid_y = np.polynomial.Polynomial.fit(lid[:, 0], lid[:, 1], 4).convert().coef
     below = _poly(lid_y, jnp.clip(ax, lid[0, 0], lid[-1, 0])) - y  # mm under the lower lid
-    lid_w = a("AU6") * _band(ax, 18.0, 42.0, 4.0)
+    # lower lid (AU6, AU7): pushed-up bulge just under the lid, infraorbital crease below it
+    lid_w = (a("AU6") + 0.6 * a("AU7")) * _band(ax, 18.0, 42.0, 4.0)
     delta += lid_w * (0.05 * _gauss(below - 2.5, 1.4) - 0.07 * _gauss(below - 6.0, 1.0))
     return delta
 
@@ -218,4 +224,4 @@ def sample_wrinkle_texture(texture: Float[Array, "Ty Tx"], uv: Float[Array, "H W
     inside = (uv[..., 0] >= x0) & (uv[..., 0] <= x1) & (uv[..., 1] >= y0) & (uv[..., 1] <= y1)
     # texel (i, j) sits at template (x0 + j t, y0 + i t); _bilinear's pixel (i, j) at (j + .5, i + .5)
     xy = jnp.stack([uv[..., 0] - x0, uv[..., 1] - y0], axis=-1) * (1.0 / WRINKLE_TEXEL) + 0.5
-    return jnp.where(inside, _bilinear(texture[..., None], xy)[..., 0], 0.0)
+    return jnp.where(inside, sample_bilinear(texture[..., None], xy)[..., 0], 0.0)
