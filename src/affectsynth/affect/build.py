@@ -282,13 +282,7 @@ def build_affect_model(
     source_of = nearest_populated(grid, counts)
     class_mean, class_lab = _class_means(stats, grid)
     class_mean = class_mean[source_of]
-    if stats.au_sums is not None:
-        class_au = (stats.au_sums / np.maximum(counts, 1)[:, None])[source_of].astype(np.float32)
-        au_source = "gallery intensities"
-    else:
-        au_names, au_basis, au_source = au_projection_basis(morphable)
-        class_au = project_action_units(class_mean, au_basis)
-
+    au_names, class_au, au_source = _class_action_units(stats, morphable, class_mean, source_of, au_names)
     k = int(num_components)
     comps, wmean, wstd = _class_components(
         stats.reservoirs,
@@ -457,6 +451,16 @@ def _class_components(reservoirs: dict, mean: np.ndarray, nc: int, k: int, class
             wmean[c] = wj[j, :n].mean(0)
             wstd[c] = wj[j, :n].std(0)
     return comps, wmean, wstd
+
+
+def _class_action_units(stats: _ClassStats, morphable: MorphableModel, class_mean, source_of, au_names):
+    """Per-class AU intensities: the frames' own (exact class means) when every used frame carried them,
+    else the class means projected onto the morphable's expression basis. Returns (names, f32[C, K], how)."""
+    if stats.au_sums is not None:
+        counts = np.maximum(stats.counts, 1)[:, None]
+        return tuple(au_names), (stats.au_sums / counts)[source_of].astype(np.float32), "gallery intensities"
+    names, basis, how = au_projection_basis(morphable)
+    return tuple(names), project_action_units(class_mean, basis), how
 
 
 def _add_frame_au(sums: np.ndarray | None, c: int, frame) -> np.ndarray | None:

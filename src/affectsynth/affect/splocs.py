@@ -103,21 +103,9 @@ def _lambda(c, dist, sparsity, d_min, d_max):
     return sparsity * support_map(dist[centres], d_min, d_max)
 
 
-def _splocs_core(x, mask, dist, hyper, static: _Static):
-    """SPLOCS on one data set (pure). ``x``: f32[F, V, 3] raw deformations, ``mask``: f32[F] valid frames."""
-    sparsity, d_min, d_max, rho = hyper[0], hyper[1], hyper[2], hyper[3]
-    f, v, _ = x.shape
-    k_num = static.num_components
-    signed = static.signed_weights
-    x = x * mask[:, None, None]
-    n = jnp.maximum(jnp.sum(mask) * v * 3, 1.0)
-    mean = jnp.sum(x) / n
-    var = jnp.sum(((x - mean) * mask[:, None, None]) ** 2) / n
-    scale = jnp.where(var > 0, 1.0 / jnp.sqrt(jnp.where(var > 0, var, 1.0)), 1.0)
-    x = x * scale
-
-    xf = x.reshape(f, -1)
-    xx = jnp.sum(xf * xf)
+def _greedy_start(x, mask, dist, d_min, d_max, k_num: int, signed: bool):
+    """Initial components f32[K, V, 3] and weights f32[F, K]: K greedy rank-1 fits, each at the vertex
+    with the most residual energy, localised by its support map."""
 
     def init_step(k, carry):
         # Greedy start on the residual R = X - W C, kept implicit: only the per-vertex residual energy
@@ -138,9 +126,29 @@ def _splocs_core(x, mask, dist, hyper, static: _Static):
         mag = jnp.maximum(mag - 2.0 * jnp.sum(ck * g, axis=-1) + ww * jnp.sum(ck * ck, axis=-1), 0.0)
         return c.at[k].set(ck), w_all.at[:, k].set(w), mag
 
-    c0 = jnp.zeros((k_num, v, 3), x.dtype)
-    w0 = jnp.zeros((f, k_num), x.dtype)
+    c0 = jnp.zeros((k_num, x.shape[1], 3), x.dtype)
+    w0 = jnp.zeros((x.shape[0], k_num), x.dtype)
     c0, w0, _ = jax.lax.fori_loop(0, k_num, init_step, (c0, w0, jnp.sum(x * x, axis=(0, 2))))
+    return c0, w0
+
+
+def _splocs_core(x, mask, dist, hyper, static: _Static):
+    """SPLOCS on one data set (pure). ``x``: f32[F, V, 3] raw deformations, ``mask``: f32[F] valid frames."""
+    sparsity, d_min, d_max, rho = hyper[0], hyper[1], hyper[2], hyper[3]
+    f, v, _ = x.shape
+    k_num = static.num_components
+    signed = static.signed_weights
+    x = x * mask[:, None, None]
+    n = jnp.maximum(jnp.sum(mask) * v * 3, 1.0)
+    mean = jnp.sum(x) / n
+    var = jnp.sum(((x - mean) * mask[:, None, None]) ** 2) / n
+    scale = jnp.where(var > 0, 1.0 / jnp.sqrt(jnp.where(var > 0, var, 1.0)), 1.0)
+    x = x * scale
+
+    xf = x.reshape(f, -1)
+    xx = jnp.sum(xf * xf)
+
+    c0, w0 = _greedy_start(x, mask, dist, d_min, d_max, k_num, signed)
     eye = jnp.eye(k_num, dtype=x.dtype)
 
     def gram(c):
