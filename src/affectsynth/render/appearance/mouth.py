@@ -1,5 +1,7 @@
 """The mouth interior: a lit cavity, teeth and tongue where the lips part wider than in the photo."""
 
+from typing import NamedTuple
+
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -22,18 +24,30 @@ from .context import AppearanceContext
 # --------------------------------------------------------------------------------------------------------
 # 3. mouth interior
 
+TOOTH_EDGES_MM = (0.0, 8.5, 15.0, 22.0)
+"""Distances (mm) from the midline of the gaps between the front teeth: central incisors ~8.5 mm wide,
+laterals ~6.5 mm, canines ~7 mm, seen nearly face on."""
 
-def mouth_interior(
-    render: Image, patch: Image, ctx: AppearanceContext, xy: Float[Array, "H W 2"]
-) -> tuple[Image, Float[Array, "H W"], Float[Array, ""]]:
-    """Paint a lit cavity, upper (and for wide openings lower) teeth and a tongue hint into the new opening.
 
-    Weighted by the fraction of the target's inner-lip area that is new, so an opening the photo already
-    has keeps its own pixels and lips that close again give back exactly the photo's lips. Soft masks from
-    distances to the inner lip contours; colours from this photo's lips and skin.
+class _MouthFrame(NamedTuple):
+    """Per-pixel coordinates of the target's opening (pixels unless named otherwise)."""
 
-    Returns:
-        (image, alpha f32[H, W] of the painted interior, added opening area in pixels).
+    alpha: Float[Array, "H W"]  # how much of the pixel is painted interior (0 where the photo's own shows)
+    u: Float[Array, "H W"]  # position along the mouth, -1..1 between the corners
+    x_mm: Float[Array, "H W"]  # the same in mm from the mouth centre
+    d_up: Float[Array, "H W"]  # distance to the inner upper lip
+    d_lo: Float[Array, "H W"]  # distance to the inner lower lip
+    local_h: Float[Array, "H W"]  # local height of the opening (d_up + d_lo)
+    h_open: Float[Array, ""]  # mean opening height
+    mm: Float[Array, ""]  # pixels per mm
+    opening: Float[Array, ""]  # area added to the opening
+
+
+def _mouth_frame(ctx: AppearanceContext, xy: Float[Array, "H W 2"]) -> _MouthFrame:
+    """Where the new opening is and each pixel's place in it, from the inner lip contours.
+
+    ``alpha`` is weighted by the fraction of the target's inner-lip area that is new, so an opening the photo
+    already has keeps its own pixels and lips that close again give back exactly the photo's lips.
     """
     t = topo.face_topology()
     hole = jnp.asarray(t.region("mouth_hole"))
@@ -41,8 +55,7 @@ def mouth_interior(
     lower = jnp.asarray(t.region("lips_inner_lower"))
     src = ctx.landmarks[:, :2]
     dst = ctx.target_landmarks[:, :2]
-    s = ctx.interocular
-    mm = s / topo.IPD_MM  # pixels per mm
+    mm = ctx.interocular / topo.IPD_MM
     a_src = _polygon_area(src[hole])
     a_dst = _polygon_area(dst[hole])
     newness = _smoothstep(jnp.clip((a_dst - a_src) / jnp.maximum(a_dst, 1e-3), 0.0, 1.0) / 0.6)
@@ -50,72 +63,105 @@ def mouth_interior(
     width = jnp.linalg.norm(c1 - c0) + 1e-3
     ex = (c1 - c0) / width
     h_open = a_dst / width * 1.5  # mean opening height -> approximate mid height
-
     sdf = _polygon_sdf(xy, dst[hole])
+    feather = jnp.clip(0.15 * h_open, 0.6, 2.0)
+    along = (xy - 0.5 * (c0 + c1)[None, None, :]) @ ex
     d_up = _polyline_distance(xy, dst[upper])
     d_lo = _polyline_distance(xy, dst[lower])
-    feather = jnp.clip(0.15 * h_open, 0.6, 3.0)
-    inside = _smoothstep(-sdf / feather + 0.5)
-    alpha = newness * inside
+    return _MouthFrame(
+        # opaque from the contour inwards: the render's stretched lip seam must not show as a dark rim
+        alpha=newness * _smoothstep(0.9 - sdf / feather),
+        u=jnp.clip(along / (0.5 * width), -1.5, 1.5),
+        x_mm=along / mm,
+        d_up=d_up,
+        d_lo=d_lo,
+        local_h=d_up + d_lo + 1e-3,
+        h_open=h_open,
+        mm=mm,
+        opening=jnp.maximum(a_dst - a_src, 0.0),
+    )
 
-    along = (xy - 0.5 * (c0 + c1)[None, None, :]) @ ex
-    u = jnp.clip(along / (0.5 * width), -1.5, 1.5)
-    x_mm = along / mm
-    local_h = d_up + d_lo + 1e-3
-    v = d_up / local_h
 
-    lip_idx = jnp.asarray(t.region("lips"))
-    lip_rgb = jnp.mean(sample_bilinear(patch, src[lip_idx]), axis=0)
+def _mouth_colours(patch: Image, ctx: AppearanceContext) -> tuple[Float[Array, "3"], Float[Array, "3"]]:
+    """(lip colour, teeth colour) from this photo.
+
+    Teeth are lit like the eye whites (albedo independent of skin tone): the sclera between each pupil and
+    its eye corners sets the exposure; the skin only sets a floor when the eyes are shadowed or closed, and
+    tints the teeth a little towards the photo's white balance.
+    """
+    t = topo.face_topology()
+    src = ctx.landmarks[:, :2]
+    lip_rgb = jnp.mean(sample_bilinear(patch, src[jnp.asarray(t.region("lips"))]), axis=0)
     skin_idx = jnp.asarray(np.concatenate([t.region("right_cheek"), t.region("left_cheek")]))
     skin_rgb = jnp.mean(sample_bilinear(patch, src[skin_idx]), axis=0)
-    skin_l = _luminance(skin_rgb)
-    tint = (skin_rgb / jnp.maximum(jnp.mean(skin_rgb), 1e-3)) ** 0.25
-
-    # cavity: darkest in the middle and at the corners, warm light bounced from the lips near the edges
-    edge = jnp.minimum(d_up, d_lo)
-    near_lip = jnp.exp(-edge / (0.25 * local_h + 1.0))
-    corner_dark = 1.0 - 0.5 * jnp.clip(jnp.abs(u), 0.0, 1.0) ** 2
-    cavity = lip_rgb[None, None, :] * (0.10 + 0.22 * near_lip[..., None]) * corner_dark[..., None]
-
-    # teeth are lit like the eye whites (albedo independent of skin tone): sample the sclera between each
-    # pupil and its eye corners; the skin only sets a floor when the eyes are shadowed or closed
+    tint = (skin_rgb / jnp.maximum(jnp.mean(skin_rgb), 1e-3)) ** 0.15
     pupils = src[jnp.array([topo.RIGHT_PUPIL, topo.RIGHT_PUPIL, topo.LEFT_PUPIL, topo.LEFT_PUPIL])]
     corners = src[jnp.array([33, 133, 362, 263])]
     sclera = _luminance(sample_bilinear(patch, 0.5 * pupils + 0.5 * corners))
-    exposure = jnp.clip(jnp.maximum(jnp.mean(sclera) / 0.7, skin_l / 0.6), 0.35, 1.2)
-    teeth_rgb = jnp.clip(jnp.array([0.93, 0.90, 0.83]) * tint * exposure, 0.0, 0.95)
-    gaps = jnp.zeros_like(x_mm)
-    for g in (0.0, 8.5, 15.0, 22.0):
-        gaps += _gauss(jnp.abs(x_mm) - g, 0.35)
-    tooth_shade = (1.0 - 0.6 * jnp.clip(jnp.abs(u), 0.0, 1.0) ** 2) * (1.0 - 0.15 * jnp.minimum(gaps, 1.0))
+    exposure = jnp.clip(jnp.maximum(jnp.mean(sclera) / 0.7, _luminance(skin_rgb) / 0.6), 0.35, 1.2)
+    teeth_rgb = jnp.clip(jnp.array([0.95, 0.93, 0.87]) * tint * exposure, 0.0, 0.96)
+    return lip_rgb, teeth_rgb
 
-    # upper teeth: a band under the upper lip that fills most of a smile's gap (real smiles show ~10 mm of
-    # incisor crown), incisal edge following the smile arc; dark cavity only at the corners and, in wide
-    # openings, between the upper and the lower teeth
-    # how much of the gap: a smile (AU12, AU10 lift the upper lip off the teeth) shows mostly teeth, a
-    # dropped jaw alone (surprise) mostly the dark cavity
-    smile = jnp.clip(_au(ctx, "AU12") + _au(ctx, "AU10"), 0.0, 1.0)
-    wide = _smoothstep((h_open / mm - 6.0) / 10.0)
-    h_up = jnp.minimum(10.0 * mm * (1.0 - 0.3 * u * u), (0.3 + 0.55 * smile - 0.2 * wide) * local_h)
-    soft = jnp.maximum(0.8, 0.08 * h_up)
-    m_up = _smoothstep((h_up - d_up) / soft) * _band(jnp.abs(u), 0.0, 0.85, 0.12)
-    lip_shadow = 0.72 + 0.28 * _smoothstep(d_up / (0.35 * h_up + 1.0))
+
+def _cavity(f: _MouthFrame, lip_rgb: Float[Array, "3"]) -> Image:
+    """The dark mouth cavity: darkest in the middle and at the corners (the buccal corridors), warm light
+    bounced from the lips near the edges."""
+    near_lip = jnp.exp(-jnp.minimum(f.d_up, f.d_lo) / (0.25 * f.local_h + 1.0))
+    corner_dark = 1.0 - 0.5 * jnp.clip(jnp.abs(f.u), 0.0, 1.0) ** 2
+    return lip_rgb[None, None, :] * (0.10 + 0.22 * near_lip[..., None]) * corner_dark[..., None]
+
+
+def _teeth(f: _MouthFrame, teeth_rgb: Float[Array, "3"], smile: Float[Array, ""]):
+    """Upper (and for wide openings lower) teeth: (upper mask, upper colour, lower mask, lower colour).
+
+    The upper band sits under the upper lip, its incisal edge following the smile arc. How much of the gap
+    it fills: a smile (AU12, AU10 lift the upper lip off the teeth) shows mostly teeth down to the lower lip
+    (real smiles show ~10 mm of incisor crown), dark only in the corners; a dropped jaw alone (surprise)
+    mostly the dark cavity. Each tooth is rounded (darker towards its neighbours), the row darkens towards
+    the corners where it turns away from the light. Lower teeth from openings of ~6 mm (fully by 16 mm).
+    """
+    gaps = sum(_gauss(jnp.abs(f.x_mm) - g, 0.7) for g in TOOTH_EDGES_MM)
+    turn = jnp.clip(jnp.abs(f.u), 0.0, 1.0) ** 2
+    tooth_shade = (1.0 - 0.65 * turn) * (1.0 - 0.12 * jnp.minimum(gaps, 1.0))
+    wide = _smoothstep((f.h_open / f.mm - 6.0) / 10.0)
+    reach = 0.3 + 0.62 * smile - 0.25 * wide  # fraction of the local gap height
+    h_up = jnp.minimum(11.0 * f.mm * (1.0 - 0.3 * f.u * f.u), reach * f.local_h)
+    soft = jnp.maximum(0.9, 0.1 * h_up)
+    m_up = _smoothstep((h_up - f.d_up) / soft) * _band(jnp.abs(f.u), 0.0, 0.8, 0.15)
+    lip_shadow = 0.82 + 0.18 * _smoothstep(f.d_up / (0.35 * h_up + 1.0))
     up_rgb = teeth_rgb[None, None, :] * (tooth_shade * lip_shadow)[..., None]
-    # lower teeth from openings of about 6 mm (fully by 16 mm), behind the lower lip
-    h_lo = jnp.minimum(6.0 * mm * (1.0 - 0.4 * u * u), 0.25 * local_h)
-    m_lo = wide * _smoothstep((h_lo - d_lo) / soft) * _band(jnp.abs(u), 0.0, 0.65, 0.12)
+    h_lo = jnp.minimum(6.0 * f.mm * (1.0 - 0.4 * f.u * f.u), 0.25 * f.local_h)
+    m_lo = wide * _smoothstep((h_lo - f.d_lo) / soft) * _band(jnp.abs(f.u), 0.0, 0.65, 0.12)
     lo_rgb = teeth_rgb[None, None, :] * (0.72 * tooth_shade)[..., None]
+    return m_up, up_rgb, m_lo, lo_rgb
+
+
+def mouth_interior(
+    render: Image, patch: Image, ctx: AppearanceContext, xy: Float[Array, "H W 2"]
+) -> tuple[Image, Float[Array, "H W"], Float[Array, ""]]:
+    """Paint a lit cavity, upper (and for wide openings lower) teeth and a tongue hint into the new opening.
+
+    Soft masks from distances to the inner lip contours (``_mouth_frame``); colours from this photo's lips
+    and eye whites (``_mouth_colours``); layers back to front: cavity, tongue, lower teeth, upper teeth.
+
+    Returns:
+        (image, alpha f32[H, W] of the painted interior, added opening area in pixels).
+    """
+    f = _mouth_frame(ctx, xy)
+    lip_rgb, teeth_rgb = _mouth_colours(patch, ctx)
+    smile = jnp.clip(_au(ctx, "AU12") + _au(ctx, "AU10"), 0.0, 1.0)
+    m_up, up_rgb, m_lo, lo_rgb = _teeth(f, teeth_rgb, smile)
+    v = f.d_up / f.local_h
     tongue_m = (
-        _smoothstep((h_open / mm - 14.0) / 8.0)
-        * jnp.exp(-jnp.square(u / 0.5))
+        _smoothstep((f.h_open / f.mm - 14.0) / 8.0)
+        * jnp.exp(-jnp.square(f.u / 0.5))
         * _smoothstep((v - 0.55) / 0.3)
     )
     tongue_rgb = (lip_rgb * jnp.array([1.0, 0.72, 0.72]) * 0.7)[None, None, :]
 
-    col = cavity
+    col = _cavity(f, lip_rgb)
     col = col * (1 - tongue_m[..., None]) + tongue_rgb * tongue_m[..., None]
     col = col * (1 - m_lo[..., None]) + lo_rgb * m_lo[..., None]
     col = col * (1 - m_up[..., None]) + up_rgb * m_up[..., None]
-    out = render * (1 - alpha[..., None]) + col * alpha[..., None]
-    opening = jnp.maximum(a_dst - a_src, 0.0)
-    return out, alpha, opening
+    out = render * (1 - f.alpha[..., None]) + col * f.alpha[..., None]
+    return out, f.alpha, f.opening
