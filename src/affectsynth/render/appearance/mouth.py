@@ -122,12 +122,14 @@ def _teeth(f: _MouthFrame, teeth_rgb: Float[Array, "3"], smile: Float[Array, ""]
     """
     gaps = sum(_gauss(jnp.abs(f.x_mm) - g, 0.7) for g in TOOTH_EDGES_MM)
     turn = jnp.clip(jnp.abs(f.u), 0.0, 1.0) ** 2
-    tooth_shade = (1.0 - 0.65 * turn) * (1.0 - 0.12 * jnp.minimum(gaps, 1.0))
+    # contact shadow where a smile's incisal edge meets the lower lip (no dark slit left between them)
+    contact = 0.85 + 0.15 * _smoothstep(f.d_lo / (0.1 * f.local_h + 1.5))
+    tooth_shade = (1.0 - 0.65 * turn) * (1.0 - 0.08 * jnp.minimum(gaps, 1.0)) * contact
     wide = _smoothstep((f.h_open / f.mm - 6.0) / 10.0)
-    reach = 0.3 + 0.62 * smile - 0.25 * wide  # fraction of the local gap height
+    reach = jnp.minimum(0.3 + 0.8 * smile - 0.3 * wide, 1.1)  # fraction of the local gap height
     h_up = jnp.minimum(11.0 * f.mm * (1.0 - 0.3 * f.u * f.u), reach * f.local_h)
     soft = jnp.maximum(0.9, 0.1 * h_up)
-    m_up = _smoothstep((h_up - f.d_up) / soft) * _band(jnp.abs(f.u), 0.0, 0.8, 0.15)
+    m_up = _smoothstep((h_up - f.d_up) / soft) * _band(jnp.abs(f.u), 0.0, 0.74, 0.15)
     lip_shadow = 0.82 + 0.18 * _smoothstep(f.d_up / (0.35 * h_up + 1.0))
     up_rgb = teeth_rgb[None, None, :] * (tooth_shade * lip_shadow)[..., None]
     h_lo = jnp.minimum(6.0 * f.mm * (1.0 - 0.4 * f.u * f.u), 0.25 * f.local_h)
