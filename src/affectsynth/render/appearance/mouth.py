@@ -126,7 +126,7 @@ def _teeth(f: _MouthFrame, teeth_rgb: Float[Array, "3"], smile: Float[Array, ""]
     contact = 0.85 + 0.15 * _smoothstep(f.d_lo / (0.1 * f.local_h + 1.5))
     tooth_shade = (1.0 - 0.65 * turn) * (1.0 - 0.08 * jnp.minimum(gaps, 1.0)) * contact
     wide = _smoothstep((f.h_open / f.mm - 6.0) / 10.0)
-    reach = jnp.minimum(0.3 + 0.8 * smile - 0.3 * wide, 1.1)  # fraction of the local gap height
+    reach = jnp.minimum(0.3 + 0.8 * smile - 0.55 * wide, 1.1)  # fraction of the local gap height
     h_up = jnp.minimum(11.0 * f.mm * (1.0 - 0.3 * f.u * f.u), reach * f.local_h)
     soft = jnp.maximum(0.9, 0.1 * h_up)
     m_up = _smoothstep((h_up - f.d_up) / soft) * _band(jnp.abs(f.u), 0.0, 0.74, 0.15)
