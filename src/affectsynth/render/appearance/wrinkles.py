@@ -116,11 +116,11 @@ def _forehead_lines(x, y, ax, a, mm_per_px):
     three gently arched, slightly wavy horizontal lines."""
     delta = jnp.zeros_like(x)
     centre_w = jnp.exp(-jnp.square(x / 20.0))
-    fore_amp = 0.11 * (a("AU1") * centre_w + a("AU2") * (1.0 - 0.7 * centre_w))
+    fore_amp = 0.09 * (a("AU1") * centre_w + a("AU2") * (1.0 - 0.7 * centre_w))
     for k, yk in enumerate((56.5, 62.5, 68.5)):
         curve = yk - 0.0035 * x * x + 0.7 * _cos(x / (9.0 + 2.0 * k)) - 0.4 * k
         broken = 0.75 + 0.25 * _cos(x / (6.5 + 1.3 * k))
-        delta += fore_amp * broken * _band(ax, 0.0, 36.0 - 3.0 * k, 9.0) * _furrow(y - curve, 0.9, mm_per_px)
+        delta += fore_amp * broken * _band(ax, 0.0, 36.0 - 3.0 * k, 9.0) * _furrow(y - curve, 0.75, mm_per_px)
     return delta
 
 
