@@ -93,6 +93,19 @@ def plot_va_map(out: Path):
     for name, v, a, p in vam.PROTOTYPES:
         aus = ", ".join(f"{k} {w:.2f}" for k, w in p.items())
         lines.append(f"| {name} | {v:+.2f} | {a:+.2f} | {aus} |")
+    lines += [
+        "",
+        "The generated gallery (`gallery_intensities`, hence the default model's class means) shows anchors",
+        "that share a V-A class as one face (`GALLERY_MERGES`): a mean of their patterns is neither face.",
+        "",
+        "| merged anchors | shown as | valence | arousal | AU intensities |",
+        "|---|---|---|---|---|",
+    ]
+    merged = {n: (v, a) for n, v, a, _ in vam.GALLERY_PROTOTYPES}
+    for names, label, p in vam.GALLERY_MERGES:
+        aus = ", ".join(f"{k} {w:.2f}" for k, w in p.items())
+        v, a = merged[label]
+        lines.append(f"| {' + '.join(names)} | {label} | {v:+.3f} | {a:+.3f} | {aus} |")
     (out / "va_to_au.md").write_text("\n".join(lines) + "\n")
 
 

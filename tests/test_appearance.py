@@ -260,6 +260,27 @@ def test_wrinkles_stay_in_their_region(aus, box):
     np.testing.assert_allclose(half, 0.5 * d, atol=1e-6)  # fades linearly to zero
 
 
+def _au4_wrinkles(uv):
+    au4 = jnp.asarray(au_vector(AU4=1.0))
+    return np.asarray(wrinkles(jnp.asarray(uv, jnp.float32), au4, jnp.asarray(0.5)))[0]
+
+
+def test_brow_lowerer_knits_the_glabella_and_shades_the_socket():
+    """AU4 at widths a small face keeps: two dark vertical glabella furrows either side of a lit bulge, and
+    a broad shadow under the lowered brow over the upper lid (several mm tall, not a hairline)."""
+    xs = np.linspace(-12.0, 12.0, 241)
+    row = np.stack([xs, np.full_like(xs, 42.0)], -1)[None]
+    d = _au4_wrinkles(row)
+    furrow = np.abs(xs)[np.argmin(d)]
+    assert 4.5 < furrow < 7.5 and d.min() < -0.12, (furrow, d.min())
+    assert d[np.abs(xs) < 1.0].mean() > d.min() + 0.1  # the bulge between the furrows
+    ys = np.linspace(30.0, 50.0, 201)
+    col = np.stack([np.full_like(ys, 22.0), ys], -1)[None]  # under the middle of the brow
+    d = _au4_wrinkles(col)
+    dark = ys[d < -0.05]
+    assert dark.size and dark.max() - dark.min() > 3.0 and 36.0 < dark.mean() < 44.0, (dark.min(), dark.max())
+
+
 @pytest.mark.parametrize(
     "aus",
     [

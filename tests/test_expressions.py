@@ -276,6 +276,30 @@ def test_presets_are_nearest_their_own_anchor():
         assert near == name and near_angle == name, (name, near, near_angle)
 
 
+def test_gallery_shows_merged_anchors_as_one_face():
+    """Anchors that share a V-A class (fear and anger) are one coherent face in the generated gallery: the
+    same pattern at both presets, not a blend of raised and lowered brows; away from them the gallery's map
+    is ``au_intensities``, which keeps each prototype at its own anchor."""
+    for names, _, pattern in vam.GALLERY_MERGES:
+        want = np.array([pattern.get(n, 0.0) for n in auf.AU_NAMES])
+        for n in names:
+            got = vam.gallery_intensities(*EMOTION_PRESETS[n])
+            assert np.abs(got - want).max() <= 0.1, (n, _named(got - want))
+    merged = {n for names, _, _ in vam.GALLERY_MERGES for n in names}
+    for name, v, a, _ in vam.PROTOTYPES:
+        if name not in merged:
+            np.testing.assert_allclose(vam.gallery_intensities(v, a), vam.au_intensities(v, a), atol=1e-6)
+
+
+def test_chin_raiser_arches_the_mouth_with_the_corner_depressor(fields):
+    """AU17 pushes the lower lip up in the middle more than at the corners, so with AU15 (sadness) the mouth
+    arches: the lower-lip centre ends above where it was, the corners below."""
+    mid_lo = 17  # lower lip, outer contour, midline
+    assert fields["AU17"][mid_lo, 1] > 2.0 * fields["AU17"][L_CORNER, 1] > 0.0
+    sad = fields["AU15"] + 0.7 * fields["AU17"]
+    assert sad[mid_lo, 1] > 1.0 and sad[L_CORNER, 1] < -1.5 and sad[R_CORNER, 1] < -1.5
+
+
 def test_anchor_weights_are_a_partition_of_unity():
     theta = np.linspace(-np.pi, np.pi, 2001)
     w = np.stack([vam.anchor_weights(np, t) for t in theta])

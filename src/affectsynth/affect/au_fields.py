@@ -380,10 +380,11 @@ AU_SPECS: dict[str, _Spec] = {
         10.0,
         ("upper_lip",),
     ),
-    "AU17": _Spec(  # chin up and forward; the whole mouth rises with it so the lips stay closed
+    "AU17": _Spec(  # chin up and forward, the lower lip pushed up in the middle (the corners stay: with AU15
+        # the mouth arches, ICT mouthShrugLower); the upper lip is dragged along so the lips stay closed
         (
             ("chin", *_one((0.0, 6.4, 2.1), half=True)),
-            ("mouth_l", (("1", (0.0, 3.9, 3.5)), ("mouth_l.across2", (0.0, -1.95, 0.0))), True),
+            ("mouth_l", (("1", (0.0, 3.9, 3.5)), ("mouth_l.across2", (0.0, -3.9, -1.5))), True),
         ),
         10.0,
         fade="under_nose",

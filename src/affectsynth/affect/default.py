@@ -16,7 +16,7 @@ import numpy as np
 from ..face import topology as topo
 from .au_fields import AU_NAMES, action_unit_fields
 from .synthetic_gallery import GalleryConfig, generate_gallery
-from .va_map import PROTOTYPES
+from .va_map import GALLERY_PROTOTYPES, PROTOTYPES
 
 # --------------------------------------------------------------------------------------------------------
 # Default model (built from the generated gallery, cached)
@@ -42,7 +42,7 @@ def _package_version() -> str:
         return "0"
 
 
-DEFAULT_MODEL_REVISION = 12
+DEFAULT_MODEL_REVISION = 13
 """Bumped whenever the default model's build changes in a way the other key parts do not capture."""
 
 
@@ -50,7 +50,8 @@ def default_model_key(config: GalleryConfig = DEFAULT_GALLERY) -> str:
     """Hash of the generator parameters, the AU prototypes, the template and the package version."""
     h = hashlib.sha256()
     h.update(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
-    h.update(json.dumps([(n, v, a, sorted(p.items())) for n, v, a, p in PROTOTYPES]).encode())
+    for table in (PROTOTYPES, GALLERY_PROTOTYPES):
+        h.update(json.dumps([(n, v, a, sorted(p.items())) for n, v, a, p in table]).encode())
     h.update(np.ascontiguousarray(topo.face_topology().template).tobytes())
     h.update(_package_version().encode())
     h.update(f"revision {DEFAULT_MODEL_REVISION}".encode())

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..face import topology as topo
 from .au_fields import AU_NAMES, LATERAL_AUS, action_unit_fields
-from .va_map import au_intensities, closure_limits, limit_closure
+from .va_map import closure_limits, gallery_intensities, limit_closure
 
 # --------------------------------------------------------------------------------------------------------
 # Generated gallery
@@ -107,7 +107,7 @@ def _gallery_plan(
                 t = f / (frames_per_sequence - 1)
                 val = float(np.clip(t * apex_r * np.cos(theta), -1.0, 1.0))
                 aro = float(np.clip(t * apex_r * np.sin(theta), -1.0, 1.0))
-                w = np.clip(au_intensities(val, aro).astype(np.float64) * gains * jitter, 0.0, 1.0)
+                w = np.clip(gallery_intensities(val, aro).astype(np.float64) * gains * jitter, 0.0, 1.0)
                 w = limit_closure(w, closure).astype(np.float64)
                 yield s, neutral, subj_fields, j, f, val, aro, w
 
@@ -131,7 +131,7 @@ def generate_gallery(
     :math:`g_k \\sim \\log\\mathcal N(0, \\sigma_g^2)` and a left/right imbalance for lateral AUs.
     Sequence j runs along angle :math:`\\theta_j = 2\\pi (j + o_s)/D` (random offset ``o_s`` per
     subject) to an apex at 85-100 % of the square's boundary; frame f is at :math:`t = f/(F-1)` of the way,
-    labelled with its (V, A), with intensities ``au_intensities(V, A) * g`` (lid closure limited by
+    labelled with its (V, A), with intensities ``gallery_intensities(V, A) * g`` (lid closure limited by
     ``limit_closure``). Frame 0 is the sequence's neutral.
 
     Args:

@@ -41,7 +41,9 @@ PROTOTYPES: tuple[tuple[str, float, float, dict[str, float]], ...] = (
     ("angry", -0.55, 0.60, {"AU4": 1.0, "AU5": 0.7, "AU7": 0.8, "AU10": 0.2, "AU23": 1.0, "AU24": 0.5}),
     ("disgusted", -0.60, 0.35, {"AU4": 0.4, "AU9": 1.0, "AU10": 0.7, "AU15": 0.5, "AU17": 0.4}),
     ("displeased", -0.55, 0.16, {"AU4": 0.6, "AU14": 0.3, "AU15": 0.5, "AU17": 0.6, "AU24": 0.4}),
-    ("sad", -0.60, -0.30, {"AU1": 1.0, "AU4": 0.7, "AU15": 1.0, "AU17": 0.7, "AU43": 0.2}),
+    # sadness: AU4 at half so the brow heads still rise (AU1 lifts them 4.4 mm, AU4 lowers them 3.6 mm: at
+    # 0.7 they rose 1 mm) while it knits them: the oblique brow
+    ("sad", -0.60, -0.30, {"AU1": 1.0, "AU4": 0.5, "AU15": 1.0, "AU17": 0.7, "AU43": 0.2}),
     ("bored", -0.50, -0.60, {"AU4": 0.2, "AU14": 0.3, "AU15": 0.3, "AU43": 0.45}),
     ("tired", 0.04, -0.63, {"AU1": 0.1, "AU25": 0.15, "AU43": 0.6}),  # R80 tired
     ("sleepy", 0.28, -0.67, {"AU12": 0.1, "AU26": 0.15, "AU43": 0.65}),  # R80 sleepy
@@ -59,13 +61,34 @@ MAX_RADIUS_GAIN = 1.3
 """Intensity gain at most this multiple of the prototype's own (corners of the square go a bit beyond)."""
 
 
-def _anchor_tables():
+GALLERY_MERGES: tuple[tuple[tuple[str, ...], str, dict[str, float]], ...] = (
+    (
+        ("afraid", "angry"),
+        "tense",
+        {"AU4": 1.0, "AU5": 0.9, "AU7": 0.7, "AU10": 0.2, "AU23": 1.0, "AU24": 0.3},
+    ),
+)
+"""Anchors that the generated gallery shows as one face: (anchors, name, AU pattern at their mean point).
+
+Fear and anger sit 5 degrees apart, both inside one 0.2 x 0.2 V-A class (and its bilinear neighbours), so a
+class mean of frames drawn from the map averages fear's raised inner brows (AU1) with anger's lowered ones
+(AU4) and fear's parted, stretched lips with anger's pressed ones. Measured on a London face (re-detected
+landmarks), the inner brows kept 0.13 (angry) and 0.4 (afraid) of their prototype's travel and the mouth
+stayed parted: a face that is neither. The gallery shows one coherent face there instead: anger's
+(4+5+7+23/24, FACTS.md 3) with fear's fuller upper-lid raise, the wide-eyed glare the two share. Anger
+rather than fear: lowered brows are the negative-valence cue (FACTS.md 3: AU4), fear's raised brows and
+open mouth read as surprise (positive valence here), and the class's neighbours towards disgust lower the
+brows too. Both targets name this region, so both get it; ``au_intensities`` keeps each prototype at its
+anchor (the afraid preset still maps to fear's pattern for the appearance of other models' classes)."""
+
+
+def _anchor_tables(prototypes=PROTOTYPES):
     """Anchor angles (sorted, radians), radii, patterns [P, K] and the angular gaps to each neighbour."""
-    va = np.array([[v, a] for _, v, a, _ in PROTOTYPES], np.float64)
+    va = np.array([[v, a] for _, v, a, _ in prototypes], np.float64)
     theta = np.arctan2(va[:, 1], va[:, 0])
     order = np.argsort(theta)
     theta, va = theta[order], va[order]
-    patterns = np.array([[p.get(n, 0.0) for n in AU_NAMES] for _, _, _, p in PROTOTYPES])[order]
+    patterns = np.array([[p.get(n, 0.0) for n in AU_NAMES] for _, _, _, p in prototypes])[order]
     gap_next = np.mod(np.roll(theta, -1) - theta, 2 * np.pi)
     gap_prev = np.roll(gap_next, 1)
     if gap_next.min() <= 0 or gap_next.max() >= np.pi:
@@ -73,7 +96,8 @@ def _anchor_tables():
     return theta, np.linalg.norm(va, axis=1), patterns, gap_prev, gap_next
 
 
-_THETA, _RADII, _PATTERNS, _GAP_PREV, _GAP_NEXT = _anchor_tables()
+_TABLES = _anchor_tables()
+_THETA, _RADII, _PATTERNS, _GAP_PREV, _GAP_NEXT = _TABLES
 
 
 def _smoothstep(t, xp):
@@ -81,27 +105,28 @@ def _smoothstep(t, xp):
     return t * t * (3.0 - 2.0 * t)
 
 
-def anchor_weights(xp, theta):
+def anchor_weights(xp, theta, tables=_TABLES):
     """Weights of the prototypes at angle ``theta``: a smoothstep hat per anchor, 1 at its own angle and 0
     at its neighbours'. Between two neighbours the weights are :math:`1 - S(t)` and :math:`S(t)` with ``t``
     the fraction of the gap and :math:`S = 3u^2 - 2u^3`, :math:`u = \\mathrm{clip}((t - m)/(1 - 2m), 0, 1)`,
     ``m = PLATEAU``: they sum to 1, are exact on a plateau around each anchor and C1 in angle."""
-    delta = xp.mod(theta - xp.asarray(_THETA, dtype=theta.dtype) + np.pi, 2 * np.pi) - np.pi
-    after = _smoothstep(delta / xp.asarray(_GAP_NEXT, dtype=theta.dtype), xp)
-    before = _smoothstep(-delta / xp.asarray(_GAP_PREV, dtype=theta.dtype), xp)
+    anchors, _, _, gap_prev, gap_next = tables
+    delta = xp.mod(theta - xp.asarray(anchors, dtype=theta.dtype) + np.pi, 2 * np.pi) - np.pi
+    after = _smoothstep(delta / xp.asarray(gap_next, dtype=theta.dtype), xp)
+    before = _smoothstep(-delta / xp.asarray(gap_prev, dtype=theta.dtype), xp)
     return 1.0 - xp.where(delta >= 0, after, before)
 
 
-def _au_map(xp, valence, arousal):
+def _au_map(xp, valence, arousal, tables=_TABLES):
     """The V-A -> AU map written once for NumPy and jax.numpy (``xp``); double-where keeps the origin's
     gradient finite."""
     r2 = valence**2 + arousal**2
     ok = r2 > 1e-12
     r = xp.where(ok, xp.sqrt(xp.where(ok, r2, 1.0)), 0.0)
     theta = xp.arctan2(xp.where(ok, arousal, 0.0), xp.where(ok, valence, 1.0))
-    w = anchor_weights(xp, theta)
-    pattern = w @ xp.asarray(_PATTERNS, dtype=w.dtype)
-    radius = w @ xp.asarray(_RADII, dtype=w.dtype)
+    w = anchor_weights(xp, theta, tables)
+    pattern = w @ xp.asarray(tables[2], dtype=w.dtype)
+    radius = w @ xp.asarray(tables[1], dtype=w.dtype)
     gain = xp.minimum(r / radius, MAX_RADIUS_GAIN)
     return xp.clip(gain * pattern, 0.0, 1.0)
 
@@ -126,6 +151,28 @@ def au_intensities_jax(target: Float[Array, "2"]) -> Float[Array, " K"]:
     """``au_intensities`` in pure jax.numpy (jit/vmap/grad-friendly; the gradient is finite at the origin)."""
     target = jnp.asarray(target)
     return _au_map(jnp, target[0], target[1])
+
+
+def _merged_prototypes():
+    """``PROTOTYPES`` with each ``GALLERY_MERGES`` group replaced by one anchor at the group's mean point."""
+    merged = {n for names, _, _ in GALLERY_MERGES for n in names}
+    out = [p for p in PROTOTYPES if p[0] not in merged]
+    for names, label, pattern in GALLERY_MERGES:
+        va = np.array([(v, a) for n, v, a, _ in PROTOTYPES if n in names])
+        out.append((label, float(va[:, 0].mean()), float(va[:, 1].mean()), pattern))
+    return tuple(out)
+
+
+GALLERY_PROTOTYPES = _merged_prototypes()
+"""The anchors the generated gallery is drawn from (``PROTOTYPES`` after ``GALLERY_MERGES``)."""
+_GALLERY_TABLES = _anchor_tables(GALLERY_PROTOTYPES)
+
+
+def gallery_intensities(valence: float, arousal: float) -> np.ndarray:
+    """AU intensities of a generated-gallery frame at (V, A): ``au_intensities`` over ``GALLERY_PROTOTYPES``,
+    where anchors that share a V-A class are one coherent face (``GALLERY_MERGES``). Returns f32[K]."""
+    v, a = np.float64(valence), np.float64(arousal)
+    return _au_map(np, v, a, _GALLERY_TABLES).astype(np.float32)
 
 
 def intensities_to_deformation(

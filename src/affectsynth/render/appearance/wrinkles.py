@@ -104,30 +104,63 @@ def wrinkle_log_delta(
 
 
 def _upper_wrinkles(x, y, ax, a, mm_per_px):
+    return (
+        _forehead_lines(x, y, ax, a, mm_per_px)
+        + _brow_knit(x, y, ax, a, mm_per_px)
+        + _nose_lines(x, y, ax, a, mm_per_px)
+    )
+
+
+def _forehead_lines(x, y, ax, a, mm_per_px):
+    """AU1 (centre only: sadness's raised inner brows fold the middle of the forehead), AU2 (the sides):
+    three gently arched, slightly wavy horizontal lines."""
     delta = jnp.zeros_like(x)
-    # forehead (AU1 centre, AU2 sides): three gently arched, slightly wavy horizontal lines
     centre_w = jnp.exp(-jnp.square(x / 20.0))
     fore_amp = 0.09 * (a("AU1") * centre_w + a("AU2") * (1.0 - 0.7 * centre_w))
     for k, yk in enumerate((56.5, 62.5, 68.5)):
         curve = yk - 0.0035 * x * x + 0.7 * _cos(x / (9.0 + 2.0 * k)) - 0.4 * k
         broken = 0.75 + 0.25 * _cos(x / (6.5 + 1.3 * k))
         delta += fore_amp * broken * _band(ax, 0.0, 36.0 - 3.0 * k, 9.0) * _furrow(y - curve, 0.75, mm_per_px)
-    # glabella (AU4): two short vertical furrows between the inner brow heads, a root line with AU9
+    return delta
+
+
+# lower edge of the left brow in the template (|x|, y mm), inner head to tail: the lowered brow's shadow
+# falls below it
+_T_BROW_LOW = (
+    np.polynomial.Polynomial.fit([12.9, 27.2, 37.9, 45.9], [42.8, 47.1, 47.5, 45.2], 2).convert().coef
+)
+
+
+def _brow_knit(x, y, ax, a, mm_per_px):
+    """AU4 (and the root line of AU9): what the brow lowerer does to the skin, at widths that survive a
+    face a few dozen pixels wide. The corrugators draw the brow heads together into two vertical glabella
+    furrows with the procerus bulge lit between them; the lowered brow overhangs the upper lid and shades
+    the eye socket under it (the "glare"); the skin above the brow heads bunches into a short oblique fold.
+    """
+    k = a("AU4")
+    delta = jnp.zeros_like(x)
     gx = ax - (5.5 + 0.12 * (y - 38.0))
-    delta += 0.13 * a("AU4") * _band(y, 37.0, 48.0, 4.0) * _furrow(gx, 0.8, mm_per_px)
-    root = 0.5 * a("AU4") + a("AU9")
+    glabella = _band(y, 36.0, 49.0, 4.0)
+    delta += 0.18 * k * glabella * _furrow(gx, 1.1, mm_per_px)
+    delta += 0.04 * k * glabella * _gauss(ax, 2.0)  # the bulge between the furrows catches the light
+    root = 0.5 * k + a("AU9")
     delta += 0.08 * root * _band(ax, 0.0, 6.0, 4.0) * _furrow(y - 34.0, 0.9, mm_per_px)
-    # AU4: the lowered brow overhangs the upper lid (shadow under the inner brow) and bunches the skin
-    # above the brow heads into a short oblique fold
-    delta -= 0.10 * a("AU4") * _band(ax, 12.0, 32.0, 5.0) * _gauss(y - 38.5, 1.8)
+    brow_low = _poly(_T_BROW_LOW, jnp.clip(ax, 12.0, 46.0))
+    below = brow_low - y  # mm under the brow's lower edge
+    delta -= 0.15 * k * _band(ax, 9.0, 30.0, 6.0) * _gauss(below - 3.5, 2.6)
     fold = (ax - 14.0) * 0.45 - (y - 51.0) * 0.89
-    delta += 0.07 * a("AU4") * _band(ax, 8.0, 22.0, 3.0) * _furrow(fold, 0.8, mm_per_px)
-    # nose (AU9): oblique "bunny lines" on the sides of the nasal bridge
+    delta += 0.08 * k * _band(ax, 8.0, 22.0, 3.0) * _furrow(fold, 0.9, mm_per_px)
+    return delta
+
+
+def _nose_lines(x, y, ax, a, mm_per_px):
+    """AU9: oblique "bunny lines" on the sides of the nasal bridge."""
+    delta = jnp.zeros_like(x)
     along = (ax - 9.0) * 0.6 + (y - 26.0) * 0.8
     across = -(ax - 9.0) * 0.8 + (y - 26.0) * 0.6
     for k in range(3):
         delta += (
-            0.10 * a("AU9") * _band(along, -4.0, 4.0, 2.5) * _furrow(across - 2.6 * (k - 1), 0.6, mm_per_px)
+            0.12 * a("AU9") * _band(along, -4.0, 4.0, 2.5) * _furrow(across - 2.6 * (k - 1), 0.7, mm_per_px)
         )
     return delta
 
@@ -170,7 +203,7 @@ def _chin_wrinkles(x, y, ax, a, mm_per_px):
     delta = jnp.zeros_like(x)
     # chin (AU17): mentolabial crease and "orange peel" dimpling; AU15: marionette lines
     delta += (
-        0.10 * a("AU17") * _band(ax, 0.0, 11.0, 5.0) * _furrow(y - (-44.5 + 0.02 * x * x), 1.0, mm_per_px)
+        0.13 * a("AU17") * _band(ax, 0.0, 11.0, 5.0) * _furrow(y - (-44.5 + 0.02 * x * x), 1.2, mm_per_px)
     )
     peel = (  # even in x: symmetric faces stay symmetric
         _cos(1.9 * x) * _cos(0.6 * y)
@@ -178,9 +211,9 @@ def _chin_wrinkles(x, y, ax, a, mm_per_px):
         + _cos(0.4 * x) * _cos(2.1 * y + 2.1)
         + _cos(2.3 * x) * _cos(1.2 * y + 0.4)
     ) / 4.0
-    delta += 0.07 * a("AU17") * _band(ax, 0.0, 12.0, 5.0) * _band(y, -66.0, -52.0, 5.0) * peel
+    delta += 0.09 * a("AU17") * _band(ax, 0.0, 12.0, 5.0) * _band(y, -66.0, -52.0, 5.0) * peel
     mx = ax - (25.0 - 0.12 * (-34.0 - y))
-    delta += 0.09 * a("AU15") * _band(y, -54.0, -36.0, 4.0) * _furrow(-mx, 0.9, mm_per_px)
+    delta += 0.12 * a("AU15") * _band(y, -54.0, -36.0, 4.0) * _furrow(-mx, 1.1, mm_per_px)
     return delta
 
 
