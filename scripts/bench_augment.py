@@ -7,6 +7,13 @@ at a time through the same jitted function), measured in the same run; the ratio
 
     python scripts/bench_augment.py                      # London neutral faces if present, else astronaut
     python scripts/bench_augment.py --images 16 --sizes 1,8 --fake   # job overhead only (no JAX)
+    python scripts/bench_augment.py --engine ray --images 12 --classes 2 --sizes 4 --workers 1,2
+
+``--engine ray`` runs the same job with the local engine and then on a local Ray with 1, 2, ... synthesis
+actors, in one process. Every engine compiles (the local engine once, each Ray actor its own), so the
+steady time per image is taken from when the finished images reach the driver: (last - first arrival) /
+(images after the first batch). The per-worker overhead is Ray's steady time per image with one actor over
+the local engine's, minus 1.
 """
 
 import argparse
@@ -154,14 +161,116 @@ def one(batch_size: int, n: int, fake: bool, classes: int) -> dict:
     }
 
 
+class Arrivals:
+    """A progress bar (``progress(total, desc)``) that records when each update of the images bar came."""
+
+    def __init__(self):
+        self.t: list[tuple[float, int]] = []
+
+    def __call__(self, total, desc):
+        rec = self
+
+        class Bar:
+            def update(self, n):
+                if desc == "images":
+                    rec.t.append((time.perf_counter(), n))
+
+            def close(self):
+                pass
+
+        return Bar()
+
+    def steady_s_per_image(self) -> float:
+        """(last arrival - first) / images after the first update: compile and start-up left out."""
+        (t0, _), (t1, _) = self.t[0], self.t[-1]
+        return (t1 - t0) / max(sum(n for _, n in self.t[1:]), 1)
+
+
+def ray_engines(n: int, classes: int, batch_size: int, workers: list[int]) -> list[dict]:
+    """The same job with the local engine, then on a local Ray per worker count: wall and steady img/s."""
+    import ray
+
+    from affectsynth.cli import augment as B
+    from affectsynth.cli.bulk import Backend
+    from affectsynth.cli.bulk_ray import ray_session, run_augment_ray
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_augment_ray_"))
+    files = _inputs(n, tmp / "in")
+    be = Backend()
+    model = be.load_model(None)
+    chosen = be.classes(model, True)[:classes]
+    opt_kw = {}
+    opts = be.options(**opt_kw)
+    job = dict(crop=be.crop(opts), batch_size=batch_size)
+    runs = []
+
+    def record(name, run):
+        arrivals = Arrivals()
+        t0 = time.perf_counter()
+        rep = run(arrivals)
+        wall = time.perf_counter() - t0
+        steady = arrivals.steady_s_per_image()
+        runs.append(
+            dict(engine=name, images=rep.written, wall_s=wall, images_per_s=rep.written / wall)
+            | dict(steady_s_per_image=steady, steady_images_per_s=1 / steady)
+        )
+
+    synth, detect = be.synth(model, opts), be.detect(lambda m: None)
+    record(
+        "local",
+        lambda bar: B.run_augment(
+            files, tmp / "local", chosen, synth=synth, detect=detect, progress=bar, **job
+        ),
+    )
+    with ray_session(None):
+        for w in workers:
+            record(
+                f"ray x{w}",
+                lambda bar, w=w: run_augment_ray(
+                    files,
+                    tmp / f"ray{w}",
+                    chosen,
+                    model=model,
+                    options=opt_kw,
+                    workers=w,
+                    progress=bar,
+                    **job,
+                ),
+            )
+        device = str(ray.cluster_resources())
+    for r in runs:
+        r["device"] = device
+    return runs
+
+
+def print_ray(runs: list[dict], args) -> None:
+    base = runs[0]
+    print(f"inputs: {args.images} x {args.classes} class(es), batch size {args.sizes}; Ray: {base['device']}")
+    print("engine    images  wall s  img/s(job)  steady img/s  steady s/img  overhead vs local")
+    for r in runs:
+        over = r["steady_s_per_image"] / base["steady_s_per_image"] - 1
+        print(
+            f"{r['engine']:<8}  {r['images']:>6}  {r['wall_s']:>6.1f}  {r['images_per_s']:>10.2f}  "
+            f"{r['steady_images_per_s']:>12.2f}  {r['steady_s_per_image']:>12.3f}  {over:>+17.1%}"
+        )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=32, help="number of input photos (one class each)")
     ap.add_argument("--classes", type=int, default=1, help="classes per photo")
     ap.add_argument("--sizes", default="1,8,32", help="batch sizes")
     ap.add_argument("--fake", action="store_true", help="fake synthesis: measures the job overhead only")
+    ap.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: local vs Ray engines")
+    ap.add_argument("--workers", default="1,2", help="Ray synthesis actors to try (with --engine ray)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.engine == "ray":
+        runs = ray_engines(
+            a.images, a.classes, int(a.sizes.split(",")[0]), [int(w) for w in a.workers.split(",")]
+        )
+        print_ray(runs, a)
+        return
     if a.one is not None:
         print("RESULT " + json.dumps(one(a.one, a.images, a.fake, a.classes)))
         return

@@ -41,6 +41,10 @@ from .inputs import LABEL_FIELDS, ensure_output_dir, source_key
 
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
 """Object store of a local Ray (no ``--address``): only paths, landmarks and rows travel through it."""
+BATCHES_PER_BLOCK = 4
+"""Planned batches per Ray Data block (at most; small jobs use smaller blocks, four per actor): rows reach the
+driver and ``labels.csv`` a block at a time, so a killed driver redoes at most this many batches per actor;
+more per block would cost less scheduling."""
 
 
 @contextlib.contextmanager
@@ -203,7 +207,8 @@ def run_augment_ray(
     # the driver holds the model's reference for the whole job, so a restarted actor still finds it (a
     # reference inside a list is passed as is, not resolved)
     model_ref = [ray.put(model)]
-    results = ray.data.from_items(specs, override_num_blocks=len(specs)).map_batches(
+    blocks = min(len(specs), max(-(-len(specs) // BATCHES_PER_BLOCK), 4 * n_workers))  # all actors busy
+    results = ray.data.from_items(specs, override_num_blocks=blocks).map_batches(
         SynthesisActor,
         batch_size=1,
         batch_format="numpy",
