@@ -7,13 +7,11 @@ at a time through the same jitted function), measured in the same run; the ratio
 
     python scripts/bench_augment.py                      # London neutral faces if present, else astronaut
     python scripts/bench_augment.py --images 16 --sizes 1,8 --fake   # job overhead only (no JAX)
-    python scripts/bench_augment.py --engine ray --images 12 --classes 2 --sizes 4 --workers 1,2
+    python scripts/bench_augment.py --engine ray --images 16 --classes 2 --sizes 4 --workers 1,2
 
-``--engine ray`` runs the same job with the local engine and then on a local Ray with 1, 2, ... synthesis
-actors, in one process. Every engine compiles (the local engine once, each Ray actor its own), so the
-steady time per image is taken from when the finished images reach the driver: (last - first arrival) /
-(images after the first batch). The per-worker overhead is Ray's steady time per image with one actor over
-the local engine's, minus 1.
+``--engine ray`` runs the same jobs with the local engine and on a local Ray with 1, 2, ... synthesis actors
+in one process, and compares their marginal time per image (see ``ray_engines``); the per-worker overhead is
+Ray's marginal time per image with one actor over the local engine's, minus 1.
 """
 
 import argparse
@@ -161,33 +159,14 @@ def one(batch_size: int, n: int, fake: bool, classes: int) -> dict:
     }
 
 
-class Arrivals:
-    """A progress bar (``progress(total, desc)``) that records when each update of the images bar came."""
-
-    def __init__(self):
-        self.t: list[tuple[float, int]] = []
-
-    def __call__(self, total, desc):
-        rec = self
-
-        class Bar:
-            def update(self, n):
-                if desc == "images":
-                    rec.t.append((time.perf_counter(), n))
-
-            def close(self):
-                pass
-
-        return Bar()
-
-    def steady_s_per_image(self) -> float:
-        """(last arrival - first) / images after the first update: compile and start-up left out."""
-        (t0, _), (t1, _) = self.t[0], self.t[-1]
-        return (t1 - t0) / max(sum(n for _, n in self.t[1:]), 1)
-
-
 def ray_engines(n: int, classes: int, batch_size: int, workers: list[int]) -> list[dict]:
-    """The same job with the local engine, then on a local Ray per worker count: wall and steady img/s."""
+    """The same jobs with the local engine, then on a local Ray per worker count: wall and marginal img/s.
+
+    Each engine runs a job on the first half of the inputs and one on all of them; the difference of their
+    wall times over the difference of their images is the marginal time per image, free of fixed costs
+    (Ray's start, every actor's compilation). The local engine compiles once per process, so it runs a
+    warm-up job first and again at the end (the mean of both is the baseline: a shared machine drifts).
+    """
     import ray
 
     from affectsynth.cli import augment as B
@@ -202,56 +181,54 @@ def ray_engines(n: int, classes: int, batch_size: int, workers: list[int]) -> li
     opt_kw = {}
     opts = be.options(**opt_kw)
     job = dict(crop=be.crop(opts), batch_size=batch_size)
-    runs = []
+    synth, detect = be.synth(model, opts), be.detect(lambda m: None)
+    runs, count = [], iter(range(1000))
+
+    def timed(run) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        rep = run(files[: n // 2], tmp / f"out{next(count)}")
+        small = (time.perf_counter() - t0, rep.written)
+        t0 = time.perf_counter()
+        rep = run(files, tmp / f"out{next(count)}")
+        return small, (time.perf_counter() - t0, rep.written)
 
     def record(name, run):
-        arrivals = Arrivals()
-        t0 = time.perf_counter()
-        rep = run(arrivals)
-        wall = time.perf_counter() - t0
-        steady = arrivals.steady_s_per_image()
+        (w1, n1), (w2, n2) = timed(run)
+        marginal = (w2 - w1) / (n2 - n1)
         runs.append(
-            dict(engine=name, images=rep.written, wall_s=wall, images_per_s=rep.written / wall)
-            | dict(steady_s_per_image=steady, steady_images_per_s=1 / steady)
+            dict(engine=name, images=n2, wall_s=w2, images_per_s=n2 / w2, marginal_s_per_image=marginal)
         )
 
-    synth, detect = be.synth(model, opts), be.detect(lambda m: None)
-    record(
-        "local",
-        lambda bar: B.run_augment(
-            files, tmp / "local", chosen, synth=synth, detect=detect, progress=bar, **job
-        ),
-    )
+    local = lambda fs, out: B.run_augment(fs, out, chosen, synth=synth, detect=detect, **job)
+    timed(local)  # warm-up: compile
+    record("local", local)
     with ray_session(None):
         for w in workers:
             record(
                 f"ray x{w}",
-                lambda bar, w=w: run_augment_ray(
-                    files,
-                    tmp / f"ray{w}",
-                    chosen,
-                    model=model,
-                    options=opt_kw,
-                    workers=w,
-                    progress=bar,
-                    **job,
+                lambda fs, out, w=w: run_augment_ray(
+                    fs, out, chosen, model=model, options=opt_kw, workers=w, **job
                 ),
             )
         device = str(ray.cluster_resources())
+    record("local", local)
     for r in runs:
         r["device"] = device
     return runs
 
 
 def print_ray(runs: list[dict], args) -> None:
-    base = runs[0]
-    print(f"inputs: {args.images} x {args.classes} class(es), batch size {args.sizes}; Ray: {base['device']}")
-    print("engine    images  wall s  img/s(job)  steady img/s  steady s/img  overhead vs local")
+    local = [r for r in runs if r["engine"] == "local"]
+    base = float(np.mean([r["marginal_s_per_image"] for r in local]))
+    print(
+        f"inputs: {args.images} x {args.classes} class(es), batch size {args.sizes}; Ray: {runs[0]['device']}"
+    )
+    print("engine    images  wall s  img/s(job, all in)  marginal s/img  marginal img/s  overhead vs local")
     for r in runs:
-        over = r["steady_s_per_image"] / base["steady_s_per_image"] - 1
+        m = r["marginal_s_per_image"]
         print(
-            f"{r['engine']:<8}  {r['images']:>6}  {r['wall_s']:>6.1f}  {r['images_per_s']:>10.2f}  "
-            f"{r['steady_images_per_s']:>12.2f}  {r['steady_s_per_image']:>12.3f}  {over:>+17.1%}"
+            f"{r['engine']:<8}  {r['images']:>6}  {r['wall_s']:>6.1f}  {r['images_per_s']:>18.2f}  "
+            f"{m:>14.3f}  {1 / m:>14.2f}  {m / base - 1:>+17.1%}"
         )
 
 

@@ -8,8 +8,11 @@ photo without a face; two classes; batch size 2.
 """
 
 import csv
+import pickle
 import shutil
+from collections import OrderedDict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,14 +25,12 @@ from affectsynth.cli import augment as A  # noqa: E402
 from affectsynth.cli import bulk_ray as R  # noqa: E402
 from affectsynth.cli.app import app  # noqa: E402
 from affectsynth.cli.bulk import Backend  # noqa: E402
-from affectsynth.cli.inputs import scan_inputs  # noqa: E402
+from affectsynth.cli.inputs import padded_shape, plan_batches, scan_inputs  # noqa: E402
 from affectsynth.errors import OutputError  # noqa: E402
 
 # ray.init forks its helper processes (fork + exec) after JAX has started: JAX warns about the fork
 # (fork + exec); Ray Data's own modules warn about their deprecated settings.
 pytestmark = [
-    pytest.mark.shared,
-    pytest.mark.slow,
     pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*"),
 ]
@@ -117,6 +118,8 @@ def ray_finished(job, ray_cluster, tmp_path_factory):
     return out, before, rep
 
 
+@pytest.mark.shared
+@pytest.mark.slow
 def test_ray_finishes_a_local_job_with_the_same_outputs(job, ray_finished):
     out, before, rep = ray_finished
     assert (rep.already_done, rep.written, rep.bad_inputs, rep.prepared) == (2, 4, 2, 2)
@@ -125,6 +128,8 @@ def test_ray_finishes_a_local_job_with_the_same_outputs(job, ray_finished):
     assert {n: (out / n).stat().st_mtime_ns for n in before} == before  # done items were not redone
 
 
+@pytest.mark.shared
+@pytest.mark.slow
 def test_local_finishes_a_ray_job(job, ray_finished, tmp_path):
     out = tmp_path / "out"
     before = cut_job(ray_finished[0], out, keep=4)  # 2 rows from the local engine, 2 from Ray
@@ -137,6 +142,8 @@ def test_local_finishes_a_ray_job(job, ray_finished, tmp_path):
     assert {n: (out / n).stat().st_mtime_ns for n in before} == before
 
 
+@pytest.mark.shared
+@pytest.mark.slow
 def test_ray_resume_of_a_finished_job_does_nothing(job, ray_finished):
     out = ray_finished[0]
     rep = R.run_augment_ray(
@@ -147,6 +154,8 @@ def test_ray_resume_of_a_finished_job_does_nothing(job, ray_finished):
     assert len(rows(out)) == 6
 
 
+@pytest.mark.shared
+@pytest.mark.slow
 def test_ray_without_resume_refuses_an_existing_job(job, ray_finished):
     with pytest.raises(OutputError, match="--resume"):
         R.run_augment_ray(
@@ -161,3 +170,38 @@ def test_ray_options_need_the_ray_engine(tmp_path):
         res = runner.invoke(app, ["augment", str(tmp_path), str(tmp_path / "out"), *extra])
         assert res.exit_code == 2, res.output
         assert "--engine" in res.stderr
+
+
+def _actor(out: Path, synth) -> R.SynthesisActor:
+    """A synthesis actor's logic in this process (no Ray), with ``synth`` in place of the model's program."""
+    actor = R.SynthesisActor.__new__(R.SynthesisActor)
+    actor.synth, actor.out, actor.seed, actor.ext, actor.cache = synth, out, 3, ".png", OrderedDict()
+    return actor
+
+
+def test_actor_writes_its_batch_and_a_failing_batch_is_skipped_not_fatal(tmp_path):
+    photo = tmp_path / "in" / "p.png"
+    photo.parent.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((60, 80, 3)) * 255).astype(np.uint8)).save(photo)
+    items = [A.WorkItem("p.png", photo, "p", c, 0, (0.1 * c, -0.2)) for c in (4, 9)]
+    b = plan_batches(items, lambda it: padded_shape(60, 80), batch_size=2)[0]
+    spec = pickle.dumps((b, {"p.png": (np.zeros((478, 3), np.float32), (60, 80))}, None))
+
+    def synth(images, landmarks, targets, keys, crop):
+        assert images.shape[0] == 2 and crop is None and keys.dtype == np.uint32
+        return SimpleNamespace(images=images * 0.5, fit_rms=np.full(2, 0.25), label=targets)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    rows, skipped = pickle.loads(_actor(out, synth).one(spec))
+    assert [r["output"] for r in rows] == ["p_c4_0.png", "p_c9_0.png"] and skipped == []
+    assert [r["valence"] for r in rows] == ["0.4000", "0.9000"]
+    im = np.asarray(Image.open(out / "p_c4_0.png"))
+    assert im.shape == (60, 80, 3)
+    assert np.abs(im.astype(int) - np.asarray(Image.open(photo)) // 2).max() <= 1
+
+    def broken(*args):
+        raise RuntimeError("device lost\nsecond line")
+
+    rows, skipped = pickle.loads(_actor(out, broken).one(spec))
+    assert rows == [] and skipped == [("p.png", "synthesis failed: RuntimeError: device lost")]

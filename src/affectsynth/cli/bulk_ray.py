@@ -20,6 +20,7 @@ import contextlib
 import os
 import pickle
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -128,6 +129,7 @@ class SynthesisActor:
         backend = Backend()
         self.synth = backend.synth(ray.get(model[0]), backend.options(**options))
         self.out, self.seed, self.ext = Path(out), seed, ext
+        self.cache = OrderedDict()  # the last few photos, as the local engine keeps them
 
     def __call__(self, batch: dict) -> dict:
         return {"result": np.array([self.one(spec) for spec in batch["spec"]], object)}
@@ -137,8 +139,10 @@ class SynthesisActor:
         b, faces, crop = pickle.loads(spec)
         report = AugmentReport()
         inputs = {it.path.resolve() for it in b.items}
-        job = _Job(self.out, report, faces, {b.shape: crop} if crop else {}, inputs, self.synth,
-                   default_loader, self.seed, self.ext)  # fmt: skip
+        job = _Job(
+            out=self.out, report=report, faces=faces, crops={b.shape: crop} if crop else {}, inputs=inputs,
+            synth=self.synth, load=default_loader, seed=self.seed, ext=self.ext, cache=self.cache,
+        )  # fmt: skip
         try:
             rows = job.write_batch(*job.dispatch(b))
         except Exception as e:  # noqa: BLE001 - one bad batch never stops the job; --resume redoes it
