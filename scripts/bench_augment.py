@@ -9,9 +9,10 @@ at a time through the same jitted function), measured in the same run; the ratio
     python scripts/bench_augment.py --images 16 --sizes 1,8 --fake   # job overhead only (no JAX)
     python scripts/bench_augment.py --engine ray --images 16 --classes 2 --sizes 4 --workers 1,2
 
-``--engine ray`` runs the same jobs with the local engine and on a local Ray with 1, 2, ... synthesis actors
-in one process, and compares their marginal time per image (see ``ray_engines``); the per-worker overhead is
-Ray's marginal time per image with one actor over the local engine's, minus 1.
+``--engine ray`` runs the same job with the local engine, on a local Ray with 1, 2, ... synthesis actors,
+and with the local engine again, in one process, and compares their steady time per image per worker
+(compilation left out, see ``ray_engines``); the per-worker overhead is Ray's over the local engine's
+(the mean of its two runs: a shared machine's load drifts), minus 1.
 """
 
 import argparse
@@ -159,13 +160,56 @@ def one(batch_size: int, n: int, fake: bool, classes: int) -> dict:
     }
 
 
-def ray_engines(n: int, classes: int, batch_size: int, workers: list[int]) -> list[dict]:
-    """The same jobs with the local engine, then on a local Ray per worker count: wall and marginal img/s.
+class Arrivals:
+    """``progress(total, desc)`` for the local engine: when each batch of the images bar was finished."""
 
-    Each engine runs a job on the first half of the inputs and one on all of them; the difference of their
-    wall times over the difference of their images is the marginal time per image, free of fixed costs
-    (Ray's start, every actor's compilation). The local engine compiles once per process, so it runs a
-    warm-up job first and again at the end (the mean of both is the baseline: a shared machine drifts).
+    def __init__(self):
+        self.t: list[tuple[float, int]] = []
+
+    def __call__(self, total, desc):
+        rec = self
+
+        class Bar:
+            def update(self, n):
+                if desc == "images":
+                    rec.t.append((time.perf_counter(), n))
+
+            def close(self):
+                pass
+
+        return Bar()
+
+    def steady(self) -> float:
+        """(last - first finished batch) / images after the first: compilation left out."""
+        return (self.t[-1][0] - self.t[0][0]) / max(sum(n for _, n in self.t[1:]), 1)
+
+
+class Spans:
+    """``on_batch`` for the Ray engine: each actor's (start, end) per batch, on that actor's clock."""
+
+    def __init__(self):
+        self.by_actor: dict[int, list[tuple[float, int]]] = {}
+
+    def __call__(self, batch, span):
+        pid, _, end = span
+        self.by_actor.setdefault(pid, []).append((end, batch.valid))
+
+    def steady(self) -> float:
+        """Per actor, (last - first batch end) / images after its first batch (its compilation), averaged:
+        the gaps Ray leaves between an actor's batches are inside, so this is a worker's real rate."""
+        per = []
+        for t in self.by_actor.values():
+            t = sorted(t)
+            if len(t) > 1:
+                per.append((t[-1][0] - t[0][0]) / sum(n for _, n in t[1:]))
+        return float(np.mean(per))
+
+
+def ray_engines(n: int, classes: int, batch_size: int, workers: list[int]) -> list[dict]:
+    """The same job with the local engine (before and after), then on a local Ray per worker count.
+
+    Steady time per image: the local engine's from when its batches finish, Ray's from its actors' own
+    batch end times (Ray hands results to the driver in bursts, so arrival times there would flatter it).
     """
     import ray
 
@@ -182,36 +226,26 @@ def ray_engines(n: int, classes: int, batch_size: int, workers: list[int]) -> li
     opts = be.options(**opt_kw)
     job = dict(crop=be.crop(opts), batch_size=batch_size)
     synth, detect = be.synth(model, opts), be.detect(lambda m: None)
-    runs, count = [], iter(range(1000))
+    runs = []
 
-    def timed(run) -> tuple[float, int]:
+    def record(name, run, meter):
         t0 = time.perf_counter()
-        rep = run(files[: n // 2], tmp / f"out{next(count)}")
-        small = (time.perf_counter() - t0, rep.written)
-        t0 = time.perf_counter()
-        rep = run(files, tmp / f"out{next(count)}")
-        return small, (time.perf_counter() - t0, rep.written)
+        rep = run(tmp / f"out{len(runs)}", meter)
+        wall = time.perf_counter() - t0
+        runs.append(dict(engine=name, images=rep.written, wall_s=wall, steady_s_per_image=meter.steady()))
 
-    def record(name, run):
-        (w1, n1), (w2, n2) = timed(run)
-        marginal = (w2 - w1) / (n2 - n1)
-        runs.append(
-            dict(engine=name, images=n2, wall_s=w2, images_per_s=n2 / w2, marginal_s_per_image=marginal)
-        )
-
-    local = lambda fs, out: B.run_augment(fs, out, chosen, synth=synth, detect=detect, **job)
-    timed(local)  # warm-up: compile
-    record("local", local)
+    local = lambda out, bar: B.run_augment(
+        files, out, chosen, synth=synth, detect=detect, progress=bar, **job
+    )
+    record("local", local, Arrivals())
     with ray_session(None):
         for w in workers:
-            record(
-                f"ray x{w}",
-                lambda fs, out, w=w: run_augment_ray(
-                    fs, out, chosen, model=model, options=opt_kw, workers=w, **job
-                ),
+            ray_job = lambda out, spans, w=w: run_augment_ray(
+                files, out, chosen, model=model, options=opt_kw, workers=w, on_batch=spans, **job
             )
+            record(f"ray x{w}", ray_job, Spans())
         device = str(ray.cluster_resources())
-    record("local", local)
+    record("local", local, Arrivals())
     for r in runs:
         r["device"] = device
     return runs
@@ -219,16 +253,16 @@ def ray_engines(n: int, classes: int, batch_size: int, workers: list[int]) -> li
 
 def print_ray(runs: list[dict], args) -> None:
     local = [r for r in runs if r["engine"] == "local"]
-    base = float(np.mean([r["marginal_s_per_image"] for r in local]))
+    base = float(np.mean([r["steady_s_per_image"] for r in local]))
     print(
         f"inputs: {args.images} x {args.classes} class(es), batch size {args.sizes}; Ray: {runs[0]['device']}"
     )
-    print("engine    images  wall s  img/s(job, all in)  marginal s/img  marginal img/s  overhead vs local")
+    print("engine    images  wall s  img/s(job)  steady s/img/worker  img/s/worker  overhead vs local")
     for r in runs:
-        m = r["marginal_s_per_image"]
+        m = r["steady_s_per_image"]
         print(
-            f"{r['engine']:<8}  {r['images']:>6}  {r['wall_s']:>6.1f}  {r['images_per_s']:>18.2f}  "
-            f"{m:>14.3f}  {1 / m:>14.2f}  {m / base - 1:>+17.1%}"
+            f"{r['engine']:<8}  {r['images']:>6}  {r['wall_s']:>6.1f}  {r['images'] / r['wall_s']:>10.2f}  "
+            f"{m:>19.3f}  {1 / m:>12.2f}  {m / base - 1:>+17.1%}"
         )
 
 

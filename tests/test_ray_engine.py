@@ -193,7 +193,8 @@ def test_actor_writes_its_batch_and_a_failing_batch_is_skipped_not_fatal(tmp_pat
 
     out = tmp_path / "out"
     out.mkdir()
-    rows, skipped = pickle.loads(_actor(out, synth).one(spec))
+    rows, skipped, (_, t0, t1) = pickle.loads(_actor(out, synth).one(spec))
+    assert t1 >= t0
     assert [r["output"] for r in rows] == ["p_c4_0.png", "p_c9_0.png"] and skipped == []
     assert [r["valence"] for r in rows] == ["0.4000", "0.9000"]
     im = np.asarray(Image.open(out / "p_c4_0.png"))
@@ -203,5 +204,5 @@ def test_actor_writes_its_batch_and_a_failing_batch_is_skipped_not_fatal(tmp_pat
     def broken(*args):
         raise RuntimeError("device lost\nsecond line")
 
-    rows, skipped = pickle.loads(_actor(out, broken).one(spec))
+    rows, skipped, _ = pickle.loads(_actor(out, broken).one(spec))
     assert rows == [] and skipped == [("p.png", "synthesis failed: RuntimeError: device lost")]

@@ -19,6 +19,7 @@ are redone by ``--resume``).
 import contextlib
 import os
 import pickle
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -135,7 +136,9 @@ class SynthesisActor:
         return {"result": np.array([self.one(spec) for spec in batch["spec"]], object)}
 
     def one(self, spec: bytes) -> bytes:
-        """Synthesise and write one batch: pickled (rows, skipped); an unexpected error skips the batch."""
+        """Synthesise and write one batch: pickled (rows, skipped, (pid, start, end)); an unexpected error
+        skips the batch. The span (this actor's wall clock) lets benchmarks see Ray's gaps between batches."""
+        t0 = time.time()
         b, faces, crop = pickle.loads(spec)
         report = AugmentReport()
         inputs = {it.path.resolve() for it in b.items}
@@ -149,7 +152,7 @@ class SynthesisActor:
             reason = f"synthesis failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             rows = []
             report.skipped += [(s, reason) for s in dict.fromkeys(it.source for it in b.items[: b.valid])]
-        return pickle.dumps((rows, report.skipped))
+        return pickle.dumps((rows, report.skipped, (os.getpid(), t0, time.time())))
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -175,6 +178,7 @@ def run_augment_ray(
     gpus_per_worker: float = 0.0,
     progress: Callable | None = None,
     note: Callable = lambda msg: None,
+    on_batch: Callable | None = None,
 ) -> AugmentReport:
     """``run_augment`` on the Ray this process is connected to (see ``ray_session``); same arguments, plus:
 
@@ -183,6 +187,7 @@ def run_augment_ray(
         options: ``SynthesisOptions`` keyword arguments (the actors build their own).
         workers: synthesis actors (default: ``default_workers``).
         gpus_per_worker: GPUs each synthesis actor reserves (0: CPU).
+        on_batch: ``on_batch(batch, (actor pid, start, end))`` per finished batch (benchmarks).
     """
     import ray
 
@@ -224,8 +229,10 @@ def run_augment_ray(
     bar = progress(len(items), "images") if progress is not None else None
     try:
         for b, row in zip(batches, results.iter_rows(), strict=True):
-            rows, skipped = pickle.loads(row["result"])
+            rows, skipped, span = pickle.loads(row["result"])
             _record_batch(report, b, rows, skipped, note)
+            if on_batch is not None:
+                on_batch(b, span)
             if bar is not None:
                 bar.update(b.valid)
     finally:
