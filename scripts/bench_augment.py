@@ -7,6 +7,12 @@ at a time through the same jitted function), measured in the same run; the ratio
 
     python scripts/bench_augment.py                      # London neutral faces if present, else astronaut
     python scripts/bench_augment.py --images 16 --sizes 1,8 --fake   # job overhead only (no JAX)
+    python scripts/bench_augment.py --engine ray --images 16 --classes 2 --sizes 4 --workers 1,2
+
+``--engine ray`` runs the same job with the local engine, on a local Ray with 1, 2, ... synthesis actors,
+and with the local engine again, in one process, and compares their steady time per image per worker
+(compilation left out, see ``ray_engines``); the per-worker overhead is Ray's over the local engine's
+(the mean of its two runs: a shared machine's load drifts), minus 1.
 """
 
 import argparse
@@ -154,14 +160,128 @@ def one(batch_size: int, n: int, fake: bool, classes: int) -> dict:
     }
 
 
+class Arrivals:
+    """``progress(total, desc)`` for the local engine: when each batch of the images bar was finished."""
+
+    def __init__(self):
+        self.t: list[tuple[float, int]] = []
+
+    def __call__(self, total, desc):
+        rec = self
+
+        class Bar:
+            def update(self, n):
+                if desc == "images":
+                    rec.t.append((time.perf_counter(), n))
+
+            def close(self):
+                pass
+
+        return Bar()
+
+    def steady(self) -> float:
+        """(last - first finished batch) / images after the first: compilation left out."""
+        return (self.t[-1][0] - self.t[0][0]) / max(sum(n for _, n in self.t[1:]), 1)
+
+
+class Spans:
+    """``on_batch`` for the Ray engine: each actor's (start, end) per batch, on that actor's clock."""
+
+    def __init__(self):
+        self.by_actor: dict[int, list[tuple[float, int]]] = {}
+
+    def __call__(self, batch, span):
+        pid, _, end = span
+        self.by_actor.setdefault(pid, []).append((end, batch.valid))
+
+    def steady(self) -> float:
+        """Per actor, (last - first batch end) / images after its first batch (its compilation), averaged:
+        the gaps Ray leaves between an actor's batches are inside, so this is a worker's real rate."""
+        per = []
+        for t in self.by_actor.values():
+            t = sorted(t)
+            if len(t) > 1:
+                per.append((t[-1][0] - t[0][0]) / sum(n for _, n in t[1:]))
+        return float(np.mean(per))
+
+
+def ray_engines(n: int, classes: int, batch_size: int, workers: list[int]) -> list[dict]:
+    """The same job with the local engine (before and after), then on a local Ray per worker count.
+
+    Steady time per image: the local engine's from when its batches finish, Ray's from its actors' own
+    batch end times (Ray hands results to the driver in bursts, so arrival times there would flatter it).
+    """
+    import ray
+
+    from affectsynth.cli import augment as B
+    from affectsynth.cli.bulk import Backend
+    from affectsynth.cli.bulk_ray import ray_session, run_augment_ray
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_augment_ray_"))
+    files = _inputs(n, tmp / "in")
+    be = Backend()
+    model = be.load_model(None)
+    chosen = be.classes(model, True)[:classes]
+    opt_kw = {}
+    opts = be.options(**opt_kw)
+    job = dict(crop=be.crop(opts), batch_size=batch_size)
+    synth, detect = be.synth(model, opts), be.detect(lambda m: None)
+    runs = []
+
+    def record(name, run, meter):
+        t0 = time.perf_counter()
+        rep = run(tmp / f"out{len(runs)}", meter)
+        wall = time.perf_counter() - t0
+        runs.append(dict(engine=name, images=rep.written, wall_s=wall, steady_s_per_image=meter.steady()))
+
+    local = lambda out, bar: B.run_augment(
+        files, out, chosen, synth=synth, detect=detect, progress=bar, **job
+    )
+    record("local", local, Arrivals())
+    with ray_session(None):
+        for w in workers:
+            ray_job = lambda out, spans, w=w: run_augment_ray(
+                files, out, chosen, model=model, options=opt_kw, workers=w, on_batch=spans, **job
+            )
+            record(f"ray x{w}", ray_job, Spans())
+        device = str(ray.cluster_resources())
+    record("local", local, Arrivals())
+    for r in runs:
+        r["device"] = device
+    return runs
+
+
+def print_ray(runs: list[dict], args) -> None:
+    local = [r for r in runs if r["engine"] == "local"]
+    base = float(np.mean([r["steady_s_per_image"] for r in local]))
+    print(
+        f"inputs: {args.images} x {args.classes} class(es), batch size {args.sizes}; Ray: {runs[0]['device']}"
+    )
+    print("engine    images  wall s  img/s(job)  steady s/img/worker  img/s/worker  overhead vs local")
+    for r in runs:
+        m = r["steady_s_per_image"]
+        print(
+            f"{r['engine']:<8}  {r['images']:>6}  {r['wall_s']:>6.1f}  {r['images'] / r['wall_s']:>10.2f}  "
+            f"{m:>19.3f}  {1 / m:>12.2f}  {m / base - 1:>+17.1%}"
+        )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=32, help="number of input photos (one class each)")
     ap.add_argument("--classes", type=int, default=1, help="classes per photo")
     ap.add_argument("--sizes", default="1,8,32", help="batch sizes")
     ap.add_argument("--fake", action="store_true", help="fake synthesis: measures the job overhead only")
+    ap.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: local vs Ray engines")
+    ap.add_argument("--workers", default="1,2", help="Ray synthesis actors to try (with --engine ray)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.engine == "ray":
+        runs = ray_engines(
+            a.images, a.classes, int(a.sizes.split(",")[0]), [int(w) for w in a.workers.split(",")]
+        )
+        print_ray(runs, a)
+        return
     if a.one is not None:
         print("RESULT " + json.dumps(one(a.one, a.images, a.fake, a.classes)))
         return

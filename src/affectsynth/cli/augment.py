@@ -203,14 +203,7 @@ def run_augment(
     faces = _prepare_faces(pending, keys_of, load, detect, report, progress, note)
     _write_skipped(report, atomic_write_bytes)
 
-    items = [it for src in pending for it in pending[src]]
-    shape_of = lambda it: padded_shape(*faces[it.source][1])
-    batches = plan_batches(items, shape_of, batch_size=batch_size, max_batch_pixels=max_batch_pixels)
-    crops = {}
-    if crop is not None:  # one static crop per padded shape, from all the faces of that shape
-        for shape in {b.shape for b in batches}:
-            lms = np.stack([faces[it.source][0] for it in items if shape_of(it) == shape])
-            crops[shape] = tuple(int(c) for c in crop(lms, *shape))
+    items, batches, crops = plan_synthesis(pending, faces, crop, batch_size, max_batch_pixels)
     job = _Job(out, report, faces, crops, {Path(s).resolve() for s in sources}, synth, load, seed, ext)
     bar = progress(len(items), "images") if progress is not None and items else None
     try:
@@ -220,6 +213,22 @@ def run_augment(
             bar.close()
         _write_skipped(report, atomic_write_bytes)
     return report
+
+
+def plan_synthesis(pending: dict, faces: dict, crop, batch_size: int, max_batch_pixels: int):
+    """(items, batches, crops): the work in order, its fixed-size batches, one static crop per padded shape.
+
+    Shared by every engine, so that the same job gives the same batches (and so the same pixels) anywhere.
+    """
+    items = [it for src in pending for it in pending[src]]
+    shape_of = lambda it: padded_shape(*faces[it.source][1])
+    batches = plan_batches(items, shape_of, batch_size=batch_size, max_batch_pixels=max_batch_pixels)
+    crops = {}
+    if crop is not None:  # one static crop per padded shape, from all the faces of that shape
+        for shape in {b.shape for b in batches}:
+            lms = np.stack([faces[it.source][0] for it in items if shape_of(it) == shape])
+            crops[shape] = tuple(int(c) for c in crop(lms, *shape))
+    return items, batches, crops
 
 
 def _check_job(sources: Sequence[Path], out: Path, classes, per_class: int, ext: str) -> None:
@@ -347,7 +356,16 @@ class _Job:
         report = self.report
         report.batches += 1
         report.compiled_shapes.add((b.shape, len(b.items)))
-        rows = []
+        rows = self.write_batch(b, res, gone)
+        if rows:
+            _append_rows(report.labels_path, LABEL_FIELDS, rows)
+        report.written += len(rows)
+        if bar is not None:
+            bar.update(b.valid)
+
+    def write_batch(self, b: Batch, res, gone: set) -> list[dict]:
+        """Write the batch's finished images atomically; their labels rows (non-finite ones are skips)."""
+        report, rows = self.report, []
         if res is not None:
             out_imgs = np.asarray(res.images)
             rms, labels = np.asarray(res.fit_rms), np.asarray(res.label)
@@ -360,11 +378,7 @@ class _Job:
                 report.skipped.append((it.source, f"class {it.class_id} #{it.k}: non-finite output"))
                 continue
             rows.append(self._write(it, im, labels[i], rms[i]))
-        if rows:
-            _append_rows(report.labels_path, LABEL_FIELDS, rows)
-        report.written += len(rows)
-        if bar is not None:
-            bar.update(b.valid)
+        return rows
 
     def _write(self, it: WorkItem, image: np.ndarray, label: np.ndarray, rms) -> dict:
         """Save one output image (atomically) and return its labels row."""

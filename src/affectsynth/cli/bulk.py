@@ -13,7 +13,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from ..errors import AffectsynthError, InputImageError, OutputError, TargetError
+from ..errors import AffectsynthError, InputImageError, OptionsError, OutputError, TargetError
 
 
 class Backend:
@@ -275,17 +275,56 @@ def augment(
     neutralize: NeutralizeOpt = True,
     strength: StrengthOpt = 1.0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    engine: Annotated[
+        str, typer.Option("--engine", help="local (this process) or ray (Ray Data: a cluster, GPUs).")
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="Ray cluster: auto or ray://HOST:PORT; default: a local Ray."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Ray synthesis actors (default: per GPU/node).")
+    ] = None,
+    gpus_per_worker: Annotated[
+        float, typer.Option("--gpus-per-worker", min=0.0, help="GPUs per Ray synthesis actor.")
+    ] = 0.0,
 ):
     """Synthetic images of every input for each V-A class, with a labels CSV (class-median V-A labels)."""
-    from tqdm import tqdm
-
-    from .augment import run_augment
-    from .inputs import ensure_output_dir, read_input_list, scan_inputs
-
+    if engine not in ("local", "ray"):
+        raise OptionsError("--engine", f"must be local or ray, got {engine!r}")
+    if engine == "local" and (address or workers or gpus_per_worker):
+        raise OptionsError("--engine", "--address, --workers and --gpus-per-worker need --engine ray")
     _check_strength(strength)
     ext = "." + fmt.lower().lstrip(".")
     if ext not in (".png", ".jpg", ".webp"):
         raise OutputError(fmt, "--format must be png, jpg or webp")
+    sources = _augment_sources(input_dir, output_dir, inputs, recursive)
+    labels = output_dir / "labels.csv"
+    if labels.exists() and labels.stat().st_size > 0 and not resume:
+        raise OutputError(labels, "exists: pass --resume to continue that job, or use a new output folder")
+    mdl = _backend.load_model(model)
+    chosen = _parse_classes(classes, lambda populated: _backend.classes(mdl, populated))
+    opt_kw = dict(neutralize=neutralize, sample=per_class > 1, strength=strength)
+    job = dict(input_dir=input_dir, per_class=per_class, batch_size=batch_size, resume=resume, seed=seed)
+    job.update(ext=ext, progress=_bar_factory(progress), note=_note)
+    if engine == "ray":
+        ray_kw = dict(address=address, workers=workers, gpus_per_worker=gpus_per_worker)
+        report = _augment_ray(sources, output_dir, chosen, mdl, opt_kw, face_index, job, ray_kw)
+    else:
+        from .augment import run_augment
+
+        opts = _backend.options(**opt_kw)
+        synth, detect = _backend.synth(mdl, opts), _backend.detect(_note, face_index)
+        report = run_augment(
+            sources, output_dir, chosen, synth=synth, detect=detect, crop=_backend.crop(opts), **job
+        )
+    _augment_summary(report, input_dir, len(chosen), per_class)
+
+
+def _augment_sources(input_dir: Path, output_dir: Path, inputs: Path | None, recursive: bool) -> list[Path]:
+    """The job's input files (from ``--inputs`` or a scan); creates ``output_dir``."""
+    from .inputs import ensure_output_dir, read_input_list, scan_inputs
+
     if output_dir.resolve() == input_dir.resolve():
         raise OutputError(output_dir, "output folder is the input folder; use a separate folder")
     if inputs is not None:
@@ -299,39 +338,41 @@ def augment(
             input_dir, "no input images found (.jpg, .jpeg, .png, .webp, .tif, .tiff, .bmp)"
         )
     ensure_output_dir(output_dir)
-    labels = output_dir / "labels.csv"
-    if labels.exists() and labels.stat().st_size > 0 and not resume:
-        raise OutputError(labels, "exists: pass --resume to continue that job, or use a new output folder")
-    mdl = _backend.load_model(model)
-    chosen = _parse_classes(classes, lambda populated: _backend.classes(mdl, populated))
-    opts = _backend.options(neutralize=neutralize, sample=per_class > 1, strength=strength)
+    return sources
+
+
+def _bar_factory(enabled: bool):
+    from tqdm import tqdm
 
     def bar(total, desc):
         return tqdm(
-            total=total, unit="img", desc=desc, file=sys.stderr, disable=not progress, dynamic_ncols=True
+            total=total, unit="img", desc=desc, file=sys.stderr, disable=not enabled, dynamic_ncols=True
         )
 
-    report = run_augment(
-        sources,
-        output_dir,
-        chosen,
-        synth=_backend.synth(mdl, opts),
-        detect=_backend.detect(_note, face_index),
-        crop=_backend.crop(opts),
-        input_dir=input_dir,
-        per_class=per_class,
-        batch_size=batch_size,
-        resume=resume,
-        seed=seed,
-        ext=ext,
-        progress=bar,
-        note=_note,
-    )
+    return bar
+
+
+def _augment_ray(sources, output_dir, chosen, mdl, opt_kw: dict, face_index, job: dict, ray_kw: dict):
+    """``augment --engine ray``: connect to (or start) Ray and run the job there."""
+    try:
+        from .bulk_ray import ray_session, run_augment_ray
+    except ImportError:
+        raise OptionsError("--engine ray", "needs Ray: pip install 'affectsynth[ray]'") from None
+    crop = _backend.crop(_backend.options(**opt_kw))
+    with ray_session(ray_kw.pop("address")):
+        return run_augment_ray(
+            sources, output_dir, chosen, model=mdl, options=opt_kw, crop=crop, face_index=face_index,
+            **ray_kw, **job,
+        )  # fmt: skip
+
+
+def _augment_summary(report, input_dir: Path, n_classes: int, per_class: int) -> None:
+    """Print the job's outcome; exit 2 when every input was bad, 1 when nothing could be written."""
     for src, reason in report.skipped:
         _note(f"skipped: {src}: {reason}")
     skipped = f"; {report.bad_inputs} input(s) skipped, see {report.skipped_path}" if report.skipped else ""
     typer.echo(
-        f"wrote {report.written} image(s) for {len(chosen)} class(es) x {per_class} "
+        f"wrote {report.written} image(s) for {n_classes} class(es) x {per_class} "
         f"({report.already_done} already done){skipped}; labels in {report.labels_path}"
     )
     if report.written == 0 and report.pending > 0 and report.already_done == 0:

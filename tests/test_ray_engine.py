@@ -1,0 +1,208 @@
+"""``augment --engine ray`` (issue 18): the same outputs as the local engine, and ``--resume`` across engines.
+
+One local Ray with 2 CPUs for the module. Every Ray synthesis actor compiles the program (~30 s on 2
+cores), so the module runs ONE Ray job: it finishes a job the local engine started (checking the Ray
+engine's images, rows and skips against the local engine's, and resume local -> Ray), and the local engine
+then finishes a job the Ray engine left (resume Ray -> local). Three London photos, a corrupt file and a
+photo without a face; two classes; batch size 2.
+"""
+
+import csv
+import pickle
+import shutil
+from collections import OrderedDict
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+ray = pytest.importorskip("ray")
+
+from affectsynth.cli import augment as A  # noqa: E402
+from affectsynth.cli import bulk_ray as R  # noqa: E402
+from affectsynth.cli.app import app  # noqa: E402
+from affectsynth.cli.bulk import Backend  # noqa: E402
+from affectsynth.cli.inputs import padded_shape, plan_batches, scan_inputs  # noqa: E402
+from affectsynth.errors import OutputError  # noqa: E402
+
+# ray.init forks its helper processes (fork + exec) after JAX has started: JAX warns about the fork
+# (fork + exec); Ray Data's own modules warn about their deprecated settings.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*"),
+]
+JOB = dict(per_class=1, batch_size=2, seed=7)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def job(london_dir, tmp_path_factory):
+    """Inputs (3 faces, a corrupt file, a face-less image), model, 2 classes, the local engine's output."""
+    d = tmp_path_factory.mktemp("ray_inputs")
+    for f in sorted((london_dir / "neutral").glob("*.jpg"))[:3]:
+        shutil.copy(f, d / f.name)
+    (d / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
+    Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(d / "noface.png")
+    be = Backend()
+    model = be.load_model(None)
+    classes = be.classes(model, True)[:2]
+    opt_kw = dict(neutralize=True, sample=False, strength=1.0)
+    opts = be.options(**opt_kw)
+    local = dict(synth=be.synth(model, opts), detect=be.detect(lambda m: None), crop=be.crop(opts))
+    out = tmp_path_factory.mktemp("ray_local")
+    rep = A.run_augment(scan_inputs(d), out, classes, input_dir=d, **local, **JOB)
+    assert rep.written == 6 and rep.bad_inputs == 2
+    return dict(inputs=d, model=model, classes=classes, opt_kw=opt_kw, local=local, out=out)
+
+
+def rows(out: Path) -> list[dict]:
+    with open(out / "labels.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def skipped(out: Path) -> set:
+    with open(out / "skipped.csv", newline="") as f:
+        return {(r["source"], r["reason"]) for r in csv.DictReader(f)}
+
+
+def cut_job(src: Path, dst: Path, keep: int) -> dict:
+    """A copy of a finished job interrupted after ``keep`` rows: later rows and their images removed."""
+    shutil.copytree(src, dst)
+    kept = rows(src)[:keep]
+    for r in rows(src)[keep:]:
+        (dst / r["output"]).unlink()
+    with open(dst / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(kept[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(kept)
+    return {r["output"]: (dst / r["output"]).stat().st_mtime_ns for r in kept}
+
+
+def assert_same_job(a: Path, b: Path):
+    """Same rows (same order), same file names, bit-identical pixels, same skipped inputs."""
+    assert rows(a) == rows(b)
+    names = sorted(p.name for p in a.glob("*.png"))
+    assert names == sorted(p.name for p in b.glob("*.png")) and len(names) == 6
+    for n in names:
+        assert np.array_equal(np.asarray(Image.open(a / n)), np.asarray(Image.open(b / n))), n
+    assert skipped(a) == skipped(b)
+    assert {s for s, _ in skipped(a)} == {"corrupt.jpg", "noface.png"}
+
+
+@pytest.fixture(scope="module")
+def ray_finished(job, ray_cluster, tmp_path_factory):
+    """The local job cut after its first batch, finished by the Ray engine (one synthesis actor)."""
+    out = tmp_path_factory.mktemp("ray_resume") / "out"
+    before = cut_job(job["out"], out, keep=2)
+    rep = R.run_augment_ray(
+        scan_inputs(job["inputs"]),
+        out,
+        job["classes"],
+        model=job["model"],
+        options=job["opt_kw"],
+        crop=job["local"]["crop"],
+        input_dir=job["inputs"],
+        resume=True,
+        workers=1,
+        **JOB,
+    )
+    return out, before, rep
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_ray_finishes_a_local_job_with_the_same_outputs(job, ray_finished):
+    out, before, rep = ray_finished
+    assert (rep.already_done, rep.written, rep.bad_inputs, rep.prepared) == (2, 4, 2, 2)
+    assert {(s, len(r) > 0) for s, r in rep.skipped} == {("corrupt.jpg", True), ("noface.png", True)}
+    assert_same_job(job["out"], out)
+    assert {n: (out / n).stat().st_mtime_ns for n in before} == before  # done items were not redone
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_local_finishes_a_ray_job(job, ray_finished, tmp_path):
+    out = tmp_path / "out"
+    before = cut_job(ray_finished[0], out, keep=4)  # 2 rows from the local engine, 2 from Ray
+    rep = A.run_augment(
+        scan_inputs(job["inputs"]), out, job["classes"], input_dir=job["inputs"], resume=True, **job["local"],
+        **JOB,
+    )  # fmt: skip
+    assert (rep.already_done, rep.written) == (4, 2)
+    assert_same_job(job["out"], out)
+    assert {n: (out / n).stat().st_mtime_ns for n in before} == before
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_ray_resume_of_a_finished_job_does_nothing(job, ray_finished):
+    out = ray_finished[0]
+    rep = R.run_augment_ray(
+        scan_inputs(job["inputs"]), out, job["classes"], model=job["model"], options=job["opt_kw"],
+        input_dir=job["inputs"], resume=True, workers=1, **JOB,
+    )  # fmt: skip
+    assert (rep.already_done, rep.written, rep.batches) == (6, 0, 0)
+    assert len(rows(out)) == 6
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_ray_without_resume_refuses_an_existing_job(job, ray_finished):
+    with pytest.raises(OutputError, match="--resume"):
+        R.run_augment_ray(
+            scan_inputs(job["inputs"]), ray_finished[0], job["classes"], model=job["model"],
+            options=job["opt_kw"], input_dir=job["inputs"], **JOB,
+        )  # fmt: skip
+
+
+def test_ray_options_need_the_ray_engine(tmp_path):
+    runner = CliRunner()
+    for extra in (["--workers", "2"], ["--address", "auto"], ["--engine", "spark"]):
+        res = runner.invoke(app, ["augment", str(tmp_path), str(tmp_path / "out"), *extra])
+        assert res.exit_code == 2, res.output
+        assert "--engine" in res.stderr
+
+
+def _actor(out: Path, synth) -> R.SynthesisActor:
+    """A synthesis actor's logic in this process (no Ray), with ``synth`` in place of the model's program."""
+    actor = R.SynthesisActor.__new__(R.SynthesisActor)
+    actor.synth, actor.out, actor.seed, actor.ext, actor.cache = synth, out, 3, ".png", OrderedDict()
+    return actor
+
+
+def test_actor_writes_its_batch_and_a_failing_batch_is_skipped_not_fatal(tmp_path):
+    photo = tmp_path / "in" / "p.png"
+    photo.parent.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((60, 80, 3)) * 255).astype(np.uint8)).save(photo)
+    items = [A.WorkItem("p.png", photo, "p", c, 0, (0.1 * c, -0.2)) for c in (4, 9)]
+    b = plan_batches(items, lambda it: padded_shape(60, 80), batch_size=2)[0]
+    spec = pickle.dumps((b, {"p.png": (np.zeros((478, 3), np.float32), (60, 80))}, None))
+
+    def synth(images, landmarks, targets, keys, crop):
+        assert images.shape[0] == 2 and crop is None and keys.dtype == np.uint32
+        return SimpleNamespace(images=images * 0.5, fit_rms=np.full(2, 0.25), label=targets)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    rows, skipped, (_, t0, t1) = pickle.loads(_actor(out, synth).one(spec))
+    assert t1 >= t0
+    assert [r["output"] for r in rows] == ["p_c4_0.png", "p_c9_0.png"] and skipped == []
+    assert [r["valence"] for r in rows] == ["0.4000", "0.9000"]
+    im = np.asarray(Image.open(out / "p_c4_0.png"))
+    assert im.shape == (60, 80, 3)
+    assert np.abs(im.astype(int) - np.asarray(Image.open(photo)) // 2).max() <= 1
+
+    def broken(*args):
+        raise RuntimeError("device lost\nsecond line")
+
+    rows, skipped, _ = pickle.loads(_actor(out, broken).one(spec))
+    assert rows == [] and skipped == [("p.png", "synthesis failed: RuntimeError: device lost")]
