@@ -108,7 +108,8 @@ def test_paste_back_without_an_edit_returns_the_photo_bit_for_bit():
     covered = np.zeros((64, 64), np.float32)
     covered[10:50, 12:40] = 1
     zeros = np.zeros((64, 64, 2), np.float32)
-    workcrop.paste_back(out, mask, workcrop.Window(30, 20, 0.4), zeros, covered, np.zeros((64, 64, 3)))
+    win = workcrop.Window(30, 20, 0.4)
+    workcrop.paste_back(out, mask, image, win, zeros, covered, np.zeros((64, 64, 3)))
     np.testing.assert_array_equal(out, image)
     assert mask.max() == 1 and mask[:30].max() == 0 and mask[:, :20].max() == 0
 
@@ -125,7 +126,7 @@ def test_paste_back_applies_the_displacement_to_photo_pixels_and_adds_the_residu
     disp = np.broadcast_to(np.float32([dx, dy]), (48, 48, 2)) * covered[..., None]
     resid = np.full((48, 48, 3), r, np.float32) * covered[..., None]
     win = workcrop.Window(5, 7, scale)
-    workcrop.paste_back(out, mask, win, disp, covered, resid)
+    workcrop.paste_back(out, mask, image, win, disp, covered, resid)
     inside = mask == 1
     assert inside.any()
     yy, xx = np.nonzero(inside)

@@ -559,21 +559,22 @@ def _synthesize_working(images, landmarks, targets, keys, model: AffectModel, op
     photos at full resolution on the host. Images and masks come back as NumPy arrays."""
     from . import workcrop
 
-    images = np.array(images, np.float32)  # a copy: the output is edited in place
+    photos = np.asarray(images, np.float32)
+    images = photos.copy()  # the output, edited in place
     landmarks = np.asarray(landmarks, np.float32)
     b, h, w = images.shape[:3]
     size = options.work_size
     windows = [
         workcrop.face_window(lm, h, w, size=size, skirt=options.skirt) for lm in landmarks.reshape(b, -1, 3)
     ]
-    crops = np.stack([workcrop.cut_window(im, win, size) for im, win in zip(images, windows, strict=True)])
+    crops = np.stack([workcrop.cut_window(im, win, size) for im, win in zip(photos, windows, strict=True)])
     lms = np.stack([workcrop.crop_landmarks(lm, win) for lm, win in zip(landmarks, windows, strict=True)])
     run = _work_program(model, options, b)
     edit = run(crops, lms, np.asarray(targets, np.float32), np.asarray(keys).astype(np.uint32))
     disp, cov, resid = (np.asarray(x) for x in (edit.displacement, edit.covered, edit.residual))
     masks = np.zeros((b, h, w), np.float32)
     for i, win in enumerate(windows):
-        workcrop.paste_back(images[i], masks[i], win, disp[i], cov[i], resid[i])
+        workcrop.paste_back(images[i], masks[i], photos[i], win, disp[i], cov[i], resid[i])
     return SynthesisResult(
         images=images,
         masks=masks,

@@ -117,16 +117,22 @@ def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return top + fy * (bottom - top)
 
 
-def paste_back(image, mask, window: Window, displacement, covered, residual):
-    """Apply one face's working-crop edit to ``image`` f32[H, W, 3] in place, at its full resolution.
+STRIP = 128
+"""Rows of the photo carried back at a time: the upsampled fields of a 12-Mpx face would otherwise take
+~1 GB of temporaries; strips keep them small and in cache."""
+
+
+def paste_back(out, mask, photo, window: Window, displacement, covered, residual):
+    """Write one face's working-crop edit of ``photo`` f32[H, W, 3] into ``out`` (same shape), at full
+    resolution.
 
     ``displacement`` f32[S, S, 2] (crop px), ``covered`` f32[S, S], ``residual`` f32[S, S, 3]: see
     ``pipeline.WorkEdit``. Inside the face's bounding box the output is ``photo + C (warp - photo) + R``,
     with the displacement, coverage ``C`` and residual ``R`` upsampled bilinearly and the warp sampling the
-    photo's own pixels; pixels the upsampled coverage does not reach stay the input's, bit for bit.
-    ``mask`` f32[H, W] receives ``C``.
+    photo's own pixels; pixels the upsampled coverage does not reach are left as they are in ``out``.
+    ``mask`` f32[H, W] receives ``C``. Works in strips of ``STRIP`` rows (``photo`` is only read).
     """
-    h, w = image.shape[:2]
+    h, w = photo.shape[:2]
     s = window.scale
     rows, cols = np.flatnonzero(covered.any(1)), np.flatnonzero(covered.any(0))
     if rows.size == 0:
@@ -138,14 +144,19 @@ def paste_back(image, mask, window: Window, displacement, covered, residual):
     x1 = min(w, int(math.ceil(window.left + (cols[-1] + 2) / s)))
     if y0 >= y1 or x0 >= x1:
         return
-    yc = (np.arange(y0, y1) + 0.5).astype(np.float32)
     xc = (np.arange(x0, x1) + 0.5).astype(np.float32)
     fields = np.concatenate([displacement / s, covered[..., None], residual], axis=-1).astype(np.float32)
-    up = _lerp_axis(_lerp_axis(fields, (yc - window.top) * s - 0.5, 0), (xc - window.left) * s - 0.5, 1)
-    cover = up[..., 2:3]
-    region = image[y0:y1, x0:x1]
-    warp = _sample(image, xc[None, :] + up[..., 0], yc[:, None] + up[..., 1])
-    edited = region + cover * (warp - region) + up[..., 3:]
-    np.clip(edited, 0.0, 1.0, out=edited)
-    region[...] = np.where(cover > 0, edited, region)
-    mask[y0:y1, x0:x1] = np.maximum(mask[y0:y1, x0:x1], cover[..., 0])
+    # the crop rows the strips need, upsampled along x once: f32[S, x1 - x0, 6]
+    lo, hi = max(0, rows[0] - 2), min(len(covered), rows[-1] + 3)
+    across = _lerp_axis(fields[lo:hi], (xc - window.left) * s - 0.5, 1)
+    for a in range(y0, y1, STRIP):
+        b = min(a + STRIP, y1)
+        yc = (np.arange(a, b) + 0.5).astype(np.float32)
+        up = _lerp_axis(across, (yc - window.top) * s - 0.5 - lo, 0)
+        cover = up[..., 2:3]
+        orig = photo[a:b, x0:x1]
+        warp = _sample(photo, xc[None, :] + up[..., 0], yc[:, None] + up[..., 1])
+        edited = orig + cover * (warp - orig) + up[..., 3:]
+        np.clip(edited, 0.0, 1.0, out=edited)
+        np.copyto(out[a:b, x0:x1], edited, where=cover > 0)
+        np.maximum(mask[a:b, x0:x1], cover[..., 0], out=mask[a:b, x0:x1])
