@@ -3,13 +3,19 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
+WARMUP ?= 1
 
-.PHONY: install test test-fast lint format bench demo figures clean
+.PHONY: install warmup test test-fast lint format bench bench-latency demo figures clean
 
 install: $(PY)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.lock
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
+	@if [ "$(WARMUP)" != "0" ]; then $(MAKE) --no-print-directory warmup; fi
 	@echo "installed: run '. $(BIN)/activate' or use $(BIN)/affectsynth"
+
+# builds the default model and compiles synth's program into the user cache (skip: make install WARMUP=0)
+warmup:
+	$(BIN)/affectsynth warmup
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +37,9 @@ format:
 
 bench:
 	$(PY) scripts/bench.py
+
+bench-latency:
+	$(PY) scripts/bench_latency.py
 
 demo:
 	$(BIN)/affectsynth demo --output out/ --overwrite

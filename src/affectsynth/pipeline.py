@@ -76,6 +76,10 @@ class SynthesisOptions:
         appearance: which expression-appearance cues to draw (shading, wrinkles, mouth interior, eyes);
             None: all on, with ``mouth_interior`` as given.
         blend: "poisson" (gradient-domain blend into the photo) or "alpha" (feathered paste).
+        work_size: side (px) of the square working crop each face is resampled into, a multiple of 32 in
+            128..4096. The compiled program's shapes depend on it and the batch size only, never on the
+            photo; a face needing more room is downsampled into it, a smaller one is processed at its own
+            scale, and the edit is carried back to the photo at full resolution (``synthesize_batch``).
 
     Raises:
         OptionsError: a field outside its range (exit code 2 in the CLI), e.g. ``blend="Poisson"``.
@@ -92,6 +96,7 @@ class SynthesisOptions:
     mouth_interior: bool = True
     appearance: AppearanceOptions | None = None
     blend: str = "poisson"
+    work_size: int = 512
 
     def __post_init__(self):
         """Reject a bad setting here, with a one-line ``OptionsError``, not deep inside a traced function."""
@@ -107,6 +112,9 @@ class SynthesisOptions:
             _bad("appearance", "must be None or an AppearanceOptions", self.appearance)
         if self.blend not in BLENDS:
             _bad("blend", f"must be one of {', '.join(map(repr, BLENDS))}", self.blend)
+        _check_int("work_size", self.work_size, 128, 4096)
+        if self.work_size % 32:
+            _bad("work_size", "must be a multiple of 32", self.work_size)
 
 
 def _bad(name: str, rule: str, value):
@@ -307,10 +315,13 @@ def _composite(patch: Float[Array, "h w 3"], render: Float[Array, "h w 3"], frag
     return out, covered
 
 
-def _synthesize_in_frame(image, landmarks, target, key, model: AffectModel, options, crop) -> ItemResult:
-    """One item whose image holds the crop: crop, fit, deform, render, appearance cues, blend, paste back."""
-    h, w = image.shape[:2]
-    patch, lm, top, left = _crop_window(image, landmarks, crop)
+def _edit_patch(patch, lm, target, key, model: AffectModel, options):
+    """The edit of one face in a patch that holds it: fit, deform, render, appearance cues, blend.
+
+    Returns (blended patch, coverage mask, source position of each pixel ``src_xy`` (x, y; 0 where
+    uncovered), the plain warp ``sample_bilinear(patch, src_xy)``, the fit, the appearance diagnostics).
+    """
+    crop = patch.shape[:2]
     fit = fit_morphable_model(lm, model.morphable, steps=options.fit_steps)
     offsets = to_image_offsets(
         fit, _target_deformation(model, target, key, options)
@@ -322,7 +333,7 @@ def _synthesize_in_frame(image, landmarks, target, key, model: AffectModel, opti
 
     frags = rasterize(dst_d, mesh["triangles"], *crop)
     src_xy = interpolate(frags, src_d[:, :2])
-    render = sample_bilinear(patch, src_xy)
+    warped = sample_bilinear(patch, src_xy)
     # expression appearance (render/appearance): shading, wrinkles, mouth interior, eyes
     look = options.appearance or AppearanceOptions(mouth_interior=options.mouth_interior)
     ctx = AppearanceContext(
@@ -336,8 +347,16 @@ def _synthesize_in_frame(image, landmarks, target, key, model: AffectModel, opti
         au=au,
         interocular=fit.interocular,
     )
-    render, look_diag = apply_appearance(render, patch, frags, ctx, look)
+    render, look_diag = apply_appearance(warped, patch, frags, ctx, look)
     out, covered = _composite(patch, render, frags, options)
+    return out, covered, src_xy, warped, fit, look_diag
+
+
+def _synthesize_in_frame(image, landmarks, target, key, model: AffectModel, options, crop) -> ItemResult:
+    """One item whose image holds the crop: crop, edit (``_edit_patch``), paste back."""
+    h, w = image.shape[:2]
+    patch, lm, top, left = _crop_window(image, landmarks, crop)
+    out, covered, _, _, fit, look_diag = _edit_patch(patch, lm, target, key, model, options)
     return ItemResult(
         image=jax.lax.dynamic_update_slice(image, out.astype(image.dtype), (top, left, 0)),
         mask=jax.lax.dynamic_update_slice(jnp.zeros((h, w), image.dtype), covered, (top, left)),
@@ -347,6 +366,49 @@ def _synthesize_in_frame(image, landmarks, target, key, model: AffectModel, opti
         label=class_label(model, target),
         mouth_opening=look_diag["mouth_opening"] / jnp.maximum(jnp.sum(covered), 1.0),
     )
+
+
+class WorkEdit(eqx.Module):
+    """The edit of a batch of working crops, in a form that carries back to any resolution.
+
+    ``out = crop + covered * (warp(crop, displacement) - crop) + residual``: the warp is applied to the
+    photo's own pixels at full resolution, the residual (appearance cues + the smooth Poisson correction,
+    0 outside ``covered``) is upsampled.
+    """
+
+    displacement: Float[Array, "B S S 2"]
+    """Source minus destination position (x, y) of each covered pixel, crop pixels (0 elsewhere)."""
+    covered: Float[Array, "B S S"]
+    residual: Float[Array, "B S S 3"]
+    fit_rms: Float[Array, " B"]
+    input_expression: Float[Array, "B Ke"]
+    class_id: Array
+    label: Float[Array, "B 2"]
+    mouth_opening: Float[Array, " B"]
+
+
+def edit_work_crops(crops, landmarks, targets, keys, model: AffectModel, options) -> WorkEdit:
+    """``_edit_patch`` vmapped over fixed-size working crops f32[B, S, S, 3] (landmarks in crop pixels),
+    returned as a ``WorkEdit``. Its shapes depend on B and ``options.work_size`` only."""
+
+    def one(patch, lm, target, key):
+        out, covered, src_xy, warped, fit, diag = _edit_patch(patch, lm, target, key, model, options)
+        s = patch.shape[0]
+        centres = jnp.arange(s, dtype=patch.dtype) + 0.5
+        grid = jnp.stack(jnp.meshgrid(centres, centres, indexing="xy"), axis=-1)
+        c = covered[..., None]
+        return WorkEdit(
+            displacement=(src_xy - grid) * c,
+            covered=covered,
+            residual=(out - (patch + c * (warped - patch))) * c,
+            fit_rms=fit.rms,
+            input_expression=fit.expression,
+            class_id=class_index(model.grid, target),
+            label=class_label(model, target),
+            mouth_opening=diag["mouth_opening"] / jnp.maximum(jnp.sum(covered), 1.0),
+        )
+
+    return jax.vmap(one)(crops, landmarks, targets, keys)
 
 
 def synthesize_item(
@@ -439,20 +501,88 @@ def synthesize_batch(
             windows are sized for a crop about 4 inter-pupil distances wide. A crop larger than the image is
             allowed: the border is edge-padded for the work and the output has the image's size.
     """
+    if not isinstance(options, SynthesisOptions):
+        raise OptionsError("options", f"must be a SynthesisOptions, got {type(options).__name__}")
+    b = np.shape(images)[0]
+    if keys is None:
+        keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, b)
+    traced = any(isinstance(x, jax.core.Tracer) for x in (images, landmarks, targets, keys))
+    raw_keys = not jax.dtypes.issubdtype(jnp.result_type(keys), jax.dtypes.prng_key) and np.shape(keys) == (
+        b,
+        2,
+    )
+    if crop is None and not traced and raw_keys:  # the fixed-shape working-crop program, kept on disk
+        return _synthesize_working(images, landmarks, targets, keys, model, options)
     images = jnp.asarray(images, jnp.float32)
     landmarks = jnp.asarray(landmarks, jnp.float32)
     targets = jnp.asarray(targets, jnp.float32)
-    b, h, w = images.shape[:3]
-    if not isinstance(options, SynthesisOptions):
-        raise OptionsError("options", f"must be a SynthesisOptions, got {type(options).__name__}")
-    if crop is None:  # decided statically: traced landmarks (inside the caller's jit) have no values yet
-        traced = isinstance(landmarks, jax.core.Tracer)
-        crop = (h, w) if traced else crop_size(np.asarray(landmarks), h, w, skirt=options.skirt)
-    if keys is None:
-        keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, b)
+    h, w = images.shape[1:3]
+    if crop is None:  # inside the caller's jit: the landmarks have no values yet, the whole image is the crop
+        crop = (h, w)
     keys = jnp.asarray(keys)
     return _synthesize_batch_jit(
         images, landmarks, targets, keys, model, options, tuple(int(c) for c in crop)
+    )
+
+
+def _work_program(model: AffectModel, options: SynthesisOptions, batch: int, *, rebuild: bool = False):
+    """The compiled ``edit_work_crops`` for ``batch`` faces: ``f(crops, landmarks, targets, keys) ->
+    WorkEdit``, loaded from the user cache (``compiled``) or built and stored there."""
+    from .compiled import model_program
+
+    size = options.work_size
+
+    def flat(*args):  # an exported program returns arrays, not our pytree
+        return tuple(jax.tree_util.tree_leaves(edit_work_crops(*args, options=options)))
+
+    arrays = (
+        np.zeros((batch, size, size, 3), np.float32),
+        np.zeros((batch, topo.NUM_LANDMARKS, 3), np.float32),
+        np.zeros((batch, 2), np.float32),
+        np.zeros((batch, 2), np.uint32),  # raw PRNG keys
+    )
+    prog = model_program("synthesize", flat, arrays, model, (options, batch), rebuild=rebuild)
+    return lambda *args: WorkEdit(*prog(*args))
+
+
+def prepare(model: AffectModel, options: SynthesisOptions = SynthesisOptions(), batch: int = 1, **kw):
+    """Load (or build, compile and store in the user cache) the program ``synthesize_batch`` runs for
+    ``batch`` faces and ``options``; later calls in this process and later processes find it ready.
+    ``rebuild=True`` ignores a stored program. Returns the program (see ``_work_program``)."""
+    return _work_program(model, options, batch, **kw)
+
+
+def _synthesize_working(images, landmarks, targets, keys, model: AffectModel, options) -> SynthesisResult:
+    """``synthesize_batch`` on concrete arrays: each face resampled into its ``options.work_size`` working
+    crop on the host (``workcrop``), one compiled program over the crops (kept on disk by ``compiled``, so
+    it is built once per batch size and options, whatever the photos' sizes), the edit carried back to the
+    photos at full resolution on the host. Images and masks come back as NumPy arrays."""
+    from . import workcrop
+
+    photos = np.asarray(images, np.float32)
+    images = photos.copy()  # the output, edited in place
+    landmarks = np.asarray(landmarks, np.float32)
+    b, h, w = images.shape[:3]
+    size = options.work_size
+    windows = [
+        workcrop.face_window(lm, h, w, size=size, skirt=options.skirt) for lm in landmarks.reshape(b, -1, 3)
+    ]
+    crops = np.stack([workcrop.cut_window(im, win, size) for im, win in zip(photos, windows, strict=True)])
+    lms = np.stack([workcrop.crop_landmarks(lm, win) for lm, win in zip(landmarks, windows, strict=True)])
+    run = _work_program(model, options, b)
+    edit = run(crops, lms, np.asarray(targets, np.float32), np.asarray(keys).astype(np.uint32))
+    disp, cov, resid = (np.asarray(x) for x in (edit.displacement, edit.covered, edit.residual))
+    masks = np.zeros((b, h, w), np.float32)
+    for i, win in enumerate(windows):
+        workcrop.paste_back(images[i], masks[i], photos[i], win, disp[i], cov[i], resid[i])
+    return SynthesisResult(
+        images=images,
+        masks=masks,
+        fit_rms=edit.fit_rms,
+        input_expression=edit.input_expression,
+        class_id=edit.class_id,
+        label=edit.label,
+        mouth_opening=edit.mouth_opening,
     )
 
 

@@ -25,6 +25,29 @@ def _note(msg: str):
     typer.echo(msg, err=True)
 
 
+class _Stages:
+    """Wall time per stage of a command, printed to stderr when ``AFFECTSYNTH_TIMINGS`` is set (for
+    ``scripts/bench_latency.py``): ``timing: import 1.10 s, detect 0.30 s, ...``."""
+
+    def __init__(self):
+        import os
+        import time
+
+        self._now = time.perf_counter
+        self._on = bool(os.environ.get("AFFECTSYNTH_TIMINGS"))
+        self._last = self._now()
+        self.stages: list[tuple[str, float]] = []
+
+    def __call__(self, name: str):
+        t = self._now()
+        self.stages.append((name, t - self._last))
+        self._last = t
+
+    def report(self):
+        if self._on:
+            _note("timing: " + ", ".join(f"{n} {s:.3f} s" for n, s in self.stages))
+
+
 def _parse_target(text: str) -> tuple[float, float]:
     parts = text.replace(" ", "").split(",")
     if len(parts) != 2:
@@ -125,12 +148,15 @@ def synth(
     seed: SeedOpt = 0,
 ):
     """Synthesise the target affect(s) on the face in INPUT and write the result(s)."""
+    clock = _Stages()
     import jax
     import numpy as np
 
     from ..face.landmarks import detect_landmarks
     from ..io import check_output_path, load_image, save_image
-    from ..pipeline import load_model, synthesize_batch
+    from ..pipeline import load_model, prepare, synthesize_batch
+
+    clock("import")
 
     goals = _targets(valence, arousal, emotion, target)
     if len(goals) == 1 and output.suffix:
@@ -150,24 +176,73 @@ def synth(
     image, info = load_image(input, return_info=True)
     for c in info.conversions:
         _note(f"note: {input}: {c}")
+    clock("load image")
     lm, det = detect_landmarks(image, face_index=face_index, source=str(input), return_detection=True)
     if det.num_faces > 1 or det.upscaled:
         _note(f"note: {input}: {det.describe()}")
+    clock("detect")
     mdl = load_model(model)
+    clock("load model")
     n = len(goals)
+    opts = _options(neutralize, sample, strength, exact_classes)
+    prepare(mdl, opts, n)  # compiled once and kept in the user cache (``affectsynth warmup``)
+    clock("load program")
     targets = np.array([[v, a] for _, v, a in goals], np.float32)
     res = synthesize_batch(
         np.repeat(image[None], n, 0),
         np.repeat(lm[None], n, 0),
         targets,
         mdl,
-        options=_options(neutralize, sample, strength, exact_classes),
+        options=opts,
         key=jax.random.PRNGKey(seed),
     )
     imgs = np.asarray(res.images)
+    clock("run")
     for (_, v, a), out, im in zip(goals, outs, imgs, strict=True):
         save_image(out, im)
         typer.echo(f"wrote {out}  (V={v:+.2f}, A={a:+.2f}, fit rms {float(res.fit_rms[0]):.3f})")
+    clock("save")
+    clock.report()
+
+
+@app.command()
+@guarded
+def warmup(
+    model: ModelOpt = None,
+    batch: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--batch", "-b", min=1, help="Batch sizes to compile (repeatable; default 1: one target)."
+        ),
+    ] = None,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Compile again even when a program is cached.")
+    ] = False,
+):
+    """Compile the synthesis program ahead of time and keep it in the user cache (``synth`` then starts fast).
+
+    Compiles what ``synth`` uses with its default options: one program per batch size (= number of targets).
+    """
+    import time
+
+    from ..compiled import cache_root, enable_persistent_cache, enabled
+    from ..pipeline import load_model, prepare
+
+    if not enabled():
+        _note("note: AFFECTSYNTH_PROGRAM_CACHE is off; nothing is kept")
+    enable_persistent_cache()
+    typer.echo("loading the expression model (built and cached at first use)...")
+    mdl = load_model(model)
+    opts = _options(True, False, 1.0, False)
+    sizes = sorted(set(batch or [1]))
+    for k, b in enumerate(sizes, 1):
+        typer.echo(
+            f"[{k}/{len(sizes)}] compiling the synthesis program for {b} face(s) per call...", nl=False
+        )
+        t = time.perf_counter()
+        prepare(mdl, opts, b, rebuild=rebuild)
+        typer.echo(f" {time.perf_counter() - t:.1f} s")
+    typer.echo(f"programs kept in {cache_root()}")
 
 
 DEMO_EMOTIONS = (

@@ -43,9 +43,9 @@ class Backend:
         return run
 
     def crop(self, options):
-        from ..pipeline import crop_size
-
-        return lambda landmarks, h, w: crop_size(landmarks, h, w, skirt=options.skirt)
+        """None: ``synthesize_batch`` resamples each face into its fixed-size working crop, so one program
+        (per batch size and options) serves photos of every size."""
+        return None
 
     def detect(self, note, face_index=None):
         from ..face.landmarks import detect_landmarks

@@ -1,0 +1,162 @@
+"""The working crop on the host (NumPy): cut and resample each face into a fixed-size square, carry the
+edit back to the photo at full resolution.
+
+Why on the host: a photo handed to a compiled program makes the program's shapes depend on the photo's
+size (a compilation per size); here the program only ever sees ``S x S`` crops (``S`` =
+``SynthesisOptions.work_size``). A face needing more room than ``S`` is downsampled (box filter by an
+integer factor, then linear interpolation: anti-aliased); a smaller one is cut at its own scale, so a
+512 px photo is edited exactly as at full resolution. The edit comes back as a displacement field (applied
+to the photo's own pixels, so its sharpness survives) and a smooth residual (appearance cues + the Poisson
+correction), both upsampled bilinearly; only the face's bounding box is touched.
+
+Coordinates: pixel centres at ``i + 0.5`` (``render.raster``'s convention); a window is (top, left,
+scale): crop position ``c`` shows photo position ``(top, left) + c / scale``.
+"""
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from .face import topology as topo
+
+MARGIN = 1.35
+"""Room around the face and its skirt in the window, as in ``pipeline.crop_size``."""
+
+
+class Window(NamedTuple):
+    """Where a working crop sits in its photo: integer top-left corner and scale (crop px per photo px)."""
+
+    top: int
+    left: int
+    scale: float
+
+
+def face_window(landmarks, height: int, width: int, *, size: int, skirt: float) -> Window:
+    """The square window around one face (f32[478, 3] landmarks, photo pixels) for an ``size`` crop.
+
+    Its side in the photo is what the face, its skirt and a margin need, but at least ``size`` (so a small
+    face keeps its scale, scale 1); centred on the face and moved inside the photo where the photo is
+    large enough (else the crop's outside is the photo's edge pixels repeated).
+    """
+    lm = np.asarray(landmarks, np.float64).reshape(topo.NUM_LANDMARKS, 3)
+    lo, hi = lm[:, :2].min(0), lm[:, :2].max(0)
+    need = float((hi - lo).max()) * (1.0 + skirt) * MARGIN + 16
+    side = max(need, float(size))
+    centre = 0.5 * (lo + hi)  # (x, y)
+    corner = []
+    for c, extent in ((centre[1], height), (centre[0], width)):
+        start = math.floor(c - side / 2)
+        if math.ceil(side) <= extent:
+            start = min(max(start, 0), extent - math.ceil(side))
+        corner.append(int(start))
+    return Window(corner[0], corner[1], size / side)
+
+
+def crop_landmarks(landmarks, window: Window) -> np.ndarray:
+    """Photo-pixel landmarks f32[478, 3] in the working crop's pixels (depth scaled alike)."""
+    shift = np.array([window.left, window.top, 0.0], np.float64)
+    return ((np.asarray(landmarks, np.float64) - shift) * window.scale).astype(np.float32)
+
+
+def _linear_taps(u: np.ndarray, n: int):
+    """Indices (i0, i1) and weight of i1 for linear interpolation at continuous indices ``u``, clamped."""
+    u = np.clip(u, 0.0, n - 1.0)
+    i0 = np.clip(np.floor(u).astype(np.int32), 0, max(n - 2, 0))
+    i1 = np.minimum(i0 + 1, n - 1)
+    return i0, i1, (u - i0).astype(np.float32)
+
+
+def _lerp_axis(a: np.ndarray, u: np.ndarray, axis: int) -> np.ndarray:
+    i0, i1, f = _linear_taps(u, a.shape[axis])
+    shape = [1] * a.ndim
+    shape[axis] = len(u)
+    f = f.reshape(shape)
+    x0, x1 = np.take(a, i0, axis=axis), np.take(a, i1, axis=axis)
+    return x0 + f * (x1 - x0)
+
+
+def cut_window(image: np.ndarray, window: Window, size: int) -> np.ndarray:
+    """The ``size x size`` working crop f32[size, size, C] of ``image`` f32[H, W, C] (edge pixels repeated
+    beyond the photo). At scale 1 an exact copy of photo pixels; below, box filter then linear."""
+    h, w = image.shape[:2]
+    k = max(1, int(math.floor(1.0 / window.scale + 1e-6)))
+    # reduced pixel j covers photo pixels [corner + j k, corner + (j + 1) k); crop centres in its indices
+    u = (np.arange(size) + 0.5) / window.scale / k - 0.5
+    n = int(math.ceil(u[-1])) + 2
+    region = image[_span(window.top, n * k, h)][:, _span(window.left, n * k, w)]
+    if k > 1:  # box filter: sums over contiguous axes (a mean over axes (1, 3) is several times slower)
+        c = region.shape[-1]
+        region = region.reshape(n, k, n * k, c).sum(1, dtype=np.float32).reshape(n, n, k, c).sum(2) / k**2
+    return _lerp_axis(_lerp_axis(region.astype(np.float32, copy=False), u, 0), u, 1)
+
+
+def _span(start: int, n: int, extent: int):
+    """Index of ``n`` pixels from ``start`` along an axis of ``extent``: a slice (a view) when inside, else
+    clamped indices (edge pixels repeated)."""
+    if 0 <= start and start + n <= extent:
+        return slice(start, start + n)
+    return np.clip(start + np.arange(n), 0, extent - 1)
+
+
+def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear lookup of ``image`` f32[H, W, C] at pixel positions (x, y) (pixel centres at +0.5, clamp)."""
+    h, w = image.shape[:2]
+    j0, j1, fx = _linear_taps(x - 0.5, w)
+    i0, i1, fy = _linear_taps(y - 0.5, h)
+    flat = image.reshape(h * w, -1)
+    fx, fy = fx[..., None], fy[..., None]
+
+    def at(i, j):
+        return flat.take(i * w + j, axis=0)
+
+    top = at(i0, j0)
+    top += fx * (at(i0, j1) - top)
+    bottom = at(i1, j0)
+    bottom += fx * (at(i1, j1) - bottom)
+    return top + fy * (bottom - top)
+
+
+STRIP = 128
+"""Rows of the photo carried back at a time: the upsampled fields of a 12-Mpx face would otherwise take
+~1 GB of temporaries; strips keep them small and in cache."""
+
+
+def paste_back(out, mask, photo, window: Window, displacement, covered, residual):
+    """Write one face's working-crop edit of ``photo`` f32[H, W, 3] into ``out`` (same shape), at full
+    resolution.
+
+    ``displacement`` f32[S, S, 2] (crop px), ``covered`` f32[S, S], ``residual`` f32[S, S, 3]: see
+    ``pipeline.WorkEdit``. Inside the face's bounding box the output is ``photo + C (warp - photo) + R``,
+    with the displacement, coverage ``C`` and residual ``R`` upsampled bilinearly and the warp sampling the
+    photo's own pixels; pixels the upsampled coverage does not reach are left as they are in ``out``.
+    ``mask`` f32[H, W] receives ``C``. Works in strips of ``STRIP`` rows (``photo`` is only read).
+    """
+    h, w = photo.shape[:2]
+    s = window.scale
+    rows, cols = np.flatnonzero(covered.any(1)), np.flatnonzero(covered.any(0))
+    if rows.size == 0:
+        return
+    # photo pixels whose centre maps within one crop pixel of the covered box
+    y0 = max(0, int(math.floor(window.top + (rows[0] - 1) / s)))
+    y1 = min(h, int(math.ceil(window.top + (rows[-1] + 2) / s)))
+    x0 = max(0, int(math.floor(window.left + (cols[0] - 1) / s)))
+    x1 = min(w, int(math.ceil(window.left + (cols[-1] + 2) / s)))
+    if y0 >= y1 or x0 >= x1:
+        return
+    xc = (np.arange(x0, x1) + 0.5).astype(np.float32)
+    fields = np.concatenate([displacement / s, covered[..., None], residual], axis=-1).astype(np.float32)
+    # the crop rows the strips need, upsampled along x once: f32[S, x1 - x0, 6]
+    lo, hi = max(0, rows[0] - 2), min(len(covered), rows[-1] + 3)
+    across = _lerp_axis(fields[lo:hi], (xc - window.left) * s - 0.5, 1)
+    for a in range(y0, y1, STRIP):
+        b = min(a + STRIP, y1)
+        yc = (np.arange(a, b) + 0.5).astype(np.float32)
+        up = _lerp_axis(across, (yc - window.top) * s - 0.5 - lo, 0)
+        cover = up[..., 2:3]
+        orig = photo[a:b, x0:x1]
+        warp = _sample(photo, xc[None, :] + up[..., 0], yc[:, None] + up[..., 1])
+        edited = orig + cover * (warp - orig) + up[..., 3:]
+        np.clip(edited, 0.0, 1.0, out=edited)
+        np.copyto(out[a:b, x0:x1], edited, where=cover > 0)
+        np.maximum(mask[a:b, x0:x1], cover[..., 0], out=mask[a:b, x0:x1])
