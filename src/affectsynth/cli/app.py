@@ -154,7 +154,8 @@ def synth(
 
     from ..face.landmarks import detect_landmarks
     from ..io import check_output_path, load_image, save_image
-    from ..pipeline import load_model, prepare, synthesize_batch
+    from ..pipeline import load_model, synthesize_batch
+    from ..working import prepare
 
     clock("import")
 
@@ -226,7 +227,8 @@ def warmup(
     import time
 
     from ..compiled import cache_root, enable_persistent_cache, enabled
-    from ..pipeline import load_model, prepare
+    from ..pipeline import load_model
+    from ..working import prepare
 
     if not enabled():
         _note("note: AFFECTSYNTH_PROGRAM_CACHE is off; nothing is kept")
