@@ -207,38 +207,46 @@ def test_an_executable_whose_copy_fails_to_run_is_not_stored(cache, monkeypatch)
 
 
 LINALG_PROGRAM = """
-import json
+import json, sys
+import jax
 import jax.numpy as jnp
 import numpy as np
 from affectsynth import compiled
 
 def solve(a, b):
-    return (jnp.linalg.solve(a + 4 * jnp.eye(3), b),)
+    return (jnp.linalg.solve(a + 4 * jnp.eye(3), b) * jnp.pad(b, 1)[1:-1],)
 
 a, b = np.ones((3, 3), np.float32), np.arange(3, dtype=np.float32)
+if sys.argv[1:] == ["prime"]:  # the same program into JAX's persistent compilation cache
+    compiled.enable_persistent_cache()
+    jax.jit(solve).lower(a, b).compile()
 (x,) = compiled.load_program("solve", solve, (a, b))(a, b)
 files = sorted(p.suffix for p in compiled.cache_root().joinpath("programs").iterdir())
 print(json.dumps({"files": files, "x": np.asarray(x).tolist()}))
 """
 
 
-def test_a_stored_executable_with_lapack_calls_runs_in_a_fresh_process(tmp_path):
-    """jaxlib binds its CPU LAPACK kernels when a linear-algebra op is first lowered; a process that only
-    loads an executable must bind them itself (else it crashes)."""
+def test_stored_executables_run_in_fresh_processes(tmp_path):
+    """Each in a new process sharing one user cache: build and store; load only (jaxlib binds its CPU
+    LAPACK kernels when a linear-algebra op is first lowered, so a process that only loads must bind them,
+    else it crashes); build again with the program file gone but JAX's persistent compilation cache
+    holding the program (an executable JAX loads from there does not serialise whole: builds compile
+    afresh)."""
     import os
+    import shutil
     import subprocess
     import sys
 
     env = {**os.environ, "AFFECTSYNTH_CACHE": str(tmp_path), "AFFECTSYNTH_PROGRAM_CACHE": "1"}
-    runs = [
-        subprocess.run([sys.executable, "-c", LINALG_PROGRAM], env=env, capture_output=True, text=True)
-        for _ in range(2)
-    ]
-    want = np.linalg.solve(np.ones((3, 3)) + 4 * np.eye(3), np.arange(3.0))
-    for r in runs:  # the first builds and stores the executable, the second only loads it
-        assert r.returncode == 0, r.stderr[-2000:]
+    want = np.linalg.solve(np.ones((3, 3)) + 4 * np.eye(3), np.arange(3.0)) * np.arange(3.0)
+    for step in ("build", "load", "build again"):
+        if step == "build again":
+            shutil.rmtree(tmp_path / "programs")
+        cmd = [sys.executable, "-c", LINALG_PROGRAM, *(["prime"] if step == "build again" else [])]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, (step, r.stderr[-2000:])
         out = json.loads(r.stdout.strip().splitlines()[-1])
-        assert out["files"] == [".xlaexe"]
+        assert out["files"] == [".xlaexe"], step
         np.testing.assert_allclose(out["x"], want, rtol=1e-5)
 
 

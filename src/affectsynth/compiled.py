@@ -20,6 +20,7 @@ else ``$XDG_CACHE_HOME/affectsynth``, else ``~/.cache/affectsynth``):
 ``AFFECTSYNTH_PROGRAM_CACHE=0`` switches both off (plain ``jax.jit`` every process).
 """
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -247,11 +248,30 @@ def _specs(args):
     return [jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)) for a in args]
 
 
+@contextlib.contextmanager
+def _fresh_compilation():
+    """JAX's persistent compilation cache off for the enclosed compiles: an executable that JAX loaded from
+    it does not serialise whole (``_verified_executable``), and after a package upgrade that left a
+    program's HLO unchanged that cache would hand back exactly such an executable."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    was = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()  # JAX decides once per process whether the cache is used
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", was)
+        compilation_cache.reset_cache()
+
+
 def _build(fn, args, name: str, key: str):
-    """Trace, lower and compile ``fn`` at the shapes of ``args`` and store the result: the compiled
-    executable where the backend can serialise it, else the exported program (``jax.export``, which still
-    skips tracing next time)."""
-    prog = jax.jit(fn).lower(*_specs(args)).compile()
+    """Trace, lower and compile ``fn`` at the shapes of ``args`` (a fresh compile, not from JAX's
+    persistent cache) and store the result: the compiled executable where the backend can serialise it,
+    else the exported program (``jax.export``, which still skips tracing next time)."""
+    lowered = jax.jit(fn).lower(*_specs(args))
+    with _fresh_compilation():
+        prog = lowered.compile()
     data = _verified_executable(prog, args)
     if data is not None:
         _store(program_path(name, key, "xlaexe"), data)
