@@ -149,31 +149,47 @@ def synth(
 ):
     """Synthesise the target affect(s) on the face in INPUT and write the result(s)."""
     clock = _Stages()
-    import jax
-    import numpy as np
-
-    from ..face.landmarks import detect_landmarks
-    from ..io import check_output_path, load_image, save_image
-    from ..pipeline import load_model, synthesize_batch
-    from ..working import prepare
+    from .. import pipeline  # noqa: F401  (JAX and the stages, timed apart)
 
     clock("import")
-
     goals = _targets(valence, arousal, emotion, target)
-    if len(goals) == 1 and output.suffix:
-        outs = [check_output_path(output, overwrite=overwrite, inputs=[input])]
-    else:
-        if output.exists() and not output.is_dir():
-            raise OutputError(output, "several targets need an output folder, but this is a file")
-        ext = (
-            input.suffix.lower()
-            if input.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
-            else ".png"
-        )
-        outs = [
-            check_output_path(output / f"{input.stem}_{name}{ext}", overwrite=overwrite, inputs=[input])
-            for name, _, _ in goals
-        ]
+    outs = _output_paths(input, output, [name for name, _, _ in goals], overwrite)
+    image, lm = _load_face(input, face_index, clock)
+    opts = _options(neutralize, sample, strength, exact_classes)
+    images, fit_rms = _synthesize_targets(image, lm, goals, model, opts, seed if sample else None, clock)
+    from ..io import save_image
+
+    for (_, v, a), out, im in zip(goals, outs, images, strict=True):
+        save_image(out, im)
+        typer.echo(f"wrote {out}  (V={v:+.2f}, A={a:+.2f}, fit rms {fit_rms:.3f})")
+    clock("save")
+    clock.report()
+
+
+SAVE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
+
+
+def _output_paths(input: Path, output: Path, names: list[str], overwrite: bool) -> list[Path]:
+    """Where each target's image goes: ``output`` itself for one target with a file name, else
+    ``output/<input stem>_<name><input's suffix, or .png>``; each checked (``io.check_output_path``)."""
+    from ..io import check_output_path
+
+    if len(names) == 1 and output.suffix:
+        return [check_output_path(output, overwrite=overwrite, inputs=[input])]
+    if output.exists() and not output.is_dir():
+        raise OutputError(output, "several targets need an output folder, but this is a file")
+    ext = input.suffix.lower() if input.suffix.lower() in SAVE_SUFFIXES else ".png"
+    return [
+        check_output_path(output / f"{input.stem}_{name}{ext}", overwrite=overwrite, inputs=[input])
+        for name in names
+    ]
+
+
+def _load_face(input: Path, face_index: int | None, clock: "_Stages"):
+    """The photo (float RGB) and its chosen face's landmarks, with notes on conversions and face choice."""
+    from ..face.landmarks import detect_landmarks
+    from ..io import load_image
+
     image, info = load_image(input, return_info=True)
     for c in info.conversions:
         _note(f"note: {input}: {c}")
@@ -182,28 +198,34 @@ def synth(
     if det.num_faces > 1 or det.upscaled:
         _note(f"note: {input}: {det.describe()}")
     clock("detect")
-    mdl = load_model(model)
+    return image, lm
+
+
+def _synthesize_targets(image, lm, goals, model_path, opts, seed: int | None, clock: "_Stages"):
+    """One batch: the photo under every (name, V, A) goal. Returns (images f32[n, H, W, 3], the fit's RMS).
+    ``seed`` (None unless sampling) seeds the samples."""
+    import numpy as np
+
+    from ..pipeline import load_model, synthesize_batch
+    from ..working import prepare
+
+    mdl = load_model(model_path)
     clock("load model")
     n = len(goals)
-    opts = _options(neutralize, sample, strength, exact_classes)
     prepare(mdl, opts, n)  # compiled once and kept in the user cache (``affectsynth warmup``)
     clock("load program")
+    key = None
+    if seed is not None:
+        import jax
+
+        key = jax.random.PRNGKey(seed)
     targets = np.array([[v, a] for _, v, a in goals], np.float32)
     res = synthesize_batch(
-        np.repeat(image[None], n, 0),
-        np.repeat(lm[None], n, 0),
-        targets,
-        mdl,
-        options=opts,
-        key=jax.random.PRNGKey(seed),
+        np.repeat(image[None], n, 0), np.repeat(lm[None], n, 0), targets, mdl, options=opts, key=key
     )
-    imgs = np.asarray(res.images)
+    images = np.asarray(res.images)
     clock("run")
-    for (_, v, a), out, im in zip(goals, outs, imgs, strict=True):
-        save_image(out, im)
-        typer.echo(f"wrote {out}  (V={v:+.2f}, A={a:+.2f}, fit rms {float(res.fit_rms[0]):.3f})")
-    clock("save")
-    clock.report()
+    return images, float(res.fit_rms[0])
 
 
 @app.command()
