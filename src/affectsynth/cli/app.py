@@ -225,7 +225,7 @@ def _synthesize_targets(image, lm, goals, model_path, opts, seed: int | None, cl
     )
     images = np.asarray(res.images)
     clock("run")
-    return images, float(res.fit_rms[0])
+    return images, float(np.asarray(res.fit_rms)[0])  # NumPy: indexing a JAX array compiles a program
 
 
 @app.command()
