@@ -137,6 +137,28 @@ def test_paste_back_applies_the_displacement_to_photo_pixels_and_adds_the_residu
     np.testing.assert_array_equal(out[mask == 0], image[mask == 0])
 
 
+def test_paste_back_in_strips_on_threads_equals_one_pass(monkeypatch):
+    """Strips limited to their own covered columns, run on several threads, write exactly what one strip
+    over the whole region on one thread writes (a covered ring, so strips' column spans differ)."""
+    rng = np.random.default_rng(3)
+    image = rng.random((200, 230, 3), np.float32)
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    covered = ((np.hypot(yy, xx) < 28) & (np.hypot(yy, xx) > 9)).astype(np.float32)
+    disp = rng.normal(0, 1.5, (64, 64, 2)).astype(np.float32) * covered[..., None]
+    resid = rng.normal(0, 0.02, (64, 64, 3)).astype(np.float32) * covered[..., None]
+    win = workcrop.Window(-7, 11, 0.37)
+    results = []
+    for strip, threads in ((10_000, 1), (7, 3)):
+        monkeypatch.setattr(workcrop, "STRIP", strip)
+        monkeypatch.setattr(workcrop, "_threads", lambda n=threads: n)
+        out, mask = image.copy(), np.zeros((200, 230), np.float32)
+        workcrop.paste_back(out, mask, image, win, disp, covered, resid)
+        results.append((out, mask))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    assert (results[0][1] > 0).sum() > 1000 and (results[0][0] != image).any()
+
+
 def test_work_size_is_validated():
     assert SynthesisOptions(work_size=256).work_size == 256
     for bad in (100, 500, 8192, 512.0, True):
