@@ -438,3 +438,28 @@ def test_a_london_photo_at_512_and_3000_px(london_dir):
     ratio = laplacian_variance(out.images[0], inside) / laplacian_variance(large, inside)
     assert ratio >= 0.9, ratio
     assert np.abs(out.images[0] - large)[inside > 0.99].mean() > 1 / 255  # and it was edited
+
+
+# ---------------------------------------------------------------------------------------- the command
+
+
+@pytest.mark.parametrize("full_exit", ["", "1"])
+def test_synth_ends_its_process_quickly_with_the_right_status_and_messages(tmp_path, full_exit):
+    """``main`` skips the interpreter's teardown after ``synth`` (``AFFECTSYNTH_FULL_EXIT`` keeps it):
+    the exit status and the flushed messages are the same either way."""
+    import os
+    import subprocess
+    import sys
+
+    from affectsynth.cli import app
+
+    env = {**os.environ, "AFFECTSYNTH_CACHE": str(tmp_path), "AFFECTSYNTH_FULL_EXIT": full_exit}
+    cmd = [sys.executable, "-m", "affectsynth.cli.app", "synth", str(tmp_path / "missing.jpg")]
+    r = subprocess.run(
+        [*cmd, "-v", "0.5", "-a", "0.1", "-o", str(tmp_path / "o.png")],
+        env=env,
+        text=True,
+        capture_output=True,
+    )
+    assert r.returncode == 2 and r.stderr.strip().endswith("missing.jpg: no such file"), r.stderr
+    assert app._exit_code(None) == 0 and app._exit_code(3) == 3 and app._exit_code("bye") == 1
