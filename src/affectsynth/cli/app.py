@@ -156,9 +156,9 @@ def synth(
     clock("import")
     goals = _targets(valence, arousal, emotion, target)
     outs = _output_paths(input, output, [name for name, _, _ in goals], overwrite)
-    image, lm = _load_face(input, face_index, clock)
     opts = _options(neutralize, sample, strength, exact_classes)
-    images, fit_rms = _synthesize_targets(image, lm, goals, model, opts, seed if sample else None, clock)
+    image, lm, mdl = _load_face_and_program(input, face_index, model, opts, len(goals), clock)
+    images, fit_rms = _synthesize_targets(image, lm, goals, mdl, opts, seed if sample else None, clock)
     from ..io import save_image
 
     for (_, v, a), out, im in zip(goals, outs, images, strict=True):
@@ -187,35 +187,52 @@ def _output_paths(input: Path, output: Path, names: list[str], overwrite: bool) 
     ]
 
 
-def _load_face(input: Path, face_index: int | None, clock: "_Stages"):
-    """The photo (float RGB) and its chosen face's landmarks, with notes on conversions and face choice."""
+def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int, clock: "_Stages"):
+    """The photo (float RGB), its chosen face's landmarks and the model, with the synthesis program for
+    ``batch`` faces loaded meanwhile on a second thread (MediaPipe's import and XLA's loading of the
+    stored executable overlap; a daemon thread, so a failed detection does not wait for it)."""
+    import threading
+
     from ..face.landmarks import detect_landmarks
     from ..io import load_image
+    from ..pipeline import load_model
+    from ..working import prepare
 
     image, info = load_image(input, return_info=True)
     for c in info.conversions:
         _note(f"note: {input}: {c}")
     clock("load image")
+    mdl = load_model(model_path)
+    clock("load model")
+    failed: list[BaseException] = []
+
+    def load_program():
+        try:
+            prepare(mdl, opts, batch)  # compiled once and kept in the user cache (``affectsynth warmup``)
+        except BaseException as e:  # re-raised on the main thread
+            failed.append(e)
+
+    loader = threading.Thread(target=load_program, name="affectsynth-load-program", daemon=True)
+    loader.start()
     lm, det = detect_landmarks(image, face_index=face_index, source=str(input), return_detection=True)
     if det.num_faces > 1 or det.upscaled:
         _note(f"note: {input}: {det.describe()}")
     clock("detect")
-    return image, lm
+    loader.join()
+    if failed:
+        raise failed[0]
+    clock("load program")  # what the detection did not hide
+    return image, lm, mdl
 
 
-def _synthesize_targets(image, lm, goals, model_path, opts, seed: int | None, clock: "_Stages"):
+def _synthesize_targets(image, lm, goals, mdl, opts, seed: int | None, clock: "_Stages"):
     """One batch: the photo under every (name, V, A) goal. Returns (images f32[n, H, W, 3], the fit's RMS).
     ``seed`` (None unless sampling) seeds the samples."""
     import numpy as np
 
-    from ..pipeline import load_model, synthesize_batch
-    from ..working import prepare
+    from ..pipeline import synthesize_batch
 
-    mdl = load_model(model_path)
-    clock("load model")
     n = len(goals)
-    prepare(mdl, opts, n)  # compiled once and kept in the user cache (``affectsynth warmup``)
-    clock("load program")
     key = None
     if seed is not None:
         import jax
