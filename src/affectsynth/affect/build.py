@@ -278,23 +278,21 @@ def build_affect_model(
         stats.add(grid, fr, d)
     t1 = time.perf_counter()
 
-    counts = stats.counts
-    source_of = nearest_populated(grid, counts)
+    source_of = nearest_populated(grid, stats.counts)
     class_mean, class_lab = _class_means(stats, grid)
     class_mean = class_mean[source_of]
     au_names, class_au, au_source = _class_action_units(stats, morphable, class_mean, source_of, au_names)
-    k = int(num_components)
+    splocs = {"iterations": splocs_iterations, "admm_steps": splocs_admm_steps, "sparsity": sparsity}
     comps, wmean, wstd = _class_components(
         stats.reservoirs,
         mean,
         grid.num_classes,
-        k,
+        int(num_components),
         classes_per_call,
         sparsity=sparsity,
         num_iterations=splocs_iterations,
         admm_steps=splocs_admm_steps,
     )
-    comps, wmean, wstd = comps[source_of], wmean[source_of], wstd[source_of]
     t2 = time.perf_counter()
 
     report = _report(stats, source_of, t1 - t0, t2 - t1)
@@ -303,15 +301,24 @@ def build_affect_model(
         "source": source,
         "frames_used": report.frames_used,
         "sequences": report.sequences,
-        "num_components": k,
+        "num_components": int(num_components),
         "max_frames_per_class": int(max_frames_per_class),
         "include_neutral": bool(include_neutral),
-        "splocs": {"iterations": splocs_iterations, "admm_steps": splocs_admm_steps, "sparsity": sparsity},
+        "splocs": splocs,
         "empty_class_rule": "nearest_populated",
         "class_au": au_source,
         "seed": seed,
     }
-    model = AffectModel(
+    parts = (class_mean, class_lab, comps[source_of], wmean[source_of], wstd[source_of], class_au)
+    model = _assemble_model(morphable, grid, stats.counts, source_of, parts, au_names, meta)
+    return model, report
+
+
+def _assemble_model(morphable, grid, counts, source_of, parts, au_names, meta) -> AffectModel:
+    """The ``AffectModel`` pytree from the build's host arrays (``parts``: class means f[C, V, 3], labels
+    f[C, 2], components, weight mean and std, class AU intensities f[C, U])."""
+    class_mean, class_lab, comps, wmean, wstd, class_au = parts
+    return AffectModel(
         morphable=morphable,
         class_mean=jnp.asarray(class_mean),
         class_count=jnp.asarray(counts.astype(np.int32)),
@@ -326,7 +333,6 @@ def build_affect_model(
         au_names=tuple(au_names),
         metadata=json.dumps(meta, sort_keys=True),
     )
-    return model, report
 
 
 @dataclasses.dataclass

@@ -243,21 +243,33 @@ def read_gallery(
     report = log_bad_row if on_bad_row is None else on_bad_row
     path = Path(path)
     csv_path = path if path.suffix.lower() == ".csv" else path / CSV_NAME
-    folder = csv_path.parent
-    name = str(csv_path)
     neutral_rows, bad_lines = _scan(csv_path, report)
-    want = num_vertices
-    neutral_state: dict = {}  # key -> True (yielded) / str (why unusable)
-    no_neutral_reported: set = set()
+    reader = _SequenceReader(csv_path.parent, str(csv_path), report, neutral_rows, num_vertices)
+    for line, rec in _records(csv_path):
+        if line not in bad_lines:  # bad lines were reported by the first pass
+            yield from reader.frames_of(_parse_row(rec, line))
 
-    def load(row: _Row) -> np.ndarray:
-        nonlocal want
-        verts = load_mesh_vertices(_resolve(folder, row.mesh), want)
-        if want is None:
-            want = verts.shape[0]
+
+@dataclasses.dataclass
+class _SequenceReader:
+    """The state of one ``read_gallery`` pass: the vertex count and which sequences' neutrals were yielded
+    (True) or found unusable (the neutral's line, as text)."""
+
+    folder: Path
+    name: str
+    report: Callable[[BadRow], None]
+    neutral_rows: dict  # (subject, sequence) -> its neutral _Row
+    want: int | None  # vertex count (None until the first good mesh)
+    neutral_state: dict = dataclasses.field(default_factory=dict)
+    no_neutral_reported: set = dataclasses.field(default_factory=set)
+
+    def _load(self, row: _Row) -> np.ndarray:
+        verts = load_mesh_vertices(_resolve(self.folder, row.mesh), self.want)
+        if self.want is None:
+            self.want = verts.shape[0]
         return verts
 
-    def frame_of(row: _Row, verts: np.ndarray) -> GalleryFrame:
+    def _frame(self, row: _Row, verts: np.ndarray) -> GalleryFrame:
         return GalleryFrame(
             subject=row.subject,
             sequence=row.sequence,
@@ -266,54 +278,50 @@ def read_gallery(
             valence=row.valence,
             arousal=row.arousal,
             is_neutral=row.is_neutral,
-            source=f"{name}:{row.line}",
+            source=f"{self.name}:{row.line}",
         )
 
-    for line, rec in _records(csv_path):
-        if line in bad_lines:
-            continue  # reported by the first pass
-        row = _parse_row(rec, line)
+    def _bad(self, row: _Row, why: str) -> None:
+        self.report(BadRow(self.name, row.line, why))
+
+    def frames_of(self, row: _Row) -> Iterator[GalleryFrame]:
+        """The frames one CSV row releases: its sequence's neutral the first time the sequence is met, then
+        the row itself (non-neutral rows of a sequence whose neutral is missing or unusable are reported)."""
         key = (row.subject, row.sequence)
-        if key not in neutral_rows:
-            if key not in no_neutral_reported:
-                no_neutral_reported.add(key)
-                report(
-                    BadRow(
-                        name,
-                        row.line,
-                        f"sequence {row.sequence!r} of subject {row.subject!r} has no "
-                        "neutral row (is_neutral=1); its rows are skipped",
-                    )
+        if key not in self.neutral_rows:
+            if key not in self.no_neutral_reported:
+                self.no_neutral_reported.add(key)
+                self._bad(
+                    row,
+                    f"sequence {row.sequence!r} of subject {row.subject!r} has no "
+                    "neutral row (is_neutral=1); its rows are skipped",
                 )
-            continue
-        if key not in neutral_state:
-            nrow = neutral_rows[key]
+            return
+        if key not in self.neutral_state:
+            nrow = self.neutral_rows[key]
             try:
-                nverts = load(nrow)
+                nverts = self._load(nrow)
             except ValueError as err:
-                neutral_state[key] = f"{nrow.line}"
-                report(BadRow(name, nrow.line, f"{err}; sequence {row.sequence!r} is skipped"))
+                self.neutral_state[key] = f"{nrow.line}"
+                self._bad(nrow, f"{err}; sequence {row.sequence!r} is skipped")
             else:
-                neutral_state[key] = True
-                yield frame_of(nrow, nverts)
+                self.neutral_state[key] = True
+                yield self._frame(nrow, nverts)
         if row.is_neutral:
-            continue  # already yielded (or reported) above
-        if neutral_state[key] is not True:
-            report(
-                BadRow(
-                    name,
-                    row.line,
-                    f"skipped: the neutral of sequence {row.sequence!r} (line "
-                    f"{neutral_state[key]}) is unusable",
-                )
+            return  # already yielded (or reported) above
+        if self.neutral_state[key] is not True:
+            self._bad(
+                row,
+                f"skipped: the neutral of sequence {row.sequence!r} (line "
+                f"{self.neutral_state[key]}) is unusable",
             )
-            continue
+            return
         try:
-            verts = load(row)
+            verts = self._load(row)
         except ValueError as err:
-            report(BadRow(name, row.line, str(err)))
-            continue
-        yield frame_of(row, verts)
+            self._bad(row, str(err))
+            return
+        yield self._frame(row, verts)
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -200,7 +200,6 @@ def build(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):
     """Build an affect model file from a gallery (or the default one with --default)."""
-    from ..affect.build import build_affect_model
     from ..affect.model import describe_model, save_model
 
     if output is None and not default:
@@ -214,40 +213,11 @@ def build(
     if default:
         if gallery is not None:
             _fail("give either GALLERY or --default, not both", 2)
-        from ..affect.default import build_default_model, default_model_path
-        from ..affect.synthetic_gallery import GalleryConfig
-
-        cfg = GalleryConfig() if config is None else load_gallery_config(config)
-        typer.echo("building the default model from the generated FACS gallery...", err=True)
-        model = build_default_model(force=True, config=cfg)
-        typer.echo(f"cached {default_model_path(cfg)}", err=True)
+        model = _build_default(config)
     else:
         if gallery is None:
             _fail("missing GALLERY (or pass --default)", 2)
-        from ..affect.gallery import read_gallery
-        from ..face.morphable import morphable_model
-        from ..face.topology import NUM_LANDMARKS
-
-        csv_path = _gallery_csv(gallery)
-        rows = _RowReporter()
-        frames = read_gallery(csv_path, num_vertices=NUM_LANDMARKS, on_bad_row=rows)
-        with _progress(_count_rows(csv_path), quiet, "reading gallery") as bar:
-            model, report = build_affect_model(
-                frames,
-                morphable_model(),
-                num_components=components,
-                max_frames_per_class=max_frames_per_class,
-                seed=seed,
-                progress=bar.update,
-                name=gallery.name if gallery.is_dir() else gallery.parent.name,
-                source=str(gallery),
-            )
-        rows.finish()
-        for line in report.skipped[:MAX_REPORTED_ROWS]:
-            typer.echo(f"affectsynth: warning: {line}", err=True)
-        if report.frames_used == 0:
-            _fail(f"{csv_path}: no usable frames", 2)
-        typer.echo(report.summary(), err=True)
+        model = _build_from_gallery(gallery, components, max_frames_per_class, seed, quiet)
     typer.echo(describe_model(model))
     if output is not None:
         save_model(output, model)
@@ -255,6 +225,49 @@ def build(
     if figure is not None:
         write_model_figure(model, figure, title=str(gallery or "default model"))
         typer.echo(f"wrote {figure}")
+
+
+def _build_default(config: Path | None):
+    """The default model rebuilt from the generated FACS gallery (``config``: its TOML settings)."""
+    from ..affect.default import build_default_model, default_model_path
+    from ..affect.synthetic_gallery import GalleryConfig
+
+    cfg = GalleryConfig() if config is None else load_gallery_config(config)
+    typer.echo("building the default model from the generated FACS gallery...", err=True)
+    model = build_default_model(force=True, config=cfg)
+    typer.echo(f"cached {default_model_path(cfg)}", err=True)
+    return model
+
+
+def _build_from_gallery(gallery: Path, components: int, max_frames_per_class: int, seed: int, quiet: bool):
+    """A model built from the gallery folder (or CSV) ``gallery``, with a progress bar and the skipped rows
+    reported; exits 2 when no frame is usable."""
+    from ..affect.build import build_affect_model
+    from ..affect.gallery import read_gallery
+    from ..face.morphable import morphable_model
+    from ..face.topology import NUM_LANDMARKS
+
+    csv_path = _gallery_csv(gallery)
+    rows = _RowReporter()
+    frames = read_gallery(csv_path, num_vertices=NUM_LANDMARKS, on_bad_row=rows)
+    with _progress(_count_rows(csv_path), quiet, "reading gallery") as bar:
+        model, report = build_affect_model(
+            frames,
+            morphable_model(),
+            num_components=components,
+            max_frames_per_class=max_frames_per_class,
+            seed=seed,
+            progress=bar.update,
+            name=gallery.name if gallery.is_dir() else gallery.parent.name,
+            source=str(gallery),
+        )
+    rows.finish()
+    for line in report.skipped[:MAX_REPORTED_ROWS]:
+        typer.echo(f"affectsynth: warning: {line}", err=True)
+    if report.frames_used == 0:
+        _fail(f"{csv_path}: no usable frames", 2)
+    typer.echo(report.summary(), err=True)
+    return model
 
 
 def describe_provenance(info: dict) -> str:
