@@ -3,7 +3,8 @@
 Runs, each in a fresh process, with a private user cache (``AFFECTSYNTH_CACHE``) holding the default model
 only (built once beforehand, reported apart), so that "first" means no compiled program on disk:
 
-1. the first ``synth`` call (empty program and compilation caches);
+1. the first ``synth`` call (empty program and compilation caches), and in a second fresh cache the
+   ``affectsynth warmup`` that ``make install`` runs and the first ``synth`` call after it;
 2. later ``synth`` calls on a London photo resized to 512 / 1350 / 3000 px (medians of ``--repeats``),
    with the per-stage breakdown the CLI prints under ``AFFECTSYNTH_TIMINGS`` (startup = wall minus the
    stages: the interpreter, typer and the package's imports) and the peak resident memory;
@@ -13,7 +14,8 @@ only (built once beforehand, reported apart), so that "first" means no compiled 
 
 Goals (issue 16): first call <= 20 s, later calls <= 3 s, 12 Mpx within 1.5x of 512 px and < 1.5 GB.
 Usage: ``python scripts/bench_latency.py [--repeats 3] [--photo PATH]``. Timings on a shared machine vary;
-the CPU seconds (user + sys) are printed beside the wall time.
+the CPU seconds (user + sys) are printed beside the wall time, and each measurement records the 1-minute
+load average when it ended (``load``).
 """
 
 import argparse
@@ -82,12 +84,25 @@ def synth_cmd(photo: Path, out: Path) -> list[str]:
     ]
 
 
+def load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 1)
+    except OSError:  # not on this platform
+        return None
+
+
+def programs(cache: Path) -> set[Path]:
+    """The stored programs: compiled executables, or exported programs where those cannot be stored."""
+    return {*cache.glob("programs/*.xlaexe"), *cache.glob("programs/*.jaxexport")}
+
+
 def summary(runs: list[dict]) -> dict:
     wall = statistics.median(r["wall"] for r in runs)
     names = list(runs[0]["stages"])
     stages = {n: statistics.median(r["stages"].get(n, 0.0) for r in runs) for n in names}
     stages["startup"] = wall - sum(stages.values())
     out = {"wall_s": round(wall, 2), "stages_s": {k: round(v, 3) for k, v in stages.items()}}
+    out["load"] = load_average()
     if "peak_mb" in runs[0]:
         out["peak_mb"] = round(max(r["peak_mb"] for r in runs))
         out["cpu_s"] = round(statistics.median(r["cpu"] for r in runs), 2)
@@ -118,6 +133,19 @@ print(json.dumps({"first": times[0], "warm": sorted(times[1:])[2], "encode": enc
 """
 
 
+def after_warmup(tmp: Path, env: dict, photo: Path) -> dict:
+    """In a second fresh cache (default model copied in): ``affectsynth warmup`` as ``make install`` runs
+    it, then the first ``synth`` call."""
+    cache = tmp / "cache_install"
+    cache.mkdir()
+    for model in (tmp / "cache").glob("default_model_*.npz"):
+        shutil.copy(model, cache / model.name)
+    env = {**env, "AFFECTSYNTH_CACHE": str(cache)}
+    warm = run([sys.executable, "-m", "affectsynth.cli.app", "warmup"], env)
+    first = summary([measured(synth_cmd(photo, tmp / "o.jpg"), env)])
+    return {"warmup_s": round(warm["wall"], 1), "first_synth": first}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -140,6 +168,7 @@ def main():
 
         print("first synth call (no program on disk)...", flush=True)
         report["first_call"] = summary([measured(synth_cmd(pics[1350], tmp / "o.jpg"), env)])
+        report["after_warmup"] = after_warmup(tmp, env, pics[1350])
         for side in SIZES:
             print(f"later synth calls, {side} px...", flush=True)
             runs = [measured(synth_cmd(pics[side], tmp / "o.jpg"), env) for _ in range(args.repeats)]
@@ -150,14 +179,15 @@ def main():
         folder.mkdir()
         for side in (512, 1350, 3000):
             shutil.copy(pics[side], folder / pics[side].name)
-        before = set((cache / "programs").glob("*.jaxexport"))
+        before = programs(cache)
         cmd = [sys.executable, "-m", "affectsynth.cli.app", "augment", str(folder), str(tmp / "aug")]
         aug = run([*cmd, "--classes", "3,45", "--batch-size", "2", "--format", "jpg"], env)
-        made = set((cache / "programs").glob("*.jaxexport")) - before
+        made = programs(cache) - before
         report["augment_mixed_sizes"] = {
             "wall_s": round(aug["wall"], 1),
             "photos": [512, 1350, 3000],
             "new_programs": len(made),
+            "load": load_average(),
         }
 
         print("warm synthesize_batch, 512 px and 12 Mpx...", flush=True)
@@ -166,6 +196,7 @@ def main():
             row = json.loads(res["stdout"].strip().splitlines()[-1])
             row["encode"] = {k: round(v, 3) for k, v in row["encode"].items()}
             report[f"warm_{side}px"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+            report[f"warm_{side}px"]["load"] = load_average()
     w512, w12 = report["warm_512px"]["warm"], report["warm_3464px"]["warm"]
     report["ratio_12mpx_to_512px"] = round(w12 / w512, 2)
     print(json.dumps(report, indent=2))

@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from affectsynth.errors import InputImageError, OutputError
@@ -113,3 +115,22 @@ def test_check_output_path(tmp_path, rgb):
     with pytest.raises(OutputError, match="unsupported output format"):
         check_output_path(tmp_path / "x.gifx")
     assert check_output_path(tmp_path / "new.png") == tmp_path / "new.png"
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    h=st.integers(1, 40),
+    w=st.integers(1, 9),
+    channels=st.sampled_from([(), (3,)]),
+    rows=st.integers(1, 50),
+    seed=st.integers(0, 2**16),
+)
+def test_float_to_uint8_in_row_blocks_equals_the_one_pass_formula(h, w, channels, rows, seed):
+    """Clip to [0, 1], scale, round half up; NaN -> 0, +-inf clipped; whatever the block size."""
+    from affectsynth.io import _to_uint8
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.5, 0.7, (h, w, *channels))
+    x.flat[rng.integers(0, x.size, 3)] = [np.nan, np.inf, -np.inf]
+    want = (np.clip(np.nan_to_num(x.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(_to_uint8(x, rows=rows), want)

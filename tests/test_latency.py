@@ -7,6 +7,7 @@ interpolation and box filters); the cache with a tiny function; the pipeline on 
 """
 
 import dataclasses
+import json
 import math
 
 import equinox as eqx
@@ -136,6 +137,28 @@ def test_paste_back_applies_the_displacement_to_photo_pixels_and_adds_the_residu
     np.testing.assert_array_equal(out[mask == 0], image[mask == 0])
 
 
+def test_paste_back_in_strips_on_threads_equals_one_pass(monkeypatch):
+    """Strips limited to their own covered columns, run on several threads, write exactly what one strip
+    over the whole region on one thread writes (a covered ring, so strips' column spans differ)."""
+    rng = np.random.default_rng(3)
+    image = rng.random((200, 230, 3), np.float32)
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    covered = ((np.hypot(yy, xx) < 28) & (np.hypot(yy, xx) > 9)).astype(np.float32)
+    disp = rng.normal(0, 1.5, (64, 64, 2)).astype(np.float32) * covered[..., None]
+    resid = rng.normal(0, 0.02, (64, 64, 3)).astype(np.float32) * covered[..., None]
+    win = workcrop.Window(-7, 11, 0.37)
+    results = []
+    for strip, threads in ((10_000, 1), (7, 3)):
+        monkeypatch.setattr(workcrop, "STRIP", strip)
+        monkeypatch.setattr(workcrop, "_threads", lambda n=threads: n)
+        out, mask = image.copy(), np.zeros((200, 230), np.float32)
+        workcrop.paste_back(out, mask, image, win, disp, covered, resid)
+        results.append((out, mask))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    assert (results[0][1] > 0).sum() > 1000 and (results[0][0] != image).any()
+
+
 @pytest.mark.parametrize("shift, keep", [(0.25, 0.75), (0.5, 0.6)])
 def test_the_warp_lookup_keeps_fine_detail_at_sub_pixel_shifts(shift, keep):
     """A sub-pixel shift is where interpolation blurs: on band-limited noise a bilinear lookup keeps 0.54
@@ -184,24 +207,101 @@ def affine(x, y, m: Scale):
     return (x * m.weight + y, jnp.sum(x))
 
 
+def no_tracing(*a, **k):
+    raise AssertionError("traced again")
+
+
 def test_a_program_is_stored_and_a_later_process_loads_it_without_tracing(cache, monkeypatch):
     m = Scale(jnp.float32(3.0))
     x, y = np.arange(6, dtype=np.float32).reshape(2, 3), np.ones((2, 3), np.float32)
     first = compiled.model_program("affine", affine, (x, y), m, ("opts", 2))(x, y)
     np.testing.assert_allclose(first[0], x * 3 + 1)
-    (stored,) = (cache / "programs").glob("affine-*.jaxexport")
+    (stored,) = (cache / "programs").glob("affine-*.xlaexe")  # the compiled executable itself
     compiled.clear_memory()  # a new process: only the disk is left
-
-    def no_tracing(*a, **k):
-        raise AssertionError("traced again")
-
     monkeypatch.setattr(compiled, "_build", no_tracing)
+    monkeypatch.setattr(jax, "jit", no_tracing)  # not even compiled from an exported program
     again = compiled.model_program("affine", affine, (x, y), Scale(jnp.float32(2.0)), ("opts", 2))(x, y)
     np.testing.assert_allclose(again[0], x * 2 + 1)  # same signature, other values: same program
     assert list((cache / "programs").iterdir()) == [stored]
 
 
-def test_the_key_names_everything_the_program_depends_on():
+def test_without_executable_serialisation_the_exported_program_is_kept(cache, monkeypatch):
+    """A backend that cannot serialise executables (or an executable whose unpacked copy fails): the
+    ``jax.export`` file is stored instead and a later process compiles it, without tracing ``fn``."""
+    m = Scale(jnp.float32(3.0))
+    x = np.ones((2, 3), np.float32)
+    with monkeypatch.context() as patch:
+        patch.setattr(compiled, "_pack_executable", lambda prog, args: None)
+        compiled.model_program("affine", affine, (x, x), m, None)
+    assert [p.suffix for p in (cache / "programs").iterdir()] == [".jaxexport"]
+    compiled.clear_memory()
+    monkeypatch.setattr(compiled, "_build", no_tracing)
+    out = compiled.model_program("affine", affine, (x, x), m, None)(x, x)
+    np.testing.assert_allclose(out[0], 4.0)
+    assert [p.suffix for p in (cache / "programs").iterdir()] == [".jaxexport"]
+
+
+def test_an_executable_whose_copy_fails_to_run_is_not_stored(cache, monkeypatch):
+    m = Scale(jnp.float32(3.0))
+    x = np.ones((2, 3), np.float32)
+
+    def broken(data, args):
+        def run(*a):
+            raise jax.errors.JaxRuntimeError("NOT_FOUND: Function fusion not found")
+
+        return run
+
+    monkeypatch.setattr(compiled, "_unpack_executable", broken)
+    out = compiled.model_program("affine", affine, (x, x), m, None)(x, x)
+    np.testing.assert_allclose(out[0], 4.0)  # the program compiled in this process is fine
+    assert [p.suffix for p in (cache / "programs").iterdir()] == [".jaxexport"]
+
+
+LINALG_PROGRAM = """
+import json, sys
+import jax
+import jax.numpy as jnp
+import numpy as np
+from affectsynth import compiled
+
+def solve(a, b):
+    return (jnp.linalg.solve(a + 4 * jnp.eye(3), b) * jnp.pad(b, 1)[1:-1],)
+
+a, b = np.ones((3, 3), np.float32), np.arange(3, dtype=np.float32)
+if sys.argv[1:] == ["prime"]:  # the same program into JAX's persistent compilation cache
+    compiled.enable_persistent_cache()
+    jax.jit(solve).lower(a, b).compile()
+(x,) = compiled.load_program("solve", solve, (a, b))(a, b)
+files = sorted(p.suffix for p in compiled.cache_root().joinpath("programs").iterdir())
+print(json.dumps({"files": files, "x": np.asarray(x).tolist()}))
+"""
+
+
+def test_stored_executables_run_in_fresh_processes(tmp_path):
+    """Each in a new process sharing one user cache: build and store; load only (jaxlib binds its CPU
+    LAPACK kernels when a linear-algebra op is first lowered, so a process that only loads must bind them,
+    else it crashes); build again with the program file gone but JAX's persistent compilation cache
+    holding the program (an executable JAX loads from there does not serialise whole: builds compile
+    afresh)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AFFECTSYNTH_CACHE": str(tmp_path), "AFFECTSYNTH_PROGRAM_CACHE": "1"}
+    want = np.linalg.solve(np.ones((3, 3)) + 4 * np.eye(3), np.arange(3.0)) * np.arange(3.0)
+    for step in ("build", "load", "build again"):
+        if step == "build again":
+            shutil.rmtree(tmp_path / "programs")
+        cmd = [sys.executable, "-c", LINALG_PROGRAM, *(["prime"] if step == "build again" else [])]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, (step, r.stderr[-2000:])
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        assert out["files"] == [".xlaexe"], step
+        np.testing.assert_allclose(out["x"], want, rtol=1e-5)
+
+
+def test_the_key_names_everything_the_program_depends_on(monkeypatch):
     x = np.zeros((2, 3), np.float32)
     base = compiled.program_key("p", ("opts", 1), (x,), "static")
     assert base == compiled.program_key("p", ("opts", 1), (np.ones((2, 3), np.float32),), "static")
@@ -212,33 +312,51 @@ def test_the_key_names_everything_the_program_depends_on():
         compiled.program_key("p", ("opts", 1), (x.astype(np.int32),), "static"),
         compiled.program_key("p", ("opts", 1), (x,), "other static"),
     }
-    assert base not in others and len(others) == 5
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=true")
+    others.add(compiled.program_key("p", ("opts", 1), (x,), "static"))
+    assert base not in others and len(others) == 6
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
-def test_a_corrupt_program_is_rebuilt_not_fatal(cache, damage):
+def flip_last_byte(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
+DAMAGE = {
+    "garbage": lambda data: b"not a program" * 10,
+    "truncated": lambda data: data[: len(data) // 2],
+    "empty": lambda data: b"",
+    "flipped": flip_last_byte,
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+@pytest.mark.parametrize("kind", ["xlaexe", "jaxexport"])
+def test_a_corrupt_program_is_rebuilt_not_fatal(cache, monkeypatch, damage, kind):
     m = Scale(jnp.float32(3.0))
     x = np.ones((2, 3), np.float32)
+    if kind == "jaxexport":
+        monkeypatch.setattr(compiled, "_pack_executable", lambda prog, args: None)
     compiled.model_program("affine", affine, (x, x), m, None)
-    (path,) = (cache / "programs").glob("*.jaxexport")
-    data = path.read_bytes()
-    path.write_bytes(
-        {"garbage": b"not a program" * 10, "truncated": data[: len(data) // 2], "empty": b""}[damage]
-    )
+    (path,) = (cache / "programs").glob(f"*.{kind}")
+    path.write_bytes(DAMAGE[damage](path.read_bytes()))
     compiled.clear_memory()
     out = compiled.model_program("affine", affine, (x, x), m, None)(x, x)
     np.testing.assert_allclose(out[0], 4.0)
-    assert compiled._read(path, (x, x, m.weight)) is not None  # replaced by a good one
+    read = compiled._read_executable if kind == "xlaexe" else compiled._read
+    assert read(path, (x, x, m.weight)) is not None  # replaced by a good one
 
 
-def test_a_program_of_other_shapes_under_the_same_name_is_not_used(cache, monkeypatch):
+@pytest.mark.parametrize("kind", ["xlaexe", "jaxexport"])
+def test_a_program_of_other_shapes_under_the_same_name_is_not_used(cache, monkeypatch, kind):
     m = Scale(jnp.float32(3.0))
     x, z = np.ones((2, 3), np.float32), np.ones((4, 3), np.float32)
+    if kind == "jaxexport":
+        monkeypatch.setattr(compiled, "_pack_executable", lambda prog, args: None)
     compiled.model_program("affine", affine, (x, x), m, None)
-    (good,) = (cache / "programs").glob("*.jaxexport")
+    (good,) = (cache / "programs").glob(f"*.{kind}")
     compiled.clear_memory()
     # a stale file where the (4, 3) program belongs, as if keys had collided
-    monkeypatch.setattr(compiled, "program_path", lambda name, key: good)
+    monkeypatch.setattr(compiled, "program_path", lambda name, key, kind="jaxexport": good)
     out = compiled.model_program("affine", affine, (z, z), m, None)(z, z)
     np.testing.assert_allclose(out[0], 4.0)
 
@@ -352,3 +470,28 @@ def test_a_london_photo_at_512_and_3000_px(london_dir):
     ratio = laplacian_variance(out.images[0], inside) / laplacian_variance(large, inside)
     assert ratio >= 0.9, ratio
     assert np.abs(out.images[0] - large)[inside > 0.99].mean() > 1 / 255  # and it was edited
+
+
+# ---------------------------------------------------------------------------------------- the command
+
+
+@pytest.mark.parametrize("full_exit", ["", "1"])
+def test_synth_ends_its_process_quickly_with_the_right_status_and_messages(tmp_path, full_exit):
+    """``main`` skips the interpreter's teardown after ``synth`` (``AFFECTSYNTH_FULL_EXIT`` keeps it):
+    the exit status and the flushed messages are the same either way."""
+    import os
+    import subprocess
+    import sys
+
+    from affectsynth.cli import app
+
+    env = {**os.environ, "AFFECTSYNTH_CACHE": str(tmp_path), "AFFECTSYNTH_FULL_EXIT": full_exit}
+    cmd = [sys.executable, "-m", "affectsynth.cli.app", "synth", str(tmp_path / "missing.jpg")]
+    r = subprocess.run(
+        [*cmd, "-v", "0.5", "-a", "0.1", "-o", str(tmp_path / "o.png")],
+        env=env,
+        text=True,
+        capture_output=True,
+    )
+    assert r.returncode == 2 and r.stderr.strip().endswith("missing.jpg: no such file"), r.stderr
+    assert app._exit_code(None) == 0 and app._exit_code(3) == 3 and app._exit_code("bye") == 1

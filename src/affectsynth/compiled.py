@@ -6,16 +6,21 @@ else ``$XDG_CACHE_HOME/affectsynth``, else ``~/.cache/affectsynth``):
 
 * ``xla/``: JAX's persistent compilation cache (XLA executables keyed by JAX itself), switched on here
   unless the user already configured one;
-* ``programs/``: ``jax.export`` serialisations of our jitted programs, which skip tracing and lowering too.
+* ``programs/``: our jitted programs, each stored once compiled as an XLA executable
+  (``jax.experimental.serialize_executable``; ``.xlaexe``), which a later process loads in about a second
+  without tracing, lowering or compiling. Where a backend cannot serialise executables, the ``jax.export``
+  serialisation is kept instead (``.jaxexport``: skips tracing; compiled again, a persistent-cache hit).
   The file name is a hash of everything the program depends on: a name, caller-given static settings
   (options, batch size), the arguments' shapes and dtypes (the model's signature included), the model's
-  static fields, the jax/jaxlib versions, the platform and a hash of this package's source files (an edited
-  pipeline never runs a stale program). Files are written atomically (temp + rename), so processes may share
-  the cache; an unreadable, corrupt or mismatching file is rebuilt and replaced, never fatal.
+  static fields, the jax/jaxlib versions, the platform and host CPU, ``XLA_FLAGS`` and a hash of this
+  package's source files (an edited pipeline never runs a stale program). Files are written atomically
+  (temp + rename), so processes may share the cache; an unreadable, corrupt (checksummed) or mismatching
+  file is rebuilt and replaced, never fatal.
 
 ``AFFECTSYNTH_PROGRAM_CACHE=0`` switches both off (plain ``jax.jit`` every process).
 """
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -28,11 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-PROGRAM_FORMAT = 1
+PROGRAM_FORMAT = 2
 """Bumped when the way programs are keyed or stored changes."""
 
 _LOADED: dict[str, object] = {}
-"""Program key -> its compiled ``Exported`` (one load per process)."""
+"""Program key -> its compiled program (one load per process)."""
 
 
 def enabled() -> bool:
@@ -82,6 +87,21 @@ def _platform() -> str:
     return f"{dev.platform}:{getattr(dev, 'device_kind', '')}"
 
 
+@functools.cache
+def _host() -> str:
+    """The machine and its CPU features: a compiled CPU executable uses the instructions of the CPU that
+    built it, so a cache shared by other machines (a network home) keeps one program per CPU kind."""
+    import platform
+
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return f"{platform.machine()}:{hashlib.sha256(flags.encode()).hexdigest()[:12]}"
+
+
 def _signature(leaves) -> list:
     return [(tuple(int(d) for d in np.shape(x)), str(jnp.result_type(x))) for x in leaves]
 
@@ -101,13 +121,17 @@ def program_key(name: str, settings, args, static) -> str:
         "jaxlib": jaxlib.__version__,
         "x64": bool(jax.config.jax_enable_x64),
         "platform": _platform(),
+        "host": _host(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "source": source_hash(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def program_path(name: str, key: str) -> Path:
-    return cache_root() / "programs" / f"{name}-{key}.jaxexport"
+def program_path(name: str, key: str, kind: str = "jaxexport") -> Path:
+    """Where a program lives: ``programs/<name>-<key>.<kind>`` (``jaxexport``: an exported program;
+    ``xlaexe``: the compiled executable)."""
+    return cache_root() / "programs" / f"{name}-{key}.{kind}"
 
 
 def _read(path: Path, args):
@@ -124,42 +148,171 @@ def _read(path: Path, args):
     return exp if ok else None
 
 
-def _build(fn, args, path: Path):
-    """Trace, lower and export ``fn`` at the shapes of ``args``; store it atomically (best effort)."""
+EXECUTABLE_MAGIC = b"affectsynth-xla-executable\n"
+
+
+def _pack_executable(prog, args) -> bytes | None:
+    """``prog`` (a ``jax.stages.Compiled`` of flat arrays -> tuple of arrays) as bytes: a magic line, a JSON
+    header (argument signature, number of outputs, SHA-256 of the payload) and the payload
+    (``jax.experimental.serialize_executable``). None when this backend cannot serialise it."""
+    from jax.experimental import serialize_executable
+
+    try:
+        payload, _, out_tree = serialize_executable.serialize(prog)
+    except Exception:  # e.g. a backend without executable serialisation: the exported program is kept
+        return None
+    header = {
+        "format": PROGRAM_FORMAT,
+        "signature": _signature(args),
+        "outputs": out_tree.num_leaves,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+    }
+    head = json.dumps(header).encode()
+    return EXECUTABLE_MAGIC + len(head).to_bytes(8, "little") + head + payload
+
+
+def _prepare_runtime():
+    """Make the runtime ready for a deserialised executable. jaxlib fills its CPU LAPACK kernels' function
+    pointers lazily, when a linear-algebra op is first lowered; an executable loaded without lowering
+    anything (a fresh process) would call null pointers and crash (``jax.export`` does the same for its
+    programs, ``_export._ensure_backends_initialized``)."""
+    try:
+        from jax._src.lax.linalg import initialize_lapack
+    except ImportError:  # another jax: lowering a small solve initialises them through the public API
+        jax.jit(jnp.linalg.solve).lower(jnp.eye(2), jnp.ones(2))
+        return
+    initialize_lapack()
+
+
+def _unpack_executable(data: bytes, args):
+    """The compiled executable packed in ``data`` (``_pack_executable``) if it is whole (checksum) and takes
+    ``args``; None if corrupt, stale or not loadable. The payload is unpickled
+    (``serialize_executable``), so only our own user cache is read, and only after its checksum matches."""
+    n = len(EXECUTABLE_MAGIC)
+    if data[:n] != EXECUTABLE_MAGIC or len(data) < n + 8:
+        return None
+    size = int.from_bytes(data[n : n + 8], "little")
+    try:
+        header = json.loads(data[n + 8 : n + 8 + size])
+        payload = data[n + 8 + size :]
+        sig = [(tuple(s), d) for s, d in header["signature"]]
+        whole = hashlib.sha256(payload).hexdigest() == header["sha256"]
+        if not whole or sig != _signature(args) or header["format"] != PROGRAM_FORMAT:
+            return None
+        from jax.experimental import serialize_executable
+
+        _prepare_runtime()
+        in_tree = jax.tree_util.tree_structure((tuple(range(len(sig))), {}))
+        out_tree = jax.tree_util.tree_structure(tuple(range(int(header["outputs"]))))
+        return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+    except Exception:  # a foreign or damaged file, an executable this runtime cannot load: rebuilt
+        return None
+
+
+def _read_executable(path: Path, args):
+    """The compiled executable stored at ``path`` for ``args`` (``_unpack_executable``); None if missing."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return _unpack_executable(data, args)
+
+
+def _verified_executable(prog, args) -> bytes | None:
+    """``prog`` packed for storage, once a copy unpacked from the bytes has run on ``args``; None when it
+    cannot be serialised or the copy fails. (An executable that JAX itself loaded from its persistent
+    compilation cache serialises without some of its functions on jaxlib 0.10 CPU: "NOT_FOUND: Function
+    ... not found" when run; such a program is kept as an exported program instead.)"""
+    data = _pack_executable(prog, args)
+    if data is None:
+        return None
+    copy = _unpack_executable(data, args)
+    try:
+        jax.block_until_ready(copy(*args))
+    except Exception:  # also when ``copy`` is None
+        return None
+    return data
+
+
+def _store(path: Path, data: bytes):
+    """Write ``data`` atomically; a full disk or read-only cache only costs the next process a rebuild."""
     from .io import atomic_write_bytes
 
-    specs = [jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)) for a in args]
-    exp = jax.export.export(jax.jit(fn))(*specs)
     try:
-        atomic_write_bytes(path, exp.serialize())
-    except OSError as e:  # a full disk or read-only cache: the program still runs
+        atomic_write_bytes(path, data)
+    except OSError as e:
         warnings.warn(f"affectsynth: could not store {path}: {e.strerror}", stacklevel=3)
-    return exp
+
+
+def _specs(args):
+    return [jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)) for a in args]
+
+
+@contextlib.contextmanager
+def _fresh_compilation():
+    """JAX's persistent compilation cache off for the enclosed compiles: an executable that JAX loaded from
+    it does not serialise whole (``_verified_executable``), and after a package upgrade that left a
+    program's HLO unchanged that cache would hand back exactly such an executable."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    was = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()  # JAX decides once per process whether the cache is used
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", was)
+        compilation_cache.reset_cache()
+
+
+def _build(fn, args, name: str, key: str):
+    """Trace, lower and compile ``fn`` at the shapes of ``args`` (a fresh compile, not from JAX's
+    persistent cache) and store the result: the compiled executable where the backend can serialise it,
+    else the exported program (``jax.export``, which still skips tracing next time)."""
+    lowered = jax.jit(fn).lower(*_specs(args))
+    with _fresh_compilation():
+        prog = lowered.compile()
+    data = _verified_executable(prog, args)
+    if data is not None:
+        _store(program_path(name, key, "xlaexe"), data)
+    else:
+        exp = jax.export.export(jax.jit(fn))(*_specs(args))
+        _store(program_path(name, key), exp.serialize())
+    return prog
+
+
+def _load(name: str, key: str, args):
+    """The stored program for ``key``: the compiled executable (no tracing, lowering or compiling), else the
+    exported program compiled through the persistent compilation cache. None when neither is usable."""
+    prog = _read_executable(program_path(name, key, "xlaexe"), args)
+    if prog is not None:
+        return prog
+    exp = _read(program_path(name, key), args)
+    if exp is None:
+        return None
+    return jax.jit(exp.call).lower(*_specs(args)).compile()
 
 
 def load_program(name: str, fn, args, settings=None, static=None, *, rebuild: bool = False):
     """``jax.jit(fn)`` compiled for arrays shaped like ``args``, from the disk caches when possible.
 
     ``fn`` takes and returns flat arrays only (pass a pytree's static part through ``static``, which is
-    hashed into the key, and close over it in ``fn``). Loads ``programs/<name>-<key>.jaxexport`` when present
-    and valid, else exports and stores it; then compiles it ahead of time (a hit in the persistent
-    compilation cache after the first process). ``rebuild`` ignores a stored file. With caching off, the
-    program is compiled from ``fn`` once per process. ``settings`` and ``static`` must have a stable
-    ``repr`` (dataclasses, tuples, strings; no object addresses).
+    hashed into the key, and close over it in ``fn``). Loads ``programs/<name>-<key>.xlaexe`` (the compiled
+    executable: ~1 s, nothing traced or compiled) or ``.jaxexport`` (compiled again, a hit in the persistent
+    compilation cache) when present and valid, else compiles ``fn`` and stores it. ``rebuild`` ignores
+    stored files. With caching off, the program is compiled from ``fn`` once per process. ``settings`` and
+    ``static`` must have a stable ``repr`` (dataclasses, tuples, strings; no object addresses).
     """
-    specs = [jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)) for a in args]
     key = program_key(name, settings, args, static)
     if not rebuild and key in _LOADED:
         return _LOADED[key]
     if enabled():
         enable_persistent_cache()
-        path = program_path(name, key)
-        exp = None if rebuild else _read(path, args)
-        if exp is None:
-            exp = _build(fn, args, path)
-        prog = jax.jit(exp.call).lower(*specs).compile()
+        prog = None if rebuild else _load(name, key, args)
+        if prog is None:
+            prog = _build(fn, args, name, key)
     else:
-        prog = jax.jit(fn).lower(*specs).compile()
+        prog = jax.jit(fn).lower(*_specs(args)).compile()
     _LOADED[key] = prog
     return prog
 

@@ -155,6 +155,22 @@ def check_output_path(
     return p
 
 
+def _to_uint8(image, rows: int = 256) -> np.ndarray:
+    """Float [0, 1] image -> uint8 (rounded; NaN -> 0, out of range clipped), ``rows`` rows at a time: a
+    12-Mpx photo needs no full-size float temporaries (five of 144 MB each, done at once)."""
+    arr = np.asarray(image)
+    if arr.dtype == np.uint8:
+        return arr
+    out = np.empty(arr.shape, np.uint8)
+    for a in range(0, max(len(arr), 1), rows):
+        block = np.nan_to_num(arr[a : a + rows].astype(np.float32))
+        np.clip(block, 0.0, 1.0, out=block)
+        block *= 255.0
+        block += 0.5
+        out[a : a + rows] = block  # truncates, as astype does
+    return out
+
+
 def save_image(path, image, *, quality: int = 95) -> Path:
     """Write float [0, 1] (or uint8) RGB to ``path`` atomically (temp file in the same folder, then rename).
 
@@ -166,9 +182,7 @@ def save_image(path, image, *, quality: int = 95) -> Path:
     fmt = _WRITE_FORMATS.get(p.suffix.lower())
     if fmt is None:
         raise OutputError(p, f"unsupported output format {p.suffix!r}")
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        arr = (np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    arr = _to_uint8(image)
     kw = {"quality": quality} if fmt in ("JPEG", "WEBP") else {"compress_level": 1} if fmt == "PNG" else {}
     try:
         with atomic_open(p, "wb") as f:

@@ -6,7 +6,9 @@ bounded; an edge-padded copy when the face fills the photo), ``fit_morphable_mod
 ``_target_deformation`` minus ``_neutral_offsets`` (the input's own expression), ``_warped_mesh`` (with the
 skirt over which the edit fades out), rasterise + texture transfer, ``apply_appearance``, ``_composite``
 (Poisson or alpha blend), paste back. ``synthesize_batch`` is ``jit(vmap(synthesize_item))`` over a batch
-of same-size images. Pixels outside the face's render mask are the input's, bit for bit.
+of same-size images inside a caller's ``jit``; on concrete arrays it takes the working-crop path
+(``working``: ``_edit_patch`` on fixed-size crops, one program kept on disk). Pixels outside the face's
+render mask are the input's, bit for bit.
 """
 
 import dataclasses
@@ -368,49 +370,6 @@ def _synthesize_in_frame(image, landmarks, target, key, model: AffectModel, opti
     )
 
 
-class WorkEdit(eqx.Module):
-    """The edit of a batch of working crops, in a form that carries back to any resolution.
-
-    ``out = crop + covered * (warp(crop, displacement) - crop) + residual``: the warp is applied to the
-    photo's own pixels at full resolution, the residual (appearance cues + the smooth Poisson correction,
-    0 outside ``covered``) is upsampled.
-    """
-
-    displacement: Float[Array, "B S S 2"]
-    """Source minus destination position (x, y) of each covered pixel, crop pixels (0 elsewhere)."""
-    covered: Float[Array, "B S S"]
-    residual: Float[Array, "B S S 3"]
-    fit_rms: Float[Array, " B"]
-    input_expression: Float[Array, "B Ke"]
-    class_id: Array
-    label: Float[Array, "B 2"]
-    mouth_opening: Float[Array, " B"]
-
-
-def edit_work_crops(crops, landmarks, targets, keys, model: AffectModel, options) -> WorkEdit:
-    """``_edit_patch`` vmapped over fixed-size working crops f32[B, S, S, 3] (landmarks in crop pixels),
-    returned as a ``WorkEdit``. Its shapes depend on B and ``options.work_size`` only."""
-
-    def one(patch, lm, target, key):
-        out, covered, src_xy, warped, fit, diag = _edit_patch(patch, lm, target, key, model, options)
-        s = patch.shape[0]
-        centres = jnp.arange(s, dtype=patch.dtype) + 0.5
-        grid = jnp.stack(jnp.meshgrid(centres, centres, indexing="xy"), axis=-1)
-        c = covered[..., None]
-        return WorkEdit(
-            displacement=(src_xy - grid) * c,
-            covered=covered,
-            residual=(out - (patch + c * (warped - patch))) * c,
-            fit_rms=fit.rms,
-            input_expression=fit.expression,
-            class_id=class_index(model.grid, target),
-            label=class_label(model, target),
-            mouth_opening=diag["mouth_opening"] / jnp.maximum(jnp.sum(covered), 1.0),
-        )
-
-    return jax.vmap(one)(crops, landmarks, targets, keys)
-
-
 def synthesize_item(
     image: Float[Array, "H W 3"],
     landmarks: Float[Array, "478 3"],
@@ -505,14 +464,15 @@ def synthesize_batch(
         raise OptionsError("options", f"must be a SynthesisOptions, got {type(options).__name__}")
     b = np.shape(images)[0]
     if keys is None:
-        keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, b)
+        from .working import item_keys
+
+        keys = item_keys(key, b, options)
     traced = any(isinstance(x, jax.core.Tracer) for x in (images, landmarks, targets, keys))
-    raw_keys = not jax.dtypes.issubdtype(jnp.result_type(keys), jax.dtypes.prng_key) and np.shape(keys) == (
-        b,
-        2,
-    )
-    if crop is None and not traced and raw_keys:  # the fixed-shape working-crop program, kept on disk
-        return _synthesize_working(images, landmarks, targets, keys, model, options)
+    raw_keys = not jax.dtypes.issubdtype(jnp.result_type(keys), jax.dtypes.prng_key)
+    if crop is None and not traced and raw_keys and np.shape(keys) == (b, 2):
+        from .working import synthesize_working  # the fixed-shape working-crop program, kept on disk
+
+        return synthesize_working(images, landmarks, targets, keys, model, options)
     images = jnp.asarray(images, jnp.float32)
     landmarks = jnp.asarray(landmarks, jnp.float32)
     targets = jnp.asarray(targets, jnp.float32)
@@ -522,67 +482,6 @@ def synthesize_batch(
     keys = jnp.asarray(keys)
     return _synthesize_batch_jit(
         images, landmarks, targets, keys, model, options, tuple(int(c) for c in crop)
-    )
-
-
-def _work_program(model: AffectModel, options: SynthesisOptions, batch: int, *, rebuild: bool = False):
-    """The compiled ``edit_work_crops`` for ``batch`` faces: ``f(crops, landmarks, targets, keys) ->
-    WorkEdit``, loaded from the user cache (``compiled``) or built and stored there."""
-    from .compiled import model_program
-
-    size = options.work_size
-
-    def flat(*args):  # an exported program returns arrays, not our pytree
-        return tuple(jax.tree_util.tree_leaves(edit_work_crops(*args, options=options)))
-
-    arrays = (
-        np.zeros((batch, size, size, 3), np.float32),
-        np.zeros((batch, topo.NUM_LANDMARKS, 3), np.float32),
-        np.zeros((batch, 2), np.float32),
-        np.zeros((batch, 2), np.uint32),  # raw PRNG keys
-    )
-    prog = model_program("synthesize", flat, arrays, model, (options, batch), rebuild=rebuild)
-    return lambda *args: WorkEdit(*prog(*args))
-
-
-def prepare(model: AffectModel, options: SynthesisOptions = SynthesisOptions(), batch: int = 1, **kw):
-    """Load (or build, compile and store in the user cache) the program ``synthesize_batch`` runs for
-    ``batch`` faces and ``options``; later calls in this process and later processes find it ready.
-    ``rebuild=True`` ignores a stored program. Returns the program (see ``_work_program``)."""
-    return _work_program(model, options, batch, **kw)
-
-
-def _synthesize_working(images, landmarks, targets, keys, model: AffectModel, options) -> SynthesisResult:
-    """``synthesize_batch`` on concrete arrays: each face resampled into its ``options.work_size`` working
-    crop on the host (``workcrop``), one compiled program over the crops (kept on disk by ``compiled``, so
-    it is built once per batch size and options, whatever the photos' sizes), the edit carried back to the
-    photos at full resolution on the host. Images and masks come back as NumPy arrays."""
-    from . import workcrop
-
-    photos = np.asarray(images, np.float32)
-    images = photos.copy()  # the output, edited in place
-    landmarks = np.asarray(landmarks, np.float32)
-    b, h, w = images.shape[:3]
-    size = options.work_size
-    windows = [
-        workcrop.face_window(lm, h, w, size=size, skirt=options.skirt) for lm in landmarks.reshape(b, -1, 3)
-    ]
-    crops = np.stack([workcrop.cut_window(im, win, size) for im, win in zip(photos, windows, strict=True)])
-    lms = np.stack([workcrop.crop_landmarks(lm, win) for lm, win in zip(landmarks, windows, strict=True)])
-    run = _work_program(model, options, b)
-    edit = run(crops, lms, np.asarray(targets, np.float32), np.asarray(keys).astype(np.uint32))
-    disp, cov, resid = (np.asarray(x) for x in (edit.displacement, edit.covered, edit.residual))
-    masks = np.zeros((b, h, w), np.float32)
-    for i, win in enumerate(windows):
-        workcrop.paste_back(images[i], masks[i], photos[i], win, disp[i], cov[i], resid[i])
-    return SynthesisResult(
-        images=images,
-        masks=masks,
-        fit_rms=edit.fit_rms,
-        input_expression=edit.input_expression,
-        class_id=edit.class_id,
-        label=edit.label,
-        mouth_opening=edit.mouth_opening,
     )
 
 

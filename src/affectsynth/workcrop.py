@@ -15,6 +15,7 @@ scale): crop position ``c`` shows photo position ``(top, left) + c / scale``.
 """
 
 import math
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -138,9 +139,19 @@ def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.clip(out, lo, hi, out=out)
 
 
-STRIP = 128
+STRIP = 64
 """Rows of the photo carried back at a time: the upsampled fields of a 12-Mpx face would otherwise take
-~1 GB of temporaries; strips keep them small and in cache."""
+~1 GB of temporaries; strips keep them small (~35 MB each at 12 Mpx) and in cache, and run on several
+threads (NumPy releases the GIL inside its loops)."""
+
+
+def _threads() -> int:
+    """Worker threads for the strips: the CPUs this process may use, at most 4."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, 4))
 
 
 def paste_back(out, mask, photo, window: Window, displacement, covered, residual):
@@ -148,36 +159,61 @@ def paste_back(out, mask, photo, window: Window, displacement, covered, residual
     resolution.
 
     ``displacement`` f32[S, S, 2] (crop px), ``covered`` f32[S, S], ``residual`` f32[S, S, 3]: see
-    ``pipeline.WorkEdit``. Inside the face's bounding box the output is ``photo + C (warp - photo) + R``,
-    with the displacement, coverage ``C`` and residual ``R`` upsampled bilinearly and the warp sampling the
-    photo's own pixels; pixels the upsampled coverage does not reach are left as they are in ``out``.
-    ``mask`` f32[H, W] receives ``C``. Works in strips of ``STRIP`` rows (``photo`` is only read).
+    ``working.WorkEdit``. Inside the face's region the output is ``photo + C (warp - photo) + R``, with the
+    displacement, coverage ``C`` and residual ``R`` upsampled bilinearly and the warp sampling the photo's
+    own pixels; pixels the upsampled coverage does not reach are left as they are in ``out``. ``mask``
+    f32[H, W] receives ``C``. Works in strips of ``STRIP`` rows, each limited to the columns its covered
+    crop rows reach, on a few threads (``photo`` is only read; strips write disjoint rows).
     """
     h, w = photo.shape[:2]
     s = window.scale
-    rows, cols = np.flatnonzero(covered.any(1)), np.flatnonzero(covered.any(0))
+    rows = np.flatnonzero(covered.any(1))
     if rows.size == 0:
         return
-    # photo pixels whose centre maps within one crop pixel of the covered box
+    # photo rows whose centre maps within one crop pixel of the covered rows
     y0 = max(0, int(math.floor(window.top + (rows[0] - 1) / s)))
     y1 = min(h, int(math.ceil(window.top + (rows[-1] + 2) / s)))
+    fields = np.concatenate([displacement / s, covered[..., None], residual], axis=-1).astype(np.float32)
+    strips = [(a, min(a + STRIP, y1)) for a in range(y0, y1, STRIP)]
+
+    def one(strip):
+        _paste_strip(out, mask, photo, window, fields, covered, *strip)
+
+    if len(strips) > 1 and _threads() > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(_threads()) as pool:
+            list(pool.map(one, strips))
+    else:
+        for strip in strips:
+            one(strip)
+
+
+def _paste_strip(out, mask, photo, window: Window, fields, covered, a: int, b: int):
+    """``paste_back`` for photo rows ``a:b``: the crop rows they sample (one crop pixel of margin), the
+    columns those rows cover, fields upsampled there, the warp and the residual applied."""
+    h, w = photo.shape[:2]
+    s = window.scale
+    lo = max(0, int(math.floor((a - window.top) * s)) - 2)
+    hi = min(len(covered), int(math.ceil((b - window.top) * s)) + 3)
+    cols = np.flatnonzero(covered[lo:hi].any(0))
+    if cols.size == 0:
+        return
     x0 = max(0, int(math.floor(window.left + (cols[0] - 1) / s)))
     x1 = min(w, int(math.ceil(window.left + (cols[-1] + 2) / s)))
-    if y0 >= y1 or x0 >= x1:
+    if x0 >= x1:
         return
     xc = (np.arange(x0, x1) + 0.5).astype(np.float32)
-    fields = np.concatenate([displacement / s, covered[..., None], residual], axis=-1).astype(np.float32)
-    # the crop rows the strips need, upsampled along x once: f32[S, x1 - x0, 6]
-    lo, hi = max(0, rows[0] - 2), min(len(covered), rows[-1] + 3)
+    yc = (np.arange(a, b) + 0.5).astype(np.float32)
     across = _lerp_axis(fields[lo:hi], (xc - window.left) * s - 0.5, 1)
-    for a in range(y0, y1, STRIP):
-        b = min(a + STRIP, y1)
-        yc = (np.arange(a, b) + 0.5).astype(np.float32)
-        up = _lerp_axis(across, (yc - window.top) * s - 0.5 - lo, 0)
-        cover = up[..., 2:3]
-        orig = photo[a:b, x0:x1]
-        warp = _sample(photo, xc[None, :] + up[..., 0], yc[:, None] + up[..., 1])
-        edited = orig + cover * (warp - orig) + up[..., 3:]
-        np.clip(edited, 0.0, 1.0, out=edited)
-        np.copyto(out[a:b, x0:x1], edited, where=cover > 0)
-        np.maximum(mask[a:b, x0:x1], cover[..., 0], out=mask[a:b, x0:x1])
+    up = _lerp_axis(across, (yc - window.top) * s - 0.5 - lo, 0)
+    cover = up[..., 2:3]
+    orig = photo[a:b, x0:x1]
+    edited = _sample(photo, xc[None, :] + up[..., 0], yc[:, None] + up[..., 1])
+    edited -= orig
+    edited *= cover
+    edited += orig
+    edited += up[..., 3:]
+    np.clip(edited, 0.0, 1.0, out=edited)
+    np.copyto(out[a:b, x0:x1], edited, where=cover > 0)
+    np.maximum(mask[a:b, x0:x1], cover[..., 0], out=mask[a:b, x0:x1])

@@ -4,6 +4,7 @@ Exit codes: 0 success; 1 internal error; 2 bad input (image, face, target, outpu
 corrupt model file; 130 interrupted.
 """
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -148,61 +149,102 @@ def synth(
     seed: SeedOpt = 0,
 ):
     """Synthesise the target affect(s) on the face in INPUT and write the result(s)."""
+    _QUICK_EXIT[0] = True
     clock = _Stages()
-    import jax
-    import numpy as np
-
-    from ..face.landmarks import detect_landmarks
-    from ..io import check_output_path, load_image, save_image
-    from ..pipeline import load_model, prepare, synthesize_batch
+    from .. import pipeline  # noqa: F401  (JAX and the stages, timed apart)
 
     clock("import")
-
     goals = _targets(valence, arousal, emotion, target)
-    if len(goals) == 1 and output.suffix:
-        outs = [check_output_path(output, overwrite=overwrite, inputs=[input])]
-    else:
-        if output.exists() and not output.is_dir():
-            raise OutputError(output, "several targets need an output folder, but this is a file")
-        ext = (
-            input.suffix.lower()
-            if input.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
-            else ".png"
-        )
-        outs = [
-            check_output_path(output / f"{input.stem}_{name}{ext}", overwrite=overwrite, inputs=[input])
-            for name, _, _ in goals
-        ]
+    outs = _output_paths(input, output, [name for name, _, _ in goals], overwrite)
+    opts = _options(neutralize, sample, strength, exact_classes)
+    image, lm, mdl = _load_face_and_program(input, face_index, model, opts, len(goals), clock)
+    images, fit_rms = _synthesize_targets(image, lm, goals, mdl, opts, seed if sample else None, clock)
+    from ..io import save_image
+
+    for (_, v, a), out, im in zip(goals, outs, images, strict=True):
+        save_image(out, im)
+        typer.echo(f"wrote {out}  (V={v:+.2f}, A={a:+.2f}, fit rms {fit_rms:.3f})")
+    clock("save")
+    clock.report()
+
+
+SAVE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
+
+
+def _output_paths(input: Path, output: Path, names: list[str], overwrite: bool) -> list[Path]:
+    """Where each target's image goes: ``output`` itself for one target with a file name, else
+    ``output/<input stem>_<name><input's suffix, or .png>``; each checked (``io.check_output_path``)."""
+    from ..io import check_output_path
+
+    if len(names) == 1 and output.suffix:
+        return [check_output_path(output, overwrite=overwrite, inputs=[input])]
+    if output.exists() and not output.is_dir():
+        raise OutputError(output, "several targets need an output folder, but this is a file")
+    ext = input.suffix.lower() if input.suffix.lower() in SAVE_SUFFIXES else ".png"
+    return [
+        check_output_path(output / f"{input.stem}_{name}{ext}", overwrite=overwrite, inputs=[input])
+        for name in names
+    ]
+
+
+def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int, clock: "_Stages"):
+    """The photo (float RGB), its chosen face's landmarks and the model, with the synthesis program for
+    ``batch`` faces loaded meanwhile on a second thread (MediaPipe's import and XLA's loading of the
+    stored executable overlap; a daemon thread, so a failed detection does not wait for it)."""
+    import threading
+
+    from ..face.landmarks import detect_landmarks
+    from ..io import load_image
+    from ..pipeline import load_model
+    from ..working import prepare
+
     image, info = load_image(input, return_info=True)
     for c in info.conversions:
         _note(f"note: {input}: {c}")
     clock("load image")
+    mdl = load_model(model_path)
+    clock("load model")
+    failed: list[BaseException] = []
+
+    def load_program():
+        try:
+            prepare(mdl, opts, batch)  # compiled once and kept in the user cache (``affectsynth warmup``)
+        except BaseException as e:  # re-raised on the main thread
+            failed.append(e)
+
+    loader = threading.Thread(target=load_program, name="affectsynth-load-program", daemon=True)
+    loader.start()
     lm, det = detect_landmarks(image, face_index=face_index, source=str(input), return_detection=True)
     if det.num_faces > 1 or det.upscaled:
         _note(f"note: {input}: {det.describe()}")
     clock("detect")
-    mdl = load_model(model)
-    clock("load model")
+    loader.join()
+    if failed:
+        raise failed[0]
+    clock("load program")  # what the detection did not hide
+    return image, lm, mdl
+
+
+def _synthesize_targets(image, lm, goals, mdl, opts, seed: int | None, clock: "_Stages"):
+    """One batch: the photo under every (name, V, A) goal. Returns (images f32[n, H, W, 3], the fit's RMS).
+    ``seed`` (None unless sampling) seeds the samples."""
+    import numpy as np
+
+    from ..pipeline import synthesize_batch
+
     n = len(goals)
-    opts = _options(neutralize, sample, strength, exact_classes)
-    prepare(mdl, opts, n)  # compiled once and kept in the user cache (``affectsynth warmup``)
-    clock("load program")
+    key = None
+    if seed is not None:
+        import jax
+
+        key = jax.random.PRNGKey(seed)
     targets = np.array([[v, a] for _, v, a in goals], np.float32)
     res = synthesize_batch(
-        np.repeat(image[None], n, 0),
-        np.repeat(lm[None], n, 0),
-        targets,
-        mdl,
-        options=opts,
-        key=jax.random.PRNGKey(seed),
+        np.repeat(image[None], n, 0), np.repeat(lm[None], n, 0), targets, mdl, options=opts, key=key
     )
-    imgs = np.asarray(res.images)
+    images = np.asarray(res.images)
     clock("run")
-    for (_, v, a), out, im in zip(goals, outs, imgs, strict=True):
-        save_image(out, im)
-        typer.echo(f"wrote {out}  (V={v:+.2f}, A={a:+.2f}, fit rms {float(res.fit_rms[0]):.3f})")
-    clock("save")
-    clock.report()
+    return images, float(np.asarray(res.fit_rms)[0])  # NumPy: indexing a JAX array compiles a program
 
 
 @app.command()
@@ -226,7 +268,8 @@ def warmup(
     import time
 
     from ..compiled import cache_root, enable_persistent_cache, enabled
-    from ..pipeline import load_model, prepare
+    from ..pipeline import load_model
+    from ..working import prepare
 
     if not enabled():
         _note("note: AFFECTSYNTH_PROGRAM_CACHE is off; nothing is kept")
@@ -314,12 +357,38 @@ def _mount_subapps():
 _mount_subapps()
 
 
+_QUICK_EXIT: list[bool] = [False]
+"""Set by a command whose process has nothing left to do after it (``synth``): ``main`` then ends the
+process without the interpreter's teardown, which spends ~0.6 s freeing XLA and MediaPipe objects on two
+CPU cores. Outputs are written (atomically) and closed by then; the streams are flushed. Only ``main``
+does this, so the commands run in-process (tests, ``CliRunner``) are unaffected."""
+
+
+def _exit_code(code) -> int:
+    """``SystemExit.code`` as an exit status (None: 0; a message: printed, 1)."""
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return 1
+
+
 def main():
     """Console-script entry point."""
     try:
         app()
+        code = 0
+    except SystemExit as e:
+        code = _exit_code(e.code)
     except BrokenPipeError:  # pragma: no cover
-        sys.exit(1)
+        code = 1
+    if _QUICK_EXIT[0] and not os.environ.get("AFFECTSYNTH_FULL_EXIT"):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more to say
+                pass
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""The working-crop path of ``synthesize_batch``: one compiled program whose shapes never depend on the photo.
+
+On the host (``workcrop``), each face is resampled into a fixed ``options.work_size`` square; the compiled
+program (``edit_work_crops``, kept on disk by ``compiled``) edits the batch of crops and returns the edit
+as a ``WorkEdit`` (displacement field, coverage, smooth residual); the host carries it back to each photo
+at full resolution. The program is built once per (batch size, options, model signature), whatever the
+photos' sizes.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from . import workcrop
+from .affect.grid import class_index
+from .affect.model import AffectModel, class_label
+from .face import topology as topo
+from .pipeline import SynthesisOptions, SynthesisResult, _edit_patch
+
+
+class WorkEdit(eqx.Module):
+    """The edit of a batch of working crops, in a form that carries back to any resolution.
+
+    ``out = crop + covered * (warp(crop, displacement) - crop) + residual``: the warp is applied to the
+    photo's own pixels at full resolution, the residual (appearance cues + the smooth Poisson correction,
+    0 outside ``covered``) is upsampled.
+    """
+
+    displacement: Float[Array, "B S S 2"]
+    """Source minus destination position (x, y) of each covered pixel, crop pixels (0 elsewhere)."""
+    covered: Float[Array, "B S S"]
+    residual: Float[Array, "B S S 3"]
+    fit_rms: Float[Array, " B"]
+    input_expression: Float[Array, "B Ke"]
+    class_id: Array
+    label: Float[Array, "B 2"]
+    mouth_opening: Float[Array, " B"]
+
+
+def edit_work_crops(crops, landmarks, targets, keys, model: AffectModel, options) -> WorkEdit:
+    """``pipeline._edit_patch`` vmapped over fixed-size working crops f32[B, S, S, 3] (landmarks in crop
+    pixels), returned as a ``WorkEdit``. Its shapes depend on B and ``options.work_size`` only."""
+
+    def one(patch, lm, target, key):
+        out, covered, src_xy, warped, fit, diag = _edit_patch(patch, lm, target, key, model, options)
+        s = patch.shape[0]
+        centres = jnp.arange(s, dtype=patch.dtype) + 0.5
+        grid = jnp.stack(jnp.meshgrid(centres, centres, indexing="xy"), axis=-1)
+        c = covered[..., None]
+        return WorkEdit(
+            displacement=(src_xy - grid) * c,
+            covered=covered,
+            residual=(out - (patch + c * (warped - patch))) * c,
+            fit_rms=fit.rms,
+            input_expression=fit.expression,
+            class_id=class_index(model.grid, target),
+            label=class_label(model, target),
+            mouth_opening=diag["mouth_opening"] / jnp.maximum(jnp.sum(covered), 1.0),
+        )
+
+    return jax.vmap(one)(crops, landmarks, targets, keys)
+
+
+def work_program(model: AffectModel, options: SynthesisOptions, batch: int, *, rebuild: bool = False):
+    """The compiled ``edit_work_crops`` for ``batch`` faces: ``f(crops, landmarks, targets, keys) ->
+    WorkEdit``, loaded from the user cache (``compiled``) or built and stored there."""
+    from .compiled import model_program
+
+    size = options.work_size
+
+    def flat(*args):  # a stored program returns arrays, not our pytree
+        return tuple(jax.tree_util.tree_leaves(edit_work_crops(*args, options=options)))
+
+    arrays = (
+        np.zeros((batch, size, size, 3), np.float32),
+        np.zeros((batch, topo.NUM_LANDMARKS, 3), np.float32),
+        np.zeros((batch, 2), np.float32),
+        np.zeros((batch, 2), np.uint32),  # raw PRNG keys
+    )
+    prog = model_program("synthesize", flat, arrays, model, (options, batch), rebuild=rebuild)
+    return lambda *args: WorkEdit(*prog(*args))
+
+
+def prepare(model: AffectModel, options: SynthesisOptions = SynthesisOptions(), batch: int = 1, **kw):
+    """Load (or build, compile and store in the user cache) the program ``synthesize_batch`` runs for
+    ``batch`` faces and ``options``; later calls in this process and later processes find it ready.
+    ``rebuild=True`` ignores a stored program. Returns the program (see ``work_program``)."""
+    return work_program(model, options, batch, **kw)
+
+
+def item_keys(key, batch: int, options: SynthesisOptions):
+    """One raw PRNG key per item (u32[B, 2]) from ``key`` (default ``PRNGKey(0)``). Without
+    ``options.sample`` the keys are never read, so they are zeros made on the host: splitting would run
+    (and, in a fresh process, compile) a small program for nothing."""
+    if not options.sample:
+        return np.zeros((batch, 2), np.uint32)
+    return jax.random.split(jax.random.PRNGKey(0) if key is None else key, batch)
+
+
+def synthesize_working(images, landmarks, targets, keys, model: AffectModel, options) -> SynthesisResult:
+    """``synthesize_batch`` on concrete arrays: each face resampled into its ``options.work_size`` working
+    crop on the host (``workcrop``), one compiled program over the crops (kept on disk by ``compiled``, so
+    it is built once per batch size and options, whatever the photos' sizes), the edit carried back to the
+    photos at full resolution on the host. Images and masks come back as NumPy arrays."""
+    photos = np.asarray(images, np.float32)
+    images = photos.copy()  # the output, edited in place
+    landmarks = np.asarray(landmarks, np.float32)
+    b, h, w = images.shape[:3]
+    size = options.work_size
+    windows = [
+        workcrop.face_window(lm, h, w, size=size, skirt=options.skirt) for lm in landmarks.reshape(b, -1, 3)
+    ]
+    crops = np.stack([workcrop.cut_window(im, win, size) for im, win in zip(photos, windows, strict=True)])
+    lms = np.stack([workcrop.crop_landmarks(lm, win) for lm, win in zip(landmarks, windows, strict=True)])
+    run = work_program(model, options, b)
+    edit = run(crops, lms, np.asarray(targets, np.float32), np.asarray(keys).astype(np.uint32))
+    disp, cov, resid = (np.asarray(x) for x in (edit.displacement, edit.covered, edit.residual))
+    masks = np.zeros((b, h, w), np.float32)
+    for i, win in enumerate(windows):
+        workcrop.paste_back(images[i], masks[i], photos[i], win, disp[i], cov[i], resid[i])
+    return SynthesisResult(
+        images=images,
+        masks=masks,
+        fit_rms=edit.fit_rms,
+        input_expression=edit.input_expression,
+        class_id=edit.class_id,
+        label=edit.label,
+        mouth_opening=edit.mouth_opening,
+    )
