@@ -7,9 +7,15 @@ then finishes a job the Ray engine left (resume Ray -> local). Three London phot
 photo without a face; two classes; batch size 2.
 """
 
+import contextlib
 import csv
+import os
 import pickle
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections import OrderedDict
 from pathlib import Path
 from types import SimpleNamespace
@@ -279,6 +285,52 @@ def test_ray_a_batch_that_always_kills_its_worker_is_skipped_and_resume_finishes
     rep = run_fake(fake_inputs, out, fakes.FakeBackend(), resume=True)
     assert (rep.already_done, rep.written) == (13, 2)
     assert_fake_job(local_out, out, ordered=False)
+
+
+DRIVER = """
+import sys
+sys.path.insert(0, {tests!r})
+import ray, ray_fakes
+from affectsynth.cli.bulk_ray import ray_session, run_augment_ray
+from affectsynth.cli.inputs import scan_inputs
+ray.cloudpickle.register_pickle_by_value(ray_fakes)
+with ray_session(None, num_cpus=2):
+    run_augment_ray(
+        scan_inputs({inputs!r}), {out!r}, ray_fakes.CLASSES, model=None, options={{}}, input_dir={inputs!r},
+        backend=ray_fakes.FakeBackend(delay=0.4), workers=1, chunk_inputs=2, batch_size=2, seed=7,
+    )
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_ray_driver_killed_mid_job_then_resume_finishes_it_once(fake_inputs, ray_cluster, tmp_path, sig):
+    """The driver (its own local Ray) is killed once a few batches are in; ``--resume`` on another Ray
+    finishes the job: nothing recorded is redone, nothing duplicated, no temp file left."""
+    d, local_out, fakes = fake_inputs
+    out = tmp_path / "out"
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(tests=str(Path(__file__).parent), inputs=str(d), out=str(out)))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    labels, deadline = out / "labels.csv", time.monotonic() + 120
+    try:
+        while not (labels.exists() and labels.read_text().count("\n") >= 5):  # header + 2 batches
+            assert proc.poll() is None and time.monotonic() < deadline, "the driver ended too early"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        proc.wait(60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver's own Ray, if it outlived it
+    before = {r["output"]: (out / r["output"]).stat().st_mtime_ns for r in A.read_manifest(out)[0]}
+    assert 4 <= len(before) < 15
+    rep = run_fake(fake_inputs, out, fakes.FakeBackend(), resume=True)
+    assert rep.already_done == len(before) and rep.written == 15 - len(before)
+    assert_fake_job(local_out, out, ordered=False)
+    assert {n: (out / n).stat().st_mtime_ns for n in before} == before
 
 
 def test_chunks_of_the_listing_do_not_depend_on_what_is_left():
