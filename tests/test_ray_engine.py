@@ -303,7 +303,7 @@ with ray_session(None, num_cpus=2):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_ray_driver_killed_mid_job_then_resume_finishes_it_once(fake_inputs, ray_cluster, tmp_path, sig):
     """The driver (its own local Ray) is killed once a few batches are in; ``--resume`` on another Ray
     finishes the job: nothing recorded is redone, nothing duplicated, no temp file left."""
