@@ -98,11 +98,11 @@ def _quiet_ray_data() -> None:
     import ray
 
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
+    ctx.enable_progress_bars = False  # and not the warning that they are off:
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    logging.getLogger("ray.data._internal.execution.streaming_executor").setLevel(logging.WARNING)
     ctx.print_on_execution_start = False
     ctx.execution_options.preserve_order = True
-    for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def default_workers(ray, gpus_per_worker: float) -> int:
