@@ -7,9 +7,15 @@ then finishes a job the Ray engine left (resume Ray -> local). Three London phot
 photo without a face; two classes; batch size 2.
 """
 
+import contextlib
 import csv
+import os
 import pickle
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections import OrderedDict
 from pathlib import Path
 from types import SimpleNamespace
@@ -206,3 +212,143 @@ def test_actor_writes_its_batch_and_a_failing_batch_is_skipped_not_fatal(tmp_pat
 
     rows, skipped, _ = pickle.loads(_actor(out, broken).one(spec))
     assert rows == [] and skipped == [("p.png", "synthesis failed: RuntimeError: device lost")]
+
+
+# ------------------------------------------- fake stages (tests/ray_fakes.py): retries, chunks, GPU env
+
+
+@pytest.fixture(scope="module")
+def fake_inputs(tmp_path_factory):
+    """Five small photos of two sizes and a corrupt file; the local engine's job over them (fake stages)."""
+    import ray_fakes
+
+    ray.cloudpickle.register_pickle_by_value(ray_fakes)
+    d = tmp_path_factory.mktemp("fake_inputs")
+    rng = np.random.default_rng(0)
+    for i in range(1, 6):
+        im = (rng.random((48 + 100 * (i % 2), 64, 3)) * 255).astype(np.uint8)
+        Image.fromarray(im).save(d / f"p{i}.png")
+    (d / "corrupt.jpg").write_bytes(b"not an image" * 8)
+    out = tmp_path_factory.mktemp("fake_local")
+    be = ray_fakes.FakeBackend()
+    local = dict(synth=be.synth(None, {}), detect=be.detect(None), chunk_inputs=2)
+    rep = A.run_augment(scan_inputs(d), out, ray_fakes.CLASSES, input_dir=d, **local, **JOB)
+    assert rep.written == 15 and rep.bad_inputs == 1
+    return d, out, ray_fakes
+
+
+def run_fake(fake_inputs, out: Path, backend, **kw) -> A.AugmentReport:
+    d, _, fakes = fake_inputs
+    kw = {"workers": 2, "chunk_inputs": 2, **JOB, **kw}
+    return R.run_augment_ray(
+        scan_inputs(d), out, fakes.CLASSES, model=None, options={}, input_dir=d, backend=backend, **kw
+    )
+
+
+def assert_fake_job(a: Path, b: Path, n: int = 15, ordered: bool = True):
+    key = lambda r: (r["source"], int(r["class_id"]))
+    want, got = (rows(a), rows(b)) if ordered else (sorted(rows(a), key=key), sorted(rows(b), key=key))
+    assert want == got and len(got) == n  # same rows (in order unless resumed), none duplicated
+    names = sorted(p.name for p in b.iterdir() if p.suffix == ".png")
+    assert names == sorted(r["output"] for r in rows(b))  # every image once, no temp file left
+    assert not [p for p in b.iterdir() if p.name.startswith(".")]
+    for r in rows(b):
+        assert np.array_equal(
+            np.asarray(Image.open(a / r["output"])), np.asarray(Image.open(b / r["output"]))
+        )
+
+
+@pytest.mark.slow
+def test_ray_chunked_plan_matches_the_local_engine_and_a_killed_worker_is_retried(
+    fake_inputs, ray_cluster, tmp_path
+):
+    _, local_out, fakes = fake_inputs
+    out = tmp_path / "out"
+    crash = fakes.FakeBackend(crash=(2, 0.25), marker=str(tmp_path / "crashed"))
+    rep = run_fake(fake_inputs, out, crash)
+    assert (tmp_path / "crashed").exists()  # the worker did die on p2's class 7 once
+    assert (rep.written, rep.bad_inputs) == (15, 1)
+    assert_fake_job(local_out, out)
+    assert skipped(out) == skipped(local_out)
+
+
+@pytest.mark.slow
+def test_ray_a_batch_that_always_kills_its_worker_is_skipped_and_resume_finishes(
+    fake_inputs, ray_cluster, tmp_path
+):
+    _, local_out, fakes = fake_inputs
+    out = tmp_path / "out"
+    rep = run_fake(fake_inputs, out, fakes.FakeBackend(crash=(2, 0.25)), workers=1, max_retries=1)
+    lost = {s for s, r in skipped(out) if "died" in r}
+    assert lost and lost <= {"p1.png", "p2.png"}  # the crashing batch (p2 c7 and its batch mate) only
+    assert rep.written == 15 - 2 and len(rows(out)) == 13
+    rep = run_fake(fake_inputs, out, fakes.FakeBackend(), resume=True)
+    assert (rep.already_done, rep.written) == (13, 2)
+    assert_fake_job(local_out, out, ordered=False)
+
+
+DRIVER = """
+import sys
+sys.path.insert(0, {tests!r})
+import ray, ray_fakes
+from affectsynth.cli.bulk_ray import ray_session, run_augment_ray
+from affectsynth.cli.inputs import scan_inputs
+ray.cloudpickle.register_pickle_by_value(ray_fakes)
+with ray_session(None, num_cpus=2):
+    run_augment_ray(
+        scan_inputs({inputs!r}), {out!r}, ray_fakes.CLASSES, model=None, options={{}}, input_dir={inputs!r},
+        backend=ray_fakes.FakeBackend(delay=0.4), workers=1, chunk_inputs=2, batch_size=2, seed=7,
+    )
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_ray_driver_killed_mid_job_then_resume_finishes_it_once(fake_inputs, ray_cluster, tmp_path, sig):
+    """The driver (its own local Ray) is killed once a few batches are in; ``--resume`` on another Ray
+    finishes the job: nothing recorded is redone, nothing duplicated, no temp file left."""
+    d, local_out, fakes = fake_inputs
+    out = tmp_path / "out"
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(tests=str(Path(__file__).parent), inputs=str(d), out=str(out)))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    labels, deadline = out / "labels.csv", time.monotonic() + 120
+    try:
+        while not (labels.exists() and labels.read_text().count("\n") >= 5):  # header + 2 batches
+            assert proc.poll() is None and time.monotonic() < deadline, "the driver ended too early"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        proc.wait(60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver's own Ray, if it outlived it
+    before = {r["output"]: (out / r["output"]).stat().st_mtime_ns for r in A.read_manifest(out)[0]}
+    assert 4 <= len(before) < 15
+    rep = run_fake(fake_inputs, out, fakes.FakeBackend(), resume=True)
+    assert rep.already_done == len(before) and rep.written == 15 - len(before)
+    assert_fake_job(local_out, out, ordered=False)
+    assert {n: (out / n).stat().st_mtime_ns for n in before} == before
+
+
+def test_chunks_of_the_listing_do_not_depend_on_what_is_left():
+    keys = [f"k{i}" for i in range(7)]
+    assert list(A.listing_chunks(keys, 3)) == [keys[:3], keys[3:6], keys[6:]]
+    assert [k for c in A.listing_chunks(keys, 1) for k in c] == keys
+    with pytest.raises(ValueError):
+        list(A.listing_chunks(keys, 0))
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0, 2.0, 0.5, 0.25, 1 / 3])
+def test_actors_sharing_a_gpu_split_its_memory(share):
+    env = R.actor_runtime_env(share)
+    if not 0 < share < 1:
+        assert env == {}  # one actor per GPU or more (or CPU): JAX's defaults
+        return
+    v = env["env_vars"]
+    assert v["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    fraction = float(v["XLA_PYTHON_CLIENT_MEM_FRACTION"])
+    assert 0 < fraction <= share * R.JAX_GPU_FRACTION + 1e-4
+    assert int(1 / share) * fraction <= R.JAX_GPU_FRACTION + 1e-3  # all actors of a GPU fit in JAX's share

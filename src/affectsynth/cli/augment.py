@@ -6,7 +6,7 @@ import hashlib
 import io
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,11 @@ from .inputs import (
     safe_output_path,
     source_key,
 )
+
+PLAN_CHUNK_INPUTS = 1024
+"""Inputs per planning chunk: every engine cuts the input listing into consecutive chunks of this many
+inputs and batches each chunk apart, so the plan (and the memory that holds it) is bounded however large the
+job, and two engines given the same listing give the same batches."""
 
 # ------------------------------------------------------------------------------------------ manifest
 
@@ -168,6 +173,7 @@ def run_augment(
     ext: str = ".png",
     progress: Callable | None = None,
     note: Callable = lambda msg: None,
+    chunk_inputs: int = PLAN_CHUNK_INPUTS,
 ) -> AugmentReport:
     """Write ``per_class`` synthetic images per (input, class) into ``out_dir`` with ``labels.csv``.
 
@@ -186,6 +192,7 @@ def run_augment(
         resume: continue a job from its ``labels.csv``; without it an existing non-empty one is an error.
         progress: ``progress(total, desc) -> object`` with ``update(n)`` and ``close()`` (e.g. tqdm).
         note: receives one-line notes (conversions, several faces, skips).
+        chunk_inputs: inputs per planning chunk (``PLAN_CHUNK_INPUTS``; see ``listing_chunks``).
 
     Labels rows are appended (and fsynced) per batch, only after that batch's images are renamed into place,
     so an interrupted job resumes without redoing or duplicating work. Bad inputs are listed in
@@ -203,11 +210,14 @@ def run_augment(
     faces = _prepare_faces(pending, keys_of, load, detect, report, progress, note)
     _write_skipped(report, atomic_write_bytes)
 
-    items, batches, crops = plan_synthesis(pending, faces, crop, batch_size, max_batch_pixels)
-    job = _Job(out, report, faces, crops, {Path(s).resolve() for s in sources}, synth, load, seed, ext)
-    bar = progress(len(items), "images") if progress is not None and items else None
+    job = _Job(out, report, faces, {}, {Path(s).resolve() for s in sources}, synth, load, seed, ext)
+    total = sum(len(v) for v in pending.values())
+    bar = progress(total, "images") if progress is not None and total else None
     try:
-        job.run(batches, bar)
+        for chunk in listing_chunks(list(keys_of), chunk_inputs):
+            part = {s: pending[s] for s in chunk if s in pending}
+            _, batches, job.crops = plan_synthesis(part, faces, crop, batch_size, max_batch_pixels)
+            job.run(batches, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -215,10 +225,20 @@ def run_augment(
     return report
 
 
+def listing_chunks(keys: Sequence[str], size: int = PLAN_CHUNK_INPUTS) -> Iterator[list[str]]:
+    """Consecutive chunks of ``size`` input keys of the job's listing (done and bad inputs included, so the
+    cut depends on the listing alone, not on what is left or what fails)."""
+    if size < 1:
+        raise ValueError(f"chunk size must be >= 1, got {size}")
+    for i in range(0, len(keys), size):
+        yield list(keys[i : i + size])
+
+
 def plan_synthesis(pending: dict, faces: dict, crop, batch_size: int, max_batch_pixels: int):
     """(items, batches, crops): the work in order, its fixed-size batches, one static crop per padded shape.
 
-    Shared by every engine, so that the same job gives the same batches (and so the same pixels) anywhere.
+    Shared by every engine, which call it on each ``listing_chunks`` chunk in turn, so that the same job
+    gives the same batches (and so the same pixels) anywhere.
     """
     items = [it for src in pending for it in pending[src]]
     shape_of = lambda it: padded_shape(*faces[it.source][1])
@@ -257,9 +277,15 @@ def _resume_state(report: AugmentReport, resume: bool, note: Callable) -> set:
     return {(r["source"], r["class_id"], r["sample"]) for r in done_rows}
 
 
-def _pending_items(keys_of: dict, classes, per_class: int, done: set, report: AugmentReport) -> dict:
-    """Work left per input: source -> [WorkItem], skipping what ``done`` holds; counts into ``report``."""
-    stems = assign_stems(list(keys_of))
+def _pending_items(
+    keys_of: dict, classes, per_class: int, done: set, report: AugmentReport, stems: dict | None = None
+) -> dict:
+    """Work left per input: source -> [WorkItem], skipping what ``done`` holds; counts into ``report``.
+
+    ``stems`` (from ``assign_stems`` over the whole listing) lets a caller ask for one chunk at a time; the
+    counts then add up over the calls.
+    """
+    stems = assign_stems(list(keys_of)) if stems is None else stems
     pending: dict[str, list[WorkItem]] = {}
     for src, path in keys_of.items():
         for cid, v, a in classes:
@@ -270,8 +296,8 @@ def _pending_items(keys_of: dict, classes, per_class: int, done: set, report: Au
                 pending.setdefault(src, []).append(
                     WorkItem(src, path, stems[src], int(cid), k, (float(v), float(a)))
                 )
-    report.inputs = len(keys_of)
-    report.pending = sum(len(v) for v in pending.values())
+    report.inputs = max(report.inputs, len(keys_of))
+    report.pending += sum(len(v) for v in pending.values())
     return pending
 
 
