@@ -97,6 +97,19 @@ def test_au_moves_expected_landmarks(fields, name, ids, axis, sign):
     assert np.all(d > abs(sign) * 0.5), (name, ids, fields[name][ids])
 
 
+def test_smile_bunches_the_cheek_not_the_jaw_line(fields):
+    """ICT mouthSmile lifts the cheek above the nasolabial fold (FaceMesh 205/425 ~4 mm up and forward) and
+    moves the lower cheek beyond the corner less than the corner; the cheek raiser lifts malar skin, and the
+    skin at or below the mouth corners' level at most about half as much."""
+    ipd = np.linalg.norm(T[LEFT_PUPIL] - T[RIGHT_PUPIL])
+    smile = fields["AU12"]
+    assert np.all(smile[[205, 425], 1] > 0.04 * ipd) and np.all(smile[[205, 425], 2] > 0.0)
+    assert np.all(smile[[214, 434], 1] < 0.8 * smile[[L_CORNER, R_CORNER], 1].min())
+    cheek = np.linalg.norm(fields["AU6"][:NUM_MESH_POINTS], axis=1)
+    low = np.flatnonzero(T[:NUM_MESH_POINTS, 1] <= T[[L_CORNER, R_CORNER], 1].max())
+    assert cheek[low].max() <= 0.6 * cheek.max(), round(float(cheek[low].max() / cheek.max()), 3)
+
+
 def test_au_specific_geometry(fields):
     # AU12: corners up AND outwards; AU4: inner brows towards the midline; AU14 corners inwards.
     assert fields["AU12"][L_CORNER, 0] > 1.0 and fields["AU12"][R_CORNER, 0] < -1.0

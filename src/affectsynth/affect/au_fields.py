@@ -246,6 +246,7 @@ def _point_sets(g: _Geometry) -> tuple[dict[str, np.ndarray], dict[str, np.ndarr
         "malar": box(34.0, 66.0, pupil_y - 66.0 * s, pupil_y - 9.0 * s),
         "alae": nose[(x[nose, 0] > 2.0 * s) & (x[nose, 1] < tip_y + 6.0 * s)],
         "right_alae": t.mirror[nose[(x[nose, 0] > 2.0 * s) & (x[nose, 1] < tip_y + 6.0 * s)]],
+        "smile_cheek": box(30.0, 56.0, tip_y - 14.0 * s, tip_y + 3.0 * s),  # above the nasolabial fold
         "beside_nose": box(8.0, 48.0, x[corner_out, 1] + 4.0 * s, tip_y + 4.0 * s),  # nasolabial skin
         "nose_mid": nose[np.abs(x[nose, 0]) < 1e-4],
         "corners": corners,
@@ -308,9 +309,10 @@ def _one(vec, half=False, weight="1"):
     return ((weight, vec),), half
 
 
-def _corner_spec(corner, mid_up, mid_lo, sigma, fade=""):
-    """A lip-corner AU: the left corners and the lips' midline points move, the right corners are pinned."""
-    groups = (("corners", *_one(corner)), ("mid_up", *_one(mid_up)), ("mid_lo", *_one(mid_lo)))
+def _corner_spec(corner, mid_up, mid_lo, sigma, fade="", extra=()):
+    """A lip-corner AU: the left corners and the lips' midline points move, the right corners are pinned;
+    ``extra`` groups move more of the face with them."""
+    groups = (("corners", *_one(corner)), ("mid_up", *_one(mid_up)), ("mid_lo", *_one(mid_lo)), *extra)
     return _Spec(groups, sigma, ("right_corners", "nose_base"), fade=fade)
 
 
@@ -339,6 +341,7 @@ AU_SPECS: dict[str, _Spec] = {
         (("malar", *_one((-0.6, 5.2, 2.1))), ("lid_lo", *_one((0.0, 3.0, 0.6), weight="lid_lo.profile"))),
         8.0,
         ("lid_up",),
+        fade="above_fold",
     ),
     "AU9": _Spec(  # alae and nasolabial skin up (ICT noseSneer ~9 mm), procerus pulls the inner brow down
         (
@@ -360,7 +363,16 @@ AU_SPECS: dict[str, _Spec] = {
     # Lip corners: the left corner region moves, the right one is pinned. The lips' midline takes part at
     # half weight per side: a real smile lifts the whole mouth (ICT mouthSmile: corner 14 mm, upper-lip
     # centre 3.5 mm; London smiles: upper-lip centre up 0.025 IOD), so it is not pinned.
-    "AU12": _corner_spec((6.6, 9.4, -7.2), (0.0, 1.0, -0.7), (0.0, 0.9, -0.4), 14.0, fade="smile_midline"),
+    # The zygomaticus also bunches the cheek up and out above the fold (ICT mouthSmile: FaceMesh 205/50 rise
+    # ~4 mm, come forward ~2 mm), which the corner alone left still.
+    "AU12": _corner_spec(
+        (6.6, 9.4, -7.2),
+        (0.0, 1.0, -0.7),
+        (0.0, 0.9, -0.4),
+        14.0,
+        fade="smile_midline",
+        extra=(("smile_cheek", *_one((2.0, 4.0, 1.8))),),
+    ),
     "AU14": _corner_spec((-2.0, 1.0, -4.5), (0.0, 0.0, -0.5), (0.0, 0.0, -0.5), 8.0),
     "AU15": _corner_spec((2.0, -4.7, -1.9), (0.0, -0.3, 0.0), (0.0, -0.5, 0.0), 10.0),
     "AU20": _corner_spec((5.8, -2.0, -6.0), (0.0, -0.2, -0.5), (0.0, -0.4, -0.5), 12.0),
@@ -434,7 +446,15 @@ def _fades(g: _Geometry) -> dict[str, np.ndarray]:
     # the centre is tapered to half (both sides together then lift it ~3.5 mm, as ICT does)
     above = _smoothstep((x[:, 1] - corner_y) / max(tip_y - corner_y, 1e-6))
     lateral = 0.5 + 0.5 * _smoothstep(np.abs(x[:, 0]) / xc)
-    return {"under_nose": under_nose[:, None], "smile_midline": (above + (1.0 - above) * lateral)[:, None]}
+    midline = above + (1.0 - above) * lateral
+    # the smile's pull fades on the lower cheek beyond the modiolus (ICT's mouthSmile moves FaceMesh 212/214
+    # ~0.7x the corner; an untapered pull lifted the jaw-line skin as much as the corner itself)
+    beyond = _smoothstep((np.abs(x[:, 0]) - xc - 8.0 * g.s) / (14.0 * g.s))
+    smile = midline * (1.0 - 0.25 * beyond * (1.0 - above))
+    # the cheek raiser lifts malar skin above the nasolabial fold; at the mouth corner's level and below it
+    # moves it about half as much (ICT cheekSquint; untapered, the jaw-line skin rose as much as the malar)
+    cheek = 0.45 + 0.55 * _smoothstep((x[:, 1] - corner_y) / max(tip_y - corner_y, 1e-6))
+    return {"under_nose": under_nose[:, None], "smile_midline": smile[:, None], "above_fold": cheek[:, None]}
 
 
 def _spec_field(g: _Geometry, spec: _Spec, sets, weights, fades) -> np.ndarray:

@@ -47,8 +47,8 @@ PROTOTYPES: tuple[tuple[str, float, float, dict[str, float]], ...] = (
     ("bored", -0.50, -0.60, {"AU4": 0.2, "AU14": 0.3, "AU15": 0.3, "AU43": 0.45}),
     ("tired", 0.04, -0.63, {"AU1": 0.1, "AU25": 0.15, "AU43": 0.6}),  # R80 tired
     ("sleepy", 0.28, -0.67, {"AU12": 0.1, "AU26": 0.15, "AU43": 0.65}),  # R80 sleepy
-    ("calm", 0.55, -0.40, {"AU6": 0.15, "AU12": 0.4, "AU43": 0.2}),
-    ("relaxed", 0.69, -0.45, {"AU6": 0.2, "AU12": 0.45, "AU43": 0.3}),  # R80 relaxed
+    ("calm", 0.55, -0.40, {"AU6": 0.25, "AU12": 0.48, "AU43": 0.2}),
+    ("relaxed", 0.69, -0.45, {"AU6": 0.3, "AU12": 0.55, "AU43": 0.3}),  # R80 relaxed
 )
 """V-A emotion prototypes with their AU patterns; ``au_intensities`` interpolates them over the square."""
 
