@@ -242,6 +242,8 @@ def test_vertex_normals_face_the_camera(face):
         ({"AU9": 1.0}, (0, 47, -40, 40)),  # bridge lines, root line, some nasolabial
         ({"AU12": 1.0}, (14, 47, -42, 4)),
         ({"AU17": 1.0}, (0, 20, -72, -34)),
+        ({"AU23": 1.0}, (0, 26, -42, -24)),  # the lips' seam and their vermilion
+        ({"AU24": 1.0}, (0, 26, -52, -24)),  # and the mentolabial crease
     ],
 )
 def test_wrinkles_stay_in_their_region(aus, box):
@@ -281,10 +283,26 @@ def test_brow_lowerer_knits_the_glabella_and_shades_the_socket():
     assert dark.size and dark.max() - dark.min() > 3.0 and 36.0 < dark.mean() < 44.0, (dark.min(), dark.max())
 
 
+def test_pressed_lips_draw_a_dark_seam_between_pale_lips():
+    """AU23/AU24: along the midline a dark seam where the lips meet, the vermilion above and below it paler;
+    the seam follows the lips' line out towards the corners."""
+    ys = np.linspace(-45.0, -22.0, 461)
+    for x in (0.0, 12.0):
+        col = np.stack([np.full_like(ys, x), ys], -1)[None]
+        d = np.asarray(
+            wrinkles(jnp.asarray(col, jnp.float32), jnp.asarray(au_vector(AU23=0.8, AU24=0.6)), 0.5)
+        )
+        d = d[0]
+        seam = ys[np.argmin(d)]
+        assert abs(seam - (-32.45 + 0.0029 * x * x)) < 0.6 and d.min() < -0.08, (x, seam, d.min())
+    assert d[np.abs(ys + 37.0) < 1.0].mean() > 0.03 and d[np.abs(ys + 29.0) < 1.0].mean() > 0.03
+
+
 @pytest.mark.parametrize(
     "aus",
     [
         {"AU1": 1.0, "AU2": 1.0, "AU4": 1.0},
+        {"AU23": 1.0, "AU24": 1.0, "AU17": 0.5},
         {"AU6": 1.0, "AU9": 1.0, "AU10": 1.0, "AU12": 1.0},
         {"AU15": 1.0, "AU17": 1.0},
     ],

@@ -23,6 +23,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .affect.grid import class_index
+from .affect.lip_contact import press_lips
 from .affect.model import (
     AffectModel,
     class_action_units,
@@ -331,6 +332,7 @@ def _edit_patch(patch, lm, target, key, model: AffectModel, options):
     if options.neutralize:
         offsets = offsets + _neutral_offsets(fit, lm, model, options)
     au = appearance_action_units(model, target, fit.expression, options)
+    offsets = offsets + press_lips(lm + offsets, au)
     mesh, src_d, dst_d = _warped_mesh(lm, offsets, options)
 
     frags = rasterize(dst_d, mesh["triangles"], *crop)

@@ -321,16 +321,18 @@ AU_SPECS: dict[str, _Spec] = {
     # gets half from each side and L + R counts it once.
     "AU1": _Spec((("brow", *_one((-0.5, 5.8, 0.8), weight="brow.in")),), 14.0, ("lid_lo", "right_brow")),
     "AU2": _Spec((("brow", *_one((0.5, 8.6, 0.8), weight="brow.out")),), 14.0, ("lid_lo", "right_brow")),
+    # AU4 lowers the brows over a still upper lid (ICT browDown moves the lid contour < 0.4 mm): dragging the
+    # lid down with the brow hid anger's glare (AU5) under a sleepy lid
     "AU4": _Spec(
         (("brow", (("1", (-3.0, -3.2, 2.0)), ("brow.toward_in", (-0.9, -0.5, 0.0))), False),),
         10.0,
-        ("lid_lo", "right_brow"),
+        ("lid_lo", "lid_up", "right_brow"),
     ),
     # Lids: upper and lower contours move separately, the other contour pinned (AU43: ``_close_lid_field``).
     "AU5": _Spec((("lid_up", *_one((0.3, 2.8, -0.6), weight="lid_up.profile")),), 7.0, ("lid_lo",)),
-    "AU7": _Spec(  # lower lid up and in with the skin below it, upper lid a little down
+    "AU7": _Spec(  # lower lid up and in with the skin below it, upper lid barely down (ICT eyeSquint: 0.1 mm)
         (
-            ("lid_up", *_one((0.0, -0.8, 0.0), weight="lid_up.profile")),
+            ("lid_up", *_one((0.0, -0.3, 0.0), weight="lid_up.profile")),
             ("lid_lo", *_one((-1.5, 2.2, 0.8), weight="lid_lo.profile")),
             ("below_lid", *_one((-2.0, 2.0, 0.7), weight="below_lid.profile")),
         ),
@@ -347,7 +349,7 @@ AU_SPECS: dict[str, _Spec] = {
         (
             ("alae", *_one((-0.4, 6.6, 1.8))),
             ("beside_nose", *_one((-1.2, 7.0, 2.2))),
-            ("inner_brow", *_one((-0.5, -2.0, 0.0))),
+            ("inner_brow", *_one((-0.7, -3.0, -0.4))),  # ICT noseSneer: brow heads 3.5 mm down
             ("outer_up_l", *_one((0.0, 4.5, 0.3), half=True)),
             ("nose_mid", *_one((0.0, 1.5, 0.3))),  # half per side: columella and bridge move less
         ),

@@ -135,19 +135,23 @@ def _brow_knit(x, y, ax, a, mm_per_px):
     """AU4 (and the root line of AU9): what the brow lowerer does to the skin, at widths that survive a
     face a few dozen pixels wide. The corrugators draw the brow heads together into two vertical glabella
     furrows with the procerus bulge lit between them; the lowered brow overhangs the upper lid and shades
-    the eye socket under it (the "glare"); the skin above the brow heads bunches into a short oblique fold.
+    the eye socket under it (the "glare"; not where AU1 lifts the brow heads again); the skin above the brow
+    heads bunches into a short oblique fold.
     """
     k = a("AU4")
     delta = jnp.zeros_like(x)
     gx = ax - (5.5 + 0.12 * (y - 38.0))
     glabella = _band(y, 36.0, 49.0, 4.0)
-    delta += 0.18 * k * glabella * _furrow(gx, 1.1, mm_per_px)
+    delta += 0.22 * k * glabella * _furrow(gx, 1.1, mm_per_px)
     delta += 0.04 * k * glabella * _gauss(ax, 2.0)  # the bulge between the furrows catches the light
     root = 0.5 * k + a("AU9")
     delta += 0.08 * root * _band(ax, 0.0, 6.0, 4.0) * _furrow(y - 34.0, 0.9, mm_per_px)
     brow_low = _poly(_T_BROW_LOW, jnp.clip(ax, 12.0, 46.0))
     below = brow_low - y  # mm under the brow's lower edge
-    delta -= 0.15 * k * _band(ax, 9.0, 30.0, 6.0) * _gauss(below - 3.5, 2.6)
+    # the overhang shades only where the brow comes down: AU1 lifting the brow heads (sadness, fear's 1+2+4)
+    # takes it away, though their knit stays
+    overhang = jnp.maximum(k - 0.6 * a("AU1"), 0.0)
+    delta -= 0.22 * overhang * _band(ax, 10.0, 32.0, 5.0) * _gauss(below - 3.8, 2.9)
     fold = (ax - 14.0) * 0.45 - (y - 51.0) * 0.89
     delta += 0.08 * k * _band(ax, 8.0, 22.0, 3.0) * _furrow(fold, 0.9, mm_per_px)
     return delta
@@ -160,7 +164,7 @@ def _nose_lines(x, y, ax, a, mm_per_px):
     across = -(ax - 9.0) * 0.8 + (y - 26.0) * 0.6
     for k in range(3):
         delta += (
-            0.12 * a("AU9") * _band(along, -4.0, 4.0, 2.5) * _furrow(across - 2.6 * (k - 1), 0.7, mm_per_px)
+            0.16 * a("AU9") * _band(along, -4.0, 4.0, 2.5) * _furrow(across - 2.6 * (k - 1), 0.7, mm_per_px)
         )
     return delta
 
@@ -194,16 +198,20 @@ def _nasolabial_wrinkles(x, y, ax, a, mm_per_px):
     sd = (ax - fold_x) * jax.lax.rsqrt(1.0 + slope * slope)  # + lateral (cheek side)
     pos = (naso[0, 1] - y) / (naso[0, 1] - naso[-1, 1])
     fade = _smoothstep(pos / 0.15) * _smoothstep((1.0 - pos) / 0.3)
-    n_amp = jnp.minimum(a("AU12") + a("AU10") + 0.5 * a("AU9") + 0.3 * a("AU6"), 1.6)
+    n_amp = jnp.minimum(a("AU12") + a("AU10") + 0.8 * a("AU9") + 0.3 * a("AU6"), 1.6)
     delta += n_amp * fade * (0.10 * _furrow(-sd, 1.3, mm_per_px) + 0.04 * _gauss(sd - 4.5, 3.0))
     return delta
 
 
 def _chin_wrinkles(x, y, ax, a, mm_per_px):
     delta = jnp.zeros_like(x)
-    # chin (AU17): mentolabial crease and "orange peel" dimpling; AU15: marionette lines
+    # chin (AU17; AU24 pushes the lower lip up too): mentolabial crease and "orange peel" dimpling (AU17);
+    # AU15: marionette lines
     delta += (
-        0.13 * a("AU17") * _band(ax, 0.0, 11.0, 5.0) * _furrow(y - (-44.5 + 0.02 * x * x), 1.2, mm_per_px)
+        0.13
+        * jnp.minimum(a("AU17") + 0.5 * a("AU24"), 1.0)
+        * _band(ax, 0.0, 11.0, 5.0)
+        * _furrow(y - (-44.5 + 0.02 * x * x), 1.2, mm_per_px)
     )
     peel = (  # even in x: symmetric faces stay symmetric
         _cos(1.9 * x) * _cos(0.6 * y)
@@ -214,7 +222,23 @@ def _chin_wrinkles(x, y, ax, a, mm_per_px):
     delta += 0.09 * a("AU17") * _band(ax, 0.0, 12.0, 5.0) * _band(y, -66.0, -52.0, 5.0) * peel
     mx = ax - (25.0 - 0.12 * (-34.0 - y))
     delta += 0.12 * a("AU15") * _band(y, -54.0, -36.0, 4.0) * _furrow(-mx, 1.1, mm_per_px)
-    return delta
+    return delta + _pressed_lips(x, y, ax, a, mm_per_px)
+
+
+# the lips' line of contact in the template (mm): inner upper lip at y -32.2, inner lower at -32.7 (midline)
+_T_LIP_LINE = -32.45
+
+
+def _pressed_lips(x, y, ax, a, mm_per_px):
+    """AU23/AU24: lips pressed into a thin line. The seam between them deepens into a dark line that runs a
+    little past the corners, and the squeezed vermilion pales (the press empties it of blood), so the mouth
+    reads as a narrow line rather than two full lips; the lower lip pushed up by AU24/AU17 casts a shadow
+    into the sulcus under it (the mentolabial crease, ``_chin_wrinkles``)."""
+    press = jnp.minimum(a("AU23") + a("AU24"), 1.4)
+    seam_y = _T_LIP_LINE + 0.0029 * x * x  # rises 1.5 mm towards the corners, like the inner contours
+    delta = 0.16 * press * _band(ax, 0.0, 21.0, 4.0) * _furrow(y - seam_y, 0.8, mm_per_px)
+    vermilion = _band(ax, 0.0, 18.0, 5.0) * (_band(y, -39.0, -34.0, 1.5) + _band(y, -31.0, -27.0, 1.5))
+    return delta + 0.06 * press * vermilion
 
 
 WRINKLE_EXTENT = ((-66.0, 66.0), (-80.0, 82.0))
