@@ -364,8 +364,10 @@ def test_shading_follows_the_fold(face, basis):
     ring_moved = np.zeros_like(moved)  # largest motion in each vertex's 1-ring (its normal depends on it)
     np.maximum.at(ring_moved, tris.ravel(), np.repeat(moved[tris].max(1), 3))
     tid = np.asarray(frags.triangle_id)
-    still = ring_moved[tris[np.maximum(tid, 0)]].max(-1) == 0.0
+    # still: the 1-ring moved less than 1e-6 (the AU fields' smooth fades leave ~1e-9 float dust far away)
+    still = ring_moved[tris[np.maximum(tid, 0)]].max(-1) < 1e-6
     covered = np.asarray(frags.triangle_id) >= 0
+    assert (still & covered).sum() > 100
     assert np.abs(lr[still & covered]).max() < 1e-5  # nothing where the surface did not move
     cheek = (
         covered
