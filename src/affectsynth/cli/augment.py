@@ -1,5 +1,7 @@
 """Augmentation of a folder: every photo x populated V-A class, a resumable labels manifest, skips."""
 
+import array
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -74,35 +76,70 @@ def read_manifest(out_dir, name: str = "labels.csv") -> tuple[list[dict], int]:
 
     Repairs the file in place (atomically) when anything was dropped: a torn last line left by a crash, a
     row whose image is gone, a row naming a path outside ``out_dir``, or a duplicate. Returns (rows, dropped).
+    Holds every row: a large job's resume uses ``scan_manifest``, which does not.
     """
-    from ..io import atomic_write_bytes
+    rows: list[dict] = []
+    return rows, scan_manifest(out_dir, rows.append, name)
+
+
+def scan_manifest(out_dir, visit: Callable[[dict], None], name: str = "labels.csv") -> int:
+    """``read_manifest`` in bounded memory: ``visit(row)`` per kept row, in file order; returns ``dropped``.
+
+    Two streaming passes: the first checks each row and keeps a 64-bit hash of its (source, class, sample)
+    key (9 bytes a row in all); the first row of each key is kept. A hash collision can only drop a valid
+    row, so that item is redone (same name, same pixels), never lost. The second pass visits the kept rows
+    and, when any was dropped, rewrites the file with them verbatim (temp file + rename).
+    """
+    from ..io import atomic_open
 
     path = Path(out_dir) / name
     if not path.exists():
-        return [], 0
-    text = path.read_text(encoding="utf-8", errors="replace")
-    torn = bool(text) and not text.endswith("\n")
-    if torn:
-        text = text[: text.rfind("\n") + 1]
-    rows, raw, seen, dropped = [], [], set(), int(torn)
-    for r in csv.DictReader(io.StringIO(text)):
-        row = _parse_label_row(r)
-        key = None if row is None else (row["source"], row["class_id"], row["sample"])
-        ok = row is not None and key not in seen
+        return 0
+    hashes, valid = array.array("Q"), bytearray()
+    for row in _manifest_rows(path):
+        ok = row is not None
         if ok:
             try:
                 ok = safe_output_path(out_dir, row["output"]).is_file()
             except OutputError:
                 ok = False
-        if ok:
-            rows.append(row)
-            raw.append(r)
-            seen.add(key)
-        else:
-            dropped += 1
-    if dropped:
-        atomic_write_bytes(path, _csv_bytes(LABEL_FIELDS, raw))  # kept rows verbatim
-    return rows, dropped
+        key = f"{row['source']}\0{row['class_id']}\0{row['sample']}" if ok else ""
+        hashes.append(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little"))
+        valid.append(ok)
+    good = np.flatnonzero(np.frombuffer(valid, np.uint8))
+    keep = np.zeros(len(valid), bool)
+    keep[good[np.unique(np.frombuffer(hashes, np.uint64)[good], return_index=True)[1]]] = True
+    dropped = len(keep) - int(keep.sum()) + _torn(path)
+    out = atomic_open(path, "w", encoding="utf-8", newline="") if dropped else contextlib.nullcontext()
+    with out as f:
+        w = None if f is None else csv.DictWriter(f, fieldnames=list(LABEL_FIELDS), lineterminator="\n")
+        if w is not None:
+            w.writeheader()
+        for kept, (row, raw) in zip(keep, _manifest_rows(path, raw=True), strict=True):
+            if kept:
+                visit(row)
+                if w is not None:
+                    w.writerow({k: raw[k] for k in LABEL_FIELDS})  # kept rows verbatim
+    return dropped
+
+
+def _torn(path: Path) -> bool:
+    """Whether the file's last line lacks its newline (a crash mid-append)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
+def _manifest_rows(path: Path, raw: bool = False) -> Iterator:
+    """Parsed rows (None where malformed) of a labels file, streamed, a torn last line left out; with
+    ``raw``, (parsed, raw dict) pairs."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        lines = (line for line in f if line.endswith("\n"))
+        for r in csv.DictReader(lines):
+            yield (_parse_label_row(r), r) if raw else _parse_label_row(r)
 
 
 # ----------------------------------------------------------------------------------------- augmentation
@@ -204,8 +241,8 @@ def run_augment(
     report = AugmentReport(labels_path=out / "labels.csv", skipped_path=out / "skipped.csv")
     _check_job(sources, out, classes, per_class, ext)
     ensure_output_dir(out)
-    done = _resume_state(report, resume, note)
     keys_of = {source_key(s, input_dir): Path(s) for s in sources}
+    done = _resume_state(report, resume, note, keys_of, classes, per_class)
     pending = _pending_items(keys_of, classes, per_class, done, report)
     faces = _prepare_faces(pending, keys_of, load, detect, report, progress, note)
     _write_skipped(report, atomic_write_bytes)
@@ -264,38 +301,57 @@ def _check_job(sources: Sequence[Path], out: Path, classes, per_class: int, ext:
             raise OutputError(out, f"output folder holds the input {s.name}; use a separate folder")
 
 
-def _resume_state(report: AugmentReport, resume: bool, note: Callable) -> set:
-    """(source, class, sample) keys already done according to ``labels.csv`` (empty unless ``resume``)."""
+def _resume_state(
+    report: AugmentReport, resume: bool, note: Callable, keys_of: dict, classes, per_class: int
+) -> np.ndarray:
+    """Which work items ``labels.csv`` already holds: bool[inputs, classes, per_class] in the order of
+    ``keys_of`` and ``classes`` (all False unless ``resume``).
+
+    One byte per item of the job, however many are done: the rows themselves are streamed, not kept
+    (``scan_manifest``). Rows of inputs, classes or samples outside this job are ignored, as before.
+    """
     labels_path = report.labels_path
     if labels_path.exists() and labels_path.stat().st_size > 0 and not resume:
         raise OutputError(
             labels_path, "exists: pass --resume to continue that job, or use a new output folder"
         )
-    done_rows, report.dropped_rows = read_manifest(labels_path.parent) if resume else ([], 0)
+    done = np.zeros((len(keys_of), len(classes), per_class), bool)
+    if not resume:
+        report.dropped_rows = 0
+        return done
+    index = {s: i for i, s in enumerate(keys_of)}
+    pos = {int(c): j for j, (c, _, _) in enumerate(classes)}
+
+    def visit(r: dict) -> None:
+        i, j, k = index.get(r["source"]), pos.get(r["class_id"]), r["sample"]
+        if i is not None and j is not None and 0 <= k < per_class:
+            done[i, j, k] = True
+
+    report.dropped_rows = scan_manifest(labels_path.parent, visit, labels_path.name)
     if report.dropped_rows:
         note(f"note: {labels_path}: dropped {report.dropped_rows} incomplete or invalid row(s); redoing them")
-    return {(r["source"], r["class_id"], r["sample"]) for r in done_rows}
+    return done
 
 
 def _pending_items(
-    keys_of: dict, classes, per_class: int, done: set, report: AugmentReport, stems: dict | None = None
+    keys_of: dict, classes, per_class: int, done: np.ndarray, report: AugmentReport, stems: dict | None = None
 ) -> dict:
-    """Work left per input: source -> [WorkItem], skipping what ``done`` holds; counts into ``report``.
+    """Work left per input: source -> [WorkItem], skipping what ``done`` (``_resume_state``, rows in the
+    order of ``keys_of``) marks; counts into ``report``.
 
-    ``stems`` (from ``assign_stems`` over the whole listing) lets a caller ask for one chunk at a time; the
-    counts then add up over the calls.
+    ``stems`` (from ``assign_stems`` over the whole listing) lets a caller ask for one chunk at a time (with
+    that chunk's rows of ``done``); the counts then add up over the calls.
     """
     stems = assign_stems(list(keys_of)) if stems is None else stems
     pending: dict[str, list[WorkItem]] = {}
-    for src, path in keys_of.items():
-        for cid, v, a in classes:
+    report.already_done += int(done.sum())
+    for i, (src, path) in enumerate(keys_of.items()):
+        for j, (cid, v, a) in enumerate(classes):
             for k in range(per_class):
-                if (src, int(cid), k) in done:
-                    report.already_done += 1
-                    continue
-                pending.setdefault(src, []).append(
-                    WorkItem(src, path, stems[src], int(cid), k, (float(v), float(a)))
-                )
+                if not done[i, j, k]:
+                    pending.setdefault(src, []).append(
+                        WorkItem(src, path, stems[src], int(cid), k, (float(v), float(a)))
+                    )
     report.inputs = max(report.inputs, len(keys_of))
     report.pending += sum(len(v) for v in pending.values())
     return pending

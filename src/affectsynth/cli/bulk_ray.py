@@ -1,34 +1,37 @@
-"""``augment --engine ray``: the augmentation job of ``cli.augment`` on Ray, for clusters and GPUs.
+"""``augment --engine ray``: the augmentation job of ``cli.augment`` on Ray Data, for clusters and GPUs.
 
-The driver does what the local engine does before synthesis (list inputs, read the ``--resume`` state, work
-items, one static crop per padded shape, the same fixed-size batches per ``listing_chunks`` chunk) so the
-two engines give the same file names, the same pixels and the same labels rows for a seed, and either can
-finish the other's job. The job streams through the listing one chunk (``PLAN_CHUNK_INPUTS`` inputs) at a
-time, so the driver's memory does not grow with the job:
+The driver does what the local engine does before synthesis (list inputs, read the ``--resume`` state) and
+the stages do the rest with the local engine's own code (work items, one static crop per padded shape, the
+same fixed-size batches per ``listing_chunks`` chunk), so the two engines give the same file names, the
+same pixels and the same labels rows for a seed, and either can finish the other's job. The whole job is
+ONE Ray Data dataset, streamed, so the driver's memory does not grow with it:
 
-1. face detection: a Ray Data CPU task stage over the chunk's inputs with work left, returning landmarks
-   (the next chunk's detection runs while this chunk is synthesised);
-2. synthesis: a pool of Ray actors (``--workers``, ``--gpus-per-worker`` each) that hold the model and
-   their compiled program for the whole job; each call takes one planned batch, writes its images straight
-   into OUTPUT (temp + rename, so OUTPUT must be shared storage on a cluster) and returns labels rows. The
-   driver keeps one batch in flight per actor.
+1. read (``_ChunkSource``): one read task per ``PLAN_CHUNK_INPUTS`` chunk of the listing with work left;
+2. ``plan_stage`` (CPU tasks, ``map_batches``): load and detect the chunk's inputs, plan its batches; one
+   row per batch, after a row with the chunk's bad inputs and notes;
+3. synthesis (``map_batches`` with ``SynthesisActor`` on an actor pool: ``--workers`` actors with
+   ``--gpus-per-worker`` each, alive for the whole job, so each loads the model and compiles once): each
+   call takes one planned batch, writes its images straight into OUTPUT (temp + rename, so OUTPUT must be
+   shared storage on a cluster) and returns labels rows.
 
-The driver appends the rows (fsynced) to ``labels.csv`` in batch order as results come back, only after
-their images are in place, and lists bad inputs in ``skipped.csv``. An actor that dies (its process killed,
-its node lost) is restarted by Ray and its batch rerun, at most ``MAX_RETRIES`` times; a batch that still
-fails, or raises, is listed in ``skipped.csv`` with the reason and the job goes on (``--resume`` redoes it).
+The driver reads the results in order (``iter_rows``, ``preserve_order``) and appends the rows (fsynced) to
+``labels.csv`` only after their images are in place, and lists bad inputs in ``skipped.csv``. An actor that
+dies (its process killed, its node lost) is restarted by Ray and its batch rerun, at most ``MAX_RETRIES``
+times; every block holds one batch, so a batch that still fails is the only one lost: Ray Data drops its
+block (``max_errored_blocks``), and the driver, which knows each chunk's items, lists the missing ones in
+``skipped.csv`` with the reason (``--resume`` redoes them). A batch that raises is skipped in the actor.
 """
 
-import concurrent.futures
 import contextlib
 import logging
 import os
 import pickle
 import time
 import warnings
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -53,13 +56,21 @@ LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
 MAX_RETRIES = 2
 """Times Ray reruns a batch whose synthesis actor died under it (the actors' ``max_task_retries``): a
 preempted node or a crash is survived, a batch that kills its worker every time is skipped after this."""
-MAX_RESTARTS = 16
-"""Restarts of one synthesis actor (``max_restarts``); an actor past them is replaced by a fresh one."""
 JAX_GPU_FRACTION = 0.75
 """JAX's default share of a GPU for one process (``XLA_PYTHON_CLIENT_MEM_FRACTION``), split between
 actors that share a GPU (``--gpus-per-worker`` < 1)."""
-DETECT_BATCH = 8
-"""Inputs per face detection task call."""
+_DATA_SETTINGS = dict(
+    enable_progress_bars=False,  # the driver shows its own bar
+    print_on_execution_start=False,
+    max_errored_blocks=-1,  # a lost batch does not stop the job: the driver lists its items as skipped
+    target_max_block_size=1,  # one row (one batch) per block, so a failing block loses that batch only
+)
+"""``DataContext`` settings for the job's dataset (restored afterwards)."""
+_QUIET_LOGGERS = {
+    "ray.data._internal.progress": logging.ERROR,  # not the warning that the bars are off
+    "ray.data._internal.execution.streaming_executor": logging.WARNING,
+    "ray.data._internal.execution.streaming_executor_state": logging.CRITICAL,  # dropped blocks: see above
+}
 
 
 @contextlib.contextmanager
@@ -93,16 +104,29 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None):
         ray.shutdown()
 
 
-def _quiet_ray_data() -> None:
-    """No Ray Data progress bars or per-dataset banners on the driver (its logs still go to Ray's files)."""
+@contextlib.contextmanager
+def _data_context() -> Iterator[None]:
+    """``_DATA_SETTINGS`` and in-order results on Ray Data's current context, and its chatty loggers quieted
+    (its logs still go to Ray's files), for the job; everything is put back after it."""
     import ray
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # and not the warning that they are off:
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-    logging.getLogger("ray.data._internal.execution.streaming_executor").setLevel(logging.WARNING)
-    ctx.print_on_execution_start = False
-    ctx.execution_options.preserve_order = True
+    c = ray.data.DataContext.get_current()
+    saved = {k: getattr(c, k) for k in _DATA_SETTINGS}
+    order, levels = c.execution_options.preserve_order, {}
+    for k, v in _DATA_SETTINGS.items():
+        setattr(c, k, v)
+    c.execution_options.preserve_order = True
+    for name, level in _QUIET_LOGGERS.items():
+        levels[name] = logging.getLogger(name).level
+        logging.getLogger(name).setLevel(level)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(c, k, v)
+        c.execution_options.preserve_order = order
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def default_workers(ray, gpus_per_worker: float) -> int:
@@ -126,63 +150,70 @@ def actor_runtime_env(gpus_per_worker: float) -> dict:
     return {"env_vars": env}
 
 
-# --------------------------------------------------------------------------------------- stage 1: detect
+# ---------------------------------------------------------------------------------- read and plan stages
 
 
-def detect_stage(batch: dict, face_index=None, backend=None) -> dict:
-    """Ray Data UDF: load and detect each input; landmarks f32[N,478,3], size, and the error or notes."""
+def _chunk_source(parts: list[tuple[int, bytes]]):
+    """A lazy ``Datasource`` over the job's chunks: the driver holds only their pickled listings."""
+    import pyarrow as pa
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    class ChunkSource(Datasource):
+        def estimate_inmemory_data_size(self):
+            return sum(len(w) for _, w in parts)
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            def task(c: int, work: bytes) -> ReadTask:
+                meta = BlockMetadata(num_rows=1, size_bytes=len(work), input_files=None, exec_stats=None)
+                return ReadTask(lambda: [pa.table({"chunk": [c], "work": [work]})], meta)
+
+            return [task(c, w) for c, w in parts]
+
+        def get_name(self):
+            return "Chunks"
+
+    return ChunkSource()
+
+
+def plan_stage(batch: dict, classes, per_class: int, batching, face_index=None, backend=None) -> dict:
+    """Ray Data UDF, one listing chunk per row: detect its inputs with work left and plan its batches.
+
+    Emits (pickled, in ``msg``) one ``("chunk", c, (skips, notes, items dropped))`` row, then one
+    ``("batch", c, spec)`` row per planned batch, spec = pickled (batch, faces, crop) for ``SynthesisActor``.
+    """
     from .bulk import Backend
 
-    notes: list[list[str]] = []
-    detect = (backend or Backend()).detect(lambda msg: notes[-1].append(msg), face_index)
-    n = len(batch["source"])
-    lms, hw, errors = np.zeros((n, 478, 3), np.float32), np.zeros((n, 2), np.int64), [""] * n
-    for i, (src, path) in enumerate(zip(batch["source"], batch["path"], strict=True)):
-        notes.append([])
-        try:
-            image, conv = default_loader(Path(path))
-            notes[-1] += [f"note: {src}: {c}" for c in conv]
-            lms[i] = np.asarray(detect(image, str(src)), np.float32)
-            hw[i] = image.shape[:2]
-        except AffectsynthError as e:
-            errors[i] = e.problem
-    return {
-        "source": batch["source"],
-        "landmarks": lms,
-        "hw": hw,
-        "error": np.array(errors, object),
-        "notes": np.array(["\n".join(n) for n in notes], object),
-    }
+    detect_of = (backend or Backend()).detect
+    msgs = []
+    for c, work in zip(batch["chunk"], batch["work"], strict=True):
+        keys, stems, done = pickle.loads(work)
+        report = AugmentReport()
+        pending = _pending_items(keys, classes, per_class, done, report, stems)
+        notes: list[str] = []
+        detect = detect_of(notes.append, face_index)
+        faces, dropped = {}, 0
+        for src in list(pending):
+            try:
+                image, conv = default_loader(Path(keys[src]))
+                notes.extend(f"note: {src}: {m}" for m in conv)
+                faces[src] = (np.asarray(detect(image, src), np.float32), image.shape[:2])
+            except AffectsynthError as e:
+                report.skipped.append((src, e.problem))
+                dropped += len(pending.pop(src))
+        _, batches, crops = plan_synthesis(pending, faces, *batching)
+        msgs.append(pickle.dumps(("chunk", int(c), (report.skipped, notes, dropped))))
+        for b in batches:
+            spec = pickle.dumps((b, {it.source: faces[it.source] for it in b.items}, crops.get(b.shape)))
+            msgs.append(pickle.dumps(("batch", int(c), spec)))
+    return {"msg": np.array(msgs, object)}
 
 
-def _detect_chunk(rows: list[dict], face_index, backend) -> list[tuple]:
-    """Stage 1 for one chunk on Ray Data: (source, landmarks, (H, W), error, notes) per input, in order."""
-    import ray
-
-    if not rows:
-        return []
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    tasks = max(1, min(cpus, -(-len(rows) // DETECT_BATCH)))  # as many blocks as tasks: Ray Data warns else
-    ds = ray.data.from_items(rows, override_num_blocks=tasks).map_batches(
-        detect_stage,
-        batch_size=DETECT_BATCH,
-        batch_format="numpy",
-        fn_kwargs={"face_index": face_index, "backend": backend},
-        num_cpus=0,  # runs beside the synthesis actors, which may hold every CPU: never wait for them
-        compute=ray.data.TaskPoolStrategy(size=tasks),
-    )
-    out = []
-    for r in ds.iter_rows():
-        hw = tuple(int(x) for x in r["hw"])
-        out.append((str(r["source"]), np.asarray(r["landmarks"], np.float32), hw, r["error"], r["notes"]))
-    return out
-
-
-# ------------------------------------------------------------------------------------ stage 2: synthesis
+# ------------------------------------------------------------------------------------ synthesis stage
 
 
 class SynthesisActor:
-    """Ray actor: the model and its compiled program, kept for the job; one planned batch per call."""
+    """Ray Data callable class: the model and its compiled program, kept for the job; one batch per call."""
 
     def __init__(self, model: list, options: dict, out: str, seed: int, ext: str, backend=None):
         import ray
@@ -194,9 +225,19 @@ class SynthesisActor:
         self.out, self.seed, self.ext = Path(out), seed, ext
         self.cache = OrderedDict()  # the last few photos, as the local engine keeps them
 
-    def ping(self) -> int:
-        """This actor's process id (the driver's liveness check after a batch failed)."""
-        return os.getpid()
+    def __call__(self, batch: dict) -> dict:
+        """Synthesise the ``"batch"`` rows (``("done", c, (shape, size, settled items), result)``); pass the
+        others on."""
+        out = []
+        for raw in batch["msg"]:
+            kind, c, spec = pickle.loads(raw)
+            if kind != "batch":
+                out.append(raw)
+                continue
+            b = pickle.loads(spec)[0]
+            settled = [(it.source, it.class_id, it.k) for it in b.items[: b.valid]]
+            out.append(pickle.dumps(("done", c, (b.shape, len(b.items), settled), self.one(spec))))
+        return {"msg": np.array(out, object)}
 
     def one(self, spec: bytes) -> bytes:
         """Synthesise and write one batch: pickled (rows, skipped, (pid, start, end)); an unexpected error
@@ -214,76 +255,8 @@ class SynthesisActor:
         except Exception as e:  # noqa: BLE001 - one bad batch never stops the job; --resume redoes it
             reason = f"synthesis failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             rows = []
-            report.skipped += _batch_skips(b, reason)
+            report.skipped += [(s, reason) for s in dict.fromkeys(it.source for it in b.items[: b.valid])]
         return pickle.dumps((rows, report.skipped, (os.getpid(), t0, time.time())))
-
-
-def _batch_skips(b, reason: str) -> list[tuple[str, str]]:
-    """(source, reason) once per input of a batch's real items."""
-    return [(s, reason) for s in dict.fromkeys(it.source for it in b.items[: b.valid])]
-
-
-class _ActorPool:
-    """Synthesis actors with one batch in flight each; results handed to ``record`` in submission order.
-
-    Ray restarts an actor that dies and reruns its batch (``max_restarts``, ``max_task_retries``); a batch
-    whose retries are spent comes back as the error, and an actor past its restarts is replaced.
-    """
-
-    def __init__(self, make: Callable, record: Callable):
-        self.make, self.record = make, record
-        self.free: deque = deque()
-        self.inflight: dict = {}  # ref -> (seq, batch, actor)
-        self.done: dict = {}  # seq -> (batch, pickled result or the error), waiting for earlier ones
-        self.started = self.submitted = self.recorded = 0
-
-    def start(self, n: int) -> None:
-        """Create the ``n`` actors (once)."""
-        while self.started < n:
-            self.free.append(self.make())
-            self.started += 1
-
-    def submit(self, b, spec: bytes) -> None:
-        while not self.free:
-            self._collect()
-        actor = self.free.popleft()
-        self.inflight[actor.one.remote(spec)] = (self.submitted, b, actor)
-        self.submitted += 1
-
-    def drain(self) -> None:
-        while self.inflight:
-            self._collect()
-
-    def _collect(self) -> None:
-        """Wait for one batch; free its actor (replaced if dead); record finished batches in order."""
-        import ray
-
-        ready, _ = ray.wait(list(self.inflight), num_returns=1)
-        seq, b, actor = self.inflight.pop(ready[0])
-        try:
-            result = ray.get(ready[0])
-        except ray.exceptions.RayActorError as e:
-            result = e
-            actor = self._alive(actor)
-        except ray.exceptions.RayError as e:
-            result = e
-        self.free.append(actor)
-        self.done[seq] = (b, result)
-        while self.recorded in self.done:
-            self.record(*self.done.pop(self.recorded))
-            self.recorded += 1
-
-    def _alive(self, actor):
-        """``actor`` if it still answers (Ray restarted it), else a fresh one in its place."""
-        import ray
-
-        try:
-            ray.get(actor.ping.remote())
-            return actor
-        except ray.exceptions.RayActorError:
-            with contextlib.suppress(Exception):
-                ray.kill(actor, no_restart=True)
-            return self.make()
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -324,7 +297,8 @@ def run_augment_ray(
         max_retries: reruns of a batch whose actor died (``MAX_RETRIES``).
         chunk_inputs: inputs per planning chunk (``PLAN_CHUNK_INPUTS``; the local engine's default too).
         backend: what the stages call (``cli.bulk.Backend`` by default; tests pass a cheap fake).
-        on_batch: ``on_batch(batch, (actor pid, start, end))`` per finished batch (benchmarks).
+        on_batch: ``on_batch(batch, (actor pid, start, end))`` per finished batch (benchmarks); ``batch``
+            has the batch's padded ``shape``, ``size`` and ``valid`` (real items).
     """
     import ray
 
@@ -334,30 +308,41 @@ def run_augment_ray(
     report = AugmentReport(labels_path=out / "labels.csv", skipped_path=out / "skipped.csv")
     _check_job(sources, out, classes, per_class, ext)
     ensure_output_dir(out)
-    done = _resume_state(report, resume, note)
     keys_of = {source_key(s, input_dir): Path(s) for s in sources}
-    report.inputs = len(keys_of)
-    _quiet_ray_data()
-    plan = _Plan(
-        keys_of, classes, per_class, done, report, chunk_inputs, (crop, batch_size, max_batch_pixels)
-    )
-    bar = progress(plan.total, "images") if progress is not None and plan.total else None
+    done = _resume_state(report, resume, note, keys_of, classes, per_class)
+    report.inputs, report.already_done = len(keys_of), int(done.sum())
+    report.pending = done.size - report.already_done
+    book = _Books(report, note, max_retries, on_batch, (keys_of, classes, per_class, done, chunk_inputs))
+    if not book.chunks:
+        return report
+    bar = progress(report.pending, "images") if progress is not None else None
     model_ref = [ray.put(model)]  # held by the driver for the job: restarted actors still find it
-    remote = ray.remote(SynthesisActor).options(
-        num_cpus=1, num_gpus=gpus_per_worker or None, max_restarts=MAX_RESTARTS,
-        max_task_retries=max_retries, runtime_env=actor_runtime_env(gpus_per_worker) or None,
-    )  # fmt: skip
-    record = _Recorder(report, note, bar, on_batch, max_retries)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     n_workers = workers or default_workers(ray, gpus_per_worker)
-    pool = _ActorPool(lambda: remote.remote(model_ref, options, str(out), seed, ext, backend), record)
+    env = actor_runtime_env(gpus_per_worker) or None
     try:
-        for faces, batches, crops in plan.chunks(face_index, backend, note, record.lost):
-            pool.start(n_workers)  # once there is work for the actors
-            for b in batches:
-                spec = (b, {it.source: faces[it.source] for it in b.items}, crops.get(b.shape))
-                pool.submit(b, pickle.dumps(spec))
-            _write_skipped(report, atomic_write_bytes)
-        pool.drain()
+        with _data_context(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)  # Ray's kwargs for the actors
+            ds = ray.data.read_datasource(
+                _chunk_source(book.parts()), override_num_blocks=len(book.chunks), num_cpus=0
+            )
+            ds = ds.map_batches(
+                plan_stage, batch_size=1, batch_format="numpy", num_cpus=0,  # beside the actors
+                fn_kwargs=dict(classes=classes, per_class=per_class, face_index=face_index, backend=backend,
+                               batching=(crop, batch_size, max_batch_pixels)),
+                compute=ray.data.TaskPoolStrategy(size=min(cpus, len(book.chunks))),
+            ).map_batches(
+                SynthesisActor, batch_size=1, batch_format="numpy",
+                fn_constructor_kwargs=dict(model=model_ref, options=options, out=str(out), seed=seed, ext=ext,
+                                           backend=backend),
+                compute=ray.data.ActorPoolStrategy(size=n_workers, max_tasks_in_flight_per_actor=1),
+                num_cpus=1, num_gpus=gpus_per_worker or None, runtime_env=env,
+                max_restarts=-1,  # Ray Data never replaces a dead actor: its pool would hang without it
+                max_task_retries=max_retries,
+            )  # fmt: skip
+            for r in ds.iter_rows():
+                book.take(pickle.loads(r["msg"]), bar)
+        book.close_upto(None, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -365,96 +350,92 @@ def run_augment_ray(
     return report
 
 
-class _Recorder:
-    """What the local engine's ``_Job.finish`` does with a finished batch, on the driver, in batch order."""
+class _Books:
+    """The driver's accounts: each chunk's results recorded in order as they stream in, and when a chunk
+    is over, its items that never came back listed as skipped (their batch's block was dropped)."""
 
-    def __init__(self, report: AugmentReport, note: Callable, bar, on_batch: Callable | None, retries: int):
-        self.report, self.note, self.bar, self.on_batch, self.retries = report, note, bar, on_batch, retries
+    def __init__(self, report: AugmentReport, note: Callable, retries: int, on_batch, job: tuple):
+        self.report, self.note, self.retries, self.on_batch = report, note, retries, on_batch
+        self.keys_of, self.classes, self.per_class, self.done, size = job
+        self.stems = assign_stems(list(self.keys_of))
+        keys = list(self.keys_of)
+        starts = range(0, len(keys), size)
+        self.chunks = [  # (chunk number, first input, its keys) of the chunks with work left
+            (c, i, chunk)
+            for c, (i, chunk) in enumerate(zip(starts, listing_chunks(keys, size), strict=True))
+            if not self.done[i : i + len(chunk)].all()
+        ]
+        self.next = 0  # index in self.chunks of the first chunk not closed
+        self.seen: dict = {"planned": False, "items": set(), "bad": set()}
 
-    def __call__(self, b, result) -> None:
-        import ray
+    def _work(self, i: int, chunk: list) -> tuple[dict, dict, np.ndarray]:
+        keys = {s: self.keys_of[s] for s in chunk}
+        return keys, {s: self.stems[s] for s in chunk}, self.done[i : i + len(chunk)]
 
-        if isinstance(result, ray.exceptions.RayActorError):
-            reason = (
-                f"synthesis worker died on this batch {self.retries + 1} time(s) ({type(result).__name__})"
-            )
-            rows, skipped, span = [], _batch_skips(b, reason), None
-        elif isinstance(result, Exception):
-            first = (str(result).strip().splitlines() or [""])[0]
-            rows, skipped, span = (
-                [],
-                _batch_skips(b, f"synthesis failed: {type(result).__name__}: {first}"),
-                None,
-            )
-        else:
-            rows, skipped, span = pickle.loads(result)
-        report = self.report
+    def parts(self) -> list[tuple[int, bytes]]:
+        """What each read task gets: (chunk number, pickled (inputs, stems, done rows))."""
+        return [(c, pickle.dumps(self._work(i, chunk))) for c, i, chunk in self.chunks]
+
+    def take(self, msg: tuple, bar) -> None:
+        """Record one result row: a chunk's detection outcome or a finished batch."""
+        kind, c = msg[0], msg[1]
+        self.close_upto(c, bar)
+        report, seen = self.report, self.seen
+        if kind == "chunk":
+            skips, notes, dropped = msg[2]
+            for m in notes:
+                self.note(m)
+            seen["planned"] = True
+            for s, reason in skips:
+                self._skip(s, reason)
+                seen["bad"].add(s)
+            _advance(bar, dropped)
+            return
+        (shape, size, settled), result = msg[2], msg[3]
+        rows, skipped, span = pickle.loads(result)
         report.batches += 1
-        report.compiled_shapes.add((b.shape, len(b.items)))
+        report.compiled_shapes.add((shape, size))
         if rows:
             _append_rows(report.labels_path, LABEL_FIELDS, rows)
         report.written += len(rows)
         for s, reason in skipped:
-            if (s, reason) not in report.skipped:
-                report.skipped.append((s, reason))
-                self.note(f"skipped: {s}: {reason}")
-        if self.on_batch is not None and span is not None:
-            self.on_batch(b, span)
-        self.lost(b.valid)
+            self._skip(s, reason)
+        seen["items"].update(settled)
+        if self.on_batch is not None:
+            self.on_batch(SimpleNamespace(shape=shape, size=size, valid=len(settled)), span)
+        _advance(bar, len(settled))
 
-    def lost(self, n: int) -> None:
-        """``n`` items are settled (done, skipped or dropped with a bad input): move the bar on."""
-        if self.bar is not None and n:
-            self.bar.update(n)
+    def close_upto(self, c: int | None, bar) -> None:
+        """Close every chunk before chunk number ``c`` (all if None): list its missing items as skipped."""
+        while self.next < len(self.chunks) and (c is None or self.chunks[self.next][0] < c):
+            _, i, chunk = self.chunks[self.next]
+            keys, stems, done = self._work(i, chunk)
+            pending = _pending_items(keys, self.classes, self.per_class, done, AugmentReport(), stems)
+            seen, lost = self.seen, {}
+            for src, items in pending.items():
+                if src not in seen["bad"]:
+                    self.report.prepared += 1 if seen["planned"] else 0
+                    for it in items:
+                        if (it.source, it.class_id, it.k) not in seen["items"]:
+                            lost[src] = lost.get(src, 0) + 1
+            reason = (
+                f"synthesis worker died on this batch {self.retries + 1} time(s)"
+                if seen["planned"]
+                else "face detection task failed (its worker died)"
+            )
+            for src, n in lost.items():
+                self._skip(src, reason)
+                _advance(bar, n)
+            self.next += 1
+            self.seen = {"planned": False, "items": set(), "bad": set()}
+
+    def _skip(self, src: str, reason: str) -> None:
+        if (src, reason) not in self.report.skipped:
+            self.report.skipped.append((src, reason))
+            self.note(f"skipped: {src}: {reason}")
 
 
-class _Plan:
-    """The job's work, one ``listing_chunks`` chunk at a time: items, detection, batches (bounded memory)."""
-
-    def __init__(
-        self, keys_of: dict, classes, per_class: int, done: set, report, chunk_inputs: int, batching
-    ):
-        self.keys_of, self.classes, self.per_class, self.done = keys_of, classes, per_class, done
-        self.report, self.chunk_inputs, self.batching = report, chunk_inputs, batching
-        self.stems = assign_stems(list(keys_of))
-        wanted = {(int(c), k) for c, _, _ in classes for k in range(per_class)}
-        already = sum(1 for s, c, k in done if s in keys_of and (c, k) in wanted)
-        self.total = len(keys_of) * len(wanted) - already
-
-    def chunks(self, face_index, backend, note: Callable, lost: Callable) -> Iterator[tuple]:
-        """(faces, batches, crops) per chunk with work left; detection runs one chunk ahead, in a thread."""
-        parts = (self._pending(c) for c in listing_chunks(list(self.keys_of), self.chunk_inputs))
-        ex, ahead = concurrent.futures.ThreadPoolExecutor(1, "affectsynth-detect"), None
-        try:
-            for pending in parts:
-                if not pending:
-                    continue
-                rows = [{"source": s, "path": str(self.keys_of[s])} for s in pending]
-                nxt = (pending, ex.submit(_detect_chunk, rows, face_index, backend))
-                if ahead is not None:
-                    yield self._planned(*ahead, note, lost)
-                ahead = nxt
-            if ahead is not None:
-                yield self._planned(*ahead, note, lost)
-        finally:  # an interrupted job does not wait for the next chunk's detection
-            ex.shutdown(wait=False, cancel_futures=True)
-
-    def _pending(self, chunk: list[str]) -> dict:
-        keys = {s: self.keys_of[s] for s in chunk}
-        return _pending_items(keys, self.classes, self.per_class, self.done, self.report, self.stems)
-
-    def _planned(self, pending: dict, detected, note: Callable, lost: Callable) -> tuple:
-        """Record the chunk's detection (notes, skips) and plan its batches."""
-        faces = {}
-        for src, lms, hw, error, notes in detected.result():
-            for msg in filter(None, str(notes).split("\n")):
-                note(msg)
-            if error:
-                self.report.skipped.append((src, str(error)))
-                note(f"skipped: {src}: {error}")
-                lost(len(pending.pop(src)))
-            else:
-                faces[src] = (lms, hw)
-                self.report.prepared += 1
-        _, batches, crops = plan_synthesis(pending, faces, *self.batching)
-        return faces, batches, crops
+def _advance(bar, n: int) -> None:
+    """``n`` items are settled (done, skipped or dropped with a bad input): move the bar on."""
+    if bar is not None and n:
+        bar.update(n)
