@@ -24,16 +24,24 @@ class FakeBackend:
     """``detect`` returns landmarks filled with the input's ``face_id``; ``synth`` is a per-item function of
     the image, target and key. With ``crash=(face, valence)`` the synth's process exits (as a crashed or
     killed worker would) on a batch holding that item: every time, or once if ``marker`` (a file created on
-    the first crash) is given. ``delay`` seconds per batch make a job last long enough to interrupt."""
+    the first crash) is given; with ``detect_crash=face`` the detector's process exits on that face.
+    ``delay`` seconds per batch make a job last long enough to interrupt."""
 
-    def __init__(self, crash: tuple | None = None, marker: str | None = None, delay: float = 0.0):
-        self.crash, self.marker, self.delay = crash, marker, delay
+    def __init__(
+        self, crash: tuple | None = None, marker: str | None = None, delay: float = 0.0, detect_crash=None
+    ):
+        self.crash, self.marker, self.delay, self.detect_crash = crash, marker, delay, detect_crash
 
     def options(self, **kw) -> dict:
         return kw
 
     def detect(self, note, face_index=None):
-        return lambda image, source: np.full((478, 3), face_id(source), np.float32)
+        def run(image, source):
+            if face_id(source) == self.detect_crash:
+                os._exit(3)
+            return np.full((478, 3), face_id(source), np.float32)
+
+        return run
 
     def synth(self, model, options):
         def run(images, landmarks, targets, keys, crop):

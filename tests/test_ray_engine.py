@@ -213,6 +213,12 @@ def test_actor_writes_its_batch_and_a_failing_batch_is_skipped_not_fatal(tmp_pat
     rows, skipped, _ = pickle.loads(_actor(out, broken).one(spec))
     assert rows == [] and skipped == [("p.png", "synthesis failed: RuntimeError: device lost")]
 
+    def exits(*args):
+        raise SystemExit(0)  # an actor that exits on purpose is never restarted: Ray Data would hang
+
+    rows, skipped, _ = pickle.loads(_actor(out, exits).one(spec))
+    assert rows == [] and skipped == [("p.png", "synthesis failed: SystemExit: 0")]
+
 
 # ------------------------------------------- fake stages (tests/ray_fakes.py): retries, chunks, GPU env
 
@@ -284,6 +290,23 @@ def test_ray_a_batch_that_always_kills_its_worker_is_skipped_and_resume_finishes
     assert rep.written == 15 - 2 and len(rows(out)) == 13
     rep = run_fake(fake_inputs, out, fakes.FakeBackend(), resume=True)
     assert (rep.already_done, rep.written) == (13, 2)
+    assert_fake_job(local_out, out, ordered=False)
+
+
+@pytest.mark.slow
+def test_ray_a_chunk_whose_detection_always_dies_is_skipped_and_resume_finishes(
+    fake_inputs, ray_cluster, tmp_path
+):
+    """Ray Data reruns a dead task forever by default: the engine bounds it, and the driver lists the
+    chunk's items (it never got a result for them) as skipped."""
+    _, local_out, fakes = fake_inputs
+    out = tmp_path / "out"
+    rep = run_fake(fake_inputs, out, fakes.FakeBackend(detect_crash=3), workers=1, max_retries=1)
+    lost = {s for s, r in skipped(out) if "detection" in r and "died 2 time(s)" in r}
+    assert lost == {"p2.png", "p3.png"}  # the listing's second chunk: corrupt.jpg p1 | p2 p3 | p4 p5
+    assert rep.written == 15 - 6 and len(rows(out)) == 9
+    rep = run_fake(fake_inputs, out, fakes.FakeBackend(), resume=True)
+    assert (rep.already_done, rep.written) == (9, 6)
     assert_fake_job(local_out, out, ordered=False)
 
 

@@ -252,7 +252,9 @@ class SynthesisActor:
         )  # fmt: skip
         try:
             rows = job.write_batch(*job.dispatch(b))
-        except Exception as e:  # noqa: BLE001 - one bad batch never stops the job; --resume redoes it
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - one bad batch never stops the job
+            # (--resume redoes it); an actor that exits on purpose is never restarted, and Ray Data 2.60
+            # then waits for it forever (ray-project/ray#62746)
             reason = f"synthesis failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             rows = []
             report.skipped += [(s, reason) for s in dict.fromkeys(it.source for it in b.items[: b.valid])]
@@ -294,7 +296,8 @@ def run_augment_ray(
         options: ``SynthesisOptions`` keyword arguments (the actors build their own).
         workers: synthesis actors (default: ``default_workers``).
         gpus_per_worker: GPUs each synthesis actor reserves (0: CPU; < 1: actors share a GPU).
-        max_retries: reruns of a batch whose actor died (``MAX_RETRIES``).
+        max_retries: reruns of a batch whose actor died, or of a chunk whose detection task died
+            (``MAX_RETRIES``).
         chunk_inputs: inputs per planning chunk (``PLAN_CHUNK_INPUTS``; the local engine's default too).
         backend: what the stages call (``cli.bulk.Backend`` by default; tests pass a cheap fake).
         on_batch: ``on_batch(batch, (actor pid, start, end))`` per finished batch (benchmarks); ``batch``
@@ -331,6 +334,7 @@ def run_augment_ray(
                 fn_kwargs=dict(classes=classes, per_class=per_class, face_index=face_index, backend=backend,
                                batching=(crop, batch_size, max_batch_pixels)),
                 compute=ray.data.TaskPoolStrategy(size=min(cpus, len(book.chunks))),
+                max_retries=max_retries,  # Ray Data's default (-1) reruns a crashing detection forever
             ).map_batches(
                 SynthesisActor, batch_size=1, batch_format="numpy",
                 fn_constructor_kwargs=dict(model=model_ref, options=options, out=str(out), seed=seed, ext=ext,
@@ -421,7 +425,7 @@ class _Books:
             reason = (
                 f"synthesis worker died on this batch {self.retries + 1} time(s)"
                 if seen["planned"]
-                else "face detection task failed (its worker died)"
+                else f"face detection of its chunk died {self.retries + 1} time(s)"
             )
             for src, n in lost.items():
                 self._skip(src, reason)
