@@ -537,3 +537,47 @@ def test_plan_batches_property(shapes, bs):
     assert sorted(i for b in batches for i in b.items[: b.valid]) == list(range(len(shapes)))
     assert len({(b.shape, len(b.items)) for b in batches}) == len(set(shapes))  # one compile per shape
     assert all(len(b.items) == bs and 1 <= b.valid <= bs for b in batches)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 4), st.sampled_from([12, 55, 88, 99]), st.integers(0, 2), st.booleans()),
+        max_size=40,
+    ),
+    st.booleans(),
+    st.integers(1, 2),
+)
+def test_resume_state_matches_the_rows_it_keeps(tmp_path_factory, rows, torn, per_class):
+    """The compact resume state (streamed, one byte per item) marks exactly the (input, class, sample)
+    keys of the rows a full read keeps: image present, first of its key; the rest are dropped and the
+    file rewritten with the kept rows only. Input 4, class 99 and samples >= per_class are not in the job."""
+    out = tmp_path_factory.mktemp("resume_prop")
+    (out / "x.png").write_bytes(b"x")
+    lines = [",".join(B.LABEL_FIELDS) + "\n"]
+    for i, c, k, present in rows:
+        lines.append(f"s{i}.png,{'x' if present else 'gone'}.png,{c},{k},0.1,0.2,0.01,0.1,0.2\n")
+    (out / "labels.csv").write_text("".join(lines) + ("s0.png,x.png,12" if torn else ""))
+    kept, seen = [], set()
+    for line, (i, c, k, present) in zip(lines[1:], rows, strict=True):
+        if present and (i, c, k) not in seen:
+            kept.append(line)
+            seen.add((i, c, k))
+    keys_of = {f"s{i}.png": out / f"s{i}.png" for i in range(4)}
+    classes = CLASSES
+    report = B.AugmentReport(labels_path=out / "labels.csv")
+    done = B._resume_state(report, True, lambda m: None, keys_of, classes, per_class)
+    want = np.zeros((4, 3, per_class), bool)
+    for i, c, k in seen:
+        if i < 4 and c != 99 and k < per_class:
+            want[i, [cc for cc, _, _ in classes].index(c), k] = True
+    assert np.array_equal(done, want)
+    assert report.dropped_rows == len(rows) - len(kept) + torn
+    if report.dropped_rows:
+        assert (out / "labels.csv").read_text() == lines[0] + "".join(kept)
+    rep = B.AugmentReport()
+    pending = B._pending_items(keys_of, classes, per_class, done, rep)
+    assert rep.already_done == int(want.sum()) and rep.pending == want.size - want.sum()
+    left = {(int(s[1]), it.class_id, it.k) for s in pending for it in pending[s]}
+    every = {(i, c, k) for i in range(4) for c, _, _ in classes for k in range(per_class)}
+    assert left == every - seen
