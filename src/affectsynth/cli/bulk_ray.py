@@ -319,31 +319,15 @@ def run_augment_ray(
     if not book.chunks:
         return report
     bar = progress(report.pending, "images") if progress is not None else None
+    plan_kw = dict(classes=classes, per_class=per_class, face_index=face_index, backend=backend,
+                   batching=(crop, batch_size, max_batch_pixels))  # fmt: skip
     model_ref = [ray.put(model)]  # held by the driver for the job: restarted actors still find it
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    actor_kw = dict(model=model_ref, options=options, out=str(out), seed=seed, ext=ext, backend=backend)
     n_workers = workers or default_workers(ray, gpus_per_worker)
-    env = actor_runtime_env(gpus_per_worker) or None
     try:
         with _data_context(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)  # Ray's kwargs for the actors
-            ds = ray.data.read_datasource(
-                _chunk_source(book.parts()), override_num_blocks=len(book.chunks), num_cpus=0
-            )
-            ds = ds.map_batches(
-                plan_stage, batch_size=1, batch_format="numpy", num_cpus=0,  # beside the actors
-                fn_kwargs=dict(classes=classes, per_class=per_class, face_index=face_index, backend=backend,
-                               batching=(crop, batch_size, max_batch_pixels)),
-                compute=ray.data.TaskPoolStrategy(size=min(cpus, len(book.chunks))),
-                max_retries=max_retries,  # Ray Data's default (-1) reruns a crashing detection forever
-            ).map_batches(
-                SynthesisActor, batch_size=1, batch_format="numpy",
-                fn_constructor_kwargs=dict(model=model_ref, options=options, out=str(out), seed=seed, ext=ext,
-                                           backend=backend),
-                compute=ray.data.ActorPoolStrategy(size=n_workers, max_tasks_in_flight_per_actor=1),
-                num_cpus=1, num_gpus=gpus_per_worker or None, runtime_env=env,
-                max_restarts=-1,  # Ray Data never replaces a dead actor: its pool would hang without it
-                max_task_retries=max_retries,
-            )  # fmt: skip
+            ds = _job_dataset(ray, book, plan_kw, actor_kw, n_workers, gpus_per_worker, max_retries)
             for r in ds.iter_rows():
                 book.take(pickle.loads(r["msg"]), bar)
         book.close_upto(None, bar)
@@ -352,6 +336,29 @@ def run_augment_ray(
             bar.close()
         _write_skipped(report, atomic_write_bytes)
     return report
+
+
+def _job_dataset(ray, book, plan_kw: dict, actor_kw: dict, workers: int, gpus: float, retries: int):
+    """The job's lazy dataset: chunk reads -> ``plan_stage`` tasks -> ``SynthesisActor`` pool.
+
+    Reads and planning take no CPU of their own (num_cpus=0), so they run beside actors that may hold every
+    CPU; each actor has one batch at a time, so an actor's death costs a retry to its own batch only.
+    """
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    ds = ray.data.read_datasource(
+        _chunk_source(book.parts()), override_num_blocks=len(book.chunks), num_cpus=0
+    )
+    return ds.map_batches(
+        plan_stage, batch_size=1, batch_format="numpy", num_cpus=0, fn_kwargs=plan_kw,
+        compute=ray.data.TaskPoolStrategy(size=min(cpus, len(book.chunks))),
+        max_retries=retries,  # Ray Data's default (-1) reruns a crashing detection forever
+    ).map_batches(
+        SynthesisActor, batch_size=1, batch_format="numpy", fn_constructor_kwargs=actor_kw,
+        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+        num_cpus=1, num_gpus=gpus or None, runtime_env=actor_runtime_env(gpus) or None,
+        max_restarts=-1,  # Ray Data 2.60 never replaces an actor past its restarts: its pool would hang
+        max_task_retries=retries,
+    )  # fmt: skip
 
 
 class _Books:
