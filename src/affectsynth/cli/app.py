@@ -189,8 +189,9 @@ def _output_paths(input: Path, output: Path, names: list[str], overwrite: bool) 
 
 def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int, clock: "_Stages"):
     """The photo (float RGB), its chosen face's landmarks and the model, with the synthesis program for
-    ``batch`` faces loaded meanwhile on a second thread (MediaPipe's import and XLA's loading of the
-    stored executable overlap; a daemon thread, so a failed detection does not wait for it)."""
+    ``batch`` faces loaded meanwhile on a second thread (the photo's decoding, MediaPipe's import and XLA's
+    loading of the stored executable overlap; a daemon thread, so a failed detection does not wait for it).
+    """
     import threading
 
     from ..face.landmarks import detect_landmarks
@@ -198,10 +199,6 @@ def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int
     from ..pipeline import load_model
     from ..working import prepare
 
-    image, info = load_image(input, return_info=True)
-    for c in info.conversions:
-        _note(f"note: {input}: {c}")
-    clock("load image")
     mdl = load_model(model_path)
     clock("load model")
     failed: list[BaseException] = []
@@ -213,7 +210,11 @@ def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int
             failed.append(e)
 
     loader = threading.Thread(target=load_program, name="affectsynth-load-program", daemon=True)
-    loader.start()
+    loader.start()  # before decoding: Pillow's decoder and XLA's loading both run outside the GIL
+    image, info = load_image(input, return_info=True)
+    for c in info.conversions:
+        _note(f"note: {input}: {c}")
+    clock("load image")
     lm, det = detect_landmarks(image, face_index=face_index, source=str(input), return_detection=True)
     if det.num_faces > 1 or det.upscaled:
         _note(f"note: {input}: {det.describe()}")
