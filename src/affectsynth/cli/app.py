@@ -189,9 +189,8 @@ def _output_paths(input: Path, output: Path, names: list[str], overwrite: bool) 
 
 def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int, clock: "_Stages"):
     """The photo (float RGB), its chosen face's landmarks and the model, with the synthesis program for
-    ``batch`` faces loaded meanwhile on a second thread (the photo's decoding, MediaPipe's import and XLA's
-    loading of the stored executable overlap; a daemon thread, so a failed detection does not wait for it).
-    """
+    ``batch`` faces loaded meanwhile on a second thread (MediaPipe's import and XLA's loading of the
+    stored executable overlap; a daemon thread, so a failed detection does not wait for it)."""
     import threading
 
     from ..face.landmarks import detect_landmarks
@@ -199,6 +198,10 @@ def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int
     from ..pipeline import load_model
     from ..working import prepare
 
+    image, info = load_image(input, return_info=True)
+    for c in info.conversions:
+        _note(f"note: {input}: {c}")
+    clock("load image")
     mdl = load_model(model_path)
     clock("load model")
     failed: list[BaseException] = []
@@ -210,11 +213,7 @@ def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int
             failed.append(e)
 
     loader = threading.Thread(target=load_program, name="affectsynth-load-program", daemon=True)
-    loader.start()  # before decoding: Pillow's decoder and XLA's loading both run outside the GIL
-    image, info = load_image(input, return_info=True)
-    for c in info.conversions:
-        _note(f"note: {input}: {c}")
-    clock("load image")
+    loader.start()
     lm, det = detect_landmarks(image, face_index=face_index, source=str(input), return_detection=True)
     if det.num_faces > 1 or det.upscaled:
         _note(f"note: {input}: {det.describe()}")
@@ -240,9 +239,10 @@ def _synthesize_targets(image, lm, goals, mdl, opts, seed: int | None, clock: "_
 
         key = jax.random.PRNGKey(seed)
     targets = np.array([[v, a] for _, v, a in goals], np.float32)
-    res = synthesize_batch(
-        np.repeat(image[None], n, 0), np.repeat(lm[None], n, 0), targets, mdl, options=opts, key=key
-    )
+    # the photo broadcast, not repeated: a 3000 px photo is 108 MB of float32 per copy, and the working-crop
+    # path only reads it (its output is a fresh array)
+    photos = np.broadcast_to(image, (n, *image.shape))
+    res = synthesize_batch(photos, np.repeat(lm[None], n, 0), targets, mdl, options=opts, key=key)
     images = np.asarray(res.images)
     clock("run")
     return images, float(np.asarray(res.fit_rms)[0])  # NumPy: indexing a JAX array compiles a program
