@@ -98,3 +98,26 @@ def test_large_photo_detected_on_reduced_copy(astronaut):
     small_iod = np.linalg.norm(ref[LEFT_PUPIL, :2] - ref[RIGHT_PUPIL, :2])
     assert abs(det.interocular - small_iod) < 0.15 * small_iod
     assert np.median(np.linalg.norm(lm[:, :2] - ref[:, :2], axis=1)) < 0.25 * small_iod
+
+
+def test_mediapipe_imported_without_matplotlib_until_used():
+    """``_import_mediapipe`` defers matplotlib (MediaPipe's plotting helper needs it, detection does not);
+    the helper still finds the real ``matplotlib.pyplot`` when it is used. A fresh interpreter: this test
+    session may have imported either already."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from affectsynth.face.landmarks import _import_mediapipe\n"
+        "mp = _import_mediapipe()\n"
+        "assert 'matplotlib' not in sys.modules and 'matplotlib.pyplot' not in sys.modules\n"
+        "from mediapipe.python.solutions import drawing_utils\n"
+        "figure = drawing_utils.plt.figure\n"
+        "import matplotlib.pyplot\n"
+        "assert figure is matplotlib.pyplot.figure\n"
+        "assert type(sys.modules['matplotlib']).__name__ == 'module'\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]

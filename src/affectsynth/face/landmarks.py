@@ -13,10 +13,12 @@ original, and the tiny-face check measures the original's pixels.
 import contextlib
 import dataclasses
 import functools
+import importlib
 import math
 import os
 import sys
 import threading
+import types
 
 import numpy as np
 
@@ -90,6 +92,44 @@ def _native_stderr_silenced():
         os.close(devnull)
 
 
+class _Deferred(types.ModuleType):
+    """Stands in for a module while MediaPipe imports; the first attribute read imports the real one."""
+
+    def __getattr__(self, attr):
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+def _import_mediapipe():
+    """``import mediapipe`` without importing matplotlib: ``mediapipe.solutions.drawing_utils`` imports
+    ``matplotlib.pyplot`` for a plotting helper this package never calls, which is over half of MediaPipe's
+    import time (0.5-1.5 s on every ``synth``). While MediaPipe imports, ``matplotlib`` and
+    ``matplotlib.pyplot`` are stand-ins that import the real modules when first used (so MediaPipe's
+    plotting still works for whoever calls it); nothing is deferred when matplotlib is already imported.
+    Should the stand-ins ever break MediaPipe's import, it is imported again the ordinary way."""
+    if "mediapipe" in sys.modules or "matplotlib" in sys.modules:
+        import mediapipe
+
+        return mediapipe
+    mpl, plt = _Deferred("matplotlib"), _Deferred("matplotlib.pyplot")
+    mpl.pyplot = plt  # ``import matplotlib.pyplot as plt`` reads this attribute
+    sys.modules.update({"matplotlib": mpl, "matplotlib.pyplot": plt})
+    try:
+        import mediapipe
+    except ImportError:
+        for name in [n for n in sys.modules if n == "mediapipe" or n.startswith("mediapipe.")]:
+            del sys.modules[name]
+        mediapipe = None
+    finally:
+        for name, stand_in in (("matplotlib", mpl), ("matplotlib.pyplot", plt)):
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+    if mediapipe is None:
+        import mediapipe
+    return mediapipe
+
+
 @functools.cache
 def _face_mesh(max_faces: int):
     _quiet_mediapipe()
@@ -97,7 +137,7 @@ def _face_mesh(max_faces: int):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import mediapipe as mp
+        mp = _import_mediapipe()
 
         return mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True,
@@ -162,7 +202,7 @@ def _face_detector():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import mediapipe as mp
+        mp = _import_mediapipe()
 
         return mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.4)
 
