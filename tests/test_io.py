@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from affectsynth.errors import InputImageError, OutputError
-from affectsynth.io import check_output_path, load_image, save_image
+from affectsynth.io import _unit_float, check_output_path, load_image, save_image
 
 
 @pytest.fixture
@@ -134,3 +134,15 @@ def test_float_to_uint8_in_row_blocks_equals_the_one_pass_formula(h, w, channels
     x.flat[rng.integers(0, x.size, 3)] = [np.nan, np.inf, -np.inf]
     want = (np.clip(np.nan_to_num(x.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     np.testing.assert_array_equal(_to_uint8(x, rows=rows), want)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**32 - 1))
+def test_unit_float_is_the_division_by_255(h, w, seed):
+    """``_unit_float`` (one output array) gives exactly ``a / 255`` in float32, every uint8 value included."""
+    a = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    a.flat[:2] = (0, 255)
+    out = _unit_float(a)
+    assert out.dtype == np.float32 and out.shape == a.shape
+    assert np.array_equal(out, a.astype(np.float32) / np.float32(255.0))
+    assert out.min() >= 0.0 and out.max() <= 1.0

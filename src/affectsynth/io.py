@@ -126,7 +126,15 @@ def _to_rgb_float(im, conversions: list) -> np.ndarray:
     elif mode != "RGB":
         conversions.append(f"{mode} -> RGB")
         im = im.convert("RGB")
-    return np.asarray(im, dtype=np.float32) / 255.0
+    return _unit_float(np.asarray(im))
+
+
+def _unit_float(a: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [0, 1] (``a / 255``, the same values), written into one new array: ``astype``
+    then a division would fill two full-size float arrays (2 x 108 MB at 3000 px)."""
+    out = np.empty(a.shape, np.float32)
+    np.divide(a, np.float32(255.0), out=out, dtype=np.float32)
+    return out
 
 
 def check_output_path(

@@ -239,9 +239,10 @@ def _synthesize_targets(image, lm, goals, mdl, opts, seed: int | None, clock: "_
 
         key = jax.random.PRNGKey(seed)
     targets = np.array([[v, a] for _, v, a in goals], np.float32)
-    res = synthesize_batch(
-        np.repeat(image[None], n, 0), np.repeat(lm[None], n, 0), targets, mdl, options=opts, key=key
-    )
+    # the photo broadcast, not repeated: a 3000 px photo is 108 MB of float32 per copy, and the working-crop
+    # path only reads it (its output is a fresh array)
+    photos = np.broadcast_to(image, (n, *image.shape))
+    res = synthesize_batch(photos, np.repeat(lm[None], n, 0), targets, mdl, options=opts, key=key)
     images = np.asarray(res.images)
     clock("run")
     return images, float(np.asarray(res.fit_rms)[0])  # NumPy: indexing a JAX array compiles a program

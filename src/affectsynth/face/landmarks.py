@@ -3,14 +3,22 @@
 Landmarks come back in pixels of the given image: (x, y, z) with x right, y down, z in the same scale as x,
 negative towards the camera. Several faces: sorted largest first; the largest is used unless ``face_index``
 says otherwise. A face too small for FaceMesh's own detector is retried on upscaled overlapping tiles.
+
+A large photo is searched on a reduced copy (long side at most ``DETECT_SIDE``): FaceMesh looks at a
+192 px crop of each face whatever the photo's size, so the full-resolution frame only costs conversion
+and copying (1-2 s at 3000 px). Smaller faces the reduced copy shows too small are meshed on crops of the
+original, and the tiny-face check measures the original's pixels.
 """
 
 import contextlib
 import dataclasses
 import functools
+import importlib
+import math
 import os
 import sys
 import threading
+import types
 
 import numpy as np
 
@@ -19,6 +27,10 @@ from .topology import LEFT_PUPIL, NUM_LANDMARKS, RIGHT_PUPIL
 
 MIN_INTEROCULAR_PX = 10.0
 """Below this inter-pupil distance (pixels) a face is refused as too small to edit."""
+
+DETECT_SIDE = 1280
+"""Longest side (pixels) of the copy whole-frame detection runs on; larger photos are box-filtered down by
+an integer factor. A face filling a third of a 3000 px photo is still ~330 px wide there."""
 
 _lock = threading.Lock()
 
@@ -80,6 +92,44 @@ def _native_stderr_silenced():
         os.close(devnull)
 
 
+class _Deferred(types.ModuleType):
+    """Stands in for a module while MediaPipe imports; the first attribute read imports the real one."""
+
+    def __getattr__(self, attr):
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+def _import_mediapipe():
+    """``import mediapipe`` without importing matplotlib: ``mediapipe.solutions.drawing_utils`` imports
+    ``matplotlib.pyplot`` for a plotting helper this package never calls, which is over half of MediaPipe's
+    import time (0.5-1.5 s on every ``synth``). While MediaPipe imports, ``matplotlib`` and
+    ``matplotlib.pyplot`` are stand-ins that import the real modules when first used (so MediaPipe's
+    plotting still works for whoever calls it); nothing is deferred when matplotlib is already imported.
+    Should the stand-ins ever break MediaPipe's import, it is imported again the ordinary way."""
+    if "mediapipe" in sys.modules or "matplotlib" in sys.modules:
+        import mediapipe
+
+        return mediapipe
+    mpl, plt = _Deferred("matplotlib"), _Deferred("matplotlib.pyplot")
+    mpl.pyplot = plt  # ``import matplotlib.pyplot as plt`` reads this attribute
+    sys.modules.update({"matplotlib": mpl, "matplotlib.pyplot": plt})
+    try:
+        import mediapipe
+    except ImportError:
+        for name in [n for n in sys.modules if n == "mediapipe" or n.startswith("mediapipe.")]:
+            del sys.modules[name]
+        mediapipe = None
+    finally:
+        for name, stand_in in (("matplotlib", mpl), ("matplotlib.pyplot", plt)):
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+    if mediapipe is None:
+        import mediapipe
+    return mediapipe
+
+
 @functools.cache
 def _face_mesh(max_faces: int):
     _quiet_mediapipe()
@@ -87,7 +137,7 @@ def _face_mesh(max_faces: int):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import mediapipe as mp
+        mp = _import_mediapipe()
 
         return mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True,
@@ -97,13 +147,38 @@ def _face_mesh(max_faces: int):
         )
 
 
-def _as_uint8(image) -> np.ndarray:
+def _checked(image) -> np.ndarray:
     a = np.asarray(image)
-    if a.dtype != np.uint8:
-        a = (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if a.ndim != 3 or a.shape[-1] != 3:
         raise FaceDetectionError("image", f"expected an RGB image of shape (H, W, 3), got {a.shape}")
+    return a
+
+
+def _as_uint8(image) -> np.ndarray:
+    a = _checked(image)
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return np.ascontiguousarray(a)
+
+
+def _reduced(image: np.ndarray, max_side: int) -> tuple[np.ndarray, int]:
+    """A uint8 copy of ``image`` (H, W, 3) with long side <= ``max_side``, and the integer factor ``k`` it
+    was reduced by: reduced pixel ``j`` averages original pixels ``[j k, (j + 1) k)`` (the last ``< k``
+    rows/columns are dropped), so a reduced position ``x`` is ``k x`` in the original, exactly."""
+    h, w = image.shape[:2]
+    k = max(1, math.ceil(max(h, w) / max(int(max_side), 1)))
+    if k == 1 or min(h, w) < 2 * k:
+        return _as_uint8(image), 1
+    hs, ws = h // k, w // k
+    acc = np.zeros((hs, ws, 3), np.float32)
+    for i in range(k):  # k^2 strided views summed: one small accumulator, no full-size temporaries
+        for j in range(k):
+            acc += image[i : hs * k : k, j : ws * k : k]
+    acc *= (1.0 if image.dtype == np.uint8 else 255.0) / k**2
+    np.clip(acc, 0.0, 255.0, out=acc)
+    acc += 0.5
+    out = acc.astype(np.uint8)  # truncates: rounded
+    return out, k
 
 
 def _mesh_faces(img: np.ndarray, max_faces: int) -> list:
@@ -127,7 +202,7 @@ def _face_detector():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import mediapipe as mp
+        mp = _import_mediapipe()
 
         return mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.4)
 
@@ -196,7 +271,7 @@ def _crop_mesh(img: np.ndarray, centre, side: float) -> list:
     half = side * 1.2
     left, top = int(max(0, centre[0] - half)), int(max(0, centre[1] - half))
     right, bottom = int(min(w, centre[0] + half)), int(min(h, centre[1] + half))
-    crop = img[top:bottom, left:right]
+    crop = _as_uint8(img[top:bottom, left:right])  # only the crop converted (a float photo stays float)
     if min(crop.shape[:2]) < 4:
         return []
     factor = max(1.0, 384.0 / max(crop.shape[:2]))
@@ -216,23 +291,26 @@ def _covered(centre, faces) -> bool:
     return False
 
 
-def detect_faces(image, *, max_faces: int = 8) -> tuple[list, bool]:
-    """All faces' landmarks (pixels), largest first, and whether an upscaled retry was needed.
+def detect_faces(image, *, max_faces: int = 8, max_side: int = DETECT_SIDE) -> tuple[list, bool]:
+    """All faces' landmarks (pixels of ``image``), largest first, and whether an upscaled retry was needed.
 
-    FaceMesh runs on the whole frame; MediaPipe's full-range detector then looks for faces FaceMesh's own
-    detector missed (smaller ones), which get FaceMesh on an upscaled crop; with still nothing found, tiles.
+    FaceMesh runs on the whole frame, reduced to a long side <= ``max_side`` (``_reduced``; landmarks
+    scaled back); MediaPipe's full-range detector then looks there for faces FaceMesh's own detector
+    missed (smaller ones), which get FaceMesh on an upscaled crop of the original; with still nothing
+    found, tiles of the original.
     """
-    img = _as_uint8(image)
-    faces = _mesh_faces(img, max_faces)
+    img = _checked(image)
+    small, k = _reduced(img, max_side)
+    faces = [f * np.float32(k) for f in _mesh_faces(small, max_faces)]
     upscaled = False
-    for x0, y0, bw, bh in _detector_boxes(img):
-        centre = np.array([x0 + bw / 2, y0 + bh / 2])
+    for x0, y0, bw, bh in _detector_boxes(small):
+        centre = np.array([x0 + bw / 2, y0 + bh / 2]) * k
         if len(faces) < max_faces and not _covered(centre, faces):
-            extra = _crop_mesh(img, centre, max(bw, bh))
+            extra = _crop_mesh(img, centre, max(bw, bh) * k)
             faces += extra
             upscaled |= bool(extra)
     if not faces:
-        faces = _upscaled_retry(img, max_faces)
+        faces = _upscaled_retry(small if k == 1 else _as_uint8(img), max_faces)
         upscaled = bool(faces)
     faces.sort(key=_size, reverse=True)
     return faces, upscaled
