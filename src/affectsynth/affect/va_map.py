@@ -31,7 +31,10 @@ PROTOTYPES: tuple[tuple[str, float, float, dict[str, float]], ...] = (
         0.75,
         {"AU1": 0.5, "AU2": 0.5, "AU5": 0.4, "AU6": 0.8, "AU10": 0.2, "AU12": 1.0, "AU25": 1.0, "AU26": 0.6},
     ),
-    ("surprised", 0.30, 0.80, {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0, "AU25": 1.0, "AU26": 1.0}),
+    # surprise's mouth is a relaxed, dropped jaw: taller than wide-ish (an oval, corners drawn in a little by
+    # AU27), where fear's is stretched sideways (AU20). With AU26 alone it opened 2.5x wider than tall on
+    # re-detected London faces and read as afraid on 16/48; AU27 0.3 adds 6 degrees of jaw and narrows it
+    ("surprised", 0.30, 0.80, {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0, "AU25": 1.0, "AU26": 1.0, "AU27": 0.3}),
     (
         "afraid",
         -0.50,
