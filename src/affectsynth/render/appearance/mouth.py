@@ -111,6 +111,13 @@ def _cavity(f: _MouthFrame, lip_rgb: Float[Array, "3"]) -> Image:
     return lip_rgb[None, None, :] * (0.10 + 0.22 * near_lip[..., None]) * corner_dark[..., None]
 
 
+def _gap_depth(mm: Float[Array, ""]) -> Float[Array, ""]:
+    """How dark the lines between the front teeth are: 0.25 where a millimetre spans 1.6 pixels or more
+    (faces of ~100 px inter-pupil distance: separate incisors read as teeth, a flat band as a mouth guard),
+    fading to 0 below 0.8 px/mm, where 1.4 mm wide lines would alias into a striped band."""
+    return 0.25 * _smoothstep((mm - 0.8) / 0.8)
+
+
 def _teeth(f: _MouthFrame, teeth_rgb: Float[Array, "3"], smile: Float[Array, ""]):
     """Upper (and for wide openings lower) teeth: (upper mask, upper colour, lower mask, lower colour).
 
@@ -124,7 +131,7 @@ def _teeth(f: _MouthFrame, teeth_rgb: Float[Array, "3"], smile: Float[Array, ""]
     turn = jnp.clip(jnp.abs(f.u), 0.0, 1.0) ** 2
     # contact shadow where a smile's incisal edge meets the lower lip (no dark slit left between them)
     contact = 0.85 + 0.15 * _smoothstep(f.d_lo / (0.1 * f.local_h + 1.5))
-    tooth_shade = (1.0 - 0.65 * turn) * (1.0 - 0.08 * jnp.minimum(gaps, 1.0)) * contact
+    tooth_shade = (1.0 - 0.65 * turn) * (1.0 - _gap_depth(f.mm) * jnp.minimum(gaps, 1.0)) * contact
     wide = _smoothstep((f.h_open / f.mm - 6.0) / 10.0)
     reach = jnp.minimum(0.3 + 0.8 * smile - 0.55 * wide, 1.1)  # fraction of the local gap height
     h_up = jnp.minimum(11.0 * f.mm * (1.0 - 0.3 * f.u * f.u), reach * f.local_h)
