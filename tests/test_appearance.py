@@ -20,6 +20,7 @@ from affectsynth.render import raster
 from affectsynth.render.appearance import _draw as ap_draw
 from affectsynth.render.appearance import compose as ap_compose
 from affectsynth.render.appearance import context as ap
+from affectsynth.render.appearance import mouth as ap_mouth
 from affectsynth.render.appearance import shading as ap_shading
 from affectsynth.render.appearance import wrinkles as ap_wrinkles
 
@@ -656,3 +657,47 @@ def test_default_windows_hold_the_eyes_and_the_mouth(monkeypatch, basis, aus, ac
         if cue == active:
             assert float(jnp.abs(a - render).max()) > 0.05, cue  # the cue is at work
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg=cue)
+
+
+def test_small_faces_draw_fewer_mouth_structures():
+    """Below 0.7 px/mm no lines between teeth, lower teeth or tongue (they alias into a striped grey band);
+    full detail from 1.2 px/mm; monotone in between."""
+    mm = jnp.linspace(0.2, 3.0, 57)
+    d = np.asarray(ap_mouth._detail(mm))
+    assert np.all(d[np.asarray(mm) <= 0.7] == 0.0) and np.all(d[np.asarray(mm) >= 1.2] == 1.0)
+    assert np.all(np.diff(d) >= 0.0)
+
+
+def _seam_frame(closed_mm, dst_gap_mm, d=0.0):
+    """A 1 x 3 pixel ``_MouthFrame`` on the lips' seam (distance ``d`` px) in the middle of the mouth."""
+    one = jnp.ones((1, 3), jnp.float32)
+    return ap_mouth._MouthFrame(
+        alpha=0 * one,
+        u=0 * one,
+        x_mm=0 * one,
+        d_up=d * one,
+        d_lo=d * one,
+        local_h=one,
+        h_open=jnp.float32(0.0),
+        mm=jnp.float32(1.5),
+        opening=jnp.float32(0.0),
+        closed_mm=jnp.float32(closed_mm),
+        dst_gap_mm=jnp.float32(dst_gap_mm),
+        src_gap=jnp.float32(8.0),
+    )
+
+
+def test_lips_closing_over_the_photos_teeth_hide_them():
+    """A smiling photo's teeth left between lips that close (its neutral) are taken, lip pixels are not;
+    nothing when the photo's mouth was closed or the target's lips stay parted (a smile keeps its teeth)."""
+    lip = jnp.array([0.7, 0.4, 0.4], jnp.float32)
+    pixels = jnp.array([[[0.9, 0.88, 0.82], [0.7, 0.4, 0.4], [0.6, 0.35, 0.33]]], jnp.float32)  # teeth, lips
+    closing = np.asarray(ap_mouth._teeth_in_seam(pixels, _seam_frame(4.0, 0.2), lip))
+    assert closing[0, 0] > 0.9 and closing[0, 1] == 0.0 and closing[0, 2] == 0.0
+    far = np.asarray(ap_mouth._teeth_in_seam(pixels, _seam_frame(4.0, 0.2, d=12.0), lip))
+    assert far[0, 0] < 0.01  # only along the seam
+    for closed, gap in ((0.0, 0.2), (4.0, 3.0)):
+        assert float(np.asarray(ap_mouth._teeth_in_seam(pixels, _seam_frame(closed, gap), lip)).max()) == 0.0
+    # monotone in how far the photo's opening closes
+    m = [float(ap_mouth._teeth_in_seam(pixels, _seam_frame(c, 0.2), lip)[0, 0]) for c in (0.0, 0.5, 1.0, 2.0)]
+    assert np.all(np.diff(m) >= 0.0) and m[-1] > m[0]

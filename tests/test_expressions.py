@@ -251,7 +251,7 @@ def test_au_map_anchors():
     np.testing.assert_array_equal(vam.au_intensities(0.0, 0.0), 0.0)
     happy = _named(vam.au_intensities(*EMOTION_PRESETS["happy"]))
     assert happy["AU12"] > 0.9 and happy["AU6"] > 0.7 and happy["AU25"] > 0.7 and happy["AU4"] < 0.05
-    assert 0.1 < happy["AU10"] < 0.5  # the upper lip lifted a little
+    assert 0.05 < happy["AU10"] < 0.5  # the upper lip lifted a little (AU12 and AU25 lift its centre too)
     angry = _named(vam.au_intensities(*EMOTION_PRESETS["angry"]))
     assert angry["AU4"] > 0.9 and angry["AU23"] + angry["AU24"] > 0.9 and angry["AU12"] < 0.05
     sad = _named(vam.au_intensities(*EMOTION_PRESETS["sad"]))
@@ -266,6 +266,26 @@ def test_au_map_anchors():
     assert 0.1 < calm["AU12"] < 0.5 and calm["AU25"] < 0.1 and calm["AU4"] < 0.05
     sleepy = _named(vam.au_intensities(*EMOTION_PRESETS["sleepy"]))
     assert sleepy["AU43"] > 0.3
+
+
+def _inner_mouth(fields, name):
+    """(width, height) in mm of the inner-lip opening at an emotion preset, and how much wider it got."""
+    w = vam.au_intensities(*EMOTION_PRESETS[name])
+    x = T + sum(w[k] * fields[n] for k, n in enumerate(auf.AU_NAMES))
+    up, lo = TOPO.region("lips_inner_upper"), TOPO.region("lips_inner_lower")
+    width = abs(x[up[-1], 0] - x[up[0], 0])
+    height = x[up[len(up) // 2], 1] - x[lo[len(lo) // 2], 1]
+    return width, height, width - abs(T[up[-1], 0] - T[up[0], 0])
+
+
+def test_surprise_opens_an_oval_and_fear_stretches(fields):
+    """Surprise's mouth is a relaxed dropped jaw, taller than half its width, corners not pulled out; fear's
+    is stretched sideways (AU20) and flat: with AU26 alone surprise opened 0.45 as tall as wide (2.5x wider
+    on re-detected London faces) and read as afraid."""
+    sw, sh, s_wider = _inner_mouth(fields, "surprised")
+    fw, fh, f_wider = _inner_mouth(fields, "afraid")
+    assert sh / sw > 0.6 and s_wider <= 0.0
+    assert f_wider > 5.0 and fh / fw < 0.5 * sh / sw
 
 
 @pytest.mark.parametrize("proto", vam.PROTOTYPES, ids=[p[0] for p in vam.PROTOTYPES])

@@ -42,7 +42,7 @@ def _package_version() -> str:
         return "0"
 
 
-DEFAULT_MODEL_REVISION = 16
+DEFAULT_MODEL_REVISION = 17
 """Bumped whenever the default model's build changes in a way the other key parts do not capture."""
 
 

@@ -24,14 +24,19 @@ from .au_fields import AU_NAMES, _lid_pairs
 PROTOTYPES: tuple[tuple[str, float, float, dict[str, float]], ...] = (
     ("untroubled", 0.79, -0.01, {"AU6": 0.35, "AU12": 0.6}),  # RM77 untroubled
     ("content", 0.77, 0.19, {"AU6": 0.6, "AU12": 0.85, "AU25": 0.3}),  # R80 pleased
-    ("happy", 0.80, 0.40, {"AU6": 0.9, "AU10": 0.3, "AU12": 1.0, "AU25": 1.0, "AU26": 0.2}),
+    # AU10 0.1: AU12 and AU25 already lift the upper-lip centre 4.9 mm (London smiles: 0.025 IOD, 1.6 mm);
+    # at 0.3 the 6.4 mm lift read as a raised lip (angry on 2 of 12 faces whose smiles read neutral)
+    ("happy", 0.80, 0.40, {"AU6": 0.9, "AU10": 0.1, "AU12": 1.0, "AU25": 1.0, "AU26": 0.2}),
     (
         "excited",
         0.60,
         0.75,
         {"AU1": 0.5, "AU2": 0.5, "AU5": 0.4, "AU6": 0.8, "AU10": 0.2, "AU12": 1.0, "AU25": 1.0, "AU26": 0.6},
     ),
-    ("surprised", 0.30, 0.80, {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0, "AU25": 1.0, "AU26": 1.0}),
+    # surprise's mouth is a relaxed, dropped jaw: taller than wide-ish (an oval, corners drawn in a little by
+    # AU27), where fear's is stretched sideways (AU20). With AU26 alone it opened 2.5x wider than tall on
+    # re-detected London faces and read as afraid on 16/48; AU27 0.3 adds 6 degrees of jaw and narrows it
+    ("surprised", 0.30, 0.80, {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0, "AU25": 1.0, "AU26": 1.0, "AU27": 0.3}),
     (
         "afraid",
         -0.50,

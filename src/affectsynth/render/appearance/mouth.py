@@ -41,6 +41,9 @@ class _MouthFrame(NamedTuple):
     h_open: Float[Array, ""]  # mean opening height
     mm: Float[Array, ""]  # pixels per mm
     opening: Float[Array, ""]  # area added to the opening
+    closed_mm: Float[Array, ""]  # mean height (mm) by which the photo's own opening closes (0 if it opens)
+    dst_gap_mm: Float[Array, ""]  # the target's mean opening height (mm)
+    src_gap: Float[Array, ""]  # the photo's mean opening height (pixels)
 
 
 def _mouth_frame(ctx: AppearanceContext, xy: Float[Array, "H W 2"]) -> _MouthFrame:
@@ -58,7 +61,9 @@ def _mouth_frame(ctx: AppearanceContext, xy: Float[Array, "H W 2"]) -> _MouthFra
     mm = ctx.interocular / topo.IPD_MM
     a_src = _polygon_area(src[hole])
     a_dst = _polygon_area(dst[hole])
-    newness = _smoothstep(jnp.clip((a_dst - a_src) / jnp.maximum(a_dst, 1e-3), 0.0, 1.0) / 0.6)
+    # fully painted once a third of the opening is new: a half-painted interior over the photo's stretched
+    # teeth shows both (a grey striped band on the demo's smiling astronaut, whose excited opening is 40% new)
+    newness = _smoothstep(jnp.clip((a_dst - a_src) / jnp.maximum(a_dst, 1e-3), 0.0, 1.0) / 0.35)
     c0, c1 = dst[upper[0]], dst[upper[-1]]
     width = jnp.linalg.norm(c1 - c0) + 1e-3
     ex = (c1 - c0) / width
@@ -79,7 +84,27 @@ def _mouth_frame(ctx: AppearanceContext, xy: Float[Array, "H W 2"]) -> _MouthFra
         h_open=h_open,
         mm=mm,
         opening=jnp.maximum(a_dst - a_src, 0.0),
+        closed_mm=jnp.maximum(a_src - a_dst, 0.0) / width / mm,
+        dst_gap_mm=a_dst / width / mm,
+        src_gap=a_src / width,
     )
+
+
+def _teeth_in_seam(out: Image, f: _MouthFrame, lip_rgb: Float[Array, "3"]) -> Float[Array, "H W"]:
+    """Where lips that close over the photo's own teeth still show them (0..1).
+
+    FaceMesh's inner-lip contour of a toothy smile runs partly over the teeth, so closing the lips (a smiling
+    input's ``neutral`` or a negative target) squeezes the photo's teeth into a pale line between them. Along
+    the closed seam (within about half the photo's gap), pixels whiter than the lips (a higher darkest
+    channel: teeth are bright and unsaturated) are taken; nothing when the photo's mouth was closed or opens,
+    or when the target's lips stay parted (mean gap over 2 mm: a smile on a smiling photo keeps its teeth).
+    """
+    closing = _smoothstep(f.closed_mm / 2.0) * (1.0 - _smoothstep((f.dst_gap_mm - 0.5) / 1.5))
+    seam = jnp.minimum(f.d_up, f.d_lo)
+    reach = jnp.maximum(1.0, 0.35 * f.src_gap)
+    near = jnp.exp(-jnp.square(seam / reach)) * _band(jnp.abs(f.u), 0.0, 1.0, 0.15)
+    whiter = _smoothstep((jnp.min(out, axis=-1) - jnp.min(lip_rgb)) / 0.15)
+    return closing * near * whiter
 
 
 def _mouth_colours(patch: Image, ctx: AppearanceContext) -> tuple[Float[Array, "3"], Float[Array, "3"]]:
@@ -111,6 +136,15 @@ def _cavity(f: _MouthFrame, lip_rgb: Float[Array, "3"]) -> Image:
     return lip_rgb[None, None, :] * (0.10 + 0.22 * near_lip[..., None]) * corner_dark[..., None]
 
 
+def _detail(mm: Float[Array, ""]) -> Float[Array, ""]:
+    """How much of the mouth's fine structure to draw: 1 where a millimetre spans 1.2 pixels or more (faces
+    of 76 px inter-pupil distance and up), 0 below 0.7 px/mm (44 px; the demo's astronaut: 0.68). Small
+    faces get fewer, clearer structures: the upper teeth band and the dark cavity, without the lines between
+    teeth (1.4 mm wide, they alias into stripes), the lower teeth and the tongue (a grey band beside a dark
+    slit)."""
+    return _smoothstep((mm - 0.7) / 0.5)
+
+
 def _teeth(f: _MouthFrame, teeth_rgb: Float[Array, "3"], smile: Float[Array, ""]):
     """Upper (and for wide openings lower) teeth: (upper mask, upper colour, lower mask, lower colour).
 
@@ -124,7 +158,8 @@ def _teeth(f: _MouthFrame, teeth_rgb: Float[Array, "3"], smile: Float[Array, ""]
     turn = jnp.clip(jnp.abs(f.u), 0.0, 1.0) ** 2
     # contact shadow where a smile's incisal edge meets the lower lip (no dark slit left between them)
     contact = 0.85 + 0.15 * _smoothstep(f.d_lo / (0.1 * f.local_h + 1.5))
-    tooth_shade = (1.0 - 0.65 * turn) * (1.0 - 0.08 * jnp.minimum(gaps, 1.0)) * contact
+    # lines between the teeth: a flat band read as a mouth guard; 0.25 deep shows separate incisors
+    tooth_shade = (1.0 - 0.65 * turn) * (1.0 - 0.25 * _detail(f.mm) * jnp.minimum(gaps, 1.0)) * contact
     wide = _smoothstep((f.h_open / f.mm - 6.0) / 10.0)
     reach = jnp.minimum(0.3 + 0.8 * smile - 0.55 * wide, 1.1)  # fraction of the local gap height
     h_up = jnp.minimum(11.0 * f.mm * (1.0 - 0.3 * f.u * f.u), reach * f.local_h)
@@ -133,7 +168,7 @@ def _teeth(f: _MouthFrame, teeth_rgb: Float[Array, "3"], smile: Float[Array, ""]
     lip_shadow = 0.82 + 0.18 * _smoothstep(f.d_up / (0.35 * h_up + 1.0))
     up_rgb = teeth_rgb[None, None, :] * (tooth_shade * lip_shadow)[..., None]
     h_lo = jnp.minimum(6.0 * f.mm * (1.0 - 0.4 * f.u * f.u), 0.25 * f.local_h)
-    m_lo = wide * _smoothstep((h_lo - f.d_lo) / soft) * _band(jnp.abs(f.u), 0.0, 0.65, 0.12)
+    m_lo = wide * _detail(f.mm) * _smoothstep((h_lo - f.d_lo) / soft) * _band(jnp.abs(f.u), 0.0, 0.65, 0.12)
     lo_rgb = teeth_rgb[None, None, :] * (0.72 * tooth_shade)[..., None]
     return m_up, up_rgb, m_lo, lo_rgb
 
@@ -144,7 +179,8 @@ def mouth_interior(
     """Paint a lit cavity, upper (and for wide openings lower) teeth and a tongue hint into the new opening.
 
     Soft masks from distances to the inner lip contours (``_mouth_frame``); colours from this photo's lips
-    and eye whites (``_mouth_colours``); layers back to front: cavity, tongue, lower teeth, upper teeth.
+    and eye whites (``_mouth_colours``); layers back to front: cavity, tongue, lower teeth, upper teeth. Lips
+    that close over the photo's teeth get their own colour where the teeth still show (``_teeth_in_seam``).
 
     Returns:
         (image, alpha f32[H, W] of the painted interior, added opening area in pixels).
@@ -155,7 +191,8 @@ def mouth_interior(
     m_up, up_rgb, m_lo, lo_rgb = _teeth(f, teeth_rgb, smile)
     v = f.d_up / f.local_h
     tongue_m = (
-        _smoothstep((f.h_open / f.mm - 14.0) / 8.0)
+        _detail(f.mm)
+        * _smoothstep((f.h_open / f.mm - 14.0) / 8.0)
         * jnp.exp(-jnp.square(f.u / 0.5))
         * _smoothstep((v - 0.55) / 0.3)
     )
@@ -166,4 +203,6 @@ def mouth_interior(
     col = col * (1 - m_lo[..., None]) + lo_rgb * m_lo[..., None]
     col = col * (1 - m_up[..., None]) + up_rgb * m_up[..., None]
     out = render * (1 - f.alpha[..., None]) + col * f.alpha[..., None]
+    seam = _teeth_in_seam(out, f, lip_rgb)[..., None]
+    out = out * (1 - seam) + 0.8 * lip_rgb[None, None, :] * seam  # the lips' own darker line where they meet
     return out, f.alpha, f.opening
