@@ -329,12 +329,12 @@ AU_SPECS: dict[str, _Spec] = {
         ("lid_lo", "lid_up", "right_brow"),
     ),
     # Lids: upper and lower contours move separately, the other contour pinned (AU43: ``_close_lid_field``).
-    "AU5": _Spec((("lid_up", *_one((0.3, 2.8, -0.6), weight="lid_up.profile")),), 7.0, ("lid_lo",)),
+    "AU5": _Spec((("lid_up", *_one((0.35, 3.2, -0.7), weight="lid_up.profile")),), 7.0, ("lid_lo",)),
     "AU7": _Spec(  # lower lid up and in with the skin below it, upper lid barely down (ICT eyeSquint: 0.1 mm)
         (
             ("lid_up", *_one((0.0, -0.3, 0.0), weight="lid_up.profile")),
-            ("lid_lo", *_one((-1.5, 2.2, 0.8), weight="lid_lo.profile")),
-            ("below_lid", *_one((-2.0, 2.0, 0.7), weight="below_lid.profile")),
+            ("lid_lo", *_one((-1.65, 2.4, 0.9), weight="lid_lo.profile")),
+            ("below_lid", *_one((-2.2, 2.2, 0.8), weight="below_lid.profile")),
         ),
         5.0,
         exact=True,
@@ -347,11 +347,11 @@ AU_SPECS: dict[str, _Spec] = {
     ),
     "AU9": _Spec(  # alae and nasolabial skin up (ICT noseSneer ~9 mm), procerus pulls the inner brow down
         (
-            ("alae", *_one((-0.4, 6.6, 1.8))),
-            ("beside_nose", *_one((-1.2, 7.0, 2.2))),
-            ("inner_brow", *_one((-0.7, -3.0, -0.4))),  # ICT noseSneer: brow heads 3.5 mm down
-            ("outer_up_l", *_one((0.0, 4.5, 0.3), half=True)),
-            ("nose_mid", *_one((0.0, 1.5, 0.3))),  # half per side: columella and bridge move less
+            ("alae", *_one((-0.45, 7.4, 2.0))),
+            ("beside_nose", *_one((-1.35, 7.8, 2.45))),
+            ("inner_brow", *_one((-0.8, -3.4, -0.45))),  # ICT noseSneer: brow heads 3.5 mm down
+            ("outer_up_l", *_one((0.0, 5.0, 0.35), half=True)),
+            ("nose_mid", *_one((0.0, 1.7, 0.35))),  # half per side: columella and bridge move less
         ),
         9.0,
         ("lower_lip_off_corners", "lid_up", "lid_lo", "right_alae", "right_brow"),
