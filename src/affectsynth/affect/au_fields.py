@@ -347,11 +347,11 @@ AU_SPECS: dict[str, _Spec] = {
     ),
     "AU9": _Spec(  # alae and nasolabial skin up (ICT noseSneer ~9 mm), procerus pulls the inner brow down
         (
-            ("alae", *_one((-0.45, 7.4, 2.0))),
-            ("beside_nose", *_one((-1.35, 7.8, 2.45))),
-            ("inner_brow", *_one((-0.8, -3.4, -0.45))),  # ICT noseSneer: brow heads 3.5 mm down
-            ("outer_up_l", *_one((0.0, 5.0, 0.35), half=True)),
-            ("nose_mid", *_one((0.0, 1.7, 0.35))),  # half per side: columella and bridge move less
+            ("alae", *_one((-0.4, 6.6, 1.8))),
+            ("beside_nose", *_one((-1.2, 7.0, 2.2))),
+            ("inner_brow", *_one((-0.7, -3.0, -0.4))),  # ICT noseSneer: brow heads 3.5 mm down
+            ("outer_up_l", *_one((0.0, 4.5, 0.3), half=True)),
+            ("nose_mid", *_one((0.0, 1.5, 0.3))),  # half per side: columella and bridge move less
         ),
         9.0,
         ("lower_lip_off_corners", "lid_up", "lid_lo", "right_alae", "right_brow"),
