@@ -425,6 +425,28 @@ def test_gallery_is_deterministic_and_labelled():
     assert not np.allclose(a[5].vertices, c[5].vertices)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_subject_gains_keep_the_prototype_in_the_mean(seed):
+    """The subjects' gains average exactly 1 per AU (a dozen raw lognormal draws average 1 +- 0.07, an error
+    each class mean carried), so the intensities average the map's pattern below the ceiling, which none
+    exceeds; at the apex the ceiling keeps >= 75%."""
+    rng = np.random.default_rng(seed)
+    subjects, k = 12, 30
+    gains = sgal.subject_gains(rng, subjects, k, 0.25)
+    assert gains.shape == (subjects, k) and gains.min() > 0.0 and gains.std() > 0.1
+    np.testing.assert_allclose(gains.mean(0), 1.0, atol=1e-12)
+    pattern = rng.uniform(0.0, 1.0, k)
+    pattern[:10] = 1.0
+    jitter = rng.uniform(0.9, 1.1, (400, subjects, k))
+    w = np.stack([sgal.subject_intensities(pattern, gains, j) for j in jitter])
+    assert w.min() >= 0.0 and w.max() <= sgal.SUBJECT_CEILING
+    kept = w.mean((0, 1)) / pattern
+    assert np.all(kept <= 1.02) and np.all(kept[:10] >= 0.75), np.round(kept, 3)
+    low = pattern * 1.1 * gains.max(0) < sgal.SUBJECT_CEILING  # never cut: the mean is the pattern
+    assert low.any()
+    np.testing.assert_allclose(kept[low], 1.0, atol=0.02)
+
+
 def test_gallery_apexes_never_flip_or_cross(fields):
     basis = np.stack([fields[n] for n in auf.AU_NAMES]).astype(np.float64)
     apex = sgal.apex_intensities(num_subjects=6, num_directions=24, seed=0)

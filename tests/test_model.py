@@ -445,7 +445,10 @@ def test_class_means_keep_the_generators_intensities(planted_build, target, aus)
     for au in aus:
         i = names.index(au)
         assert abs(got[i] - want[c][i]) < 0.1, (au, float(got[i]), float(want[c][i]))
-    off = [i for i, n in enumerate(names) if want[c][i] < 0.02]
+    # the mouth-opening AUs (25/26/27) overlap: where the class opens the mouth, their split is not compared
+    opens = max(want[c][names.index(n)] for n in ("AU25", "AU26")) > 0.02
+    opening = ("AU25", "AU26", "AU27") if opens else ()
+    off = [i for i, n in enumerate(names) if want[c][i] < 0.02 and n not in opening]
     assert np.abs(got[off]).max() < 0.1, {names[i]: round(float(got[i]), 2) for i in off}
     if target == (0.8, 0.4):  # the happy class's lower lid goes up (AU6), as generated
         lower = TOPO.region("left_eye_lower")[3:-3]

@@ -329,12 +329,12 @@ AU_SPECS: dict[str, _Spec] = {
         ("lid_lo", "lid_up", "right_brow"),
     ),
     # Lids: upper and lower contours move separately, the other contour pinned (AU43: ``_close_lid_field``).
-    "AU5": _Spec((("lid_up", *_one((0.3, 2.8, -0.6), weight="lid_up.profile")),), 7.0, ("lid_lo",)),
+    "AU5": _Spec((("lid_up", *_one((0.35, 3.2, -0.7), weight="lid_up.profile")),), 7.0, ("lid_lo",)),
     "AU7": _Spec(  # lower lid up and in with the skin below it, upper lid barely down (ICT eyeSquint: 0.1 mm)
         (
             ("lid_up", *_one((0.0, -0.3, 0.0), weight="lid_up.profile")),
-            ("lid_lo", *_one((-1.5, 2.2, 0.8), weight="lid_lo.profile")),
-            ("below_lid", *_one((-2.0, 2.0, 0.7), weight="below_lid.profile")),
+            ("lid_lo", *_one((-1.65, 2.4, 0.9), weight="lid_lo.profile")),
+            ("below_lid", *_one((-2.2, 2.2, 0.8), weight="below_lid.profile")),
         ),
         5.0,
         exact=True,

@@ -16,6 +16,27 @@ from .va_map import closure_limits, gallery_intensities, limit_closure
 # --------------------------------------------------------------------------------------------------------
 # Generated gallery
 
+SUBJECT_CEILING = 1.0
+"""Highest AU intensity a generated subject reaches (1 = the prototype's apex, ``au_fields`` at ICT-FaceKit's
+peak). Not above: at 1.3 the generator's apexes fold the mesh (15 of 144 in
+``test_gallery_apexes_never_flip_or_cross``: pressed lips AU23 > 1 with AU24, AU4 > 1 with AU17). So the
+stronger subjects saturate and a class mean keeps about 0.9 of a prototype's 1.0 AUs."""
+
+
+def subject_intensities(pattern: np.ndarray, gains: np.ndarray, jitter: np.ndarray) -> np.ndarray:
+    """One subject's AU intensities for a map ``pattern``: ``pattern * gains * jitter`` in
+    ``[0, SUBJECT_CEILING]``; gains and jitter have mean 1, so the mean over subjects is the pattern except
+    where the ceiling cuts the stronger subjects."""
+    return np.clip(pattern * gains * jitter, 0.0, SUBJECT_CEILING)
+
+
+def subject_gains(rng: np.random.Generator, subjects: int, count: int, sigma: float) -> np.ndarray:
+    """Per-AU gains of every subject, f64[subjects, count]: lognormal spread ``sigma``, each AU's column
+    divided by its mean so that it averages exactly 1 over the gallery's subjects (a dozen lognormal draws
+    average 1 +- 0.07; a class mean over them would carry that error into the prototype's intensity)."""
+    g = np.exp(sigma * rng.standard_normal((subjects, count)))
+    return g / g.mean(0)
+
 
 @dataclasses.dataclass(frozen=True)
 class GalleryConfig:
@@ -32,8 +53,8 @@ class GalleryConfig:
         pose_jitter_deg: random head rotation per frame (0: none; the model builder aligns frames).
     """
 
-    num_subjects: int = 12
-    num_directions: int = 48
+    num_subjects: int = 24
+    num_directions: int = 96
     frames_per_sequence: int = 10
     seed: int = 0
     identity_scale: float = 1.0
@@ -92,10 +113,12 @@ def _gallery_plan(
     closure = closure_limits({n: f for n, f in zip(names, base, strict=True) if n in fields})
     id_basis, id_std = default_identity_basis()
     rng = np.random.default_rng(seed)
+    gain_rng = np.random.default_rng([seed, 2])
+    all_gains = subject_gains(gain_rng, num_subjects, len(names), gain_sigma) * present
     for s in range(num_subjects):
         coef = rng.standard_normal(len(id_std)) * id_std * identity_scale
         neutral = template + np.einsum("k,kvc->vc", coef, id_basis)
-        gains = np.exp(gain_sigma * rng.standard_normal(len(names))) * present
+        gains = all_gains[s]
         tilt = np.clip(asymmetry * rng.standard_normal(len(names)), -0.5, 0.5)[:, None, None]
         subj_fields = np.where(lat[:, None, None], (1 + tilt) * left + (1 - tilt) * right, base)
         offset = rng.uniform()
@@ -107,7 +130,7 @@ def _gallery_plan(
                 t = f / (frames_per_sequence - 1)
                 val = float(np.clip(t * apex_r * np.cos(theta), -1.0, 1.0))
                 aro = float(np.clip(t * apex_r * np.sin(theta), -1.0, 1.0))
-                w = np.clip(gallery_intensities(val, aro).astype(np.float64) * gains * jitter, 0.0, 1.0)
+                w = subject_intensities(gallery_intensities(val, aro).astype(np.float64), gains, jitter)
                 w = limit_closure(w, closure).astype(np.float64)
                 yield s, neutral, subj_fields, j, f, val, aro, w
 
@@ -128,11 +151,12 @@ def generate_gallery(
     """Synthetic V-A gallery: subjects x sequences from neutral to apex along V-A directions.
 
     Subject s: template + GP identity offsets (``morphable.default_identity_basis``), per-AU gains
-    :math:`g_k \\sim \\log\\mathcal N(0, \\sigma_g^2)` and a left/right imbalance for lateral AUs.
+    :math:`g_k \\sim \\log\\mathcal N(0, \\sigma_g^2)` normalised to mean 1 over the subjects
+    (``subject_gains``) and a left/right imbalance for lateral AUs.
     Sequence j runs along angle :math:`\\theta_j = 2\\pi (j + o_s)/D` (random offset ``o_s`` per
     subject) to an apex at 85-100 % of the square's boundary; frame f is at :math:`t = f/(F-1)` of the way,
-    labelled with its (V, A), with intensities ``gallery_intensities(V, A) * g`` (lid closure limited by
-    ``limit_closure``). Frame 0 is the sequence's neutral.
+    labelled with its (V, A), with intensities ``gallery_intensities(V, A) * g`` up to ``SUBJECT_CEILING``
+    (lid closure limited by ``limit_closure``). Frame 0 is the sequence's neutral.
 
     Args:
         fields: AU fields (default ``action_unit_fields()``); missing AUs are skipped; "AUnL"/"AUnR" are
