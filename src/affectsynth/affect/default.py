@@ -51,8 +51,8 @@ DEFAULT_MODEL_REVISION = 19
 """Bumped whenever the default model's build changes in a way the other key parts do not capture."""
 
 
-def default_model_key(config: GalleryConfig = DEFAULT_GALLERY) -> str:
-    """Hash of the generator parameters, the AU prototypes, the template and the package version."""
+def default_model_key(config: GalleryConfig = DEFAULT_GALLERY, grid: AffectGrid = DEFAULT_GRID) -> str:
+    """Hash of the generator parameters, V-A grid, AU prototypes, template and package version."""
     h = hashlib.sha256()
     h.update(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
     for table in (PROTOTYPES, GALLERY_PROTOTYPES):
@@ -60,12 +60,12 @@ def default_model_key(config: GalleryConfig = DEFAULT_GALLERY) -> str:
     h.update(np.ascontiguousarray(topo.face_topology().template).tobytes())
     h.update(_package_version().encode())
     h.update(f"revision {DEFAULT_MODEL_REVISION}".encode())
-    h.update(repr(DEFAULT_GRID).encode())
+    h.update(repr(grid).encode())
     return h.hexdigest()[:16]
 
 
-def default_model_path(config: GalleryConfig = DEFAULT_GALLERY) -> Path:
-    return cache_dir() / f"default_model_{default_model_key(config)}.npz"
+def default_model_path(config: GalleryConfig = DEFAULT_GALLERY, grid: AffectGrid = DEFAULT_GRID) -> Path:
+    return cache_dir() / f"default_model_{default_model_key(config, grid)}.npz"
 
 
 def _build_model(
@@ -76,11 +76,12 @@ def _build_model(
     source: str = "affectsynth generated FACS gallery",
     metadata: dict | None = None,
     identity="gp",
+    grid: AffectGrid = DEFAULT_GRID,
 ):
     """Gallery frames -> AffectModel through ``build_affect_model`` (same path as a real corpus).
 
     ``name`` / ``source`` / ``metadata`` (merged in) describe the model; ``identity`` is the morphable
-    model's identity basis ("gp" or a (basis, std) pair).
+    model's identity basis ("gp" or a (basis, std) pair); ``grid`` its V-A classes.
     """
     from ..face.morphable import morphable_model
     from .build import build_affect_model
@@ -88,27 +89,33 @@ def _build_model(
     basis = np.stack([np.asarray(fields[n], np.float32) for n in AU_NAMES if n in fields])
     names = tuple(n for n in AU_NAMES if n in fields)
     morph = morphable_model(basis, np.full(len(names), 0.5, np.float32), names, identity=identity)
-    model, _ = build_affect_model(
-        frames, morph, grid=DEFAULT_GRID, name=name, source=source, au_names=AU_NAMES
-    )
+    model, _ = build_affect_model(frames, morph, grid=grid, name=name, source=source, au_names=AU_NAMES)
     if metadata:
         model = dataclasses.replace(model, metadata=json.dumps({**model.info, **metadata}, sort_keys=True))
     return model
 
 
-def build_default_model(*, cache: bool = True, force: bool = False, config: GalleryConfig = DEFAULT_GALLERY):
+def build_default_model(
+    *,
+    cache: bool = True,
+    force: bool = False,
+    config: GalleryConfig = DEFAULT_GALLERY,
+    grid: AffectGrid = DEFAULT_GRID,
+):
     """Build (or load from the user cache) the default AffectModel from the generated FACS gallery.
 
     Deterministic for a given ``config``; the cache file name carries ``default_model_key(config)`` and is
-    written atomically (temp file + rename). ``force`` rebuilds even when a cached file exists.
+    written atomically (temp file + rename). ``force`` rebuilds even when a cached file exists. ``grid``: the
+    V-A classes; a small test gallery (a few subjects) needs a coarser grid than the default 0.1-wide classes,
+    or most classes hold one frame or none and sampling within a class has nothing to draw from.
     """
     from .model import read_model, save_model
 
-    path = default_model_path(config)
+    path = default_model_path(config, grid)
     if cache and not force and path.is_file():
         return read_model(path)
     frames = generate_gallery(**dataclasses.asdict(config))
-    model = _build_model(frames, action_unit_fields())
+    model = _build_model(frames, action_unit_fields(), grid=grid)
     if cache:
         save_model(path, model)  # atomic: temp file + rename
     return model
