@@ -377,6 +377,7 @@ class _Books:
             if not self.done[i : i + len(chunk)].all()
         ]
         self.next = 0  # index in self.chunks of the first chunk not closed
+        self.skipped = set(report.skipped)  # what report.skipped holds, for a constant-time duplicate check
         self.seen: dict = {"planned": False, "items": set(), "bad": set()}
 
     def _work(self, i: int, chunk: list) -> tuple[dict, dict, np.ndarray]:
@@ -441,7 +442,8 @@ class _Books:
             self.seen = {"planned": False, "items": set(), "bad": set()}
 
     def _skip(self, src: str, reason: str) -> None:
-        if (src, reason) not in self.report.skipped:
+        if (src, reason) not in self.skipped:  # a list scan here is quadratic in a job's skips
+            self.skipped.add((src, reason))
             self.report.skipped.append((src, reason))
             self.note(f"skipped: {src}: {reason}")
 
