@@ -12,8 +12,9 @@ else ``$XDG_CACHE_HOME/affectsynth``, else ``~/.cache/affectsynth``):
   serialisation is kept instead (``.jaxexport``: skips tracing; compiled again, a persistent-cache hit).
   The file name is a hash of everything the program depends on: a name, caller-given static settings
   (options, batch size), the arguments' shapes and dtypes (the model's signature included), the model's
-  static fields, the jax/jaxlib versions, the platform and host CPU, ``XLA_FLAGS`` and a hash of this
-  package's source files (an edited pipeline never runs a stale program). Files are written atomically
+  static fields, the jax/jaxlib versions, the platform and host CPU, ``XLA_FLAGS`` and a hash of the
+  package's sources that make up the program (``program_sources``: an edited pipeline never runs a stale
+  program; an edited CLI, model build or README keeps it). Files are written atomically
   (temp + rename), so processes may share the cache; an unreadable, corrupt (checksummed) or mismatching
   file is rebuilt and replaced, never fatal.
 
@@ -71,15 +72,70 @@ def enable_persistent_cache() -> Path | None:
     return folder
 
 
-@functools.cache
-def source_hash() -> str:
-    """Hash of this package's Python sources: programs built by other code are never reused."""
+# The stored programs are made of the code ``working`` imports (it builds ``synthesize_batch``'s program)
+# and ``compiled`` (which stores and loads them; its own imports reach the model's build only through the
+# cache folder's name, so they are not followed).
+HOST_ONLY = frozenset({"io", "workcrop", "face.landmarks", "affect.default"})
+"""Modules on that import path that run on the host only, never inside a traced program: atomic file
+writes, the working crop's NumPy cut and paste-back, face detection, the default model's load or build (the
+model reaches a program as arguments, whose shapes and static fields are in the program's key). Editing
+them keeps the stored programs."""
+
+
+def _module_file(root: Path, name: str) -> Path | None:
+    """The file of package-relative module ``name`` (a module or a package's ``__init__``), else None."""
+    stem = root / name.replace(".", "/")
+    return next((p for p in (stem.with_suffix(".py"), stem / "__init__.py") if p.is_file()), None)
+
+
+def _imports(path: Path, package: list[str]) -> set[str]:
+    """Package-relative names that the module at ``path`` (in ``package``) imports relatively, the imports
+    inside functions included; ``from .x import y`` gives both ``x`` and ``x.y`` (``y`` may be a module)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            stem = package[: len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
+            found.add(".".join(stem))
+            found.update(".".join([*stem, alias.name]) for alias in node.names)
+    return found
+
+
+def program_sources(root: Path | None = None) -> list[Path]:
+    """The package files a stored program depends on: ``compiled``, the modules ``working`` imports,
+    transitively (their packages' ``__init__`` too), less ``HOST_ONLY``, and the package's data files
+    (constants baked into the program). The CLI, the model's build and the docs are not among them."""
+    root = root or Path(__file__).resolve().parent
+    files, seen, todo = set(), set(), ["working"]
+    while todo:
+        name = todo.pop()
+        path = None if name in seen or name in HOST_ONLY else _module_file(root, name)
+        seen.add(name)
+        if path is None:  # seen, host-only, or an imported name that is no module (a function, a class)
+            continue
+        files.add(path)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # the packages' __init__
+        todo += _imports(path, parts if path.name == "__init__.py" else parts[:-1])
+    files |= {root / "__init__.py", root / "compiled.py"}
+    return sorted(files) + sorted((root / "data").glob("*"))
+
+
+def hash_sources(root: Path) -> str:
+    """Hash of ``program_sources(root)``: their paths (relative to ``root``) and contents."""
     h = hashlib.sha256()
-    root = Path(__file__).resolve().parent
-    for p in sorted(root.rglob("*.py")):
+    for p in program_sources(root):
         h.update(str(p.relative_to(root)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
+
+
+@functools.cache
+def source_hash() -> str:
+    """Hash of the sources that make up the stored programs (``program_sources``): a program built by other
+    code is never reused, and editing the CLI, the model's build or the docs does not recompile."""
+    return hash_sources(Path(__file__).resolve().parent)
 
 
 def _platform() -> str:
