@@ -190,7 +190,9 @@ def _output_paths(input: Path, output: Path, names: list[str], overwrite: bool) 
 def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int, clock: "_Stages"):
     """The photo (float RGB), its chosen face's landmarks and the model, with the synthesis program for
     ``batch`` faces loaded meanwhile on a second thread (MediaPipe's import and XLA's loading of the
-    stored executable overlap; a daemon thread, so a failed detection does not wait for it)."""
+    stored executable overlap; a daemon thread, so a failed detection does not wait for it). The default
+    model is loaded on that thread too (its first-ever build overlaps the detection); a model file the user
+    names is read first, so its errors come before the photo's."""
     import threading
 
     from ..face.landmarks import detect_landmarks
@@ -202,13 +204,15 @@ def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int
     for c in info.conversions:
         _note(f"note: {input}: {c}")
     clock("load image")
-    mdl = load_model(model_path)
+    models = [] if model_path is None else [load_model(model_path)]
     clock("load model")
     failed: list[BaseException] = []
 
     def load_program():
         try:
-            prepare(mdl, opts, batch)  # compiled once and kept in the user cache (``affectsynth warmup``)
+            if not models:
+                models.append(load_model(None))  # the default model (built and cached at first use)
+            prepare(models[0], opts, batch)  # compiled once, kept in the user cache (``affectsynth warmup``)
         except BaseException as e:  # re-raised on the main thread
             failed.append(e)
 
@@ -221,8 +225,8 @@ def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int
     loader.join()
     if failed:
         raise failed[0]
-    clock("load program")  # what the detection did not hide
-    return image, lm, mdl
+    clock("load program")  # what the detection did not hide (the default model's load included)
+    return image, lm, models[0]
 
 
 def _synthesize_targets(image, lm, goals, mdl, opts, seed: int | None, clock: "_Stages"):
