@@ -22,6 +22,7 @@ else ``$XDG_CACHE_HOME/affectsynth``, else ``~/.cache/affectsynth``):
 """
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -373,6 +374,23 @@ def load_program(name: str, fn, args, settings=None, static=None, *, rebuild: bo
     return prog
 
 
+def static_text(obj) -> str:
+    """Canonical text of a pytree's static part, for program keys: dataclasses (equinox modules included)
+    field by field, containers item by item, anything else by ``repr``. Not ``repr`` itself: equinox's hides
+    a field whose value *is* its default object, so a model just built and the same model read back from
+    its file (equal values, other objects) printed differently, and the first process's stored program was
+    compiled again by the next one."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields = (f"{f.name}={static_text(getattr(obj, f.name))}" for f in dataclasses.fields(obj))
+        return f"{type(obj).__module__}.{type(obj).__qualname__}({', '.join(fields)})"
+    if isinstance(obj, (tuple, list)):
+        return f"{type(obj).__name__}({', '.join(static_text(x) for x in obj)})"
+    if isinstance(obj, dict):
+        items = (f"{static_text(k)}: {static_text(v)}" for k, v in sorted(obj.items()))
+        return f"dict({', '.join(items)})"
+    return repr(obj)
+
+
 def model_program(name: str, fn, arrays: tuple, model, settings, *, rebuild: bool = False):
     """``lambda *arrays: fn(*arrays, model)`` compiled through ``load_program``. The model (an equinox
     pytree) is split into its array leaves (arguments of the program, so any model of the same signature
@@ -384,7 +402,9 @@ def model_program(name: str, fn, arrays: tuple, model, settings, *, rebuild: boo
     def flat(*xs):
         return fn(*xs[:n], eqx.combine(jax.tree_util.tree_unflatten(treedef, xs[n:]), static))
 
-    prog = load_program(name, flat, (*arrays, *leaves), settings, (str(treedef), static), rebuild=rebuild)
+    shape = static_text(jax.tree_util.tree_map(lambda _: "array", dynamic))  # where the arrays sit
+    static_key = (shape, static_text(static))
+    prog = load_program(name, flat, (*arrays, *leaves), settings, static_key, rebuild=rebuild)
     return lambda *xs: prog(*xs, *leaves)
 
 

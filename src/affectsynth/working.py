@@ -7,6 +7,8 @@ at full resolution. The program is built once per (batch size, options, model si
 photos' sizes.
 """
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -69,6 +71,7 @@ def work_program(model: AffectModel, options: SynthesisOptions, batch: int, *, r
     from .compiled import model_program
 
     size = options.work_size
+    model = program_model(model)
 
     def flat(*args):  # a stored program returns arrays, not our pytree
         return tuple(jax.tree_util.tree_leaves(edit_work_crops(*args, options=options)))
@@ -81,6 +84,13 @@ def work_program(model: AffectModel, options: SynthesisOptions, batch: int, *, r
     )
     prog = model_program("synthesize", flat, arrays, model, (options, batch), rebuild=rebuild)
     return lambda *args: WorkEdit(*prog(*args))
+
+
+def program_model(model: AffectModel) -> AffectModel:
+    """``model`` as its program sees it: without its metadata (JSON text: name, source, frame counts), which
+    no stage reads. The metadata is a static field, so it would otherwise key (and be baked into) the
+    program: models of one signature (arrays' shapes, grid, AU names) now share one program."""
+    return dataclasses.replace(model, metadata="{}")
 
 
 def prepare(model: AffectModel, options: SynthesisOptions = SynthesisOptions(), batch: int = 1, **kw):
