@@ -12,6 +12,9 @@ only (built once beforehand, reported apart), so that "first" means no compiled 
 4. warm ``synthesize_batch`` in one process on a 12-Mpx photo and on a 512 px one (median of 5 after a
    first call) and each run's peak memory, plus the JPEG/PNG encode of the 12-Mpx output.
 
+With ``--cold``, first (0.) the first ``synth`` call ever in an empty cache, the default model's build
+included, and the call after it.
+
 Goals (issue 16): first call <= 20 s, later calls <= 3 s, 12 Mpx within 1.5x of 512 px and < 1.5 GB.
 Usage: ``python scripts/bench_latency.py [--repeats 3] [--photo PATH]``. Timings on a shared machine vary;
 the CPU seconds (user + sys) are printed beside the wall time, and each measurement records the 1-minute
@@ -146,10 +149,21 @@ def after_warmup(tmp: Path, env: dict, photo: Path) -> dict:
     return {"warmup_s": round(warm["wall"], 1), "first_synth": first}
 
 
+def first_ever(tmp: Path, env: dict, photo: Path) -> dict:
+    """In an empty user cache: the first ``synth`` call ever (the default model built too, beside the
+    detection) and the call after it (which must find the model and the program on disk)."""
+    cache = tmp / "cache_cold"
+    env = {**env, "AFFECTSYNTH_CACHE": str(cache)}
+    first = summary([measured(synth_cmd(photo, tmp / "o.jpg"), env)])
+    second = summary([measured(synth_cmd(photo, tmp / "o.jpg"), env)])
+    return {"first_synth": first, "second_synth": second, "programs": len(programs(cache))}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--photo", type=Path, default=LONDON / "001.jpg")
+    ap.add_argument("--cold", action="store_true", help="also time the first call ever and the one after it")
     args = ap.parse_args()
     if not args.photo.is_file():
         raise SystemExit(f"{args.photo}: photo not found (pass --photo)")
@@ -161,6 +175,9 @@ def main():
         env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
         env.pop("AFFECTSYNTH_PROGRAM_CACHE", None)
         pics = photos(args.photo, tmp)
+        if args.cold:
+            print("first synth call ever (the default model built too), then a second...", flush=True)
+            report["first_ever"] = first_ever(tmp, env, pics[1350])
         print("building the default model into the private cache (not part of any timing)...", flush=True)
         t = time.perf_counter()
         run([sys.executable, "-c", "import affectsynth as af; af.load_model()"], env)
