@@ -255,7 +255,7 @@ def build_affect_model(
         include_neutral: count neutral frames (deformation 0, label as given) as data of their class.
         splocs_iterations / splocs_admm_steps / sparsity: SPLOCS settings.
         name / source: recorded in the metadata.
-        classes_per_call: classes per compiled SPLOCS call (memory bound; one compilation per frame bucket).
+        classes_per_call: classes per compiled SPLOCS call (memory bound; all calls share one compilation).
         align_batch: frames rigidly aligned together (vectorised); bounds the frames held at once.
         au_names: names of the frames' ``au`` intensities. When given and every used frame carries them,
             ``class_au`` is their exact class mean (neutral frames count as 0); otherwise the class means are
@@ -423,29 +423,11 @@ def _class_means(stats: _ClassStats, grid: AffectGrid) -> tuple[np.ndarray, np.n
     return class_mean, class_lab
 
 
-def _frame_buckets(sizes: list[int], chunk: int, smallest: int = 16) -> list[tuple[list[int], int]]:
-    """Classes (indices into ``sizes``) in groups of ``chunk``, smallest reservoirs first, each with the
-    frame count it is padded to: the next power of two >= its largest reservoir (at least ``smallest``, at
-    most the largest reservoir of all).
-
-    Why: padding every class to the largest reservoir (256 frames, median ~35 in the default gallery) made
-    SPLOCS work through ~5x the real frames; powers of two keep the compiled shapes to a handful.
-    """
-    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
-    largest, groups = max(sizes), []
-    for start in range(0, len(order), chunk):
-        ids = order[start : start + chunk]
-        top = max(sizes[i] for i in ids)
-        groups.append((ids, min(largest, max(smallest, 1 << max(top - 1, 0).bit_length()))))
-    return groups
-
-
 def _class_components(reservoirs: dict, mean: np.ndarray, nc: int, k: int, classes_per_call: int, **splocs):
     """SPLOCS components f32[C, K, V, 3] and weight mean/std f32[C, K] of the populated classes (0 elsewhere).
 
-    Classes go ``classes_per_call`` at a time through one compiled ``learn_splocs_batch``, similar sizes
-    together, each group padded (masked) to a power of two of frames (``_frame_buckets``). Padding is
-    masked out, so the result is each class's own SPLOCS (to float rounding) whatever its group.
+    Classes go ``classes_per_call`` at a time through one compiled ``learn_splocs_batch``, each padded to the
+    largest reservoir (masked).
     """
     v = mean.shape[0]
     comps = np.zeros((nc, k, v, 3), np.float32)
@@ -458,11 +440,12 @@ def _class_components(reservoirs: dict, mean: np.ndarray, nc: int, k: int, class
     if tris is None:
         raise ValueError(f"SPLOCS needs the face topology (478 vertices); the morphable model has {v}")
     dist = geodesic_distances(mean, tris)
+    fmax = max(reservoirs[c].size for c in populated)
     chunk = max(1, min(int(classes_per_call), len(populated)))
-    for group, frames in _frame_buckets([reservoirs[c].size for c in populated], chunk):
-        ids = [populated[i] for i in group]
-        x = np.zeros((chunk, frames, v, 3), np.float32)
-        m = np.zeros((chunk, frames), bool)
+    for start in range(0, len(populated), chunk):
+        ids = populated[start : start + chunk]
+        x = np.zeros((chunk, fmax, v, 3), np.float32)
+        m = np.zeros((chunk, fmax), bool)
         for j, c in enumerate(ids):
             n = reservoirs[c].size
             x[j, :n] = reservoirs[c].data[:n]
