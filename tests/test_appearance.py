@@ -701,3 +701,28 @@ def test_lips_closing_over_the_photos_teeth_hide_them():
     # monotone in how far the photo's opening closes
     m = [float(ap_mouth._teeth_in_seam(pixels, _seam_frame(c, 0.2), lip)[0, 0]) for c in (0.0, 0.5, 1.0, 2.0)]
     assert np.all(np.diff(m) >= 0.0) and m[-1] > m[0]
+
+
+def test_a_raised_lid_carries_its_lash_line(face, basis):
+    """The static eye keeps out of the lid margin: under AU5 the photo's lash line rises with the lid
+    instead of a copy staying at the old contour (FaceMesh then read the lid half way, issue 15 item 3)."""
+    t = topo.face_topology()
+    upper = t.region("right_eye_upper")[2:-2]  # the middle of the lid, away from the corners
+    xy = ap_draw._pixel_grid(SIZE, SIZE)
+    near = np.asarray(ap_draw._polyline_distance(xy, jnp.asarray(face.lm[upper, :2]))) < 1.0
+    lashed = types.SimpleNamespace(**{**vars(face), "img": np.where(near[..., None], 0.05, face.img)})
+    lashed.img = lashed.img.astype(np.float32)
+    au = au_vector(AU5=1.0)
+    render, frags, ctx = make_scene(lashed, deformation(basis, au), au)
+    only_eyes = ap.AppearanceOptions(shading=False, wrinkles=False, mouth_interior=False)
+    out, _ = apply(render, jnp.asarray(lashed.img), frags, ctx, options=only_eyes)
+    lum = np.asarray(ap_draw._luminance(out))
+    mid = upper[1:-1]
+    old, new = face.lm[mid, :2], np.asarray(ctx.target_landmarks)[mid, :2]
+    assert np.min(old[:, 1] - new[:, 1]) > 2.0  # the lid rises by more than the line's width
+
+    def at(p):
+        return lum[np.floor(p[:, 1]).astype(int), np.floor(p[:, 0]).astype(int)]
+
+    assert np.max(at(new)) < 0.15  # the line is where the lid went
+    assert np.min(at(old)) > 0.3  # and not left behind

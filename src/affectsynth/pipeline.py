@@ -318,6 +318,20 @@ def _composite(patch: Float[Array, "h w 3"], render: Float[Array, "h w 3"], frag
     return out, covered
 
 
+def edit_offsets(lm: Float[Array, "478 3"], target, key, model: AffectModel, options: SynthesisOptions):
+    """Fit the face and return (fit, the landmark offsets the render applies (pixels, landmark frame), the
+    appearance AUs): the target's deformation, less the input's own expression when ``options.neutralize``,
+    plus the lip contact. Apart from ``_edit_patch`` so the chain can be measured link by link
+    (``scripts/measure_chain.py``)."""
+    fit = fit_morphable_model(lm, model.morphable, steps=options.fit_steps)
+    offsets = to_image_offsets(fit, _target_deformation(model, target, key, options))
+    if options.neutralize:
+        offsets = offsets + _neutral_offsets(fit, lm, model, options)
+    au = appearance_action_units(model, target, fit.expression, options)
+    offsets = offsets + press_lips(lm + offsets, au)
+    return fit, offsets, au
+
+
 def _edit_patch(patch, lm, target, key, model: AffectModel, options):
     """The edit of one face in a patch that holds it: fit, deform, render, appearance cues, blend.
 
@@ -325,14 +339,7 @@ def _edit_patch(patch, lm, target, key, model: AffectModel, options):
     uncovered), the plain warp ``sample_bilinear(patch, src_xy)``, the fit, the appearance diagnostics).
     """
     crop = patch.shape[:2]
-    fit = fit_morphable_model(lm, model.morphable, steps=options.fit_steps)
-    offsets = to_image_offsets(
-        fit, _target_deformation(model, target, key, options)
-    )  # pixels, landmark frame
-    if options.neutralize:
-        offsets = offsets + _neutral_offsets(fit, lm, model, options)
-    au = appearance_action_units(model, target, fit.expression, options)
-    offsets = offsets + press_lips(lm + offsets, au)
+    fit, offsets, au = edit_offsets(lm, target, key, model, options)
     mesh, src_d, dst_d = _warped_mesh(lm, offsets, options)
 
     frags = rasterize(dst_d, mesh["triangles"], *crop)
