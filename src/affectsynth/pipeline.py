@@ -204,6 +204,24 @@ neutral London photos gives a median 0.003, 90th percentile 0.012 (one open neut
 people smiling: median 0.038, 90th percentile 0.18."""
 
 
+def _inner_lip_pairs(landmarks: Float[Array, "478 3"]):
+    """(upper ids, lower ids paired with them by index, half of each pair's difference lower - upper)."""
+    t = topo.face_topology()
+    upper = jnp.asarray(t.region("lips_inner_upper"))
+    lower = jnp.asarray(t.region("lips_inner_lower")[::-1])
+    return upper, lower, 0.5 * (landmarks[lower] - landmarks[upper])
+
+
+def _lip_parting(landmarks: Float[Array, "478 3"], interocular: Float[Array, ""]) -> Float[Array, ""]:
+    """How far the lips are parted beyond rest, 0..1: ``smoothstep((gap - r) / r)`` with ``gap`` the widest
+    inner-lip pair distance and ``r = REST_LIP_GAP`` inter-pupil distances (0 for any resting mouth)."""
+    half = _inner_lip_pairs(landmarks)[2]
+    gap = 2.0 * jnp.max(jnp.sqrt(jnp.sum(jnp.square(half[:, :2]), axis=-1)))
+    rest = REST_LIP_GAP * interocular
+    x = jnp.clip((gap - rest) / jnp.maximum(rest, 1e-6), 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
 def close_lips(landmarks: Float[Array, "478 3"], interocular: Float[Array, ""]) -> Float[Array, "478 3"]:
     """Offsets (pixels) that bring parted inner lips together at their midpoints, for neutralisation.
 
@@ -213,17 +231,61 @@ def close_lips(landmarks: Float[Array, "478 3"], interocular: Float[Array, ""]) 
     ``smoothstep((gap - r) / r)`` of the way, ``gap`` the widest pair distance and ``r = REST_LIP_GAP``
     inter-pupil distances: a resting mouth (gap < r) gets exactly 0, lips parted by 2r or more close fully.
     """
-    t = topo.face_topology()
-    upper = jnp.asarray(t.region("lips_inner_upper"))
-    lower = jnp.asarray(t.region("lips_inner_lower")[::-1])  # paired with ``upper`` by index
-    half = 0.5 * (landmarks[lower] - landmarks[upper])
-    gap = 2.0 * jnp.max(jnp.sqrt(jnp.sum(jnp.square(half[:, :2]), axis=-1)))
-    rest = REST_LIP_GAP * interocular
-    x = jnp.clip((gap - rest) / jnp.maximum(rest, 1e-6), 0.0, 1.0)
-    frac = x * x * (3.0 - 2.0 * x)
+    upper, lower, half = _inner_lip_pairs(landmarks)
+    frac = _lip_parting(landmarks, interocular)
     # the corners are in both lists with no gap: .add keeps their zero offsets
     out = jnp.zeros_like(landmarks).at[upper].add(frac * half).at[lower].add(-frac * half)
     return out
+
+
+REST_CORNER_HEIGHT = -0.025
+"""Median height of the lip corners above the lips' centre line (midpoint of FaceMesh 13 and 14), in
+inter-pupil distances, over 48 neutral London photos (their smiles: 0.049). A smile is relaxed to it."""
+REST_MOUTH_WIDTH = 0.77
+"""Median distance between the lip corners (FaceMesh 61, 291) over the same neutral photos, in inter-pupil
+distances (their smiles: 0.89). Relaxing a smile never narrows the mouth below it."""
+SMILING_CORNER_HEIGHT = (0.065, 0.04)
+"""Corners higher than ``[0]`` (the highest of the 48 neutral photos: 0.060) start to count as a smile even
+with closed lips, fully ``[1]`` higher; below it only parted lips (``close_lips``) mark a smile."""
+
+
+MAX_SMILE_RELAX = 0.6
+"""Most of the lip-corner mode that neutralisation takes back (more pursed some relaxed London smiles)."""
+
+
+def _mouth_shape(landmarks: Float[Array, "478 3"]) -> Float[Array, "2"]:
+    """(height of the lip corners above the midpoint of the inner-lip centres along the eyes' normal, the
+    corners' distance), in inter-pupil distances (height positive: corners up)."""
+    x = landmarks[:, :2]
+    eyes = x[topo.LEFT_PUPIL] - x[topo.RIGHT_PUPIL]
+    iod = jnp.maximum(jnp.linalg.norm(eyes), 1e-6)
+    up = jnp.stack([eyes[1], -eyes[0]]) / iod  # image y points down: "up" is -y for level eyes
+    height = ((0.5 * (x[61] + x[291]) - 0.5 * (x[13] + x[14])) @ up) / iod
+    return jnp.stack([height, jnp.linalg.norm(x[291] - x[61]) / iod])
+
+
+def relax_smile(
+    landmarks: Float[Array, "478 3"], smile: Float[Array, "478 3"], parted: Float[Array, ""]
+) -> Float[Array, "478 3"]:
+    """Offsets (pixels) that take a smile's raised corners and bunched cheeks to rest, for neutralisation.
+
+    The face model's fit gives most of a real smile to face shape (on London smiles the fitted lip-corner
+    mode stays under its resting allowance), so the smile is measured on the landmarks: the corners' height
+    above the lips' centre (``_mouth_shape``) beyond ``REST_CORNER_HEIGHT``, or its width beyond
+    ``REST_MOUTH_WIDTH`` if that is less, is undone by a negative amount (at most ``MAX_SMILE_RELAX``) of
+    ``smile`` (the lip-corner-puller mode's image offsets at activation 1, which also carry its cheek).
+    Only when the face smiles: the lips are parted beyond rest (``parted``, ``close_lips``'s fraction) or the
+    corners stand higher than on any neutral photo (``SMILING_CORNER_HEIGHT``); a resting face gets 0.
+    """
+    shape = _mouth_shape(landmarks)
+    per_unit = _mouth_shape(landmarks + smile) - shape  # rise and widening per unit of the mode (linear)
+    x = jnp.clip((shape[0] - SMILING_CORNER_HEIGHT[0]) / SMILING_CORNER_HEIGHT[1], 0.0, 1.0)
+    smiling = jnp.maximum(parted, x * x * (3.0 - 2.0 * x))
+    excess = shape - jnp.array([REST_CORNER_HEIGHT, REST_MOUTH_WIDTH])
+    # the smaller of the two: the mode lifts the corners less than it widens, so undoing all of the lift
+    # of a high-cornered mouth pursed it (London 010: 0.06 IOD narrower than her neutral photo)
+    amount = jnp.clip(jnp.min(excess / jnp.maximum(per_unit, 1e-4)), 0.0, MAX_SMILE_RELAX)
+    return -(smiling * amount) * smile
 
 
 def appearance_action_units(
@@ -286,7 +348,17 @@ def _neutral_offsets(fit, lm: Float[Array, "478 3"], model: AffectModel, options
     """
     excess = neutral_excess(fit.expression, model, options.neutral_tolerance)
     to_rest = to_image_offsets(fit, -expression_offsets(model.morphable, excess))
-    return to_rest + close_lips(lm + to_rest, fit.interocular)
+    closed = close_lips(lm + to_rest, fit.interocular)
+    names = model.morphable.expression_names
+    if "AU12" not in names:  # static: a model without a named lip-corner mode (e.g. PCA) relaxes no smile
+        return to_rest + closed
+    unit = jnp.zeros_like(fit.expression).at[names.index("AU12")].set(1.0)
+    smile = to_image_offsets(fit, expression_offsets(model.morphable, unit))
+    return (
+        to_rest
+        + closed
+        + relax_smile(lm + to_rest + closed, smile, _lip_parting(lm + to_rest, fit.interocular))
+    )
 
 
 def _warped_mesh(lm: Float[Array, "478 3"], offsets: Float[Array, "478 3"], options: SynthesisOptions):
