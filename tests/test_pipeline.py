@@ -11,17 +11,19 @@ import pytest
 import affectsynth as af
 from affectsynth.affect.au_fields import AU_NAMES
 from affectsynth.pipeline import (
-    MAX_SMILE_RELAX,
-    REST_CORNER_HEIGHT,
     REST_LIP_GAP,
-    REST_MOUTH_WIDTH,
-    SMILING_CORNER_HEIGHT,
     SynthesisOptions,
-    _mouth_shape,
     appearance_action_units,
     close_lips,
     crop_size,
     neutral_excess,
+)
+from affectsynth.resting import (
+    MAX_SMILE_RELAX,
+    REST_CORNER_HEIGHT,
+    REST_MOUTH_WIDTH,
+    SMILING_CORNER_HEIGHT,
+    _mouth_shape,
     relax_smile,
 )
 
