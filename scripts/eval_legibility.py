@@ -17,6 +17,7 @@ usage:
     python scripts/eval_legibility.py --out out/legibility            # all 48 faces, default model
     python scripts/eval_legibility.py --faces 4 --strength 1.5 --out /tmp/leg
     python scripts/eval_legibility.py --score-only --out out/legibility   # re-score an existing folder
+    python scripts/eval_legibility.py --ids 004,062,114 --out /tmp/leg        # chosen photos only
 """
 
 from __future__ import annotations
@@ -359,6 +360,9 @@ def evaluate(
     photos = find_photos(data)
     if ids is not None:  # these photo ids only (e.g. the test's choice), in this order
         by_id = dict(photos)
+        unknown = [i for i in ids if i not in by_id]
+        if unknown:
+            raise SystemExit(f"{Path(data) / 'neutral'}: no photo with id {', '.join(unknown)}")
         photos = [(i, by_id[i]) for i in ids]
     photos = photos[:faces] if faces else photos
     critic = load_critic(critic_dir)  # fail before the long part
@@ -458,6 +462,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "out" / "legibility", help="output folder")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="London set (with neutral/NNN.jpg)")
     ap.add_argument("--faces", type=int, default=None, help="use the first N neutral photos only")
+    ap.add_argument("--ids", default=None, help="comma-separated photo ids (e.g. 004,062), in this order")
     ap.add_argument("--model", default=None, help="affect model file for af.load_model (default: built-in)")
     ap.add_argument("--strength", type=float, default=1.0, help="SynthesisOptions.strength")
     ap.add_argument("--critic", type=Path, default=DEFAULT_CRITIC, help="folder holding critic.py")
@@ -478,6 +483,7 @@ def main(argv=None) -> int:
         a.out,
         data=a.data,
         faces=a.faces,
+        ids=a.ids.split(",") if a.ids else None,
         model_path=a.model,
         strength=a.strength,
         critic_dir=a.critic,

@@ -438,6 +438,18 @@ def test_mouth_interior_fills_new_opening_only(face, basis):
     assert float(diag0["mouth_alpha"].max()) == 0.0
 
 
+def test_mouth_interior_leaves_lips_parted_by_a_hair(face, basis):
+    """Lips that part by a fraction of a millimetre (AU25 at 0.05: at most 0.2 mm) keep their own pixels: a
+    relative test alone painted the whole new sliver as cavity, a black line between closed lips."""
+    for a in (0.02, 0.05):
+        au = au_vector(AU25=a)
+        render, frags, ctx = make_scene(face, deformation(basis, au), au)
+        look = ap.AppearanceOptions(shading=False, wrinkles=False)
+        out, diag = apply(render, jnp.asarray(face.img), frags, ctx, options=look)
+        assert float(diag["mouth_alpha"].max()) < 0.1
+        assert float(jnp.abs(out - render).max()) < 0.05
+
+
 def _mouth_parts(face, basis, **aus):
     """(output luminance, inside-opening mask, |x| from the mouth centre / half width, distance to the inner
     lower lip in px) for a scene with only the mouth cue."""

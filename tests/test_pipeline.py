@@ -18,6 +18,14 @@ from affectsynth.pipeline import (
     crop_size,
     neutral_excess,
 )
+from affectsynth.resting import (
+    MAX_SMILE_RELAX,
+    REST_CORNER_HEIGHT,
+    REST_MOUTH_WIDTH,
+    SMILING_CORNER_HEIGHT,
+    _mouth_shape,
+    relax_smile,
+)
 
 PEOPLE = ("001.jpg", "004.jpg", "009.jpg", "014.jpg")
 
@@ -185,6 +193,44 @@ def test_close_lips_leaves_a_resting_mouth_and_closes_a_smile():
         lm, iod, t = _parted(gap)
         out = lm + np.asarray(close_lips(jnp.asarray(lm), jnp.asarray(iod)))
         assert 0.0 <= out[14, 1] - out[13, 1] <= gap * iod + 1e-4
+
+
+def _smiling(height, width, iod=60.0):
+    """Closed template lips whose corners stand ``height`` above the lips' centre, ``width`` apart (IOD),
+    and a smile mode that lifts each corner 0.1 IOD and spreads them 0.12 IOD (image pixels)."""
+    lm, iod, _ = _parted(0.0, iod)
+    centre = 0.5 * (lm[13, :2] + lm[14, :2])
+    for k, side in ((61, -1.0), (291, 1.0)):
+        lm[k, :2] = centre + np.array([side * 0.5 * width * iod, -height * iod])
+    smile = np.zeros_like(lm)
+    smile[[61, 291], 0] = np.array([-0.06, 0.06]) * iod
+    smile[[61, 291], 1] = -0.1 * iod
+    return lm, smile, iod
+
+
+def test_relax_smile_leaves_a_resting_mouth():
+    # closed lips and corners no higher than on any neutral photo: nothing moves, whatever the mode
+    for height in (REST_CORNER_HEIGHT, 0.0, SMILING_CORNER_HEIGHT[0] - 1e-3):
+        lm, smile, _ = _smiling(height, 0.9)
+        got = relax_smile(jnp.asarray(lm), jnp.asarray(smile), jnp.asarray(0.0))
+        np.testing.assert_array_equal(np.asarray(got), 0.0)
+
+
+@pytest.mark.parametrize("parted", [0.0, 1.0])
+def test_relax_smile_lowers_raised_corners_towards_rest(parted):
+    rng = np.random.default_rng(3)
+    for _ in range(6):
+        height = rng.uniform(SMILING_CORNER_HEIGHT[0] + SMILING_CORNER_HEIGHT[1], 0.16)
+        width = rng.uniform(REST_MOUTH_WIDTH + 0.02, 1.05)
+        lm, smile, _ = _smiling(height, width)
+        off = np.asarray(relax_smile(jnp.asarray(lm), jnp.asarray(smile), jnp.asarray(parted)))
+        before, after = (np.asarray(_mouth_shape(jnp.asarray(x))) for x in (lm, lm + off))
+        assert after[0] < before[0] - 1e-3 and after[1] < before[1]  # lower and narrower
+        # never past rest in either measure, never more than the cap of the mode
+        assert after[0] >= REST_CORNER_HEIGHT - 1e-4 and after[1] >= REST_MOUTH_WIDTH - 1e-4
+        amount = -off[61, 1] / smile[61, 1]
+        assert 0.0 < amount <= MAX_SMILE_RELAX + 1e-5
+        np.testing.assert_allclose(off, -amount * smile, atol=1e-4)  # only the mode moves the face
 
 
 # --------------------------------------------------------------------------------------------------------

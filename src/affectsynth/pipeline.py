@@ -48,6 +48,7 @@ from .render.appearance.context import (
 )
 from .render.poisson import poisson_blend
 from .render.raster import interpolate, rasterize, sample_bilinear
+from .resting import relax_smile
 
 CROP_BUCKET = 64
 BLENDS = ("poisson", "alpha")
@@ -204,6 +205,24 @@ neutral London photos gives a median 0.003, 90th percentile 0.012 (one open neut
 people smiling: median 0.038, 90th percentile 0.18."""
 
 
+def _inner_lip_pairs(landmarks: Float[Array, "478 3"]):
+    """(upper ids, lower ids paired with them by index, half of each pair's difference lower - upper)."""
+    t = topo.face_topology()
+    upper = jnp.asarray(t.region("lips_inner_upper"))
+    lower = jnp.asarray(t.region("lips_inner_lower")[::-1])
+    return upper, lower, 0.5 * (landmarks[lower] - landmarks[upper])
+
+
+def _lip_parting(landmarks: Float[Array, "478 3"], interocular: Float[Array, ""]) -> Float[Array, ""]:
+    """How far the lips are parted beyond rest, 0..1: ``smoothstep((gap - r) / r)`` with ``gap`` the widest
+    inner-lip pair distance and ``r = REST_LIP_GAP`` inter-pupil distances (0 for any resting mouth)."""
+    half = _inner_lip_pairs(landmarks)[2]
+    gap = 2.0 * jnp.max(jnp.sqrt(jnp.sum(jnp.square(half[:, :2]), axis=-1)))
+    rest = REST_LIP_GAP * interocular
+    x = jnp.clip((gap - rest) / jnp.maximum(rest, 1e-6), 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
 def close_lips(landmarks: Float[Array, "478 3"], interocular: Float[Array, ""]) -> Float[Array, "478 3"]:
     """Offsets (pixels) that bring parted inner lips together at their midpoints, for neutralisation.
 
@@ -213,14 +232,8 @@ def close_lips(landmarks: Float[Array, "478 3"], interocular: Float[Array, ""]) 
     ``smoothstep((gap - r) / r)`` of the way, ``gap`` the widest pair distance and ``r = REST_LIP_GAP``
     inter-pupil distances: a resting mouth (gap < r) gets exactly 0, lips parted by 2r or more close fully.
     """
-    t = topo.face_topology()
-    upper = jnp.asarray(t.region("lips_inner_upper"))
-    lower = jnp.asarray(t.region("lips_inner_lower")[::-1])  # paired with ``upper`` by index
-    half = 0.5 * (landmarks[lower] - landmarks[upper])
-    gap = 2.0 * jnp.max(jnp.sqrt(jnp.sum(jnp.square(half[:, :2]), axis=-1)))
-    rest = REST_LIP_GAP * interocular
-    x = jnp.clip((gap - rest) / jnp.maximum(rest, 1e-6), 0.0, 1.0)
-    frac = x * x * (3.0 - 2.0 * x)
+    upper, lower, half = _inner_lip_pairs(landmarks)
+    frac = _lip_parting(landmarks, interocular)
     # the corners are in both lists with no gap: .add keeps their zero offsets
     out = jnp.zeros_like(landmarks).at[upper].add(frac * half).at[lower].add(-frac * half)
     return out
@@ -281,12 +294,19 @@ def _target_deformation(model: AffectModel, target, key, options: SynthesisOptio
 def _neutral_offsets(fit, lm: Float[Array, "478 3"], model: AffectModel, options: SynthesisOptions):
     """Image offsets (pixels, landmark frame) that take the input's face to rest: its fitted expression
     beyond the model's resting allowances (``neutral_excess``) is undone, then lips still parted wider than
-    a resting mouth are closed (``close_lips``). Added to the target's offsets when ``options.neutralize`` is
-    on, so a smiling input does not end up smiling twice.
+    a resting mouth are closed (``close_lips``) and a smile the fit missed is relaxed (``relax_smile``). Added
+    to the target's offsets when ``options.neutralize`` is on: a smiling input does not end up smiling twice.
     """
     excess = neutral_excess(fit.expression, model, options.neutral_tolerance)
     to_rest = to_image_offsets(fit, -expression_offsets(model.morphable, excess))
-    return to_rest + close_lips(lm + to_rest, fit.interocular)
+    closed = close_lips(lm + to_rest, fit.interocular)
+    names = model.morphable.expression_names
+    if "AU12" not in names:  # static: a model without a named lip-corner mode (e.g. PCA) relaxes no smile
+        return to_rest + closed
+    unit = jnp.zeros_like(fit.expression).at[names.index("AU12")].set(1.0)
+    smile = to_image_offsets(fit, expression_offsets(model.morphable, unit))
+    parted = _lip_parting(lm + to_rest, fit.interocular)
+    return to_rest + closed + relax_smile(lm + to_rest + closed, smile, parted)
 
 
 def _warped_mesh(lm: Float[Array, "478 3"], offsets: Float[Array, "478 3"], options: SynthesisOptions):

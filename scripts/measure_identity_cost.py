@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Where does the identity cost of an edit come from? (issue 15, item 3 of the identity goal)
+
+Ablations through public options, each scored by dlib's face descriptor distance (output vs input photo,
+FACTS.md section 7: same photo lightly perturbed ~0.08, a real smile ~0.22, another person > 0.6):
+
+    round trip     strength 0, no neutralisation, no cues: the working crop, raster and blend alone
+    neutralise     strength 0, neutralisation on: what taking the photo to rest costs
+    geometry       the full deformation, no appearance cue
+    +mouth / +shading / +wrinkles / +eyes    geometry and that one cue
+    full           every cue (the default)
+    full, alpha    every cue, a feathered paste instead of the Poisson blend
+
+and a geometric check of identity-shape leakage: the landmark offsets the warp applies (deformation and
+neutralisation apart), per face region, in inter-pupil distances. Jaw contour and nose should move little
+under any target but an open jaw; large offsets there change face shape rather than expression.
+
+Prints two tables; ``--json`` also writes every number.
+
+usage:
+    python scripts/measure_identity_cost.py --faces 12
+    python scripts/measure_identity_cost.py --faces 4 --targets happy,disgusted --configs geometry,full
+"""
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "faces" / "london"
+DEFAULT_TARGETS = ("neutral", "calm", "happy", "surprised", "disgusted", "sad")
+REGIONS = ("jaw", "chin", "nose", "face_oval", "right_cheek", "lips", "right_eye_lower", "right_brow")
+
+
+def _load_eval():
+    """``eval_legibility`` (targets, photo list, dlib wrapper) loaded by path: scripts are not a package."""
+    spec = importlib.util.spec_from_file_location("eval_legibility", REPO / "scripts" / "eval_legibility.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def configurations(af) -> dict:
+    """Name -> SynthesisOptions of each ablation (see the module docstring)."""
+    look = af.AppearanceOptions
+    off = {"shading": False, "wrinkles": False, "mouth_interior": False, "eyes": False}
+    geo = look(**off)
+    cue = {f"+{k.split('_')[0]}": look(**{**off, k: True}) for k in off}
+    return {
+        "round trip": af.SynthesisOptions(strength=0.0, neutralize=False, appearance=geo),
+        "neutralise": af.SynthesisOptions(strength=0.0, appearance=geo),
+        "geometry": af.SynthesisOptions(appearance=geo),
+        **{k: af.SynthesisOptions(appearance=v) for k, v in cue.items()},
+        "full": af.SynthesisOptions(),
+        "full, alpha": af.SynthesisOptions(blend="alpha"),
+    }
+
+
+def _u8(img) -> np.ndarray:
+    return (np.clip(np.asarray(img, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def identity_table(photos, targets: dict, configs: dict, progress: bool = True) -> dict:
+    """{config: {target: [distance per face]}} for every configuration (one batch per face and config)."""
+    from tqdm import tqdm
+
+    import affectsynth as af
+
+    ev = _load_eval()
+    dl = ev._Dlib()
+    model = af.load_model()
+    names = list(targets)
+    tv = np.array([targets[n] for n in names], np.float32)
+    inputs = []
+    for pid, path in photos:
+        image = np.asarray(af.load_image(path), np.float32)
+        lm = np.asarray(af.detect_landmarks(image, source=str(path)), np.float32)
+        desc, rect = dl.descriptor(_u8(image))
+        if desc is None:
+            print(f"{path}: dlib finds no face, skipped", file=sys.stderr)
+            continue
+        inputs.append((pid, image, lm, desc, rect))
+    table = {c: {n: [] for n in names} for c in configs}
+    bar = tqdm(total=len(configs) * len(inputs), desc="ablations", unit="face", disable=not progress)
+    for cname, opts in configs.items():
+        for _pid, image, lm, desc, rect in inputs:
+            k = len(names)
+            res = af.synthesize_batch(
+                np.repeat(image[None], k, 0), np.repeat(lm[None], k, 0), tv, model, options=opts
+            )
+            for n, out in zip(names, np.asarray(res.images), strict=True):
+                d, _ = dl.descriptor(_u8(out), rect)
+                table[cname][n].append(float(np.linalg.norm(d - desc)))
+            bar.update()
+    bar.close()
+    return table
+
+
+def leakage_table(photos, targets: dict) -> dict:
+    """{target: {region: mean |offset| / IOD}} of the deformation, plus "neutralise" (the rest offsets)."""
+    import jax.numpy as jnp
+
+    import affectsynth as af
+    from affectsynth import pipeline as pl
+    from affectsynth.face import topology as topo
+    from affectsynth.face.fit import fit_morphable_model, to_image_offsets
+
+    model = af.load_model()
+    opts = af.SynthesisOptions()
+    t = topo.face_topology()
+    rows = {n: {r: [] for r in REGIONS} for n in [*targets, "neutralise"]}
+    for _pid, path in photos:
+        image = np.asarray(af.load_image(path), np.float32)
+        lm = jnp.asarray(af.detect_landmarks(image, source=str(path)), jnp.float32)
+        fit = fit_morphable_model(lm, model.morphable, steps=opts.fit_steps)
+        iod = float(fit.interocular)
+        moves = {
+            n: to_image_offsets(fit, pl._target_deformation(model, jnp.asarray(v), None, opts))
+            for n, v in targets.items()
+        }
+        moves["neutralise"] = pl._neutral_offsets(fit, lm, model, opts)
+        for n, off in moves.items():
+            size = np.linalg.norm(np.asarray(off)[:, :2], axis=-1) / iod
+            for r in REGIONS:
+                rows[n][r].append(float(size[t.region(r)].mean()))
+    return {n: {r: float(np.mean(v)) for r, v in row.items()} for n, row in rows.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--faces", type=int, default=12, help="first N neutral London photos")
+    ap.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help="comma-separated target names")
+    ap.add_argument("--configs", default="", help="comma-separated configuration names (default: all)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--json", type=Path, help="write every number here")
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    import affectsynth as af
+
+    ev = _load_eval()
+    if not (a.data / "neutral").is_dir():
+        print(f"{a.data}: no neutral/ photo folder", file=sys.stderr)
+        return 2
+    unknown = [n for n in a.targets.split(",") if n not in ev.TARGETS]
+    if unknown:
+        print(f"unknown target(s) {unknown}; known: {list(ev.TARGETS)}", file=sys.stderr)
+        return 2
+    targets = {n: ev.TARGETS[n] for n in a.targets.split(",")}
+    configs = configurations(af)
+    if a.configs:
+        configs = {k: configs[k] for k in a.configs.split(",")}
+    photos = ev.find_photos(a.data, a.faces)
+    table = identity_table(photos, targets, configs, progress=not a.no_progress)
+    leak = leakage_table(photos, targets)
+    names = list(targets)
+    print(f"\nidentity: median dlib distance output vs input, {len(photos)} faces")
+    print(f"{'configuration':<14}" + "".join(f"{n[:9]:>10}" for n in names) + f"{'all':>8}{'max':>7}")
+    for c, row in table.items():
+        every = [d for n in names for d in row[n]]
+        cells = "".join(f"{np.median(row[n]):10.3f}" for n in names)
+        print(f"{c:<14}{cells}{np.median(every):8.3f}{np.max(every):7.3f}")
+    print("\nlandmark offsets of the warp: mean |offset| per region / inter-pupil distance")
+    print(f"{'offsets of':<14}" + "".join(f"{r[:9]:>10}" for r in REGIONS))
+    for n, row in leak.items():
+        print(f"{n:<14}" + "".join(f"{row[r]:10.4f}" for r in REGIONS))
+    if a.json:
+        tmp = a.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"identity": table, "offsets": leak}, indent=1))
+        tmp.replace(a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
