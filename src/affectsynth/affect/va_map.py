@@ -82,15 +82,16 @@ class mean of frames drawn from the map averages fear's raised inner brows (AU1)
 landmarks), the inner brows kept 0.13 (angry) and 0.4 (afraid) of their prototype's travel and the mouth
 stayed parted: a face that is neither. The gallery shows one coherent face there instead, the high-arousal
 anger that fear shares most of: brows lowered and knitted (AU4), the wide-eyed glare (AU5 at 1 with a
-little of AU7's tight lower lid: at 0.9 and 0.6 the lower lid rose 1.6 mm and AU4 took 0.5 mm off the lid's
-opening, so the eyes opened 0.1 mm and looked neutral) and an open, squared, tense mouth (4+5+7+10+25/26 is FACS anger with the mouth open; AU20 the
-lips stretched sideways as in fear's 20+25). Lips pressed shut (23/24, revision 19) changed the vermilion by
-1-2 mm that the 512 px crop hardly shows: 35/48 faces read neutral at both targets. A slight nose wrinkle
-(AU9 0.2) pulls the brow heads down further. Anger rather than fear's brows: lowered brows are the
-negative-valence cue (FACTS.md 3: AU4), fear's raised brows read as surprise (positive valence here), and
-the class's neighbours towards disgust lower the brows too. Both targets name this region, so both get it;
-``au_intensities`` keeps each prototype at its anchor (the afraid preset still maps to fear's pattern for the
-appearance of other models' classes)."""
+little of AU7's tight lower lid: at 0.9 and 0.6 the lower lid rose 1.6 mm and AU4 took 0.5 mm off the
+lid's opening, so the eyes opened 0.1 mm and looked neutral) and an open, squared, tense mouth: FACS
+anger with the mouth open (4+5+7+10+25) with fear's lips stretched sideways (AU20) and a nose wrinkle
+(AU9 0.5, Du et al.'s hatred, 4+9/10) that pulls the brow heads down further. Lips pressed shut (23/24,
+revision 19) moved the vermilion 1-2 mm, which the 512 px crop hardly shows: 35 of 48 London faces read
+neutral at both targets (12 faces: 0.25/0.25 hits -> 0.50/0.25 with this face). Anger's brows rather than
+fear's: lowered brows are the negative-valence cue (FACTS.md 3: AU4), fear's raised brows read as surprise
+(positive valence here), and the class's neighbours towards disgust lower the brows too. Both targets name
+this region, so both get it; ``au_intensities`` keeps each prototype at its anchor (the afraid preset still
+maps to fear's pattern for the appearance of other models' classes)."""
 
 
 def _anchor_tables(prototypes=PROTOTYPES):
