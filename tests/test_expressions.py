@@ -327,7 +327,8 @@ def test_gallery_shows_merged_anchors_as_one_face():
 def test_tense_face_lowers_the_brows_and_opens_a_stretched_mouth(fields):
     """The gallery's merged fear/anger face: the brow heads come down, the upper lids go up and the eyes open
     wider (revision 19's AU7 0.6 and AU4 closed what AU5 opened: the eyes looked neutral), and the lips part
-    into a wider, squared opening (the pressed lips it had moved the vermilion too little to read)."""
+    into a wider, squared opening with the corners down (the pressed lips it had moved the vermilion too
+    little to read; stretched corners with bared teeth read as a smile)."""
     (_, _, pattern), gains = vam.GALLERY_MERGES[0], np.linspace(0.5, 1.0, 3)
     inner_brow = R["left_brow"][np.argmin(np.abs(T[R["left_brow"], 0]))]
     up, lo = R["lips_inner_upper"], R["lips_inner_lower"]
@@ -343,6 +344,7 @@ def test_tense_face_lowers_the_brows_and_opens_a_stretched_mouth(fields):
             > T[up[len(up) // 2], 1] - T[lo[len(lo) // 2], 1] + 3 * g
         )
         assert abs(x[up[-1], 0] - x[up[0], 0]) > abs(T[up[-1], 0] - T[up[0], 0]) + 2.0 * g
+        assert d[R["lips_outer_upper"][[0, -1]], 1].max() < 0.0  # corners down: a grimace, never a smile
 
 
 def test_chin_raiser_arches_the_mouth_with_the_corner_depressor(fields):

@@ -71,7 +71,17 @@ GALLERY_MERGES: tuple[tuple[tuple[str, ...], str, dict[str, float]], ...] = (
     (
         ("afraid", "angry"),
         "tense",
-        {"AU4": 1.0, "AU5": 1.0, "AU7": 0.3, "AU9": 0.5, "AU10": 0.8, "AU20": 0.6, "AU25": 1.0, "AU26": 0.15},
+        {
+            "AU4": 1.0,
+            "AU5": 1.0,
+            "AU7": 0.3,
+            "AU9": 0.5,
+            "AU10": 0.8,
+            "AU15": 0.4,
+            "AU20": 0.3,
+            "AU25": 1.0,
+            "AU26": 0.15,
+        },
     ),
 )
 """Anchors that the generated gallery shows as one face: (anchors, name, AU pattern at their mean point).
@@ -84,10 +94,11 @@ stayed parted: a face that is neither. The gallery shows one coherent face there
 anger that fear shares most of: brows lowered and knitted (AU4), the wide-eyed glare (AU5 at 1 with a
 little of AU7's tight lower lid: at 0.9 and 0.6 the lower lid rose 1.6 mm and AU4 took 0.5 mm off the
 lid's opening, so the eyes opened 0.1 mm and looked neutral) and an open, squared, tense mouth: FACS
-anger with the mouth open (4+5+7+10+25) with fear's lips stretched sideways (AU20) and a nose wrinkle
-(AU9 0.5, Du et al.'s hatred, 4+9/10) that pulls the brow heads down further. Lips pressed shut (23/24,
-revision 19) moved the vermilion 1-2 mm, which the 512 px crop hardly shows: 35 of 48 London faces read
-neutral at both targets (12 faces: 0.25/0.25 hits -> 0.50/0.25 with this face). Anger's brows rather than
+anger with the mouth open (4+5+7+10+25), a little of fear's sideways stretch (AU20 0.3), the corners held
+down (AU15 0.4: stretched at 0.6-0.8 with the upper teeth bared and no AU15, 15 of 96 London afraid/angry
+outputs read happy) and a nose wrinkle (AU9 0.5, Du et al.'s hatred, 4+9/10) that pulls the brow heads
+down further. Lips pressed shut (23/24, revision 19) moved the vermilion 1-2 mm, which the 512 px crop
+hardly shows: 35 of 48 London faces read neutral at both targets. Anger's brows rather than
 fear's: lowered brows are the negative-valence cue (FACTS.md 3: AU4), fear's raised brows read as surprise
 (positive valence here), and the class's neighbours towards disgust lower the brows too. Both targets name
 this region, so both get it; ``au_intensities`` keeps each prototype at its anchor (the afraid preset still
