@@ -3,7 +3,8 @@
 Run: ``python scripts/plot_expressions.py [--out docs] [--before OLD_TOPOLOGY.npz]``. Writes
 - ``va_to_au.png``: intensity of each AU over the V-A square, and ``va_to_au.md``: the prototype table;
 - ``action_units.png``: every AU field on the template (front view, arrows);
-- ``class_means.png``: the 10 x 10 V-A class means of the generated gallery (like Fig. 3 of Kollias et al.),
+- ``class_means.png``: the V-A class means of the generated gallery on the default model's grid (20 x 20;
+  like Fig. 3 of Kollias et al.),
   computed here as the plain mean deformation per class (the model builder's SPLOCS means should agree);
 - ``template_neutral.png`` (only with ``--before``): the template before/after the mouth neutralisation.
 """
@@ -20,6 +21,7 @@ import numpy as np  # noqa: E402
 from affectsynth.affect import au_fields as auf
 from affectsynth.affect import synthetic_gallery as sgal
 from affectsynth.affect import va_map as vam  # noqa: E402
+from affectsynth.affect.default import DEFAULT_GRID  # noqa: E402
 from affectsynth.face.topology import face_topology  # noqa: E402
 
 
@@ -133,8 +135,9 @@ EXAGGERATE = 1.5  # class means are averages over subjects and directions: drawn
 def plot_class_means(out: Path, subjects: int = 6, directions: int = 48, frames: int = 10):
     t = face_topology()
     x = t.template
-    sums = np.zeros((10, 10, 478, 3))
-    counts = np.zeros((10, 10))
+    na, nv = DEFAULT_GRID.n_arousal, DEFAULT_GRID.n_valence
+    sums = np.zeros((na, nv, 478, 3))
+    counts = np.zeros((na, nv))
     neutral = {}
     for fr in sgal.generate_gallery(
         num_subjects=subjects, num_directions=directions, frames_per_sequence=frames
@@ -142,23 +145,23 @@ def plot_class_means(out: Path, subjects: int = 6, directions: int = 48, frames:
         if fr.is_neutral:
             neutral[fr.sequence] = fr.vertices
             continue
-        i = min(int((fr.arousal + 1) / 0.2), 9)
-        j = min(int((fr.valence + 1) / 0.2), 9)
+        i = min(int((fr.arousal + 1) / (2.0 / na)), na - 1)
+        j = min(int((fr.valence + 1) / (2.0 / nv)), nv - 1)
         sums[i, j] += fr.vertices - neutral[fr.sequence]
         counts[i, j] += 1
-    fig, axes = plt.subplots(10, 10, figsize=(13, 15))
-    for i in range(10):
-        for j in range(10):
-            ax = axes[9 - i, j]
+    fig, axes = plt.subplots(na, nv, figsize=(1.3 * nv, 1.5 * na))
+    for i in range(na):
+        for j in range(nv):
+            ax = axes[na - 1 - i, j]
             if counts[i, j] == 0:
                 ax.axis("off")
                 continue
             _sketch(ax, x + EXAGGERATE * sums[i, j] / counts[i, j], t)
-            ax.set_title(f"V{-0.9 + 0.2 * j:+.1f} A{-0.9 + 0.2 * i:+.1f}", fontsize=6)
+            ax.set_title(f"V{-1 + (j + 0.5) * 2 / nv:+.2f} A{-1 + (i + 0.5) * 2 / na:+.2f}", fontsize=6)
     fig.suptitle(
-        "Class-mean shapes of the generated gallery over the 10 x 10 V-A classes (valence ->, arousal ^)"
+        f"Class-mean shapes of the generated gallery over the {na} x {nv} V-A classes (valence ->, arousal ^)"
     )
-    fig.savefig(out / "class_means.png", dpi=80)
+    fig.savefig(out / "class_means.png", dpi=60 if na > 10 else 80)
     plt.close(fig)
 
 

@@ -324,6 +324,29 @@ def test_gallery_shows_merged_anchors_as_one_face():
             np.testing.assert_allclose(vam.gallery_intensities(v, a), vam.au_intensities(v, a), atol=1e-6)
 
 
+def test_tense_face_lowers_the_brows_and_opens_a_stretched_mouth(fields):
+    """The gallery's merged fear/anger face: the brow heads come down, the upper lids go up and the eyes open
+    wider (revision 19's AU7 0.6 and AU4 closed what AU5 opened: the eyes looked neutral), and the lips part
+    into a wider, squared opening with the corners down (the pressed lips it had moved the vermilion too
+    little to read; stretched corners with bared teeth read as a smile)."""
+    (_, _, pattern), gains = vam.GALLERY_MERGES[0], np.linspace(0.5, 1.0, 3)
+    inner_brow = R["left_brow"][np.argmin(np.abs(T[R["left_brow"], 0]))]
+    up, lo = R["lips_inner_upper"], R["lips_inner_lower"]
+    for g in gains:
+        d = sum(g * w * fields[n] for n, w in pattern.items())
+        x = T + d
+        assert d[inner_brow, 1] < -2.0 * g
+        lid_up = R["left_eye_upper"]
+        assert d[lid_up, 1].max() > 1.5 * g  # white above the iris
+        assert (_lid_gap(x, "left") - _lid_gap(T, "left")).max() > 0.5 * g  # wider open, not squinting
+        assert (
+            x[up[len(up) // 2], 1] - x[lo[len(lo) // 2], 1]
+            > T[up[len(up) // 2], 1] - T[lo[len(lo) // 2], 1] + 3 * g
+        )
+        assert abs(x[up[-1], 0] - x[up[0], 0]) > abs(T[up[-1], 0] - T[up[0], 0]) + 2.0 * g
+        assert d[R["lips_outer_upper"][[0, -1]], 1].max() < 0.0  # corners down: a grimace, never a smile
+
+
 def test_chin_raiser_arches_the_mouth_with_the_corner_depressor(fields):
     """AU17 pushes the lower lip up in the middle more than at the corners, so with AU15 (sadness) the mouth
     arches: the lower-lip centre ends above where it was, the corners below."""
@@ -556,6 +579,17 @@ def test_default_model_cache(tmp_path, monkeypatch):
     for a, b in zip(jax.tree_util.tree_leaves(m1), jax.tree_util.tree_leaves(m2), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b))
     assert dflt.default_model_key(cfg) != dflt.default_model_key(sgal.GalleryConfig())
+
+
+def test_default_model_key_follows_the_au_fields(monkeypatch):
+    """Editing an AU field changes every gallery frame, so it must change the cached model's key too."""
+    before = dflt.default_model_key()
+    edited = dict(auf.action_unit_fields())
+    edited["AU15"] = edited["AU15"] * 1.01
+    monkeypatch.setattr(dflt, "action_unit_fields", lambda: edited)
+    assert dflt.default_model_key() != before
+    monkeypatch.setattr(dflt, "action_unit_fields", auf.action_unit_fields)
+    assert dflt.default_model_key() == before
 
 
 def test_cache_dir_env(monkeypatch, tmp_path):

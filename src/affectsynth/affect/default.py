@@ -47,17 +47,21 @@ def _package_version() -> str:
         return "0"
 
 
-DEFAULT_MODEL_REVISION = 19
+DEFAULT_MODEL_REVISION = 20
 """Bumped whenever the default model's build changes in a way the other key parts do not capture."""
 
 
 def default_model_key(config: GalleryConfig = DEFAULT_GALLERY, grid: AffectGrid = DEFAULT_GRID) -> str:
-    """Hash of the generator parameters, V-A grid, AU prototypes, template and package version."""
+    """Hash of the generator parameters, V-A grid, AU prototypes, AU fields, template and package version."""
     h = hashlib.sha256()
     h.update(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
     for table in (PROTOTYPES, GALLERY_PROTOTYPES):
         h.update(json.dumps([(n, v, a, sorted(p.items())) for n, v, a, p in table]).encode())
     h.update(np.ascontiguousarray(topo.face_topology().template).tobytes())
+    fields = action_unit_fields()  # an edited AU field changes every frame: no stale cached model
+    for name in sorted(fields):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(fields[name]).tobytes())
     h.update(_package_version().encode())
     h.update(f"revision {DEFAULT_MODEL_REVISION}".encode())
     h.update(repr(grid).encode())

@@ -49,7 +49,7 @@ PROTOTYPES: tuple[tuple[str, float, float, dict[str, float]], ...] = (
     # sadness: AU4 at half so the brow heads still rise (AU1 lifts them 4.4 mm, AU4 lowers them 3.6 mm: at
     # 0.7 they rose 1 mm) while it knits them: the oblique brow. AU43 0.3: the lowered upper lid (AU4 no
     # longer drags the lid down with the brow)
-    ("sad", -0.60, -0.30, {"AU1": 1.0, "AU4": 0.5, "AU15": 1.0, "AU17": 0.7, "AU43": 0.3}),
+    ("sad", -0.60, -0.30, {"AU1": 1.0, "AU4": 0.5, "AU15": 1.0, "AU17": 0.9, "AU43": 0.4}),
     ("bored", -0.50, -0.60, {"AU4": 0.2, "AU14": 0.3, "AU15": 0.3, "AU43": 0.45}),
     ("tired", 0.04, -0.63, {"AU1": 0.1, "AU25": 0.15, "AU43": 0.6}),  # R80 tired
     ("sleepy", 0.28, -0.67, {"AU12": 0.1, "AU26": 0.15, "AU43": 0.65}),  # R80 sleepy
@@ -71,7 +71,17 @@ GALLERY_MERGES: tuple[tuple[tuple[str, ...], str, dict[str, float]], ...] = (
     (
         ("afraid", "angry"),
         "tense",
-        {"AU4": 1.0, "AU5": 0.9, "AU7": 0.6, "AU9": 0.3, "AU23": 1.0, "AU24": 0.6},
+        {
+            "AU4": 1.0,
+            "AU5": 1.0,
+            "AU7": 0.3,
+            "AU9": 0.5,
+            "AU10": 0.8,
+            "AU15": 0.4,
+            "AU20": 0.3,
+            "AU25": 1.0,
+            "AU26": 0.15,
+        },
     ),
 )
 """Anchors that the generated gallery shows as one face: (anchors, name, AU pattern at their mean point).
@@ -80,16 +90,19 @@ Fear and anger sit 5 degrees apart, both inside one 0.2 x 0.2 V-A class (and its
 class mean of frames drawn from the map averages fear's raised inner brows (AU1) with anger's lowered ones
 (AU4) and fear's parted, stretched lips with anger's pressed ones. Measured on a London face (re-detected
 landmarks), the inner brows kept 0.13 (angry) and 0.4 (afraid) of their prototype's travel and the mouth
-stayed parted: a face that is neither. The gallery shows one coherent face there instead: anger's
-(4+5+7+23/24, FACTS.md 3) with fear's fuller upper-lid raise, the wide-eyed glare the two share, lips pressed
-(AU24 0.6: with the subjects' gains, more folds the thin lower vermilion at the corners) and a slight nose
-wrinkle (AU9 0.3; Du et al.'s hatred and angrily disgusted, 4+9/10), which pulls the brow heads down
-further. Its neighbour disgust's raised upper lip would part the pressed lips in the class mean;
-``lip_contact.press_lips`` keeps them together. Anger
-rather than fear: lowered brows are the negative-valence cue (FACTS.md 3: AU4), fear's raised brows and
-open mouth read as surprise (positive valence here), and the class's neighbours towards disgust lower the
-brows too. Both targets name this region, so both get it; ``au_intensities`` keeps each prototype at its
-anchor (the afraid preset still maps to fear's pattern for the appearance of other models' classes)."""
+stayed parted: a face that is neither. The gallery shows one coherent face there instead, the high-arousal
+anger that fear shares most of: brows lowered and knitted (AU4), the wide-eyed glare (AU5 at 1 with a
+little of AU7's tight lower lid: at 0.9 and 0.6 the lower lid rose 1.6 mm and AU4 took 0.5 mm off the
+lid's opening, so the eyes opened 0.1 mm and looked neutral) and an open, squared, tense mouth: FACS
+anger with the mouth open (4+5+7+10+25), a little of fear's sideways stretch (AU20 0.3), the corners held
+down (AU15 0.4: stretched at 0.6-0.8 with the upper teeth bared and no AU15, 15 of 96 London afraid/angry
+outputs read happy) and a nose wrinkle (AU9 0.5, Du et al.'s hatred, 4+9/10) that pulls the brow heads
+down further. Lips pressed shut (23/24, revision 19) moved the vermilion 1-2 mm, which the 512 px crop
+hardly shows: 35 of 48 London faces read neutral at both targets. Anger's brows rather than
+fear's: lowered brows are the negative-valence cue (FACTS.md 3: AU4), fear's raised brows read as surprise
+(positive valence here), and the class's neighbours towards disgust lower the brows too. Both targets name
+this region, so both get it; ``au_intensities`` keeps each prototype at its anchor (the afraid preset still
+maps to fear's pattern for the appearance of other models' classes)."""
 
 
 def _anchor_tables(prototypes=PROTOTYPES):
