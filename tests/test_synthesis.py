@@ -129,11 +129,15 @@ def test_jit_matches_eager(model, batch, cheap):
 
 def test_called_inside_a_jit_processes_the_whole_image(model, batch, cheap):
     """Traced landmarks have no values to choose a crop from: the whole image is the crop (here the same
-    160 px window as the host's choice, so the results agree)."""
+    160 px window as the host's choice, so the results agree to float noise: the two are different
+    programs, and a 1e-6 difference in the fitted landmarks moves the smile relaxation's amount by 7e-6 and
+    a hard edge by 1e-4 px (2 of 230,400 values differed by 1.5e-4 when it came in); the same bounds as the
+    vmap-vs-loop test above."""
     images, lms, targets, keys, crop = batch
     assert crop == (SIZE, SIZE)
     inner = jax.jit(lambda im, lm: synthesize_batch(im, lm, targets, model, options=CHEAP, keys=keys).images)
-    np.testing.assert_allclose(np.asarray(inner(images, lms)), np.asarray(cheap.images), atol=1e-4)
+    diff = np.abs(np.asarray(inner(images, lms)) - np.asarray(cheap.images))
+    assert diff.max() < 1e-3 and diff.mean() < 1e-6, (diff.max(), diff.mean())
 
 
 def test_a_face_that_fills_the_frame_is_padded_for_the_work(model, batch, cheap):
