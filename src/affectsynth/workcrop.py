@@ -147,7 +147,7 @@ def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 TILE = 256
 """Side of the output tiles of the compiled Catmull-Rom lookup (``_sample_tiled``)."""
 
-WINDOW = TILE + 64
+WINDOW = TILE + 128
 """Side of the photo window each tile reads: the tile's taps plus room for the displacement's variation
 across one tile (a smooth field: a few pixels; a tile whose taps do not fit falls back to NumPy)."""
 
