@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from affectsynth import compiled, workcrop
@@ -136,6 +136,33 @@ def test_paste_back_applies_the_displacement_to_photo_pixels_and_adds_the_residu
     want = np.clip(want, 0.0, 1.0)  # the output is a valid image (a residual near white is clipped)
     np.testing.assert_allclose(out[yy, xx, :2], want, atol=2e-5)
     np.testing.assert_array_equal(out[mask == 0], image[mask == 0])
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    h=st.integers(8, 800),
+    w=st.integers(8, 800),
+    n=st.integers(1, 600),
+    m=st.integers(1, 600),
+    shift=st.tuples(st.floats(-300, 300), st.floats(-300, 300)),
+    wave=st.floats(0, 200),
+    seed=st.integers(0, 2**16),
+)
+@example(h=700, w=700, n=600, m=600, shift=(0.0, 0.0), wave=200.0, seed=0)  # tiles past the window
+def test_tiled_lookup_equals_the_numpy_lookup(h, w, n, m, shift, wave, seed):
+    """The compiled tile-by-tile Catmull-Rom lookup equals ``_sample`` to float32 rounding: partial tiles
+    at the grid's edges, positions past the photo's edges (windows cut beyond it) and displacements that
+    vary across a tile by more than its window (the NumPy fallback) included."""
+    rng = np.random.default_rng(seed)
+    image = rng.random((h, w, 3), np.float32)
+    y, x = np.mgrid[:n, :m] + 0.5
+    x = x * (w / m) + shift[0] + wave * np.sin(y / 37.0)
+    y = y * (h / n) + shift[1] + wave * np.cos(x / 53.0) + rng.normal(0, 0.3, (n, m))
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    want = workcrop._sample(image, x, y)
+    got = workcrop._sample_tiled(image, x, y)
+    assert got.shape == want.shape == (n, m, 3)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
 
 
 def test_paste_back_in_strips_on_threads_equals_one_pass(monkeypatch):

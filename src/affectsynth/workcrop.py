@@ -8,7 +8,9 @@ integer factor, then linear interpolation: anti-aliased); a smaller one is cut a
 512 px photo is edited exactly as at full resolution. The edit comes back as a displacement field (applied
 to the photo's own pixels with a Catmull-Rom lookup, so its sharpness survives) and a smooth residual
 (appearance cues + the Poisson correction), both upsampled bilinearly; only the face's bounding box is
-touched.
+touched. The paste-back's Catmull-Rom lookup (16 gathers per pixel) runs as one small compiled program
+over fixed ``TILE x TILE`` output tiles, each reading a ``WINDOW``-sided window of the photo, so it is
+compiled once whatever the photo (and kept by JAX's persistent cache): ~2x faster than NumPy at 12 Mpx.
 
 Coordinates: pixel centres at ``i + 0.5`` (``render.raster``'s convention); a window is (top, left,
 scale): crop position ``c`` shows photo position ``(top, left) + c / scale``.
@@ -18,7 +20,10 @@ import math
 import os
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float, Int
 
 from .face import topology as topo
 
@@ -139,10 +144,90 @@ def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.clip(out, lo, hi, out=out)
 
 
-STRIP = 64
+TILE = 256
+"""Side of the output tiles of the compiled Catmull-Rom lookup (``_sample_tiled``)."""
+
+WINDOW = TILE + 128
+"""Side of the photo window each tile reads: the tile's taps plus room for the displacement's variation
+across one tile (a smooth field: a few pixels; a tile whose taps do not fit falls back to NumPy)."""
+
+
+def _cubic_taps_jax(u: Float[Array, "T T"], n, origin):
+    """``_cubic_taps`` in JAX, indices relative to a window starting at ``origin`` (traced scalars)."""
+    u = jnp.clip(u, 0.0, n - 1.0)
+    i = jnp.floor(u)
+    t = u - i
+    t2, t3 = t * t, t * t * t
+    w = jnp.stack([-t3 + 2 * t2 - t, 3 * t3 - 5 * t2 + 2, -3 * t3 + 4 * t2 + t, t3 - t2], -1) * 0.5
+    offsets = jnp.arange(-1, 3, dtype=jnp.int32)[None, None, :]
+    idx = jnp.clip(i.astype(jnp.int32)[..., None] + offsets, 0, n.astype(jnp.int32) - 1)
+    return idx - origin, w
+
+
+@jax.jit
+def _lookup_tile(
+    src: Float[Array, "P P C"],
+    x: Float[Array, "T T"],
+    y: Float[Array, "T T"],
+    corner: Int[Array, "2"],
+    extent: Float[Array, "2"],
+) -> Float[Array, "T T C"]:
+    """``_sample`` of a photo at positions (x, y) (photo pixels) from the window ``src`` whose pixel
+    ``[0, 0]`` is photo pixel ``corner`` (row, col) of a photo ``extent`` (h, w) in size: one fused
+    program instead of 16 gathers with temporaries. Shapes are fixed (``TILE``, ``WINDOW``): compiled once."""
+    p = src.shape[1]
+    jx, wx = _cubic_taps_jax(x - 0.5, extent[1], corner[1])
+    iy, wy = _cubic_taps_jax(y - 0.5, extent[0], corner[0])
+    flat = src.reshape(-1, src.shape[-1])
+    out = lo = hi = None
+    for a in range(4):
+        across = None
+        for b in range(4):
+            v = jnp.take(flat, iy[..., a] * p + jx[..., b], axis=0, mode="clip")
+            if a in (1, 2) and b in (1, 2):
+                lo = v if lo is None else jnp.minimum(lo, v)
+                hi = v if hi is None else jnp.maximum(hi, v)
+            v = v * wx[..., b, None]
+            across = v if across is None else across + v
+        across = across * wy[..., a, None]
+        out = across if out is None else out + across
+    return jnp.clip(out, lo, hi)
+
+
+def _tap_span(u: np.ndarray, n: int):
+    """First and last photo index a Catmull-Rom lookup at continuous indices ``u`` reads."""
+    u = np.clip(u, 0.0, n - 1.0)
+    return max(0, int(np.floor(u.min())) - 1), min(n - 1, int(np.floor(u.max())) + 2)
+
+
+def _sample_tiled(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``_sample`` over ``TILE x TILE`` output tiles, each through the compiled ``_lookup_tile`` with the
+    ``WINDOW``-sided photo window its taps need (edge tiles padded by repeating their last positions); a
+    tile whose taps span more than the window is looked up with ``_sample``."""
+    h, w = image.shape[:2]
+    out = np.empty((*x.shape, image.shape[-1]), np.float32)
+    extent = np.float32([h, w])
+    for r in range(0, x.shape[0], TILE):
+        for c in range(0, x.shape[1], TILE):
+            tx, ty = x[r : r + TILE, c : c + TILE], y[r : r + TILE, c : c + TILE]
+            cy, ly = _tap_span(ty - 0.5, h)
+            cx, lx = _tap_span(tx - 0.5, w)
+            if ly - cy >= WINDOW or lx - cx >= WINDOW:
+                out[r : r + TILE, c : c + TILE] = _sample(image, tx, ty)
+                continue
+            th, tw = tx.shape
+            pad = ((0, TILE - th), (0, TILE - tw))
+            src = image[_span(cy, WINDOW, h)][:, _span(cx, WINDOW, w)]
+            tx, ty = np.pad(tx, pad, "edge"), np.pad(ty, pad, "edge")
+            got = _lookup_tile(src, tx, ty, np.int32([cy, cx]), extent)
+            out[r : r + TILE, c : c + TILE] = np.asarray(got)[:th, :tw]
+    return out
+
+
+STRIP = TILE
 """Rows of the photo carried back at a time: the upsampled fields of a 12-Mpx face would otherwise take
-~1 GB of temporaries; strips keep them small (~35 MB each at 12 Mpx) and in cache, and run on several
-threads (NumPy releases the GIL inside its loops)."""
+~1 GB of temporaries; strips keep them small (~100 MB each at 12 Mpx) and run on several threads (NumPy
+and compiled programs release the GIL); one strip is one row of lookup tiles."""
 
 
 def _threads() -> int:
@@ -209,7 +294,7 @@ def _paste_strip(out, mask, photo, window: Window, fields, covered, a: int, b: i
     up = _lerp_axis(across, (yc - window.top) * s - 0.5 - lo, 0)
     cover = up[..., 2:3]
     orig = photo[a:b, x0:x1]
-    edited = _sample(photo, xc[None, :] + up[..., 0], yc[:, None] + up[..., 1])
+    edited = _sample_tiled(photo, xc[None, :] + up[..., 0], yc[:, None] + up[..., 1])
     edited -= orig
     edited *= cover
     edited += orig
