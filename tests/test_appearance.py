@@ -482,6 +482,31 @@ def test_a_wide_opening_shows_lower_teeth_and_a_dark_cavity_between(face, basis)
     assert np.mean(lum[centre] < 0.15) > 0.3  # between the rows of teeth: the dark cavity
 
 
+def _near_lips(face, basis, **aus):
+    """(output luminance, centre of the opening within 3 px of the inner upper lip, the same at the lower,
+    the centre over 4 px from both)."""
+    lum, inside, u, d_lo = _mouth_parts(face, basis, **aus)
+    grid = jnp.asarray(ap_draw._pixel_grid(SIZE, SIZE))
+    au = au_vector(**aus)
+    _, _, ctx = make_scene(face, deformation(basis, au), au)
+    upper = np.asarray(ctx.target_landmarks)[topo.face_topology().region("lips_inner_upper"), :2]
+    d_up = np.asarray(ap_draw._polyline_distance(grid, jnp.asarray(upper)))
+    centre = inside & (u < 0.3)
+    return lum, centre & (d_up < 3.0), centre & (d_lo < 3.0), centre & (d_up > 4.0) & (d_lo > 4.0)
+
+
+def test_a_relaxed_dropped_jaw_shows_upper_incisors_and_hides_the_lower_teeth(face, basis):
+    """Surprise's open mouth (AU25+26, no smile, no stretch): a rim of upper incisors under the relaxed upper
+    lip and the lower teeth mostly behind the lower lip; fear's stretched lips (AU20) bare the lower teeth.
+    All cavity over a row of lower teeth read as a scream (afraid) on London faces."""
+    lum, up, lo, mid = _near_lips(face, basis, AU25=1.0, AU26=1.0)
+    assert up.sum() > 5 and lo.sum() > 5 and mid.sum() > 5
+    assert lum[up].mean() > np.median(lum[mid]) + 0.1  # the incisor rim (a small face: soft, ~2 px)
+    assert lum[up].mean() > lum[lo].mean()  # more upper than lower teeth
+    lum_s, _, lo_s, _ = _near_lips(face, basis, AU20=1.0, AU25=1.0, AU26=1.0)
+    assert lum_s[lo_s].mean() > lum[lo].mean() + 0.15
+
+
 def test_eyes_close_without_smearing_iris(face, basis):
     au = au_vector(AU43=1.0)
     render, frags, ctx = make_scene(face, deformation(basis, au), au)

@@ -324,6 +324,27 @@ def test_gallery_shows_merged_anchors_as_one_face():
             np.testing.assert_allclose(vam.gallery_intensities(v, a), vam.au_intensities(v, a), atol=1e-6)
 
 
+def test_surprise_class_has_no_fear_and_its_brows_arch(fields):
+    """Every gallery frame in surprise's V-A class (0.2 x 0.2 around (0.3, 0.8)) is surprise, not fear: no
+    brow lowerer, lid tightener or lip stretcher leaks in from the tense neighbour; and its brows (AU1 + AU2
+    at the class's intensities) rise at least as much at the tail as at the head: an arch, not fear's
+    oblique brow with the inner corners up."""
+    v0, a0 = EMOTION_PRESETS["surprised"]
+    worst = {n: 0.0 for n in ("AU4", "AU7", "AU20")}
+    for v in np.linspace(v0 - 0.1, v0 + 0.1, 9):
+        for a in np.linspace(a0 - 0.1, min(a0 + 0.1, 1.0), 9):
+            got = _named(vam.gallery_intensities(v, a))
+            worst = {n: max(w, got[n]) for n, w in worst.items()}
+    assert max(worst.values()) < 0.02, worst
+    w = _named(vam.gallery_intensities(v0, a0))
+    rise = w["AU1"] * fields["AU1"][:, 1] + w["AU2"] * fields["AU2"][:, 1]
+    brow = R["left_brow"]
+    span = np.abs(T[brow, 0])
+    inner, outer = brow[span < np.quantile(span, 0.25)], brow[span > np.quantile(span, 0.75)]
+    assert rise[inner].mean() > 3.0  # the brows do rise (AU1 alone lifts the heads ~4.4 mm)
+    assert rise[outer].mean() >= rise[inner].mean()
+
+
 def test_tense_face_lowers_the_brows_and_opens_a_stretched_mouth(fields):
     """The gallery's merged fear/anger face: the brow heads come down, the upper lids go up and the eyes open
     wider (revision 19's AU7 0.6 and AU4 closed what AU5 opened: the eyes looked neutral), and the lips part

@@ -29,6 +29,17 @@ TOOTH_EDGES_MM = (0.0, 8.5, 15.0, 22.0)
 laterals ~6.5 mm, canines ~7 mm, seen nearly face on."""
 
 
+REST_INCISOR_MM = 2.0
+"""Upper incisor crown (mm) that a relaxed upper lip leaves in view: about 2 mm in men and 3 mm in women at
+rest (Vig & Brundo 1978), more in the young. A dropped jaw (surprise) keeps it; without it the gap of a
+relaxed open mouth was all cavity over a row of lower teeth, the bared lower teeth of a scream (London
+``surprised`` outputs read afraid on 18 of 48 faces)."""
+
+LOWER_TEETH_AT_REST = 0.3
+"""Fraction of the lower-teeth band shown when nothing pulls the lower lip off them: a relaxed lower lip
+rides down with the jaw over the lower incisors; smiles, AU16/AU20 (fear's stretched lips) and AU27 (a
+forced stretch) bare them."""
+
 MIN_OPENING_MM = 1.0
 """Mean added height (mm) of the lips' opening from which the painted interior is fully drawn (from 0)."""
 
@@ -153,14 +164,15 @@ def _detail(mm: Float[Array, ""]) -> Float[Array, ""]:
     return _smoothstep((mm - 0.7) / 0.5)
 
 
-def _teeth(f: _MouthFrame, teeth_rgb: Float[Array, "3"], smile: Float[Array, ""]):
+def _teeth(f: _MouthFrame, teeth_rgb: Float[Array, "3"], smile: Float[Array, ""], bare: Float[Array, ""]):
     """Upper (and for wide openings lower) teeth: (upper mask, upper colour, lower mask, lower colour).
 
     The upper band sits under the upper lip, its incisal edge following the smile arc. How much of the gap
     it fills: a smile (AU12, AU10 lift the upper lip off the teeth) shows mostly teeth down to the lower lip
     (real smiles show ~10 mm of incisor crown), dark only in the corners; a dropped jaw alone (surprise)
-    mostly the dark cavity. Each tooth is rounded (darker towards its neighbours), the row darkens towards
-    the corners where it turns away from the light. Lower teeth from openings of ~6 mm (fully by 16 mm).
+    mostly the dark cavity under a rim of upper incisors (``REST_INCISOR_MM``). Each tooth is rounded (darker
+    towards its neighbours), the row darkens towards the corners where it turns away from the light. Lower
+    teeth from openings of ~6 mm (fully by 16 mm), as tall as the lower lip is pulled off them (``bare``).
     """
     gaps = sum(_gauss(jnp.abs(f.x_mm) - g, 0.7) for g in TOOTH_EDGES_MM)
     turn = jnp.clip(jnp.abs(f.u), 0.0, 1.0) ** 2
@@ -172,15 +184,23 @@ def _teeth(f: _MouthFrame, teeth_rgb: Float[Array, "3"], smile: Float[Array, ""]
     tooth_shade = (1.0 - 0.65 * turn) * (1.0 - 0.1 * _detail(f.mm) * jnp.minimum(gaps, 1.0)) * contact
     wide = _smoothstep((f.h_open / f.mm - 6.0) / 10.0)
     reach = jnp.minimum(0.3 + 0.8 * smile - 0.55 * wide, 1.1)  # fraction of the local gap height
-    h_up = jnp.minimum(11.0 * f.mm * (1.0 - 0.3 * f.u * f.u), reach * f.local_h)
+    rest = jnp.minimum(REST_INCISOR_MM * f.mm, 0.3 * f.local_h)  # the relaxed upper lip's incisor display
+    h_up = jnp.minimum(11.0 * f.mm * (1.0 - 0.3 * f.u * f.u), jnp.maximum(reach * f.local_h, rest))
     soft = jnp.maximum(0.9, 0.1 * h_up)
     m_up = _smoothstep((h_up - f.d_up) / soft) * _band(jnp.abs(f.u), 0.0, 0.74, 0.15)
     lip_shadow = 0.82 + 0.18 * _smoothstep(f.d_up / (0.35 * h_up + 1.0))
     up_rgb = teeth_rgb[None, None, :] * (tooth_shade * lip_shadow)[..., None]
-    h_lo = jnp.minimum(6.0 * f.mm * (1.0 - 0.4 * f.u * f.u), 0.25 * f.local_h)
+    h_lo = bare * jnp.minimum(6.0 * f.mm * (1.0 - 0.4 * f.u * f.u), 0.25 * f.local_h)
     m_lo = wide * _detail(f.mm) * _smoothstep((h_lo - f.d_lo) / soft) * _band(jnp.abs(f.u), 0.0, 0.65, 0.12)
     lo_rgb = teeth_rgb[None, None, :] * (0.72 * tooth_shade)[..., None]
     return m_up, up_rgb, m_lo, lo_rgb
+
+
+def _lower_lip_pull(ctx: AppearanceContext, smile: Float[Array, ""]) -> Float[Array, ""]:
+    """How far the lower lip is drawn off the lower teeth (``LOWER_TEETH_AT_REST`` .. 1): smiles, lip
+    depressor and stretcher (AU16, AU20) and the forced stretch of AU27."""
+    pull = smile + _au(ctx, "AU16") + _au(ctx, "AU20") + _au(ctx, "AU27")
+    return LOWER_TEETH_AT_REST + (1.0 - LOWER_TEETH_AT_REST) * jnp.clip(pull, 0.0, 1.0)
 
 
 def mouth_interior(
@@ -198,7 +218,7 @@ def mouth_interior(
     f = _mouth_frame(ctx, xy)
     lip_rgb, teeth_rgb = _mouth_colours(patch, ctx)
     smile = jnp.clip(_au(ctx, "AU12") + _au(ctx, "AU10"), 0.0, 1.0)
-    m_up, up_rgb, m_lo, lo_rgb = _teeth(f, teeth_rgb, smile)
+    m_up, up_rgb, m_lo, lo_rgb = _teeth(f, teeth_rgb, smile, _lower_lip_pull(ctx, smile))
     v = f.d_up / f.local_h
     tongue_m = (
         _detail(f.mm)
