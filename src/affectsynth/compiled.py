@@ -76,12 +76,12 @@ def enable_persistent_cache() -> Path | None:
 # The stored programs are made of the code ``working`` imports (it builds ``synthesize_batch``'s program)
 # and ``compiled`` (which stores and loads them; its own imports reach the model's build only through the
 # cache folder's name, so they are not followed).
-HOST_ONLY = frozenset({"io", "workcrop", "face.landmarks", "affect.default"})
-"""Modules on that import path whose code is never part of a stored program: atomic file writes, the
-working crop's cut and paste-back (its tiled lookup is a small jit of its own, kept by JAX's persistent
-cache, which keys it by its own code), face detection, the default model's load or build (the model reaches
-a program as arguments, whose shapes and static fields are in the program's key). Editing them keeps the
-stored programs."""
+HOST_ONLY = frozenset({"io", "face.landmarks", "affect.default"})
+"""Modules on that import path that run on the host only and import no JAX (so none of their code can be
+traced into a program): atomic file writes, face detection, the default model's load or build (the model
+reaches a program as arguments, whose shapes and static fields are in the program's key). Editing them
+keeps the stored programs. ``workcrop`` is not among them since its paste-back has a jitted lookup of its
+own: an edit there recompiles too, the safe side."""
 
 
 def _module_file(root: Path, name: str) -> Path | None:
