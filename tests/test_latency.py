@@ -26,17 +26,6 @@ from affectsynth.pipeline import SynthesisOptions, crop_size, synthesize_batch
 from test_synthesis import CHEAP, synthetic_face
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """A private user cache; JAX's process-wide compilation cache left alone; no program in memory."""
-    monkeypatch.setenv("AFFECTSYNTH_CACHE", str(tmp_path))
-    monkeypatch.setenv("AFFECTSYNTH_PROGRAM_CACHE", "1")
-    monkeypatch.setattr(compiled, "enable_persistent_cache", lambda: None)
-    compiled.clear_memory()
-    yield tmp_path
-    compiled.clear_memory()
-
-
 def ramp(h, w, a=(0.002, 0.001), b=(0.0005, 0.003)):
     """f32[h, w, 2]: two linear functions of the pixel centre (x, y)."""
     y, x = np.mgrid[:h, :w] + 0.5
@@ -239,21 +228,21 @@ def no_tracing(*a, **k):
     raise AssertionError("traced again")
 
 
-def test_a_program_is_stored_and_a_later_process_loads_it_without_tracing(cache, monkeypatch):
+def test_a_program_is_stored_and_a_later_process_loads_it_without_tracing(program_cache, monkeypatch):
     m = Scale(jnp.float32(3.0))
     x, y = np.arange(6, dtype=np.float32).reshape(2, 3), np.ones((2, 3), np.float32)
     first = compiled.model_program("affine", affine, (x, y), m, ("opts", 2))(x, y)
     np.testing.assert_allclose(first[0], x * 3 + 1)
-    (stored,) = (cache / "programs").glob("affine-*.xlaexe")  # the compiled executable itself
+    (stored,) = (program_cache / "programs").glob("affine-*.xlaexe")  # the compiled executable itself
     compiled.clear_memory()  # a new process: only the disk is left
     monkeypatch.setattr(compiled, "_build", no_tracing)
     monkeypatch.setattr(jax, "jit", no_tracing)  # not even compiled from an exported program
     again = compiled.model_program("affine", affine, (x, y), Scale(jnp.float32(2.0)), ("opts", 2))(x, y)
     np.testing.assert_allclose(again[0], x * 2 + 1)  # same signature, other values: same program
-    assert list((cache / "programs").iterdir()) == [stored]
+    assert list((program_cache / "programs").iterdir()) == [stored]
 
 
-def test_without_executable_serialisation_the_exported_program_is_kept(cache, monkeypatch):
+def test_without_executable_serialisation_the_exported_program_is_kept(program_cache, monkeypatch):
     """A backend that cannot serialise executables (or an executable whose unpacked copy fails): the
     ``jax.export`` file is stored instead and a later process compiles it, without tracing ``fn``."""
     m = Scale(jnp.float32(3.0))
@@ -261,15 +250,15 @@ def test_without_executable_serialisation_the_exported_program_is_kept(cache, mo
     with monkeypatch.context() as patch:
         patch.setattr(compiled, "_pack_executable", lambda prog, args: None)
         compiled.model_program("affine", affine, (x, x), m, None)
-    assert [p.suffix for p in (cache / "programs").iterdir()] == [".jaxexport"]
+    assert [p.suffix for p in (program_cache / "programs").iterdir()] == [".jaxexport"]
     compiled.clear_memory()
     monkeypatch.setattr(compiled, "_build", no_tracing)
     out = compiled.model_program("affine", affine, (x, x), m, None)(x, x)
     np.testing.assert_allclose(out[0], 4.0)
-    assert [p.suffix for p in (cache / "programs").iterdir()] == [".jaxexport"]
+    assert [p.suffix for p in (program_cache / "programs").iterdir()] == [".jaxexport"]
 
 
-def test_an_executable_whose_copy_fails_to_run_is_not_stored(cache, monkeypatch):
+def test_an_executable_whose_copy_fails_to_run_is_not_stored(program_cache, monkeypatch):
     m = Scale(jnp.float32(3.0))
     x = np.ones((2, 3), np.float32)
 
@@ -282,7 +271,7 @@ def test_an_executable_whose_copy_fails_to_run_is_not_stored(cache, monkeypatch)
     monkeypatch.setattr(compiled, "_unpack_executable", broken)
     out = compiled.model_program("affine", affine, (x, x), m, None)(x, x)
     np.testing.assert_allclose(out[0], 4.0)  # the program compiled in this process is fine
-    assert [p.suffix for p in (cache / "programs").iterdir()] == [".jaxexport"]
+    assert [p.suffix for p in (program_cache / "programs").iterdir()] == [".jaxexport"]
 
 
 LINALG_PROGRAM = """
@@ -359,13 +348,13 @@ DAMAGE = {
 
 @pytest.mark.parametrize("damage", DAMAGE)
 @pytest.mark.parametrize("kind", ["xlaexe", "jaxexport"])
-def test_a_corrupt_program_is_rebuilt_not_fatal(cache, monkeypatch, damage, kind):
+def test_a_corrupt_program_is_rebuilt_not_fatal(program_cache, monkeypatch, damage, kind):
     m = Scale(jnp.float32(3.0))
     x = np.ones((2, 3), np.float32)
     if kind == "jaxexport":
         monkeypatch.setattr(compiled, "_pack_executable", lambda prog, args: None)
     compiled.model_program("affine", affine, (x, x), m, None)
-    (path,) = (cache / "programs").glob(f"*.{kind}")
+    (path,) = (program_cache / "programs").glob(f"*.{kind}")
     path.write_bytes(DAMAGE[damage](path.read_bytes()))
     compiled.clear_memory()
     out = compiled.model_program("affine", affine, (x, x), m, None)(x, x)
@@ -375,13 +364,13 @@ def test_a_corrupt_program_is_rebuilt_not_fatal(cache, monkeypatch, damage, kind
 
 
 @pytest.mark.parametrize("kind", ["xlaexe", "jaxexport"])
-def test_a_program_of_other_shapes_under_the_same_name_is_not_used(cache, monkeypatch, kind):
+def test_a_program_of_other_shapes_under_the_same_name_is_not_used(program_cache, monkeypatch, kind):
     m = Scale(jnp.float32(3.0))
     x, z = np.ones((2, 3), np.float32), np.ones((4, 3), np.float32)
     if kind == "jaxexport":
         monkeypatch.setattr(compiled, "_pack_executable", lambda prog, args: None)
     compiled.model_program("affine", affine, (x, x), m, None)
-    (good,) = (cache / "programs").glob(f"*.{kind}")
+    (good,) = (program_cache / "programs").glob(f"*.{kind}")
     compiled.clear_memory()
     # a stale file where the (4, 3) program belongs, as if keys had collided
     monkeypatch.setattr(compiled, "program_path", lambda name, key, kind="jaxexport": good)
@@ -389,12 +378,12 @@ def test_a_program_of_other_shapes_under_the_same_name_is_not_used(cache, monkey
     np.testing.assert_allclose(out[0], 4.0)
 
 
-def test_caching_off_writes_nothing(cache, monkeypatch):
+def test_caching_off_writes_nothing(program_cache, monkeypatch):
     monkeypatch.setenv("AFFECTSYNTH_PROGRAM_CACHE", "0")
     x = np.ones((2, 3), np.float32)
     out = compiled.model_program("affine", affine, (x, x), Scale(jnp.float32(3.0)), None)(x, x)
     np.testing.assert_allclose(out[0], 4.0)
-    assert not (cache / "programs").exists()
+    assert not (program_cache / "programs").exists()
 
 
 def test_the_persistent_compilation_cache_is_not_overridden(monkeypatch, tmp_path):
@@ -421,7 +410,7 @@ def legacy(image, lm, target, model, options):
     return np.asarray(res.images[0]), np.asarray(res.masks[0])
 
 
-def test_the_working_crop_matches_the_whole_photo_path_and_compiles_once(model, cache, monkeypatch):
+def test_the_working_crop_matches_the_whole_photo_path_and_compiles_once(model, program_cache, monkeypatch):
     """At the face's own scale the working crop gives the old result (up to the sharper warp lookup); a
     photo of another size (with the face at another scale) reuses the program."""
     opts = dataclasses.replace(CHEAP, work_size=256)

@@ -79,17 +79,6 @@ def test_editing_a_source_changes_the_key_only_when_it_makes_up_the_program(pack
 # ------------------------------------------------------------------ the static part of a program's key
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """A private user cache; JAX's process-wide compilation cache left alone; no program in memory."""
-    monkeypatch.setenv("AFFECTSYNTH_CACHE", str(tmp_path))
-    monkeypatch.setenv("AFFECTSYNTH_PROGRAM_CACHE", "1")
-    monkeypatch.setattr(compiled, "enable_persistent_cache", lambda: None)
-    compiled.clear_memory()
-    yield tmp_path
-    compiled.clear_memory()
-
-
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 30), m=st.integers(1, 30), low=st.floats(-2, 0), high=st.floats(0.5, 2))
 def test_static_text_depends_on_values_not_on_which_objects_hold_them(n, m, low, high):
@@ -110,7 +99,9 @@ def _probe(x, model):
 
 
 @pytest.mark.slow
-def test_a_model_read_back_from_its_file_reuses_the_program_built_for_it(cache, monkeypatch, tmp_path):
+def test_a_model_read_back_from_its_file_reuses_the_program_built_for_it(
+    program_cache, monkeypatch, tmp_path
+):
     """The first process builds the default model and compiles with it; the next reads the model file: the
     same program (it used to be keyed apart, and compiled again). Metadata alone does not key either."""
     config = sgal.GalleryConfig(num_subjects=1, num_directions=4, frames_per_sequence=2)
