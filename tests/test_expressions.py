@@ -1,5 +1,7 @@
 """AU fields, the V-A -> AU map, the generated gallery and the default model (ICT: test_importers.py)."""
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -602,14 +604,24 @@ def test_default_model_cache(tmp_path, monkeypatch):
     assert dflt.default_model_key(cfg) != dflt.default_model_key(sgal.GalleryConfig())
 
 
-def test_default_model_key_follows_the_au_fields(monkeypatch):
-    """Editing an AU field changes every gallery frame, so it must change the cached model's key too."""
+def test_default_model_key_follows_the_au_fields(monkeypatch, tmp_path):
+    """Editing an AU field changes every gallery frame, so it must change the cached model's key too: the key
+    hashes the fields' sources (a copy of them; its au_fields.py edited, then restored)."""
+    package = Path(dflt.__file__).resolve().parents[1]
+    for rel in dflt.FIELD_SOURCES:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes((package / rel).read_bytes())
     before = dflt.default_model_key()
-    edited = dict(auf.action_unit_fields())
-    edited["AU15"] = edited["AU15"] * 1.01
-    monkeypatch.setattr(dflt, "action_unit_fields", lambda: edited)
+    real = dflt.field_sources_hash
+    monkeypatch.setattr(dflt, "field_sources_hash", lambda: real(tmp_path))
+    assert dflt.default_model_key() == before  # the copy hashes as the package does
+    source = tmp_path / "affect" / "au_fields.py"
+    text = source.read_text()
+    edited = text.replace('"AU15"', '"AU15" ', 1)
+    assert edited != text
+    source.write_text(edited)
     assert dflt.default_model_key() != before
-    monkeypatch.setattr(dflt, "action_unit_fields", auf.action_unit_fields)
+    source.write_text(text)
     assert dflt.default_model_key() == before
 
 
