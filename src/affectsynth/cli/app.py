@@ -195,6 +195,7 @@ def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int
     names is read first, so its errors come before the photo's."""
     import threading
 
+    from ..compiled import source_hash
     from ..face.landmarks import detect_landmarks
     from ..io import load_image
     from ..pipeline import load_model
@@ -207,6 +208,12 @@ def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int
     models = [] if model_path is None else [load_model(model_path)]
     clock("load model")
     failed: list[BaseException] = []
+    # The program key's source hash parses the package's modules (``ast``); CPython 3.11's AST constructor
+    # keeps its recursion depth per interpreter, not per thread, so parsing on the loader thread while
+    # something on the main thread (detection's imports) built ASTs too failed once in a full test run
+    # ("SystemError: AST constructor recursion depth mismatch"). Hashed here first (cached for the
+    # process, ~0.09 s, work the thread no longer does); the thread only looks it up.
+    source_hash()
 
     def load_program():
         try:
