@@ -507,6 +507,50 @@ def test_a_relaxed_dropped_jaw_shows_upper_incisors_and_hides_the_lower_teeth(fa
     assert lum_s[lo_s].mean() > lum[lo].mean() + 0.15
 
 
+BARED = {"AU10": 1.0, "AU16": 0.7, "AU20": 0.4, "AU25": 1.0}
+"""Anger's bared mouth over a closed jaw (the gallery's tense face without its brows and eyes)."""
+
+
+def test_a_closed_jaw_with_bared_lips_shows_both_rows_of_teeth_clenched(face, basis):
+    """Lips drawn off the teeth over a closed jaw (AU10 + AU16, no AU26): upper teeth under the upper lip,
+    lower teeth over the lower lip, and no dark cavity between them (only the bite line); the same lips
+    over a dropped jaw (AU26) open onto the dark cavity again, and a smile (AU12) keeps its own path."""
+    lum, up, lo, mid = _near_lips(face, basis, **BARED)
+    _, inside, u, _ = _mouth_parts(face, basis, **BARED)
+    centre = inside & (u < 0.5)
+    assert up.sum() > 5 and lo.sum() > 5 and centre.sum() > 40
+    assert lum[up].mean() > 0.3 and lum[lo].mean() > 0.3  # both rows of teeth
+    dark = lum[centre] < 0.15
+    assert dark.mean() < 0.12  # no cavity: at most the thin bite line (0.2 when painted as a dropped jaw)
+    lum_j, _, _, _ = _near_lips(face, basis, **BARED, AU26=1.0)
+    _, inside_j, u_j, _ = _mouth_parts(face, basis, **BARED, AU26=1.0)
+    assert np.mean(lum_j[inside_j & (u_j < 0.5)] < 0.15) > dark.mean() + 0.2
+
+
+def test_clenched_teeth_meet_at_the_photos_lip_seam(face, basis):
+    """The bite line sits where the photo's lips met (a closed jaw keeps the teeth where they were): the
+    darkest row of the opening's middle column lies within a millimetre or two of the rest seam."""
+    au = au_vector(**BARED)
+    _, _, ctx = make_scene(face, deformation(basis, au), au)
+    clench, bite = ap_mouth._clench(ctx)
+    assert float(clench) > 0.95
+    t = topo.face_topology()
+    up, lo = t.region("lips_inner_upper"), t.region("lips_inner_lower")
+    i_up, i_lo = up[len(up) // 2], lo[len(lo) // 2]
+    src, dst = np.asarray(ctx.landmarks)[:, :2], np.asarray(ctx.target_landmarks)[:, :2]
+    seam = 0.5 * (src[i_up, 1] + src[i_lo, 1])
+    np.testing.assert_allclose(float(bite), (seam - dst[i_up, 1]) / (dst[i_lo, 1] - dst[i_up, 1]), atol=0.03)
+    lum, inside, u, _ = _mouth_parts(face, basis, **BARED)
+    x = int(round(0.5 * (dst[i_up, 0] + dst[i_lo, 0])))
+    rows = np.nonzero(inside[:, x])[0]
+    darkest = rows[np.argmin(lum[rows, x])] + 0.5
+    assert abs(darkest - seam) < 2.0 * PX_PER_MM
+    for aus in ({"AU26": 0.6}, {"AU27": 0.6}, {"AU12": 1.0, "AU6": 0.6}):  # a dropped jaw, a smile: no clench
+        au = au_vector(**BARED, **aus)
+        _, _, ctx = make_scene(face, deformation(basis, au), au)
+        assert float(ap_mouth._clench(ctx)[0]) < 0.05, aus
+
+
 def test_eyes_close_without_smearing_iris(face, basis):
     au = au_vector(AU43=1.0)
     render, frags, ctx = make_scene(face, deformation(basis, au), au)

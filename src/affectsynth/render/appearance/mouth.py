@@ -43,6 +43,9 @@ forced stretch) bare them."""
 MIN_OPENING_MM = 1.0
 """Mean added height (mm) of the lips' opening from which the painted interior is fully drawn (from 0)."""
 
+BITE_LINE_MM = 0.3
+"""Half-width (mm) of the dark line left between clenched upper and lower incisors (their edges overlap)."""
+
 
 class _MouthFrame(NamedTuple):
     """Per-pixel coordinates of the target's opening (pixels unless named otherwise)."""
@@ -164,7 +167,14 @@ def _detail(mm: Float[Array, ""]) -> Float[Array, ""]:
     return _smoothstep((mm - 0.7) / 0.5)
 
 
-def _teeth(f: _MouthFrame, teeth_rgb: Float[Array, "3"], smile: Float[Array, ""], bare: Float[Array, ""]):
+def _teeth(
+    f: _MouthFrame,
+    teeth_rgb: Float[Array, "3"],
+    smile: Float[Array, ""],
+    bare: Float[Array, ""],
+    clench: Float[Array, ""],
+    bite: Float[Array, ""],
+):
     """Upper (and for wide openings lower) teeth: (upper mask, upper colour, lower mask, lower colour).
 
     The upper band sits under the upper lip, its incisal edge following the smile arc. How much of the gap
@@ -173,6 +183,8 @@ def _teeth(f: _MouthFrame, teeth_rgb: Float[Array, "3"], smile: Float[Array, ""]
     mostly the dark cavity under a rim of upper incisors (``REST_INCISOR_MM``). Each tooth is rounded (darker
     towards its neighbours), the row darkens towards the corners where it turns away from the light. Lower
     teeth from openings of ~6 mm (fully by 16 mm), as tall as the lower lip is pulled off them (``bare``).
+    Clenched (``clench``, see ``_clench``): both rows meet at the ``bite`` fraction of the gap with a thin
+    dark line between them and no cavity, each row up to its crown height.
     """
     gaps = sum(_gauss(jnp.abs(f.x_mm) - g, 0.7) for g in TOOTH_EDGES_MM)
     turn = jnp.clip(jnp.abs(f.u), 0.0, 1.0) ** 2
@@ -181,18 +193,27 @@ def _teeth(f: _MouthFrame, teeth_rgb: Float[Array, "3"], smile: Float[Array, ""]
     # lines between the teeth: a flat band read as a mouth guard; 0.1 deep still shows separate incisors.
     # At 0.25 they drew a clenched, bared-teeth row (by eye; of the 16 London faces whose happy failed,
     # the critic read 5 as angry at 0.25, 3 at 0.1)
-    tooth_shade = (1.0 - 0.65 * turn) * (1.0 - 0.1 * _detail(f.mm) * jnp.minimum(gaps, 1.0)) * contact
+    # clenched teeth are meant to read as a bared row: deeper lines between them
+    gap_depth = (0.1 + 0.12 * clench) * _detail(f.mm)
+    tooth_shade = (1.0 - 0.65 * turn) * (1.0 - gap_depth * jnp.minimum(gaps, 1.0)) * contact
     wide = _smoothstep((f.h_open / f.mm - 6.0) / 10.0)
     reach = jnp.minimum(0.3 + 0.8 * smile - 0.55 * wide, 1.1)  # fraction of the local gap height
     rest = jnp.minimum(REST_INCISOR_MM * f.mm, 0.3 * f.local_h)  # the relaxed upper lip's incisor display
     h_up = jnp.minimum(11.0 * f.mm * (1.0 - 0.3 * f.u * f.u), jnp.maximum(reach * f.local_h, rest))
+    line = BITE_LINE_MM * f.mm
+    # clenched rows reach their lips (the gums a raised lip could show stay under the lips' shadow): a
+    # crown-high row left a dark band between the lower teeth and a lip pulled down by AU16
+    h_up = h_up + clench * (bite * f.local_h - line - h_up)
     soft = jnp.maximum(0.9, 0.1 * h_up)
     m_up = _smoothstep((h_up - f.d_up) / soft) * _band(jnp.abs(f.u), 0.0, 0.74, 0.15)
     lip_shadow = 0.82 + 0.18 * _smoothstep(f.d_up / (0.35 * h_up + 1.0))
     up_rgb = teeth_rgb[None, None, :] * (tooth_shade * lip_shadow)[..., None]
     h_lo = bare * jnp.minimum(6.0 * f.mm * (1.0 - 0.4 * f.u * f.u), 0.25 * f.local_h)
-    m_lo = wide * _detail(f.mm) * _smoothstep((h_lo - f.d_lo) / soft) * _band(jnp.abs(f.u), 0.0, 0.65, 0.12)
-    lo_rgb = teeth_rgb[None, None, :] * (0.72 * tooth_shade)[..., None]
+    h_lo = h_lo + clench * ((1.0 - bite) * f.local_h - line - h_lo)
+    show_lo = wide * _detail(f.mm) + clench * (1.0 - wide * _detail(f.mm))  # a closed jaw shows them anyway
+    lo_width = 0.65 + 0.07 * clench  # the clenched rows are the same width
+    m_lo = show_lo * _smoothstep((h_lo - f.d_lo) / soft) * _band(jnp.abs(f.u), 0.0, lo_width, 0.12)
+    lo_rgb = teeth_rgb[None, None, :] * ((0.72 + 0.13 * clench) * tooth_shade)[..., None]
     return m_up, up_rgb, m_lo, lo_rgb
 
 
@@ -201,6 +222,30 @@ def _lower_lip_pull(ctx: AppearanceContext, smile: Float[Array, ""]) -> Float[Ar
     depressor and stretcher (AU16, AU20) and the forced stretch of AU27."""
     pull = smile + _au(ctx, "AU16") + _au(ctx, "AU20") + _au(ctx, "AU27")
     return LOWER_TEETH_AT_REST + (1.0 - LOWER_TEETH_AT_REST) * jnp.clip(pull, 0.0, 1.0)
+
+
+def _clench(ctx: AppearanceContext) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    """(clench 0..1, bite): how much the opening is bared, clenched teeth, and where the rows meet.
+
+    Lips drawn off the teeth (AU10 raises the upper lip, AU16 lowers the lower one, AU20 stretches them)
+    over a closed jaw (no AU26/AU27) and no smile (AU12: the smile's own teeth path) bare both rows of teeth
+    clenched together: anger's and disgust's square mouth. Painted as the rest of this module paints the
+    lower teeth of a dropped jaw, it was a band of upper teeth over a dark cavity, a gasp (London angry
+    outputs read surprised on 11 of 48 faces). ``bite``: the fraction of the target's gap, from the upper
+    lip down, where the incisal edges meet: the photo's own lip seam, which a closed jaw keeps in place.
+    """
+    t = topo.face_topology()
+    up, lo = t.region("lips_inner_upper"), t.region("lips_inner_lower")
+    i_up, i_lo = int(up[len(up) // 2]), int(lo[len(lo) // 2])  # the inner lips' midline points
+    jaw = _au(ctx, "AU26") + _au(ctx, "AU27")
+    bared = _au(ctx, "AU10") + _au(ctx, "AU16") + 0.5 * _au(ctx, "AU20")
+    no_smile = 1.0 - _smoothstep(_au(ctx, "AU12") / 0.3)
+    clench = (1.0 - _smoothstep(jaw / 0.35)) * no_smile * _smoothstep(bared / 0.6)
+    seam = 0.5 * (ctx.landmarks[i_up, :2] + ctx.landmarks[i_lo, :2])
+    top, bottom = ctx.target_landmarks[i_up, :2], ctx.target_landmarks[i_lo, :2]
+    axis = bottom - top
+    bite = jnp.dot(seam - top, axis) / jnp.maximum(jnp.dot(axis, axis), 1e-6)
+    return clench, jnp.clip(bite, 0.3, 0.7)
 
 
 def mouth_interior(
@@ -218,7 +263,8 @@ def mouth_interior(
     f = _mouth_frame(ctx, xy)
     lip_rgb, teeth_rgb = _mouth_colours(patch, ctx)
     smile = jnp.clip(_au(ctx, "AU12") + _au(ctx, "AU10"), 0.0, 1.0)
-    m_up, up_rgb, m_lo, lo_rgb = _teeth(f, teeth_rgb, smile, _lower_lip_pull(ctx, smile))
+    clench, bite = _clench(ctx)
+    m_up, up_rgb, m_lo, lo_rgb = _teeth(f, teeth_rgb, smile, _lower_lip_pull(ctx, smile), clench, bite)
     v = f.d_up / f.local_h
     tongue_m = (
         _detail(f.mm)
