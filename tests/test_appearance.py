@@ -527,28 +527,37 @@ def test_a_closed_jaw_with_bared_lips_shows_both_rows_of_teeth_clenched(face, ba
     assert np.mean(lum_j[inside_j & (u_j < 0.5)] < 0.15) > dark.mean() + 0.2
 
 
-def test_clenched_teeth_meet_at_the_photos_lip_seam(face, basis):
-    """The bite line sits where the photo's lips met (a closed jaw keeps the teeth where they were): the
-    darkest row of the opening's middle column lies within a millimetre or two of the rest seam."""
+def test_clenched_teeth_meet_on_a_straight_line_at_the_photos_lip_seam(face, basis):
+    """The bite line runs through the photo's lip seam (a closed jaw keeps the teeth where they were) and is
+    straight: the darkest row of the opening's middle column lies within 2 mm of the seam, and at a quarter
+    of the width either side within 1 mm of the middle's (one that followed the opening's outline curved up
+    towards the corners: a smile arc)."""
     au = au_vector(**BARED)
     _, _, ctx = make_scene(face, deformation(basis, au), au)
-    clench, bite = ap_mouth._clench(ctx)
+    xy = jnp.asarray(ap_draw._pixel_grid(SIZE, SIZE))
+    clench, below = ap_mouth._clench(ctx, xy)
     assert float(clench) > 0.95
     t = topo.face_topology()
     up, lo = t.region("lips_inner_upper"), t.region("lips_inner_lower")
     i_up, i_lo = up[len(up) // 2], lo[len(lo) // 2]
-    src, dst = np.asarray(ctx.landmarks)[:, :2], np.asarray(ctx.target_landmarks)[:, :2]
-    seam = 0.5 * (src[i_up, 1] + src[i_lo, 1])
-    np.testing.assert_allclose(float(bite), (seam - dst[i_up, 1]) / (dst[i_lo, 1] - dst[i_up, 1]), atol=0.03)
+    src = np.asarray(ctx.landmarks)[:, :2]
+    seam = 0.5 * (src[i_up] + src[i_lo])
+    dst = np.asarray(ctx.target_landmarks)[:, :2]
+    at = lambda p: float(np.asarray(below)[int(p[1]), int(p[0])])  # noqa: E731
+    assert at(dst[i_up]) < -1.0 < 1.0 < at(dst[i_lo])  # upper lip above the line, lower lip under it
     lum, inside, u, _ = _mouth_parts(face, basis, **BARED)
-    x = int(round(0.5 * (dst[i_up, 0] + dst[i_lo, 0])))
-    rows = np.nonzero(inside[:, x])[0]
-    darkest = rows[np.argmin(lum[rows, x])] + 0.5
-    assert abs(darkest - seam) < 2.0 * PX_PER_MM
+    c0, c1 = src[up[[0, -1]], 0]
+    darkest = []
+    for x in (seam[0] - 0.25 * abs(c1 - c0), seam[0], seam[0] + 0.25 * abs(c1 - c0)):
+        col = int(x)
+        rows = np.nonzero(inside[:, col])[0]
+        darkest.append(rows[np.argmin(lum[rows, col])] + 0.5)
+    assert abs(darkest[1] - seam[1]) < 2.0 * PX_PER_MM
+    assert max(abs(darkest[0] - darkest[1]), abs(darkest[2] - darkest[1])) < 1.0 * PX_PER_MM
     for aus in ({"AU26": 0.6}, {"AU27": 0.6}, {"AU12": 1.0, "AU6": 0.6}):  # a dropped jaw, a smile: no clench
         au = au_vector(**BARED, **aus)
         _, _, ctx = make_scene(face, deformation(basis, au), au)
-        assert float(ap_mouth._clench(ctx)[0]) < 0.05, aus
+        assert float(ap_mouth._clench(ctx, xy)[0]) < 0.05, aus
 
 
 def test_eyes_close_without_smearing_iris(face, basis):
