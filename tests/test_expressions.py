@@ -347,11 +347,25 @@ def test_surprise_class_has_no_fear_and_its_brows_arch(fields):
     assert rise[outer].mean() >= rise[inner].mean()
 
 
+def test_anger_and_fear_classes_keep_the_jaw_closed():
+    """Every gallery frame in the afraid and angry V-A classes (0.1 x 0.1 cells around each preset, the
+    default grid's) bares the teeth over a closed jaw: no jaw drop (AU26) or stretch (AU27), which the mouth
+    interior paints as a gasp's dark cavity (revision 20's AU26 0.15: read surprised on 11-12 of 48 London
+    faces), and the lips drawn off both rows (AU10 raises the upper lip, AU16 lowers the lower one)."""
+    for name in ("afraid", "angry"):
+        v0, a0 = EMOTION_PRESETS[name]
+        for v in np.linspace(v0 - 0.05, v0 + 0.05, 5):
+            for a in np.linspace(a0 - 0.05, a0 + 0.05, 5):
+                got = _named(vam.gallery_intensities(v, a))
+                assert got["AU26"] < 0.01 and got["AU27"] < 0.01, (name, v, a, got["AU26"], got["AU27"])
+                assert got["AU10"] > 0.5 and got["AU16"] > 0.3 and got["AU12"] < 0.01, (name, v, a)
+
+
 def test_tense_face_lowers_the_brows_and_opens_a_stretched_mouth(fields):
     """The gallery's merged fear/anger face: the brow heads come down, the upper lids go up and the eyes open
     wider (revision 19's AU7 0.6 and AU4 closed what AU5 opened: the eyes looked neutral), and the lips part
-    into a wider, squared opening with the corners down (the pressed lips it had moved the vermilion too
-    little to read; stretched corners with bared teeth read as a smile)."""
+    off the teeth into a wider, squared opening with the corners down (the pressed lips it had moved the
+    vermilion too little to read; stretched corners with bared teeth read as a smile)."""
     (_, _, pattern), gains = vam.GALLERY_MERGES[0], np.linspace(0.5, 1.0, 3)
     inner_brow = R["left_brow"][np.argmin(np.abs(T[R["left_brow"], 0]))]
     up, lo = R["lips_inner_upper"], R["lips_inner_lower"]
