@@ -238,9 +238,9 @@ def _clench(
 
     Lips drawn off the teeth (AU10 raises the upper lip, AU16 lowers the lower one, AU20 stretches them)
     over a closed jaw (no AU26/AU27) and no smile (AU12: the smile's own teeth path) bare both rows of teeth
-    clenched together: anger's and disgust's square mouth. Painted as the rest of this module paints the
-    lower teeth of a dropped jaw, it was a band of upper teeth over a dark cavity, a gasp (London angry
-    outputs read surprised on 11 of 48 faces). ``below``: each pixel's distance (pixels) under the bite line,
+    clenched together: anger's and disgust's square mouth. Painted by the dropped jaw's rules, that opening
+    was a band of upper teeth over a dark cavity, a gasp (revision 20's London angry outputs read surprised
+    on 11 of 48 faces). ``below``: each pixel's distance (pixels) under the bite line,
     the line through the photo's own lip seam (which a closed jaw keeps in place) along the mouth's corners.
     """
     t = topo.face_topology()
