@@ -73,8 +73,8 @@ GALLERY_MERGES: tuple[tuple[tuple[str, ...], str, dict[str, float]], ...] = (
         "tense",
         {
             "AU4": 1.0,
-            "AU5": 1.0,
-            "AU7": 0.4,
+            "AU5": 0.5,
+            "AU7": 0.8,
             "AU9": 0.5,
             "AU10": 1.0,
             "AU15": 0.5,
@@ -91,21 +91,23 @@ class mean of frames drawn from the map averages fear's raised inner brows (AU1)
 (AU4) and fear's parted, stretched lips with anger's pressed ones. Measured on a London face (re-detected
 landmarks), the inner brows kept 0.13 (angry) and 0.4 (afraid) of their prototype's travel and the mouth
 stayed parted: a face that is neither. The gallery shows one coherent face there instead, the high-arousal
-anger that fear shares most of: brows lowered and knitted (AU4), the wide-eyed glare (AU5 at 1 with a little
-of AU7's tight lower lid: at 0.9 and 0.6 the lower lid rose 1.6 mm and AU4 took 0.5 mm off the lid's opening,
-so the eyes opened 0.1 mm and looked neutral) and a squared mouth baring clenched teeth: the upper lip raised
-(AU10) and the lower lip pulled down (AU16) off both rows of teeth over a closed jaw (no AU26: revision 20's
-dropped jaw showed a band of upper teeth over a dark cavity, a gasp, and read surprised on 11-12 of 48 London
-faces; the mouth interior paints a closed jaw's opening as both rows clenched), a little of fear's sideways
-stretch (AU20 0.4; 0.5 folded the lip corners over on strong gallery subjects), the corners held down (AU15:
-stretched at 0.6-0.8 with the upper teeth bared and no AU15, 15 of 96 London afraid/angry outputs read happy)
-and a nose wrinkle (AU9 0.5, Du et al.'s hatred, 4+9/10) that pulls the brow heads down further. Lips pressed
-shut (23/24, revision 19) moved the vermilion 1-2 mm, which the 512 px crop hardly shows: 35 of 48 London
-faces read neutral at both targets. Anger's brows rather than fear's: lowered brows are the negative-valence
-cue (FACTS.md 3: AU4), fear's raised brows read as surprise (positive valence here), and the class's
-neighbours towards disgust lower the brows too. Both targets name this region, so both get it;
-``au_intensities`` keeps each prototype at its anchor (the afraid preset still maps to fear's pattern for the
-appearance of other models' classes)."""
+anger that fear shares most of: brows lowered and knitted (AU4), the glare of tightened lids (AU7 0.8 pushes
+the lower lid up, AU5 0.5 holds the upper lid up under the lowered brow: with the bared teeth below, the
+wide-open eye of AU5 at 1 and AU7 0.4 read neutral at the angry target on 10 of 12 London faces chosen as
+failing, the tightened lids on 6, and as often on the first 12 faces; revision 19's lids read neutral over
+pressed lips) and a squared mouth baring clenched teeth: the upper lip raised (AU10) and the lower lip pulled
+down (AU16) off both rows of teeth over a closed jaw (no AU26: revision 20's dropped jaw showed a band of
+upper teeth over a dark cavity, a gasp, and read surprised on 11-12 of 48 London faces; the mouth interior
+paints a closed jaw's opening as both rows clenched), a little of fear's sideways stretch (AU20 0.4; 0.5
+folded the lip corners over on strong gallery subjects), the corners held down (AU15: stretched at 0.6-0.8
+with the upper teeth bared and no AU15, 15 of 96 London afraid/angry outputs read happy) and a nose wrinkle
+(AU9 0.5, Du et al.'s hatred, 4+9/10) that pulls the brow heads down further. Lips pressed shut (23/24,
+revision 19) moved the vermilion 1-2 mm, which the 512 px crop hardly shows: 35 of 48 London faces read
+neutral at both targets. Anger's brows rather than fear's: lowered brows are the negative-valence cue
+(FACTS.md 3: AU4), fear's raised brows read as surprise (positive valence here), and the class's neighbours
+towards disgust lower the brows too. Both targets name this region, so both get it; ``au_intensities`` keeps
+each prototype at its anchor (the afraid preset still maps to fear's pattern for the appearance of other
+models' classes)."""
 
 
 def _anchor_tables(prototypes=PROTOTYPES):
