@@ -83,7 +83,7 @@ def test_negative_high_arousal_targets_read_negative_not_surprised(legibility):
     """afraid, angry and disgusted (12 images on the 4 faces) read as one of the negative high-arousal classes
     on at least 5 and as surprised on at most 1. Revision 20's tense face (a dropped jaw: a band of upper
     teeth over a dark cavity) read surprised on 2 of them and negative on 6; revision 22's clenched, bared
-    teeth: surprised 0, negative 7."""
+    teeth and tightened lids: surprised 0, negative 8."""
     _, _, res = legibility
     rows = res["scores"]["per_image"]
     targets = ("afraid", "angry", "disgusted")
