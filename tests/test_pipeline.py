@@ -249,7 +249,7 @@ _GAP = (
     ("name", "target"),
     [
         ("surprised", (0.3, 0.8)),
-        ("angry", (-0.55, 0.6)),  # revision 20 (open tense mouth): passes; was xfail at 0.59-0.66
+        ("angry", (-0.55, 0.6)),  # revisions 20 (open tense mouth) and 22 (clenched teeth) pass; was xfail
         ("happy", (0.8, 0.4)),
         pytest.param("sad", (-0.6, -0.3), marks=pytest.mark.xfail(reason=_GAP.format("sad"), strict=False)),
     ],
