@@ -95,8 +95,10 @@ def program_model(model: AffectModel) -> AffectModel:
 
 def prepare(model: AffectModel, options: SynthesisOptions = SynthesisOptions(), batch: int = 1, **kw):
     """Load (or build, compile and store in the user cache) the program ``synthesize_batch`` runs for
-    ``batch`` faces and ``options``; later calls in this process and later processes find it ready.
-    ``rebuild=True`` ignores a stored program. Returns the program (see ``work_program``)."""
+    ``batch`` faces and ``options``, and the paste-back's tile program (``workcrop.tile_program``); later
+    calls in this process and later processes find them ready. ``rebuild=True`` ignores stored programs.
+    Returns the crops' program (see ``work_program``)."""
+    workcrop.tile_program(options.work_size, **kw)
     return work_program(model, options, batch, **kw)
 
 
