@@ -18,7 +18,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from affectsynth import compiled, workcrop
+from affectsynth import compiled, workcrop, working
 from affectsynth.affect import default as dflt
 from affectsynth.affect import synthetic_gallery as sgal
 from affectsynth.errors import OptionsError
@@ -419,6 +419,50 @@ def test_the_persistent_compilation_cache_is_not_overridden(monkeypatch, tmp_pat
 def model():
     config = sgal.GalleryConfig(num_subjects=3, num_directions=12, frames_per_sequence=4)
     return dflt.build_default_model(cache=False, config=config)
+
+
+def _probe(x, model):
+    return (x + model.class_mean.sum() + model.components.sum(),)
+
+
+def test_a_program_compiled_for_the_default_model_skeleton_serves_the_built_model(model, program_cache):
+    """``default_model_skeleton`` (zeros, ready before the build) has the built default model's structure,
+    shapes and static fields, so the program compiled for it while the model builds is the one the model
+    finds (no second compile), and it computes with the model's own values."""
+    skeleton = dflt.default_model_skeleton()
+    assert float(jnp.abs(skeleton.class_mean).sum()) == 0
+    x = np.ones(3, np.float32)
+    compiled.model_program("probe", _probe, (x,), working.program_model(skeleton), None)(x)
+    builds = []
+    real_build = compiled._build
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(compiled, "_build", lambda *a: builds.append(a[2]) or real_build(*a))
+        got = compiled.model_program("probe", _probe, (x,), working.program_model(model), None)(x)
+    assert builds == []
+    np.testing.assert_allclose(got[0], _probe(x, model)[0], rtol=1e-5)
+
+
+def test_prepare_default_compiles_beside_the_first_build(model, monkeypatch, tmp_path):
+    """With no default model on disk, the programs are prepared for the skeleton on another thread while
+    the model builds, then looked up for the model; with the model on disk, no head start."""
+    import threading
+
+    calls = []
+    monkeypatch.setattr(dflt, "default_model_skeleton", lambda: "skeleton")
+    monkeypatch.setattr(dflt, "default_model", lambda: calls.append("build") or model)
+    monkeypatch.setattr(
+        working, "prepare", lambda m, *a, **k: calls.append((m, threading.current_thread().name))
+    )
+    absent = tmp_path / "default_model.npz"
+    monkeypatch.setattr(dflt, "default_model_path", lambda: absent)
+    main = threading.current_thread().name
+    assert working.prepare_default() is model
+    assert len(calls) == 3 and "build" in calls and ("skeleton", "affectsynth-compile-ahead") in calls
+    assert calls[-1] == (model, main)  # after the head start finished
+    calls.clear()
+    absent.touch()
+    working.prepare_default()
+    assert calls == ["build", (model, main)]
 
 
 def legacy(image, lm, target, model, options):

@@ -102,6 +102,34 @@ def prepare(model: AffectModel, options: SynthesisOptions = SynthesisOptions(), 
     return work_program(model, options, batch, **kw)
 
 
+def prepare_default(options: SynthesisOptions = SynthesisOptions(), batch: int = 1, **kw) -> AffectModel:
+    """The default model with its programs ready (``prepare``). When the model is not cached yet (its
+    first use builds it, 20-30 s), the programs are compiled meanwhile on a second thread, against the
+    model's skeleton (``affect.default.default_model_skeleton``: same shapes and static fields, hence the
+    same program key), so the first call ever waits for the longer of the two instead of their sum."""
+    import threading
+
+    from .affect.default import default_model, default_model_path, default_model_skeleton
+
+    ahead = None
+    if not default_model_path().is_file():
+
+        def compile_ahead():
+            try:
+                prepare(default_model_skeleton(), options, batch, **kw)
+            except Exception:  # only a head start: ``prepare`` below compiles (and reports) for itself
+                pass
+
+        ahead = threading.Thread(target=compile_ahead, name="affectsynth-compile-ahead", daemon=True)
+        ahead.start()
+    model = default_model()
+    if ahead is not None:
+        ahead.join()
+        kw = {**kw, "rebuild": False}  # just built (had that failed, compiled now)
+    prepare(model, options, batch, **kw)
+    return model
+
+
 def item_keys(key, batch: int, options: SynthesisOptions):
     """One raw PRNG key per item (u32[B, 2]) from ``key`` (default ``PRNGKey(0)``). Without
     ``options.sample`` the keys are never read, so they are zeros made on the host: splitting would run
