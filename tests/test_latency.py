@@ -18,7 +18,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from affectsynth import compiled, workcrop, working
+from affectsynth import compiled, pipeline, workcrop, working
 from affectsynth.affect import default as dflt
 from affectsynth.affect import synthetic_gallery as sgal
 from affectsynth.errors import OptionsError
@@ -449,7 +449,7 @@ def test_prepare_default_compiles_beside_the_first_build(model, monkeypatch, tmp
 
     calls = []
     monkeypatch.setattr(dflt, "default_model_skeleton", lambda: "skeleton")
-    monkeypatch.setattr(dflt, "default_model", lambda: calls.append("build") or model)
+    monkeypatch.setattr(pipeline, "load_model", lambda path: calls.append("build") or model)
     monkeypatch.setattr(
         working, "prepare", lambda m, *a, **k: calls.append((m, threading.current_thread().name))
     )

@@ -109,7 +109,8 @@ def prepare_default(options: SynthesisOptions = SynthesisOptions(), batch: int =
     same program key), so the first call ever waits for the longer of the two instead of their sum."""
     import threading
 
-    from .affect.default import default_model, default_model_path, default_model_skeleton
+    from . import pipeline
+    from .affect.default import default_model_path, default_model_skeleton
 
     ahead = None
     if not default_model_path().is_file():
@@ -122,7 +123,7 @@ def prepare_default(options: SynthesisOptions = SynthesisOptions(), batch: int =
 
         ahead = threading.Thread(target=compile_ahead, name="affectsynth-compile-ahead", daemon=True)
         ahead.start()
-    model = default_model()
+    model = pipeline.load_model(None)  # the default model: built (and cached) at first use
     if ahead is not None:
         ahead.join()
         kw = {**kw, "rebuild": False}  # just built (had that failed, compiled now)
