@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from affectsynth import pipeline, working
+from affectsynth.affect import default as dflt
 from affectsynth.cli import app
 from affectsynth.face import landmarks
 from affectsynth.io import save_image
@@ -37,6 +38,8 @@ def stubs(monkeypatch, tmp_path):
     monkeypatch.setattr(working, "prepare", lambda model, opts, batch: step(f"program {model.path}"))
     monkeypatch.setattr(landmarks, "detect_landmarks", detect)
     photo = save_image(tmp_path / "face.png", np.full((16, 16, 3), 0.5, np.float32))
+    # the default model counts as cached: no compile-ahead beside its build (``working.prepare_default``)
+    monkeypatch.setattr(dflt, "default_model_path", lambda: photo)
     return log, photo
 
 

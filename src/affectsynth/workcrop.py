@@ -7,10 +7,11 @@ size (a compilation per size); here the program only ever sees ``S x S`` crops (
 integer factor, then linear interpolation: anti-aliased); a smaller one is cut at its own scale, so a
 512 px photo is edited exactly as at full resolution. The edit comes back as a displacement field (applied
 to the photo's own pixels with a Catmull-Rom lookup, so its sharpness survives) and a smooth residual
-(appearance cues + the Poisson correction), both upsampled bilinearly; only the face's bounding box is
-touched. The paste-back's Catmull-Rom lookup (16 gathers per pixel) runs as one small compiled program
-over fixed ``TILE x TILE`` output tiles, each reading a ``WINDOW``-sided window of the photo, so it is
-compiled once whatever the photo (and kept by JAX's persistent cache): ~2x faster than NumPy at 12 Mpx.
+(appearance cues + the Poisson correction), both upsampled bilinearly; only the face's region is touched.
+The paste-back runs tile by tile (``TILE x TILE`` photo pixels) through one small compiled program
+(``paste_tile``: the fields' upsampling, the 16-tap lookup and the blend fused, so no full-size float
+temporaries), whose shapes are fixed whatever the photo: compiled once and stored with the crops' program
+(``compiled``); ``_paste_numpy`` is its NumPy reference.
 
 Coordinates: pixel centres at ``i + 0.5`` (``render.raster``'s convention); a window is (top, left,
 scale): crop position ``c`` shows photo position ``(top, left) + c / scale``.
@@ -145,11 +146,41 @@ def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 TILE = 256
-"""Side of the output tiles of the compiled Catmull-Rom lookup (``_sample_tiled``)."""
+"""Side of the photo tiles the compiled paste-back (``paste_tile``) finishes one at a time."""
 
 WINDOW = TILE + 128
-"""Side of the photo window each tile reads: the tile's taps plus room for the displacement's variation
-across one tile (a smooth field: a few pixels; a tile whose taps do not fit falls back to NumPy)."""
+"""Side of the photo window a tile reads: the tile's own pixels and its warp's taps, which a smooth
+displacement keeps within a few dozen pixels of them (a tile whose taps do not fit is carried back by the
+NumPy reference, ``_paste_numpy``)."""
+
+FIELD_WINDOW = TILE + 4
+"""Side of the window of the crop's fields a tile's bilinear upsampling reads: a tile spans at most ``TILE``
+crop pixels (scale <= 1), plus the taps."""
+
+
+def _catmull_rom(
+    src: Float[Array, "P P C"], x: Float[Array, "T T"], y: Float[Array, "T T"], corner, extent
+) -> Float[Array, "T T C"]:
+    """``_sample`` of a photo at positions (x, y) (photo pixels) from its window ``src``, whose pixel
+    ``[0, 0]`` is photo pixel ``corner`` (row, col) of a photo ``extent`` (h, w) in size: 16 gathers fused
+    into one program instead of NumPy's temporaries."""
+    p = src.shape[1]
+    jx, wx = _cubic_taps_jax(x - 0.5, extent[1], corner[1])
+    iy, wy = _cubic_taps_jax(y - 0.5, extent[0], corner[0])
+    flat = src.reshape(-1, src.shape[-1])
+    out = lo = hi = None
+    for a in range(4):
+        across = None
+        for b in range(4):
+            v = jnp.take(flat, iy[..., a] * p + jx[..., b], axis=0, mode="clip")
+            if a in (1, 2) and b in (1, 2):  # the bilinear neighbourhood bounds the result
+                lo = v if lo is None else jnp.minimum(lo, v)
+                hi = v if hi is None else jnp.maximum(hi, v)
+            v = v * wx[..., b, None]
+            across = v if across is None else across + v
+        across = across * wy[..., a, None]
+        out = across if out is None else out + across
+    return jnp.clip(out, lo, hi)
 
 
 def _cubic_taps_jax(u: Float[Array, "T T"], n, origin):
@@ -164,34 +195,125 @@ def _cubic_taps_jax(u: Float[Array, "T T"], n, origin):
     return idx - origin, w
 
 
-@jax.jit
-def _lookup_tile(
-    src: Float[Array, "P P C"],
-    x: Float[Array, "T T"],
-    y: Float[Array, "T T"],
+def _linear_taps_jax(u: Float[Array, " T"], n: int):
+    """``_linear_taps`` in JAX (``n`` static)."""
+    u = jnp.clip(u, 0.0, n - 1.0)
+    i0 = jnp.clip(jnp.floor(u).astype(jnp.int32), 0, max(n - 2, 0))
+    return i0, jnp.minimum(i0 + 1, n - 1), u - i0
+
+
+def _upsample(
+    fields: Float[Array, "S S K"], u: Float[Array, " T"], v: Float[Array, " T"]
+) -> Float[Array, "T T K"]:
+    """Bilinear lookup of ``fields`` at crop rows ``u`` x columns ``v`` (continuous indices, increasing),
+    columns first as ``_lerp_axis`` does, from the ``FIELD_WINDOW``-sided window they fall in."""
+    s = fields.shape[0]
+    fw = min(FIELD_WINDOW, s)
+    i0, i1, fy = _linear_taps_jax(u, s)
+    j0, j1, fx = _linear_taps_jax(v, s)
+    r0, c0 = jnp.clip(i0[0], 0, s - fw), jnp.clip(j0[0], 0, s - fw)
+    win = jax.lax.dynamic_slice(fields, (r0, c0, 0), (fw, fw, fields.shape[-1]))
+    a0, a1 = jnp.take(win, j0 - c0, axis=1), jnp.take(win, j1 - c0, axis=1)
+    across = a0 + fx[None, :, None] * (a1 - a0)
+    b0, b1 = jnp.take(across, i0 - r0, axis=0), jnp.take(across, i1 - r0, axis=0)
+    return b0 + fy[:, None, None] * (b1 - b0)
+
+
+def paste_tile(
+    src: Float[Array, "P P 3"],
+    fields: Float[Array, "S S 6"],
+    origin: Int[Array, "2"],
     corner: Int[Array, "2"],
-    extent: Float[Array, "2"],
-) -> Float[Array, "T T C"]:
-    """``_sample`` of a photo at positions (x, y) (photo pixels) from the window ``src`` whose pixel
-    ``[0, 0]`` is photo pixel ``corner`` (row, col) of a photo ``extent`` (h, w) in size: one fused
-    program instead of 16 gathers with temporaries. Shapes are fixed (``TILE``, ``WINDOW``): compiled once."""
-    p = src.shape[1]
-    jx, wx = _cubic_taps_jax(x - 0.5, extent[1], corner[1])
-    iy, wy = _cubic_taps_jax(y - 0.5, extent[0], corner[0])
-    flat = src.reshape(-1, src.shape[-1])
-    out = lo = hi = None
-    for a in range(4):
-        across = None
-        for b in range(4):
-            v = jnp.take(flat, iy[..., a] * p + jx[..., b], axis=0, mode="clip")
-            if a in (1, 2) and b in (1, 2):
-                lo = v if lo is None else jnp.minimum(lo, v)
-                hi = v if hi is None else jnp.maximum(hi, v)
-            v = v * wx[..., b, None]
-            across = v if across is None else across + v
-        across = across * wy[..., a, None]
-        out = across if out is None else out + across
-    return jnp.clip(out, lo, hi)
+    geom: Float[Array, "5"],
+) -> tuple[Float[Array, "T T 3"], Float[Array, "T T"]]:
+    """One finished ``TILE x TILE`` tile of the paste-back, the photo tile whose top-left pixel is ``origin``
+    (row, col): the crop's ``fields`` (displacement in photo px, coverage, residual) upsampled bilinearly,
+    the warp looked up in the photo window ``src`` (its pixel [0, 0] is photo pixel ``corner``; it holds the
+    tile and its taps), ``photo + C (warp - photo) + R`` clipped to [0, 1]. ``geom`` = (window top, left,
+    scale, photo height, width). Shapes are fixed, whatever the photo: compiled once (and stored).
+    Returns the tile and its coverage ``C``; the caller keeps the photo where ``C`` is 0."""
+    top, left, scale = geom[0], geom[1], geom[2]
+    centres = jnp.arange(TILE, dtype=jnp.float32) + 0.5
+    ys, xs = origin[0] + centres, origin[1] + centres
+    up = _upsample(fields, (ys - top) * scale - 0.5, (xs - left) * scale - 0.5)
+    warp = _catmull_rom(src, xs[None, :] + up[..., 0], ys[:, None] + up[..., 1], corner, geom[3:])
+    orig = jax.lax.dynamic_slice(src, (origin[0] - corner[0], origin[1] - corner[1], 0), (TILE, TILE, 3))
+    cover = up[..., 2]
+    return jnp.clip(orig + cover[..., None] * (warp - orig) + up[..., 3:], 0.0, 1.0), cover
+
+
+def tile_program(size: int, *, rebuild: bool = False):
+    """``paste_tile`` compiled for ``size``-sided working crops, loaded from the user cache (``compiled``) or
+    built and stored there (``working.prepare``, hence ``affectsynth warmup``, builds it ahead of time)."""
+    from .compiled import load_program
+
+    args = (
+        np.zeros((WINDOW, WINDOW, 3), np.float32),
+        np.zeros((size, size, 6), np.float32),
+        np.zeros(2, np.int32),
+        np.zeros(2, np.int32),
+        np.float32([0, 0, 1, WINDOW, WINDOW]),
+    )
+    settings = (TILE, WINDOW, FIELD_WINDOW)
+    return load_program("paste_tile", paste_tile, args, settings=settings, rebuild=rebuild)
+
+
+def _threads() -> int:
+    """Worker threads for the tiles: the CPUs this process may use, at most 4 (NumPy and compiled programs
+    release the GIL)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, 4))
+
+
+def _tiles(window: Window, covered: np.ndarray, h: int, w: int) -> list[tuple[int, int, int, int]]:
+    """Photo regions (rows a:b, cols c:d), at most ``TILE`` on a side, that the upsampled coverage can reach:
+    ``TILE``-row strips over the covered crop rows (one crop pixel of margin), each limited to the columns
+    its own crop rows cover."""
+    s, n = window.scale, len(covered)
+    rows = np.flatnonzero(covered.any(1))
+    if rows.size == 0:
+        return []
+    y0 = max(0, int(math.floor(window.top + (rows[0] - 1) / s)))
+    y1 = min(h, int(math.ceil(window.top + (rows[-1] + 2) / s)))
+    tiles = []
+    for a in range(y0, y1, TILE):
+        b = min(a + TILE, y1)
+        lo = max(0, int(math.floor((a - window.top) * s)) - 2)
+        hi = min(n, int(math.ceil((b - window.top) * s)) + 3)
+        cols = np.flatnonzero(covered[lo:hi].any(0))
+        if cols.size == 0:
+            continue
+        x0 = max(0, int(math.floor(window.left + (cols[0] - 1) / s)))
+        x1 = min(w, int(math.ceil(window.left + (cols[-1] + 2) / s)))
+        tiles += [(a, b, c, min(c + TILE, x1)) for c in range(x0, x1, TILE)]
+    return tiles
+
+
+def _tile_corner(window: Window, fields: np.ndarray, tile, h: int, w: int):
+    """The photo window's corner (row, col) for ``paste_tile`` on ``tile`` (a, b, c, d): one holding the
+    tile's ``TILE x TILE`` pixels and every tap its warp reads (bounded by the displacement's range over
+    the crop pixels the tile's bilinear upsampling reads). None when they do not fit in ``WINDOW``, or
+    when nothing there is covered (the tile is left as it is)."""
+    a, b, c, d = tile
+    s, n = window.scale, len(fields)
+    i0, i1, _ = _linear_taps((np.float32([a, b - 1]) + 0.5 - window.top) * s - 0.5, n)
+    j0, j1, _ = _linear_taps((np.float32([c, d - 1]) + 0.5 - window.left) * s - 0.5, n)
+    block = fields[i0[0] : i1[1] + 1, j0[0] : j1[1] + 1]
+    if not block[..., 2].any():
+        return None, False
+    corner = []
+    for (p, q), k, extent in (((a, b), 1, h), ((c, d), 0, w)):
+        shift = block[..., k]
+        lo, hi = _tap_span(np.float32([p + float(shift.min()), q - 1 + float(shift.max())]), extent)
+        lo, hi = max(0, lo - 1), min(extent - 1, hi + 1)  # a pixel of slack for float rounding
+        start = min(lo, p)
+        if max(hi, p + TILE - 1) - start >= WINDOW:
+            return None, True
+        corner.append(start)
+    return corner, True
 
 
 def _tap_span(u: np.ndarray, n: int):
@@ -200,46 +322,7 @@ def _tap_span(u: np.ndarray, n: int):
     return max(0, int(np.floor(u.min())) - 1), min(n - 1, int(np.floor(u.max())) + 2)
 
 
-def _sample_tiled(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``_sample`` over ``TILE x TILE`` output tiles, each through the compiled ``_lookup_tile`` with the
-    ``WINDOW``-sided photo window its taps need (edge tiles padded by repeating their last positions); a
-    tile whose taps span more than the window is looked up with ``_sample``."""
-    h, w = image.shape[:2]
-    out = np.empty((*x.shape, image.shape[-1]), np.float32)
-    extent = np.float32([h, w])
-    for r in range(0, x.shape[0], TILE):
-        for c in range(0, x.shape[1], TILE):
-            tx, ty = x[r : r + TILE, c : c + TILE], y[r : r + TILE, c : c + TILE]
-            cy, ly = _tap_span(ty - 0.5, h)
-            cx, lx = _tap_span(tx - 0.5, w)
-            if ly - cy >= WINDOW or lx - cx >= WINDOW:
-                out[r : r + TILE, c : c + TILE] = _sample(image, tx, ty)
-                continue
-            th, tw = tx.shape
-            pad = ((0, TILE - th), (0, TILE - tw))
-            src = image[_span(cy, WINDOW, h)][:, _span(cx, WINDOW, w)]
-            tx, ty = np.pad(tx, pad, "edge"), np.pad(ty, pad, "edge")
-            got = _lookup_tile(src, tx, ty, np.int32([cy, cx]), extent)
-            out[r : r + TILE, c : c + TILE] = np.asarray(got)[:th, :tw]
-    return out
-
-
-STRIP = TILE
-"""Rows of the photo carried back at a time: the upsampled fields of a 12-Mpx face would otherwise take
-~1 GB of temporaries; strips keep them small (~100 MB each at 12 Mpx) and run on several threads (NumPy
-and compiled programs release the GIL); one strip is one row of lookup tiles."""
-
-
-def _threads() -> int:
-    """Worker threads for the strips: the CPUs this process may use, at most 4."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    return max(1, min(n, 4))
-
-
-def paste_back(out, mask, photo, window: Window, displacement, covered, residual):
+def paste_back(out, mask, photo, window: Window, displacement, covered, residual, *, compiled: bool = True):
     """Write one face's working-crop edit of ``photo`` f32[H, W, 3] into ``out`` (same shape), at full
     resolution.
 
@@ -247,58 +330,65 @@ def paste_back(out, mask, photo, window: Window, displacement, covered, residual
     ``working.WorkEdit``. Inside the face's region the output is ``photo + C (warp - photo) + R``, with the
     displacement, coverage ``C`` and residual ``R`` upsampled bilinearly and the warp sampling the photo's
     own pixels; pixels the upsampled coverage does not reach are left as they are in ``out``. ``mask``
-    f32[H, W] receives ``C``. Works in strips of ``STRIP`` rows, each limited to the columns its covered
-    crop rows reach, on a few threads (``photo`` is only read; strips write disjoint rows).
+    f32[H, W] receives ``C``. Tile by tile (``_tiles``), each finished by the compiled ``paste_tile``
+    (``compiled=False``, or a tile whose warp reaches too far: the NumPy reference ``_paste_numpy``), on a
+    few threads (``photo`` is only read; tiles write disjoint pixels).
     """
     h, w = photo.shape[:2]
-    s = window.scale
-    rows = np.flatnonzero(covered.any(1))
-    if rows.size == 0:
+    fields = np.concatenate([displacement / window.scale, covered[..., None], residual], axis=-1)
+    fields = fields.astype(np.float32)
+    tiles = _tiles(window, covered, h, w)
+    if not tiles:
         return
-    # photo rows whose centre maps within one crop pixel of the covered rows
-    y0 = max(0, int(math.floor(window.top + (rows[0] - 1) / s)))
-    y1 = min(h, int(math.ceil(window.top + (rows[-1] + 2) / s)))
-    fields = np.concatenate([displacement / s, covered[..., None], residual], axis=-1).astype(np.float32)
-    strips = [(a, min(a + STRIP, y1)) for a in range(y0, y1, STRIP)]
+    prog = tile_program(len(covered)) if compiled else None
+    on_device = jax.device_put(fields) if compiled else None
+    geom = np.float32([window.top, window.left, window.scale, h, w])
 
-    def one(strip):
-        _paste_strip(out, mask, photo, window, fields, covered, *strip)
+    def one(tile):
+        a, b, c, d = tile
+        corner, touched = _tile_corner(window, fields, tile, h, w)
+        if not touched:
+            return
+        if prog is None or corner is None:
+            _paste_numpy(out, mask, photo, window, fields, tile)
+            return
+        src = np.ascontiguousarray(photo[_span(corner[0], WINDOW, h)][:, _span(corner[1], WINDOW, w)])
+        edited, cover = prog(src, on_device, np.int32([a, c]), np.int32(corner), geom)
+        _write(out, mask, tile, np.asarray(edited)[: b - a, : d - c], np.asarray(cover)[: b - a, : d - c])
 
-    if len(strips) > 1 and _threads() > 1:
+    if len(tiles) > 1 and _threads() > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(_threads()) as pool:
-            list(pool.map(one, strips))
+            list(pool.map(one, tiles))
     else:
-        for strip in strips:
-            one(strip)
+        for tile in tiles:
+            one(tile)
 
 
-def _paste_strip(out, mask, photo, window: Window, fields, covered, a: int, b: int):
-    """``paste_back`` for photo rows ``a:b``: the crop rows they sample (one crop pixel of margin), the
-    columns those rows cover, fields upsampled there, the warp and the residual applied."""
-    h, w = photo.shape[:2]
+def _write(out, mask, tile, edited: np.ndarray, cover: np.ndarray):
+    """Copy a finished tile into ``out`` where it is covered, its coverage into ``mask`` (maximum)."""
+    a, b, c, d = tile
+    np.copyto(out[a:b, c:d], edited, where=cover[..., None] > 0)
+    np.maximum(mask[a:b, c:d], cover, out=mask[a:b, c:d])
+
+
+def _paste_numpy(out, mask, photo, window: Window, fields, tile):
+    """``paste_tile`` in NumPy for the photo region ``tile`` (rows a:b, cols c:d), written into ``out`` and
+    ``mask``: the reference the compiled tiles are tested against, and the fallback for a warp that
+    reaches beyond a tile's window."""
+    a, b, c, d = tile
     s = window.scale
-    lo = max(0, int(math.floor((a - window.top) * s)) - 2)
-    hi = min(len(covered), int(math.ceil((b - window.top) * s)) + 3)
-    cols = np.flatnonzero(covered[lo:hi].any(0))
-    if cols.size == 0:
-        return
-    x0 = max(0, int(math.floor(window.left + (cols[0] - 1) / s)))
-    x1 = min(w, int(math.ceil(window.left + (cols[-1] + 2) / s)))
-    if x0 >= x1:
-        return
-    xc = (np.arange(x0, x1) + 0.5).astype(np.float32)
+    xc = (np.arange(c, d) + 0.5).astype(np.float32)
     yc = (np.arange(a, b) + 0.5).astype(np.float32)
-    across = _lerp_axis(fields[lo:hi], (xc - window.left) * s - 0.5, 1)
-    up = _lerp_axis(across, (yc - window.top) * s - 0.5 - lo, 0)
+    across = _lerp_axis(fields, (xc - window.left) * s - 0.5, 1)
+    up = _lerp_axis(across, (yc - window.top) * s - 0.5, 0)
     cover = up[..., 2:3]
-    orig = photo[a:b, x0:x1]
-    edited = _sample_tiled(photo, xc[None, :] + up[..., 0], yc[:, None] + up[..., 1])
+    orig = photo[a:b, c:d]
+    edited = _sample(photo, xc[None, :] + up[..., 0], yc[:, None] + up[..., 1])
     edited -= orig
     edited *= cover
     edited += orig
     edited += up[..., 3:]
     np.clip(edited, 0.0, 1.0, out=edited)
-    np.copyto(out[a:b, x0:x1], edited, where=cover > 0)
-    np.maximum(mask[a:b, x0:x1], cover[..., 0], out=mask[a:b, x0:x1])
+    _write(out, mask, tile, edited, cover[..., 0])

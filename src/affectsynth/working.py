@@ -95,9 +95,40 @@ def program_model(model: AffectModel) -> AffectModel:
 
 def prepare(model: AffectModel, options: SynthesisOptions = SynthesisOptions(), batch: int = 1, **kw):
     """Load (or build, compile and store in the user cache) the program ``synthesize_batch`` runs for
-    ``batch`` faces and ``options``; later calls in this process and later processes find it ready.
-    ``rebuild=True`` ignores a stored program. Returns the program (see ``work_program``)."""
+    ``batch`` faces and ``options``, and the paste-back's tile program (``workcrop.tile_program``); later
+    calls in this process and later processes find them ready. ``rebuild=True`` ignores stored programs.
+    Returns the crops' program (see ``work_program``)."""
+    workcrop.tile_program(options.work_size, **kw)
     return work_program(model, options, batch, **kw)
+
+
+def prepare_default(options: SynthesisOptions = SynthesisOptions(), batch: int = 1, **kw) -> AffectModel:
+    """The default model with its programs ready (``prepare``). When the model is not cached yet (its
+    first use builds it, 20-30 s), the programs are compiled meanwhile on a second thread, against the
+    model's skeleton (``affect.default.default_model_skeleton``: same shapes and static fields, hence the
+    same program key), so the first call ever waits for the longer of the two instead of their sum."""
+    import threading
+
+    from . import pipeline
+    from .affect.default import default_model_path, default_model_skeleton
+
+    ahead = None
+    if not default_model_path().is_file():
+
+        def compile_ahead():
+            try:
+                prepare(default_model_skeleton(), options, batch, **kw)
+            except Exception:  # only a head start: ``prepare`` below compiles (and reports) for itself
+                pass
+
+        ahead = threading.Thread(target=compile_ahead, name="affectsynth-compile-ahead", daemon=True)
+        ahead.start()
+    model = pipeline.load_model(None)  # the default model: built (and cached) at first use
+    if ahead is not None:
+        ahead.join()
+        kw = {**kw, "rebuild": False}  # just built (had that failed, compiled now)
+    prepare(model, options, batch, **kw)
+    return model
 
 
 def item_keys(key, batch: int, options: SynthesisOptions):

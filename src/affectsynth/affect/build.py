@@ -222,12 +222,16 @@ def iter_deformations(
         yield from flush()
 
 
+NUM_COMPONENTS = 8
+"""SPLOCS components per class unless told otherwise (small K keeps the build fast)."""
+
+
 def build_affect_model(
     frames: Iterable,
     morphable: MorphableModel,
     *,
     grid: AffectGrid = AffectGrid(),
-    num_components: int = 8,
+    num_components: int = NUM_COMPONENTS,
     max_frames_per_class: int = 256,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,

@@ -99,16 +99,47 @@ def _build_model(
     ``name`` / ``source`` / ``metadata`` (merged in) describe the model; ``identity`` is the morphable
     model's identity basis ("gp" or a (basis, std) pair); ``grid`` its V-A classes.
     """
-    from ..face.morphable import morphable_model
     from .build import build_affect_model
 
-    basis = np.stack([np.asarray(fields[n], np.float32) for n in AU_NAMES if n in fields])
-    names = tuple(n for n in AU_NAMES if n in fields)
-    morph = morphable_model(basis, np.full(len(names), 0.5, np.float32), names, identity=identity)
+    morph = _morphable(fields, identity)
     model, _ = build_affect_model(frames, morph, grid=grid, name=name, source=source, au_names=AU_NAMES)
     if metadata:
         model = dataclasses.replace(model, metadata=json.dumps({**model.info, **metadata}, sort_keys=True))
     return model
+
+
+def _morphable(fields, identity="gp"):
+    """The morphable model of an affect model built from ``fields`` (AU name -> f[V, 3] field)."""
+    from ..face.morphable import morphable_model
+
+    basis = np.stack([np.asarray(fields[n], np.float32) for n in AU_NAMES if n in fields])
+    names = tuple(n for n in AU_NAMES if n in fields)
+    return morphable_model(basis, np.full(len(names), 0.5, np.float32), names, identity=identity)
+
+
+def default_model_skeleton(grid: AffectGrid = DEFAULT_GRID):
+    """An AffectModel with the default model's structure, array shapes and static fields, and zeros for its
+    class data, ready in about a second (from the AU fields and the grid) where the build takes 20-30 s.
+
+    A compiled program depends on its model's shapes and static fields only (its key holds nothing else,
+    ``compiled.model_program``): compiled against this skeleton while the real model builds, the program
+    is the one the real model looks up. Should the build ever give another signature, the key differs and
+    the program is simply compiled again (never a wrong program)."""
+    from .build import NUM_COMPONENTS, _assemble_model
+
+    morph = _morphable(action_unit_fields())
+    nc, v, k = grid.num_classes, morph.mean.shape[0], NUM_COMPONENTS
+    f32 = np.float32
+    parts = (
+        np.zeros((nc, v, 3), f32),
+        np.zeros((nc, 2), f32),
+        np.zeros((nc, k, v, 3), f32),
+        np.zeros((nc, k), f32),
+        np.zeros((nc, k), f32),
+        np.zeros((nc, len(AU_NAMES)), f32),
+    )
+    counts = np.zeros(nc, np.int64)
+    return _assemble_model(morph, grid, counts, counts, parts, AU_NAMES, {})
 
 
 def build_default_model(

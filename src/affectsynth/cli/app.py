@@ -199,7 +199,7 @@ def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int
     from ..face.landmarks import detect_landmarks
     from ..io import load_image
     from ..pipeline import load_model
-    from ..working import prepare
+    from ..working import prepare, prepare_default
 
     image, info = load_image(input, return_info=True)
     for c in info.conversions:
@@ -217,9 +217,10 @@ def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int
 
     def load_program():
         try:
-            if not models:
-                models.append(load_model(None))  # the default model (built and cached at first use)
-            prepare(models[0], opts, batch)  # compiled once, kept in the user cache (``affectsynth warmup``)
+            if models:  # compiled once, kept in the user cache (``affectsynth warmup``)
+                prepare(models[0], opts, batch)
+            else:  # the default model (built and cached at first use, the programs compiled meanwhile)
+                models.append(prepare_default(opts, batch))
         except BaseException as e:  # re-raised on the main thread
             failed.append(e)
 
@@ -281,15 +282,21 @@ def warmup(
 
     from ..compiled import cache_root, enable_persistent_cache, enabled
     from ..pipeline import load_model
-    from ..working import prepare
+    from ..working import prepare, prepare_default
 
     if not enabled():
         _note("note: AFFECTSYNTH_PROGRAM_CACHE is off; nothing is kept")
     enable_persistent_cache()
-    typer.echo("loading the expression model (built and cached at first use)...")
-    mdl = load_model(model)
     opts = _options(True, False, 1.0, False)
     sizes = sorted(set(batch or [1]))
+    if model is None:  # the default model: its first-use build overlaps the first program's compilation
+        typer.echo(f"loading the expression model, compiling for {sizes[0]} face(s) per call...", nl=False)
+        t = time.perf_counter()
+        mdl = prepare_default(opts, sizes[0], rebuild=rebuild)
+        typer.echo(f" {time.perf_counter() - t:.1f} s")
+        sizes = sizes[1:]
+    else:
+        mdl = load_model(model)
     for k, b in enumerate(sizes, 1):
         typer.echo(
             f"[{k}/{len(sizes)}] compiling the synthesis program for {b} face(s) per call...", nl=False
