@@ -75,3 +75,16 @@ def test_outputs_differ_from_input(legibility):
     per_face = res["edit_size"]["per_face"]
     small = {t: v for t, v in per_face.items() if t != "neutral" and min(v) < 0.01}
     assert not small, small
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_sad_reads_negative(legibility):
+    """Sadness (the grief brow and its forehead folds, heavy lids, the arched mouth over a raised chin):
+    the critic's proxy valence is negative on every face and at least half read as sad (on these 4 faces
+    the sad target read sad on 3, with probabilities 0.43-0.52 at ec78d4d and 0.55-0.66 on branch sad6)."""
+    _, _, res = legibility
+    rows = {k: r for k, r in res["scores"]["per_image"].items() if k.endswith("__sad")}
+    assert len(rows) == FACES
+    assert all(r["proxy_valence"] < -0.1 for r in rows.values()), rows
+    assert sum(r.get("top") == "sad" for r in rows.values()) >= FACES // 2, rows
