@@ -91,3 +91,16 @@ def test_negative_high_arousal_targets_read_negative_not_surprised(legibility):
     assert len(tops) == 3 * FACES
     assert sum(t in ("afraid", "angry", "disgusted") for t in tops.values()) >= 5, tops
     assert sum(t == "surprised" for t in tops.values()) <= 1, tops
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_sad_reads_negative(legibility):
+    """Sadness (the grief brow and its forehead folds, heavy lids, the arched mouth over a raised chin):
+    the critic's proxy valence is negative on every face and at least half read as sad (on these 4 faces
+    the sad target read sad on 3, with probabilities 0.43-0.52 at ec78d4d and 0.55-0.66 on branch sad6)."""
+    _, _, res = legibility
+    rows = {k: r for k, r in res["scores"]["per_image"].items() if k.endswith("__sad")}
+    assert len(rows) == FACES
+    assert all(r["proxy_valence"] < -0.1 for r in rows.values()), rows
+    assert sum(r.get("top") == "sad" for r in rows.values()) >= FACES // 2, rows

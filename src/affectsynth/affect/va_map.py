@@ -46,10 +46,10 @@ PROTOTYPES: tuple[tuple[str, float, float, dict[str, float]], ...] = (
     ("angry", -0.55, 0.60, {"AU4": 1.0, "AU5": 0.8, "AU7": 0.6, "AU9": 0.3, "AU23": 1.0, "AU24": 0.6}),
     ("disgusted", -0.60, 0.35, {"AU4": 0.4, "AU9": 1.0, "AU10": 0.7, "AU15": 0.5, "AU17": 0.4}),
     ("displeased", -0.55, 0.16, {"AU4": 0.6, "AU14": 0.3, "AU15": 0.5, "AU17": 0.6, "AU24": 0.4}),
-    # sadness: AU4 at half so the brow heads still rise (AU1 lifts them 4.4 mm, AU4 lowers them 3.6 mm: at
-    # 0.7 they rose 1 mm) while it knits them: the oblique brow. AU43 0.3: the lowered upper lid (AU4 no
-    # longer drags the lid down with the brow)
-    ("sad", -0.60, -0.30, {"AU1": 1.0, "AU4": 0.5, "AU15": 1.0, "AU17": 0.9, "AU43": 0.4}),
+    # sadness: AU4 at 0.4 so the brow heads still rise (AU1 lifts them 4.4-4.8 mm, AU4 lowers them 3.0-3.5
+    # mm: at 0.7 they rose 1 mm, at 0.5 the class mean's 2.3 mm) while it knits them: the oblique brow, inner
+    # ends highest. AU43 0.5: the heavy, lowered upper lid (AU4 no longer drags the lid down with the brow)
+    ("sad", -0.60, -0.30, {"AU1": 1.0, "AU4": 0.4, "AU15": 1.0, "AU17": 0.9, "AU43": 0.5}),
     ("bored", -0.50, -0.60, {"AU4": 0.2, "AU14": 0.3, "AU15": 0.3, "AU43": 0.45}),
     ("tired", 0.04, -0.63, {"AU1": 0.1, "AU25": 0.15, "AU43": 0.6}),  # R80 tired
     ("sleepy", 0.28, -0.67, {"AU12": 0.1, "AU26": 0.15, "AU43": 0.65}),  # R80 sleepy
