@@ -283,12 +283,8 @@ def _point_sets(g: _Geometry) -> tuple[dict[str, np.ndarray], dict[str, np.ndarr
         "lower_lip_l.across": across("lower_lip_l", xc),
         "lower_lip_l.across2": across("lower_lip_l", xc) ** 2,
         "mouth_l.across2": across("mouth_l", xc) ** 2,
-        # inner contours: a flattened cosine (square root), so parted lips open along most of their length
-        # rather than in a lens around the midline: at cos the opening at 0.7 of the half-width was 0.45 of
-        # the centre's, and a smile's teeth showed as a short lens between long closed corners (London happy
-        # outputs next to the same people's real smiles, whose openings run nearly to the corners)
-        "inner_up_l.cos": np.sqrt(np.cos(0.5 * np.pi * across("inner_up_l", np.abs(x[iu, 0]).max()))),
-        "inner_lo_l.cos": np.sqrt(np.cos(0.5 * np.pi * across("inner_lo_l", np.abs(x[il, 0]).max()))),
+        "inner_up_l.cos": np.cos(0.5 * np.pi * across("inner_up_l", np.abs(x[iu, 0]).max())),
+        "inner_lo_l.cos": np.cos(0.5 * np.pi * across("inner_lo_l", np.abs(x[il, 0]).max())),
         "outer_up_l.cos": np.cos(0.5 * np.pi * across("outer_up_l", xc)),
         "outer_lo_l.cos": np.cos(0.5 * np.pi * across("outer_lo_l", xc)),
     }
