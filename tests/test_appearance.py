@@ -805,36 +805,51 @@ def test_rounded_contour_keeps_its_ends_and_cuts_its_corners():
         assert rv[:, 0].min() >= v[:, 0].min() and rv[:, 0].max() <= v[:, 0].max()  # inside the hull
 
 
-def test_incisal_edge_notches_between_the_teeth():
-    """A smile's upper teeth end in rounded tips: the band is shorter at each gap between crowns than across
-    the middle of a crown, by about ``EMBRASURE_MM`` (full detail faces); and not at all on small faces."""
+def _teeth_band(px_per_mm, gap_px=8.0, smile=1.0):
+    """Height (px) of the upper teeth down each column of a straight, evenly open mouth ``gap_px`` tall, for
+    columns at x = -12..12 mm: (x mm, heights)."""
     xs = np.arange(-12.0, 12.01, 0.25, dtype=np.float32)
-    rows = np.arange(0.0, 20.0, 0.1, dtype=np.float32)
-    x_mm, d_up = np.meshgrid(xs, rows)
+    x_mm, d_up = (jnp.asarray(a) for a in np.meshgrid(xs, np.arange(0.0, 40.0, 0.1, dtype=np.float32)))
+    one = jnp.ones_like(x_mm)
+    frame = ap_mouth._MouthFrame(
+        alpha=one,
+        u=x_mm / 25.0,
+        x_mm=x_mm,
+        d_up=d_up,
+        d_lo=jnp.maximum(gap_px - d_up, 0.0),
+        local_h=gap_px * one,
+        h_open=jnp.float32(gap_px),
+        mm=jnp.float32(px_per_mm),
+        opening=jnp.float32(100.0),
+        closed_mm=jnp.float32(0.0),
+        dst_gap_mm=jnp.float32(gap_px / px_per_mm),
+        src_gap=jnp.float32(0.0),
+    )
+    m_up = np.asarray(ap_mouth._teeth(frame, jnp.ones(3), jnp.float32(smile), jnp.float32(1.0))[0])
+    return xs, m_up.sum(0) * 0.1
 
-    def band_height(px_per_mm):
-        one = jnp.ones_like(jnp.asarray(x_mm))
-        frame = ap_mouth._MouthFrame(
-            alpha=one,
-            u=jnp.asarray(x_mm) / 25.0,
-            x_mm=jnp.asarray(x_mm),
-            d_up=jnp.asarray(d_up),
-            d_lo=jnp.maximum(8.0 - jnp.asarray(d_up), 0.0),
-            local_h=8.0 * one,
-            h_open=jnp.float32(8.0),
-            mm=jnp.float32(px_per_mm),
-            opening=jnp.float32(100.0),
-            closed_mm=jnp.float32(0.0),
-            dst_gap_mm=jnp.float32(8.0 / px_per_mm),
-            src_gap=jnp.float32(0.0),
-        )
-        m_up = np.asarray(ap_mouth._teeth(frame, jnp.ones(3), jnp.float32(1.0), jnp.float32(1.0))[0])
-        return m_up.sum(0) * 0.1  # pixels of teeth down each column
 
-    h = band_height(1.5)
-    at_gap = h[np.isclose(xs, 0.0) | np.isclose(np.abs(xs), 8.5)]
-    mid_crown = h[np.isclose(np.abs(xs), 4.25)]
-    notch = mid_crown.min() - at_gap.max()
-    assert 0.6 * ap_mouth.EMBRASURE_MM * 1.5 < notch < 1.5 * ap_mouth.EMBRASURE_MM * 1.5, notch
-    small = band_height(0.6)
-    assert np.ptp(small[np.abs(xs) < 10.0]) < 0.05  # no notches where the teeth alias
+def test_incisal_edge_notches_between_the_teeth(monkeypatch):
+    """A smile's upper teeth end in rounded tips: the band is shorter at each gap between crowns than without
+    the notches, by about ``EMBRASURE_MM``, and unchanged across the middle of a crown; small faces (where
+    the teeth alias) get no notches."""
+    xs, _ = _teeth_band(1.5)
+    notched = {mm: _teeth_band(mm)[1] for mm in (1.5, 0.6)}
+    want = ap_mouth.EMBRASURE_MM * 1.5  # pixels at 1.5 px/mm
+    monkeypatch.setattr(ap_mouth, "EMBRASURE_MM", 0.0)
+    notch = {mm: _teeth_band(mm)[1] - notched[mm] for mm in (1.5, 0.6)}
+    at_gap = notch[1.5][np.isclose(xs, 0.0) | np.isclose(np.abs(xs), 8.5)]
+    mid_crown = notch[1.5][np.isclose(np.abs(xs), 4.25)]
+    assert np.all(at_gap > 0.6 * want) and np.all(at_gap < 1.5 * want), at_gap
+    assert np.all(np.abs(mid_crown) < 0.05), mid_crown
+    assert np.abs(notch[0.6]).max() < 1e-6
+
+
+def test_a_wide_open_smile_shows_mostly_upper_teeth():
+    """A laugh (smile with the jaw dropped, a 16 mm opening) gives most of its gap to the upper teeth, up to
+    a crown's height; the same opening without a smile (surprise) shows only a rim of incisors."""
+    xs, laugh = _teeth_band(1.5, gap_px=24.0, smile=1.0)
+    _, gasp = _teeth_band(1.5, gap_px=24.0, smile=0.0)
+    mid = np.abs(xs) < 3.0
+    assert laugh[mid].min() > 0.6 * 24.0 and laugh[mid].max() <= 11.0 * 1.5 + 1.0, laugh[mid]
+    assert gasp[mid].max() < 0.3 * laugh[mid].min(), gasp[mid]

@@ -200,13 +200,18 @@ def _teeth(f: _MouthFrame, teeth_rgb: Float[Array, "3"], smile: Float[Array, ""]
     # contact shadow where a smile's incisal edge meets the lower lip (no dark slit left between them)
     contact = 0.88 + 0.12 * _smoothstep(f.d_lo / (0.1 * f.local_h + 1.5))
     wide = _smoothstep((f.h_open / f.mm - 6.0) / 10.0)
-    reach = jnp.minimum(0.3 + 0.8 * smile - 0.55 * wide, 1.1)  # fraction of the local gap height
+    # fraction of the local gap height; a wide-open smile (excited) keeps more of its upper teeth: at the
+    # dropped jaw's full 0.55 the laugh was a band of bared teeth over a dark band, a grimace (London
+    # excited outputs, by eye; the critic read 9-10 of 48 as angry)
+    reach = jnp.minimum(0.3 + 0.8 * smile - 0.55 * wide * (1.0 - 0.4 * smile), 1.1)
     rest = jnp.minimum(REST_INCISOR_MM * f.mm, 0.3 * f.local_h)  # the relaxed upper lip's incisor display
     h_up = jnp.minimum(11.0 * f.mm * (1.0 - 0.3 * f.u * f.u), jnp.maximum(reach * f.local_h, rest))
     # rounded incisal corners: the edge rises into a small notch at each gap between crowns, where the
     # cavity (or the lower lip) shows between the tips; a straight edge was a mouth guard (London happy
     # outputs next to the same people's real smiles, by eye)
-    h_up = h_up - detail * EMBRASURE_MM * f.mm * jnp.minimum(gaps, 1.0)
+    # (a crown's full edge only: on the 2 mm rim of a relaxed open mouth notches drew chipped teeth)
+    tall = _smoothstep((h_up / f.mm - 3.0) / 3.0)
+    h_up = h_up - detail * tall * EMBRASURE_MM * f.mm * jnp.minimum(gaps, 1.0)
     # lines between the teeth, darker towards the incisal edge where the crowns part (at the gum they
     # touch): 0.1 deep at full height still shows separate incisors; 0.25 there drew a clenched, bared-teeth
     # row (by eye; of 16 London faces whose happy failed, the critic read 5 as angry at 0.25, 3 at 0.1)
