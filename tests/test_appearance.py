@@ -816,3 +816,83 @@ def test_a_raised_lid_carries_its_lash_line(face, basis):
 
     assert np.max(at(new)) < 0.15  # the line is where the lid went
     assert np.min(at(old)) > 0.3  # and not left behind
+
+
+def test_a_smile_creases_the_nasolabial_fold_and_rounds_the_cheek():
+    """AU12: a dark crease from the nose wing past the mouth corner, lateral of the corner and deeper than a
+    hairline; AU6: the cheek pad under the eye lit on its crest and shaded along its lower edge; both scale
+    with the intensity."""
+    xs = np.linspace(0.0, 60.0, 601)
+    for y, depth in ((-10.0, 0.1), (-20.0, 0.1), (-30.0, 0.04)):  # fading out past the corner (y -31)
+        row = jnp.asarray(np.stack([xs, np.full_like(xs, y)], -1)[None], jnp.float32)
+        d = np.asarray(wrinkles(row, jnp.asarray(au_vector(AU12=1.0)), jnp.asarray(0.5)))[0]
+        fold = xs[np.argmin(d)]
+        assert 26.0 < fold < 36.0 and d.min() < -depth, (y, fold, d.min())
+    pts = jnp.asarray([[[35.0, 8.0], [35.0, -3.0], [35.0, 40.0]]], jnp.float32)  # crest, underside, far
+    d6 = np.asarray(wrinkles(pts, jnp.asarray(au_vector(AU6=1.0)), jnp.asarray(0.5)))[0]
+    half = np.asarray(wrinkles(pts, jnp.asarray(au_vector(AU6=0.5)), jnp.asarray(0.5)))[0]
+    assert d6[0] > 0.03 and d6[1] < -0.02, d6
+    np.testing.assert_allclose(half, 0.5 * d6, atol=1e-6)
+
+
+def test_rounded_contour_keeps_its_ends_and_cuts_its_corners():
+    """Chaikin corner cutting of an inner-lip contour: ends kept, 2N - 2 points per round, a straight
+    contour stays on its line, and a V's sharpest turn is much gentler (the incisal edge is an arc)."""
+    line = jnp.stack([jnp.linspace(0.0, 10.0, 6), 2.0 + 0.5 * jnp.linspace(0.0, 10.0, 6)], -1)
+    r = np.asarray(ap_mouth._rounded(line))
+    assert r.shape == (2 * (2 * 6 - 2) - 2, 2)
+    np.testing.assert_allclose(r[[0, -1]], np.asarray(line)[[0, -1]], atol=1e-6)
+    np.testing.assert_allclose(r[:, 1], 2.0 + 0.5 * r[:, 0], atol=1e-5)
+
+    def sharpest(p):
+        e = np.diff(p, axis=0)
+        ang = np.arctan2(e[:, 1], e[:, 0])
+        return np.abs(np.diff(ang)).max()
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x = np.linspace(-10.0, 10.0, 11)
+        v = np.stack([x, np.abs(x) * rng.uniform(0.2, 1.0) + rng.normal(0.0, 0.1, 11)], -1).astype(np.float32)
+        rv = np.asarray(ap_mouth._rounded(jnp.asarray(v)))
+        assert sharpest(rv) < 0.5 * sharpest(v)
+        assert rv[:, 0].min() >= v[:, 0].min() and rv[:, 0].max() <= v[:, 0].max()  # inside the hull
+
+
+def _teeth_band(px_per_mm, gap_px=8.0, smile=1.0):
+    """Height (px) of the upper teeth down each column of a straight, evenly open mouth ``gap_px`` tall, for
+    columns at x = -12..12 mm: (x mm, heights)."""
+    xs = np.arange(-12.0, 12.01, 0.25, dtype=np.float32)
+    x_mm, d_up = (jnp.asarray(a) for a in np.meshgrid(xs, np.arange(0.0, 40.0, 0.1, dtype=np.float32)))
+    one = jnp.ones_like(x_mm)
+    frame = ap_mouth._MouthFrame(
+        alpha=one,
+        u=x_mm / 25.0,
+        x_mm=x_mm,
+        d_up=d_up,
+        d_lo=jnp.maximum(gap_px - d_up, 0.0),
+        local_h=gap_px * one,
+        h_open=jnp.float32(gap_px),
+        mm=jnp.float32(px_per_mm),
+        opening=jnp.float32(100.0),
+        closed_mm=jnp.float32(0.0),
+        dst_gap_mm=jnp.float32(gap_px / px_per_mm),
+        src_gap=jnp.float32(0.0),
+    )
+    m_up = np.asarray(ap_mouth._teeth(frame, jnp.ones(3), jnp.float32(smile), jnp.float32(1.0))[0])
+    return xs, m_up.sum(0) * 0.1
+
+
+def test_incisal_edge_notches_between_the_teeth(monkeypatch):
+    """A smile's upper teeth end in rounded tips: the band is shorter at each gap between crowns than without
+    the notches, by about ``EMBRASURE_MM``, and unchanged across the middle of a crown; small faces (where
+    the teeth alias) get no notches."""
+    xs, _ = _teeth_band(1.5)
+    notched = {mm: _teeth_band(mm)[1] for mm in (1.5, 0.6)}
+    want = ap_mouth.EMBRASURE_MM * 1.5  # pixels at 1.5 px/mm
+    monkeypatch.setattr(ap_mouth, "EMBRASURE_MM", 0.0)
+    notch = {mm: _teeth_band(mm)[1] - notched[mm] for mm in (1.5, 0.6)}
+    at_gap = notch[1.5][np.isclose(xs, 0.0) | np.isclose(np.abs(xs), 8.5)]
+    mid_crown = notch[1.5][np.isclose(np.abs(xs), 4.25)]
+    assert np.all(at_gap > 0.6 * want) and np.all(at_gap < 1.5 * want), at_gap
+    assert np.all(np.abs(mid_crown) < 0.05), mid_crown
+    assert np.abs(notch[0.6]).max() < 1e-6

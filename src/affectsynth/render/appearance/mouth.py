@@ -44,6 +44,10 @@ LOWER_TEETH_AT_REST = 0.3
 rides down with the jaw over the lower incisors; smiles, AU16/AU20 (fear's stretched lips) and AU27 (a
 forced stretch) bare them."""
 
+EMBRASURE_MM = 0.5
+"""How far (mm) the incisal edge of the upper teeth rises at each gap between crowns (their rounded corners:
+the incisal embrasures, a dark notch between tooth tips in a real smile)."""
+
 MIN_OPENING_MM = 1.0
 """Mean added height (mm) of the lips' opening from which the painted interior is fully drawn (from 0)."""
 
@@ -66,6 +70,19 @@ class _MouthFrame(NamedTuple):
     closed_mm: Float[Array, ""]  # mean height (mm) by which the photo's own opening closes (0 if it opens)
     dst_gap_mm: Float[Array, ""]  # the target's mean opening height (mm)
     src_gap: Float[Array, ""]  # the photo's mean opening height (pixels)
+
+
+def _rounded(points: Float[Array, "N 2"], rounds: int = 2) -> Float[Array, "M 2"]:
+    """The contour through ``points`` with its corners cut (Chaikin, ``rounds`` times; ends kept).
+
+    FaceMesh's 11-point inner lip contours bend sharply at the midline once the jaw drops, and the teeth and
+    cavity, laid out by distance to them, drew the bend as a V in the upper teeth's incisal edge (excited);
+    a real incisal edge is a smooth arc. Static length: N -> 2N - 2 per round."""
+    for _ in range(rounds):
+        a, b = points[:-1], points[1:]
+        cut = jnp.stack([0.75 * a + 0.25 * b, 0.25 * a + 0.75 * b], axis=1).reshape(-1, 2)
+        points = jnp.concatenate([points[:1], cut[1:-1], points[-1:]])
+    return points
 
 
 def _mouth_frame(ctx: AppearanceContext, xy: Float[Array, "H W 2"]) -> _MouthFrame:
@@ -97,8 +114,8 @@ def _mouth_frame(ctx: AppearanceContext, xy: Float[Array, "H W 2"]) -> _MouthFra
     sdf = _polygon_sdf(xy, dst[hole])
     feather = jnp.clip(0.15 * h_open, 0.6, 2.0)
     along = (xy - 0.5 * (c0 + c1)[None, None, :]) @ ex
-    d_up = _polyline_distance(xy, dst[upper])
-    d_lo = _polyline_distance(xy, dst[lower])
+    d_up = _polyline_distance(xy, _rounded(dst[upper]))
+    d_lo = _polyline_distance(xy, _rounded(dst[lower]))
     return _MouthFrame(
         # opaque from the contour inwards: the render's stretched lip seam must not show as a dark rim
         alpha=newness * _smoothstep(0.9 - sdf / feather),
@@ -149,8 +166,11 @@ def _mouth_colours(patch: Image, ctx: AppearanceContext) -> tuple[Float[Array, "
     pupils = src[jnp.array([topo.RIGHT_PUPIL, topo.RIGHT_PUPIL, topo.LEFT_PUPIL, topo.LEFT_PUPIL])]
     corners = src[jnp.array([33, 133, 362, 263])]
     sclera = _luminance(sample_bilinear(patch, 0.5 * pupils + 0.5 * corners))
-    exposure = jnp.clip(jnp.maximum(jnp.mean(sclera) / 0.7, _luminance(skin_rgb) / 0.6), 0.35, 1.2)
-    teeth_rgb = jnp.clip(jnp.array([0.95, 0.93, 0.87]) * tint * exposure, 0.0, 0.96)
+    # exposure: the sclera's luminance / 0.64 (teeth a little brighter than the eye whites beside them: real
+    # smiles of the London set, the teeth's 80th percentile 0.79 against sclera 0.50-0.60; at / 0.7 with an
+    # ivory base our teeth were a dull grey-beige band, darkest on dark skin)
+    exposure = jnp.clip(jnp.maximum(jnp.mean(sclera) / 0.64, _luminance(skin_rgb) / 0.6), 0.35, 1.2)
+    teeth_rgb = jnp.clip(jnp.array([0.96, 0.95, 0.91]) * tint * exposure, 0.0, 0.96)
     return lip_rgb, teeth_rgb
 
 
@@ -190,23 +210,34 @@ def _teeth(
     Clenched (``clench``, see ``_clench``): upper teeth above the bite line (``below`` < 0, pixels), lower
     teeth under it, each up to its lip, a thin dark line between them and no cavity.
     """
+    detail = _detail(f.mm)
     gaps = sum(_gauss(jnp.abs(f.x_mm) - g, 0.7) for g in TOOTH_EDGES_MM)
     gaps_lo = sum(_gauss(jnp.abs(f.x_mm) - g, 0.6) for g in LOWER_TOOTH_EDGES_MM)
     turn = jnp.clip(jnp.abs(f.u), 0.0, 1.0) ** 2
     # contact shadow where a smile's incisal edge meets the lower lip (no dark slit left between them)
-    contact = 0.85 + 0.15 * _smoothstep(f.d_lo / (0.1 * f.local_h + 1.5))
-    # lines between the teeth: a flat band read as a mouth guard; 0.1 deep still shows separate incisors.
-    # At 0.25 they drew a clenched, bared-teeth row (by eye; of the 16 London faces whose happy failed,
-    # the critic read 5 as angry at 0.25, 3 at 0.1)
-    # clenched teeth are meant to read as a bared row: deeper lines between them
-    gap_depth = (0.1 + 0.1 * clench) * _detail(f.mm)
-    tooth_shade = (1.0 - 0.65 * turn) * (1.0 - gap_depth * jnp.minimum(gaps, 1.0)) * contact
-    gaps_lo = jnp.minimum(gaps + clench * (gaps_lo - gaps), 1.0)
-    tooth_shade_lo = (1.0 - 0.65 * turn) * (1.0 - gap_depth * gaps_lo) * contact
+    contact = 0.88 + 0.12 * _smoothstep(f.d_lo / (0.1 * f.local_h + 1.5))
     wide = _smoothstep((f.h_open / f.mm - 6.0) / 10.0)
-    reach = jnp.minimum(0.3 + 0.8 * smile - 0.55 * wide, 1.1)  # fraction of the local gap height
+    # fraction of the local gap height. (A wide-open smile keeping more of its gap to the upper teeth, a
+    # 0.33 instead of 0.55 jaw penalty, looked less like a grimace by eye but bared more teeth: the critic
+    # read 12 of 48 London excited outputs as angry, against 9, and excited fell from 0.71 to 0.65)
+    reach = jnp.minimum(0.3 + 0.8 * smile - 0.55 * wide, 1.1)
     rest = jnp.minimum(REST_INCISOR_MM * f.mm, 0.3 * f.local_h)  # the relaxed upper lip's incisor display
     h_up = jnp.minimum(11.0 * f.mm * (1.0 - 0.3 * f.u * f.u), jnp.maximum(reach * f.local_h, rest))
+    # rounded incisal corners: the edge rises into a small notch at each gap between crowns, where the
+    # cavity (or the lower lip) shows between the tips; a straight edge was a mouth guard (London happy
+    # outputs next to the same people's real smiles, by eye)
+    # (a crown's full edge only: on the 2 mm rim of a relaxed open mouth notches drew chipped teeth)
+    tall = _smoothstep((h_up / f.mm - 3.0) / 3.0)
+    h_up = h_up - detail * tall * EMBRASURE_MM * f.mm * jnp.minimum(gaps, 1.0)
+    # lines between the teeth, darker towards the incisal edge where the crowns part (at the gum they
+    # touch): 0.1 deep at full height still shows separate incisors; 0.25 there drew a clenched, bared-teeth
+    # row (by eye; of 16 London faces whose happy failed, the critic read 5 as angry at 0.25, 3 at 0.1)
+    # Clenched teeth are meant to read as a bared row: deeper lines, the lower row on its own gaps.
+    edge = _smoothstep(f.d_up / jnp.maximum(h_up, 1.0))
+    depth = (0.06 + 0.1 * edge + 0.1 * clench) * detail
+    tooth_shade = (1.0 - 0.65 * turn) * (1.0 - depth * jnp.minimum(gaps, 1.0)) * contact
+    gaps_lo = jnp.minimum(gaps + clench * (gaps_lo - gaps), 1.0)
+    tooth_shade_lo = (1.0 - 0.65 * turn) * (1.0 - depth * gaps_lo) * contact
     soft = jnp.maximum(0.9, 0.1 * h_up)
     # clenched rows reach their lips (the gums a raised lip could show stay in the lips' shadow) and meet
     # on a straight bite line: one that followed the opening's shape curved up at the corners, a smile arc
@@ -214,7 +245,7 @@ def _teeth(
     rows = _band(jnp.abs(f.u), 0.0, 0.74 + 0.06 * clench, 0.15)
     m_up = _smoothstep((h_up - f.d_up) / soft) * rows
     m_up = m_up + clench * (_smoothstep((-line - below) / soft_c) * rows - m_up)
-    lip_shadow = 0.82 + 0.18 * _smoothstep(f.d_up / (0.35 * h_up + 1.0))
+    lip_shadow = 0.86 + 0.14 * _smoothstep(f.d_up / (0.35 * h_up + 1.0))
     up_rgb = teeth_rgb[None, None, :] * (tooth_shade * lip_shadow)[..., None]
     h_lo = bare * jnp.minimum(6.0 * f.mm * (1.0 - 0.4 * f.u * f.u), 0.25 * f.local_h)
     m_lo = wide * _detail(f.mm) * _smoothstep((h_lo - f.d_lo) / soft) * _band(jnp.abs(f.u), 0.0, 0.65, 0.12)

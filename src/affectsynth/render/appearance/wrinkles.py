@@ -195,7 +195,7 @@ def _eye_wrinkles(x, y, ax, a, mm_per_px):
     # crow's feet (AU6): lines fanning out from the outer eye corner
     cx, cy = ax - _T_CROW[0], y - _T_CROW[1]
     r = jnp.sqrt(cx * cx + cy * cy + 1e-6)
-    crow = 0.07 * a("AU6") * _band(r, 4.0, 13.0, 3.5) * (cx > 0)
+    crow = 0.09 * a("AU6") * _band(r, 4.0, 14.0, 3.5) * (cx > 0)
     for k, th in enumerate(np.deg2rad([-32.0, -12.0, 8.0, 27.0])):
         delta += crow * (0.8 + 0.2 * (k % 2)) * _furrow(cy * np.cos(th) - cx * np.sin(th), 0.55, mm_per_px)
     lid = _lower_lid_template()
@@ -220,8 +220,25 @@ def _nasolabial_wrinkles(x, y, ax, a, mm_per_px):
     pos = (naso[0, 1] - y) / (naso[0, 1] - naso[-1, 1])
     fade = _smoothstep(pos / 0.15) * _smoothstep((1.0 - pos) / 0.3)
     n_amp = jnp.minimum(a("AU12") + a("AU10") + 0.8 * a("AU9") + 0.3 * a("AU6"), 1.6)
-    delta += n_amp * fade * (0.10 * _furrow(-sd, 1.3, mm_per_px) + 0.04 * _gauss(sd - 4.5, 3.0))
-    return delta
+    # the crease, the cheek's bulge lit above it, and (smiles) the bulge's shadowed underside falling into
+    # the crease from the cheek side: at 0.10 / 0.04 the fold of a full smile was a hairline that the London
+    # happy outputs hardly showed (by eye, next to the same people's real smiles)
+    delta += n_amp * fade * (0.13 * _furrow(-sd, 1.5, mm_per_px) + 0.05 * _gauss(sd - 4.5, 3.0))
+    return delta + _cheek_apple(x, y, ax, a)
+
+
+_T_CHEEK_APPLE = np.array([35.0, 6.0], np.float32)  # malar fat pad under the lower lid, beside the nose wing
+
+
+def _cheek_apple(x, y, ax, a):
+    """AU6: the cheek pad pushed up and forward rounds into an "apple" that catches the light on
+    its crest, with a soft shadow along its lower edge where it overhangs the fold. The geometry's shading
+    ratio lights the bulge only as far as the fitted lighting varies across it; under the London set's
+    frontal light the raised cheeks hardly showed (by eye, next to the same people's real smiles)."""
+    cx, cy = ax - _T_CHEEK_APPLE[0], y - _T_CHEEK_APPLE[1]
+    crest = _gauss(cx, 7.0) * _gauss(cy - 2.0, 5.0)
+    under = _gauss(cx, 7.0) * _gauss(cy + 9.0, 3.5)
+    return a("AU6") * (0.05 * crest - 0.04 * under)
 
 
 def _chin_wrinkles(x, y, ax, a, mm_per_px):
