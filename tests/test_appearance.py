@@ -878,7 +878,9 @@ def _teeth_band(px_per_mm, gap_px=8.0, smile=1.0):
         dst_gap_mm=jnp.float32(gap_px / px_per_mm),
         src_gap=jnp.float32(0.0),
     )
-    m_up = np.asarray(ap_mouth._teeth(frame, jnp.ones(3), jnp.float32(smile), jnp.float32(1.0))[0])
+    m_up = np.asarray(
+        ap_mouth._teeth(frame, jnp.ones(3), jnp.float32(smile), jnp.float32(1.0), jnp.float32(0.0), d_up)[0]
+    )
     return xs, m_up.sum(0) * 0.1
 
 
