@@ -111,9 +111,11 @@ def prepare_default(options: SynthesisOptions = SynthesisOptions(), batch: int =
 
     from . import pipeline
     from .affect.default import default_model_path, default_model_skeleton
+    from .compiled import source_hash
 
     ahead = None
     if not default_model_path().is_file():
+        source_hash()  # parsed (``ast``) on this thread, not beside another one: see ``cli.app``'s loader
 
         def compile_ahead():
             try:
