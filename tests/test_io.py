@@ -146,3 +146,30 @@ def test_unit_float_is_the_division_by_255(h, w, seed):
     assert out.dtype == np.float32 and out.shape == a.shape
     assert np.array_equal(out, a.astype(np.float32) / np.float32(255.0))
     assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".tif"])
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "I;16"])
+def test_uint8_loading_is_the_float_image_rounded(tmp_path, rgb, ext, mode):
+    """``dtype=np.uint8`` gives what saving the float image would write: the decoded bytes themselves for
+    8-bit files (``x / 255`` rounds back to ``x``), the rounded values for 16-bit ones."""
+    base = Image.fromarray(rgb)
+    if mode == "I;16":
+        if ext == ".jpg":
+            pytest.skip("JPEG has no 16-bit mode")
+        im = Image.fromarray(np.asarray(base.convert("L")).astype(np.uint16) * 257 + 100)
+    else:
+        im = base.convert(mode) if ext != ".jpg" or mode in ("RGB", "L") else base
+    im.save(tmp_path / f"a{ext}")
+    as_float = load_image(tmp_path / f"a{ext}")
+    as_bytes, info = load_image(tmp_path / f"a{ext}", dtype=np.uint8, return_info=True)
+    assert as_bytes.dtype == np.uint8 and as_bytes.shape == as_float.shape
+    assert as_bytes.flags.writeable
+    np.testing.assert_array_equal(as_bytes, (as_float * 255.0 + 0.5).astype(np.uint8))
+    assert info.conversions == load_image(tmp_path / f"a{ext}", return_info=True)[1].conversions
+
+
+def test_load_image_refuses_other_dtypes(tmp_path, rgb):
+    save_image(tmp_path / "a.png", rgb)
+    with pytest.raises(ValueError, match="float32 or uint8"):
+        load_image(tmp_path / "a.png", dtype=np.float64)
