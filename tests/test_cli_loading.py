@@ -35,7 +35,11 @@ def stubs(monkeypatch, tmp_path):
         return np.zeros((478, 3), np.float32), det
 
     monkeypatch.setattr(pipeline, "load_model", load_model)
-    monkeypatch.setattr(working, "prepare", lambda model, opts, batch: step(f"program {model.path}"))
+    def prepare(model, opts, batch, photo_dtypes):
+        assert photo_dtypes == (np.uint8,)  # the tile program of the photo as decoded, not the float one
+        step(f"program {model.path}")
+
+    monkeypatch.setattr(working, "prepare", prepare)
     monkeypatch.setattr(landmarks, "detect_landmarks", detect)
     photo = save_image(tmp_path / "face.png", np.full((16, 16, 3), 0.5, np.float32))
     # the default model counts as cached: no compile-ahead beside its build (``working.prepare_default``)
@@ -51,6 +55,7 @@ def test_the_default_model_loads_on_the_program_thread(stubs):
     log, photo = stubs
     image, lm, model = _load(photo, None)
     assert model.path is None and image.shape == (16, 16, 3) and lm.shape == (478, 3)
+    assert image.dtype == np.uint8  # the photo's bytes: the pipeline makes no full-size float copy
     threads = dict(log)
     assert threads["model None"] == threads["program None"] == "affectsynth-load-program"
     assert threads["detect"] == threading.main_thread().name

@@ -172,6 +172,55 @@ def test_compiled_tiles_equal_the_numpy_reference(h, w, top, left, scale, amplit
     np.testing.assert_array_equal(got[want_mask == 0], image[want_mask == 0])
 
 
+@settings(max_examples=8, deadline=None)
+@given(
+    h=st.integers(8, 600),
+    w=st.integers(8, 600),
+    top=st.integers(-150, 300),
+    left=st.integers(-150, 300),
+    scale=st.floats(0.12, 1.0),
+    amplitude=st.floats(0, 12),
+    seed=st.integers(0, 2**16),
+)
+@example(h=600, w=550, top=-40, left=-30, scale=0.1, amplitude=14.0, seed=1)  # windows past the edges
+def test_a_uint8_photo_is_pasted_as_its_float_result_saved(h, w, top, left, scale, amplitude, seed):
+    """A uint8 photo (``affectsynth synth``'s) comes back uint8: what rounding the float photo's result to
+    bytes gives (``io.save_image``'s rounding), compiled tiles and the NumPy reference alike. Float rounding
+    may land a value on the other side of a half grey level: at most 1 level, at a few pixels."""
+    from affectsynth.io import _to_uint8
+
+    rng = np.random.default_rng(seed)
+    photo = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    disp, covered, resid = smooth_edit(rng, 64, amplitude)
+    resid[:4] += 0.5 * covered[:4, :, None]  # some values pushed past white: clipped alike
+    win = workcrop.Window(top, left, scale)
+    as_float = photo / np.float32(255.0)
+    want, want_mask = as_float.copy(), np.zeros((h, w), np.float32)
+    workcrop.paste_back(want, want_mask, as_float, win, disp, covered, resid)
+    want = _to_uint8(want)
+    for on in (True, False):
+        got, mask = photo.copy(), np.zeros((h, w), np.float32)
+        workcrop.paste_back(got, mask, photo, win, disp, covered, resid, compiled=on)
+        assert got.dtype == np.uint8
+        np.testing.assert_allclose(mask, want_mask, rtol=0, atol=2e-6)
+        off = np.abs(got.astype(np.int16) - want)
+        assert off.max() <= 1 and (off > 0).mean() < 1e-3, (off.max(), (off > 0).sum())
+        np.testing.assert_array_equal(got[want_mask == 0], photo[want_mask == 0])
+
+
+def test_a_uint8_crop_is_the_float_photo_s_crop():
+    """``cut_window`` of a uint8 photo is the crop of ``photo / 255``: bit for bit at scale 1, within float
+    rounding when box-filtered."""
+    rng = np.random.default_rng(5)
+    photo = rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)
+    as_float = photo / np.float32(255.0)
+    for win in (workcrop.Window(-10, 20, 1.0), workcrop.Window(7, -3, 0.3), workcrop.Window(0, 0, 0.45)):
+        got = workcrop.cut_window(photo, win, 64)
+        assert got.dtype == np.float32
+        want = workcrop.cut_window(as_float, win, 64)
+        np.testing.assert_allclose(got, want, rtol=0, atol=0 if win.scale == 1 else 1e-6)
+
+
 def test_paste_back_uses_the_compiled_tiles_and_runs_them_on_threads(monkeypatch):
     """Tiles on several threads write exactly what one thread writes; within the window, every covered tile
     is finished by the compiled program, none by the NumPy fallback."""
@@ -504,6 +553,17 @@ def test_the_working_crop_matches_the_whole_photo_path_and_compiles_once(model, 
     edit = np.abs(ref - big)[both].mean()
     assert edit > 4 * err.mean()  # the comparison is not trivially between two unedited photos
 
+    # a uint8 photo (the command line's): the same crops' program, the float result as saved
+    from affectsynth.io import _to_uint8
+
+    photo = _to_uint8(image)
+    as_float = synthesize_batch((photo / np.float32(255))[None], lm[None], target[None], model, options=opts)
+    got = synthesize_batch(photo[None], lm[None], target[None], model, options=opts)
+    assert got.images.dtype == np.uint8 and builds.count("synthesize") == 1
+    np.testing.assert_array_equal(got.masks, as_float.masks)
+    off = np.abs(got.images[0].astype(np.int16) - _to_uint8(as_float.images[0]))
+    assert off.max() <= 1 and (off > 0).mean() < 1e-3, (off.max(), (off > 0).sum())
+
 
 # ---------------------------------------------------------------------------------------- London photos
 
@@ -550,8 +610,37 @@ def test_a_london_photo_at_512_and_3000_px(london_dir):
     assert ratio >= 0.9, ratio
     assert np.abs(out.images[0] - large)[inside > 0.99].mean() > 1 / 255  # and it was edited
 
+    # as ``affectsynth synth`` runs it: the photo's bytes in, bytes out, the float result as saved
+    from affectsynth.io import _to_uint8
+
+    raw = _to_uint8(large)
+    got = synthesize_batch(raw[None], lm3[None], target[None], model, options=opts).images[0]
+    off = np.abs(got.astype(np.int16) - _to_uint8(out.images[0]))
+    assert off.max() <= 1 and (off > 0).mean() < 1e-3, (off.max(), (off > 0).sum())
+    assert laplacian_variance(got / 255.0, inside) / laplacian_variance(raw / 255.0, inside) >= 0.9
+
 
 # ---------------------------------------------------------------------------------------- the command
+
+
+def test_the_command_line_asks_for_no_huge_pages(monkeypatch):
+    """``main`` turns NumPy's huge-page advice off for its own process (a fresh process's first touch of a
+    full-size array is where the kernel compacts memory) before it runs a command."""
+    from numpy._core.multiarray import _get_madvise_hugepage, _set_madvise_hugepage
+
+    from affectsynth.cli import app
+
+    before = _get_madvise_hugepage()
+    seen = []
+    monkeypatch.setattr(app, "app", lambda: seen.append(_get_madvise_hugepage()))
+    monkeypatch.setattr(app, "_QUICK_EXIT", [False])  # (set by an in-process ``synth``: would end pytest)
+    try:
+        _set_madvise_hugepage(True)
+        with pytest.raises(SystemExit):
+            app.main()
+        assert seen == [False]
+    finally:
+        _set_madvise_hugepage(before)
 
 
 @pytest.mark.parametrize("full_exit", ["", "1"])

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float, Int, Shaped
 
 from .face import topology as topo
 
@@ -85,9 +85,11 @@ def _lerp_axis(a: np.ndarray, u: np.ndarray, axis: int) -> np.ndarray:
 
 
 def cut_window(image: np.ndarray, window: Window, size: int) -> np.ndarray:
-    """The ``size x size`` working crop f32[size, size, C] of ``image`` f32[H, W, C] (edge pixels repeated
-    beyond the photo). At scale 1 an exact copy of photo pixels; below, box filter then linear."""
+    """The ``size x size`` working crop f32[size, size, C] of ``image`` f32[H, W, C] in [0, 1] or u8[H, W, C]
+    (edge pixels repeated beyond the photo). At scale 1 an exact copy of photo pixels (``x / 255`` for
+    uint8, as ``io.load_image`` makes them); below, box filter then linear."""
     h, w = image.shape[:2]
+    unit = 255.0 if image.dtype == np.uint8 else 1.0
     k = max(1, int(math.floor(1.0 / window.scale + 1e-6)))
     # reduced pixel j covers photo pixels [corner + j k, corner + (j + 1) k); crop centres in its indices
     u = (np.arange(size) + 0.5) / window.scale / k - 0.5
@@ -95,7 +97,10 @@ def cut_window(image: np.ndarray, window: Window, size: int) -> np.ndarray:
     region = image[_span(window.top, n * k, h)][:, _span(window.left, n * k, w)]
     if k > 1:  # box filter: sums over contiguous axes (a mean over axes (1, 3) is several times slower)
         c = region.shape[-1]
-        region = region.reshape(n, k, n * k, c).sum(1, dtype=np.float32).reshape(n, n, k, c).sum(2) / k**2
+        region = region.reshape(n, k, n * k, c).sum(1, dtype=np.float32).reshape(n, n, k, c).sum(2)
+        region /= np.float32(k**2 * unit)
+    elif unit != 1.0:
+        region = np.divide(region, np.float32(unit), dtype=np.float32)
     return _lerp_axis(_lerp_axis(region.astype(np.float32, copy=False), u, 0), u, 1)
 
 
@@ -121,10 +126,10 @@ def _cubic_taps(u: np.ndarray, n: int):
 
 
 def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Catmull-Rom lookup of ``image`` f32[H, W, C] at pixel positions (x, y) (pixel centres at +0.5, edge
-    pixels repeated), clipped to the range of the four nearest pixels (no ringing past the photo's own
-    values). About 4x the cost of a bilinear lookup, which would blur: a 3000 px face warped bilinearly kept
-    0.88 of its Laplacian variance, this keeps 0.98."""
+    """Catmull-Rom lookup of ``image`` f32[H, W, C] (or u8: float values 0..255) at pixel positions (x, y)
+    (pixel centres at +0.5, edge pixels repeated), clipped to the range of the four nearest pixels (no
+    ringing past the photo's own values). About 4x the cost of a bilinear lookup, which would blur: a
+    3000 px face warped bilinearly kept 0.88 of its Laplacian variance, this keeps 0.98."""
     h, w = image.shape[:2]
     jx, wx = _cubic_taps(x - 0.5, w)
     iy, wy = _cubic_taps(y - 0.5, h)
@@ -134,7 +139,7 @@ def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         row = iy[..., a] * w
         across = None
         for b in range(4):
-            v = flat.take(row + jx[..., b], axis=0)
+            v = flat.take(row + jx[..., b], axis=0).astype(np.float32, copy=False)
             if a in (1, 2) and b in (1, 2):  # the bilinear neighbourhood bounds the result
                 lo = v.copy() if lo is None else np.minimum(lo, v, out=lo)
                 hi = v.copy() if hi is None else np.maximum(hi, v, out=hi)
@@ -163,11 +168,12 @@ def _catmull_rom(
 ) -> Float[Array, "T T C"]:
     """``_sample`` of a photo at positions (x, y) (photo pixels) from its window ``src``, whose pixel
     ``[0, 0]`` is photo pixel ``corner`` (row, col) of a photo ``extent`` (h, w) in size: 16 gathers fused
-    into one program instead of NumPy's temporaries."""
+    into one program instead of NumPy's temporaries. A uint8 window is converted once (gathering bytes
+    and converting each of the 16 taps measured 12% slower) and looked up in grey levels (0..255)."""
     p = src.shape[1]
     jx, wx = _cubic_taps_jax(x - 0.5, extent[1], corner[1])
     iy, wy = _cubic_taps_jax(y - 0.5, extent[0], corner[0])
-    flat = src.reshape(-1, src.shape[-1])
+    flat = src.reshape(-1, src.shape[-1]).astype(jnp.float32)
     out = lo = hi = None
     for a in range(4):
         across = None
@@ -220,35 +226,43 @@ def _upsample(
 
 
 def paste_tile(
-    src: Float[Array, "P P 3"],
+    src: Shaped[Array, "P P 3"],
     fields: Float[Array, "S S 6"],
     origin: Int[Array, "2"],
     corner: Int[Array, "2"],
     geom: Float[Array, "5"],
-) -> tuple[Float[Array, "T T 3"], Float[Array, "T T"]]:
+) -> tuple[Shaped[Array, "T T 3"], Float[Array, "T T"]]:
     """One finished ``TILE x TILE`` tile of the paste-back, the photo tile whose top-left pixel is ``origin``
     (row, col): the crop's ``fields`` (displacement in photo px, coverage, residual) upsampled bilinearly,
     the warp looked up in the photo window ``src`` (its pixel [0, 0] is photo pixel ``corner``; it holds the
     tile and its taps), ``photo + C (warp - photo) + R`` clipped to [0, 1]. ``geom`` = (window top, left,
     scale, photo height, width). Shapes are fixed, whatever the photo: compiled once (and stored).
+    ``src`` is float32 in [0, 1] or uint8 (a photo as decoded: the tile comes back uint8, rounded as
+    ``io.save_image`` rounds, with no full-size float copy of the photo anywhere; one program per dtype).
     Returns the tile and its coverage ``C``; the caller keeps the photo where ``C`` is 0."""
+    unit = 255.0 if src.dtype == jnp.uint8 else 1.0  # grey levels per unit of the fields' residual
     top, left, scale = geom[0], geom[1], geom[2]
     centres = jnp.arange(TILE, dtype=jnp.float32) + 0.5
     ys, xs = origin[0] + centres, origin[1] + centres
     up = _upsample(fields, (ys - top) * scale - 0.5, (xs - left) * scale - 0.5)
     warp = _catmull_rom(src, xs[None, :] + up[..., 0], ys[:, None] + up[..., 1], corner, geom[3:])
     orig = jax.lax.dynamic_slice(src, (origin[0] - corner[0], origin[1] - corner[1], 0), (TILE, TILE, 3))
+    orig = orig.astype(jnp.float32)
     cover = up[..., 2]
-    return jnp.clip(orig + cover[..., None] * (warp - orig) + up[..., 3:], 0.0, 1.0), cover
+    out = jnp.clip(orig + cover[..., None] * (warp - orig) + unit * up[..., 3:], 0.0, unit)
+    if src.dtype == jnp.uint8:  # a static choice (the dtype), not a traced one
+        out = jnp.floor(out + 0.5).astype(jnp.uint8)
+    return out, cover
 
 
-def tile_program(size: int, *, rebuild: bool = False):
-    """``paste_tile`` compiled for ``size``-sided working crops, loaded from the user cache (``compiled``) or
-    built and stored there (``working.prepare``, hence ``affectsynth warmup``, builds it ahead of time)."""
+def tile_program(size: int, dtype=np.float32, *, rebuild: bool = False):
+    """``paste_tile`` compiled for ``size``-sided working crops and photos of ``dtype`` (float32 or uint8),
+    loaded from the user cache (``compiled``) or built and stored there (``working.prepare``, hence
+    ``affectsynth warmup``, builds them ahead of time)."""
     from .compiled import load_program
 
     args = (
-        np.zeros((WINDOW, WINDOW, 3), np.float32),
+        np.zeros((WINDOW, WINDOW, 3), dtype),
         np.zeros((size, size, 6), np.float32),
         np.zeros(2, np.int32),
         np.zeros(2, np.int32),
@@ -323,8 +337,8 @@ def _tap_span(u: np.ndarray, n: int):
 
 
 def paste_back(out, mask, photo, window: Window, displacement, covered, residual, *, compiled: bool = True):
-    """Write one face's working-crop edit of ``photo`` f32[H, W, 3] into ``out`` (same shape), at full
-    resolution.
+    """Write one face's working-crop edit of ``photo`` f32[H, W, 3] (or u8: ``out`` is then uint8 too,
+    rounded as ``io.save_image`` rounds) into ``out`` (same shape and dtype), at full resolution.
 
     ``displacement`` f32[S, S, 2] (crop px), ``covered`` f32[S, S], ``residual`` f32[S, S, 3]: see
     ``working.WorkEdit``. Inside the face's region the output is ``photo + C (warp - photo) + R``, with the
@@ -340,7 +354,7 @@ def paste_back(out, mask, photo, window: Window, displacement, covered, residual
     tiles = _tiles(window, covered, h, w)
     if not tiles:
         return
-    prog = tile_program(len(covered)) if compiled else None
+    prog = tile_program(len(covered), photo.dtype) if compiled else None
     on_device = jax.device_put(fields) if compiled else None
     geom = np.float32([window.top, window.left, window.scale, h, w])
 
@@ -379,16 +393,19 @@ def _paste_numpy(out, mask, photo, window: Window, fields, tile):
     reaches beyond a tile's window."""
     a, b, c, d = tile
     s = window.scale
+    unit = np.float32(255.0 if photo.dtype == np.uint8 else 1.0)
     xc = (np.arange(c, d) + 0.5).astype(np.float32)
     yc = (np.arange(a, b) + 0.5).astype(np.float32)
     across = _lerp_axis(fields, (xc - window.left) * s - 0.5, 1)
     up = _lerp_axis(across, (yc - window.top) * s - 0.5, 0)
     cover = up[..., 2:3]
-    orig = photo[a:b, c:d]
+    orig = photo[a:b, c:d].astype(np.float32, copy=False)
     edited = _sample(photo, xc[None, :] + up[..., 0], yc[:, None] + up[..., 1])
     edited -= orig
     edited *= cover
     edited += orig
-    edited += up[..., 3:]
-    np.clip(edited, 0.0, 1.0, out=edited)
+    edited += unit * up[..., 3:]
+    np.clip(edited, 0.0, unit, out=edited)
+    if photo.dtype == np.uint8:
+        edited = np.floor(edited + 0.5).astype(np.uint8)
     _write(out, mask, tile, edited, cover[..., 0])

@@ -93,12 +93,25 @@ def program_model(model: AffectModel) -> AffectModel:
     return dataclasses.replace(model, metadata="{}")
 
 
-def prepare(model: AffectModel, options: SynthesisOptions = SynthesisOptions(), batch: int = 1, **kw):
+PHOTO_DTYPES = (np.float32, np.uint8)
+"""The photo dtypes the paste-back has a tile program for: float RGB in [0, 1] (the API's images) and
+uint8 (a photo as decoded: ``affectsynth synth`` works on those, without full-size float copies)."""
+
+
+def prepare(
+    model: AffectModel,
+    options: SynthesisOptions = SynthesisOptions(),
+    batch: int = 1,
+    *,
+    photo_dtypes=PHOTO_DTYPES,
+    **kw,
+):
     """Load (or build, compile and store in the user cache) the program ``synthesize_batch`` runs for
-    ``batch`` faces and ``options``, and the paste-back's tile program (``workcrop.tile_program``); later
-    calls in this process and later processes find them ready. ``rebuild=True`` ignores stored programs.
-    Returns the crops' program (see ``work_program``)."""
-    workcrop.tile_program(options.work_size, **kw)
+    ``batch`` faces and ``options``, and the paste-back's tile programs (``workcrop.tile_program``, one per
+    photo dtype in ``photo_dtypes``); later calls in this process and later processes find them ready.
+    ``rebuild=True`` ignores stored programs. Returns the crops' program (see ``work_program``)."""
+    for dtype in photo_dtypes:
+        workcrop.tile_program(options.work_size, dtype, **kw)
     return work_program(model, options, batch, **kw)
 
 
@@ -146,8 +159,13 @@ def synthesize_working(images, landmarks, targets, keys, model: AffectModel, opt
     """``synthesize_batch`` on concrete arrays: each face resampled into its ``options.work_size`` working
     crop on the host (``workcrop``), one compiled program over the crops (kept on disk by ``compiled``, so
     it is built once per batch size and options, whatever the photos' sizes), the edit carried back to the
-    photos at full resolution on the host. Images and masks come back as NumPy arrays."""
-    photos = np.asarray(images, np.float32)
+    photos at full resolution on the host. Images and masks come back as NumPy arrays. uint8 photos (as
+    decoded, ``io.load_image(..., dtype=np.uint8)``) give uint8 images, each pixel what saving the float
+    result would write (up to a grey level where float rounding lands on a tie): a quarter of the memory,
+    and no float copy of the whole photo to make, fill and convert back."""
+    photos = np.asarray(images)
+    if photos.dtype != np.uint8:
+        photos = photos.astype(np.float32, copy=False)
     images = photos.copy()  # the output, edited in place
     landmarks = np.asarray(landmarks, np.float32)
     b, h, w = images.shape[:3]

@@ -188,12 +188,15 @@ def _output_paths(input: Path, output: Path, names: list[str], overwrite: bool) 
 
 
 def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int, clock: "_Stages"):
-    """The photo (float RGB), its chosen face's landmarks and the model, with the synthesis program for
-    ``batch`` faces loaded meanwhile on a second thread (MediaPipe's import and XLA's loading of the
-    stored executable overlap; a daemon thread, so a failed detection does not wait for it). The default
-    model is loaded on that thread too (its first-ever build overlaps the detection); a model file the user
-    names is read first, so its errors come before the photo's."""
+    """The photo (uint8 RGB as decoded: the pipeline edits it without a full-size float copy), its chosen
+    face's landmarks and the model, with the synthesis program for ``batch`` faces loaded meanwhile on a
+    second thread (the photo's decoding, MediaPipe's import and XLA's loading of the stored executable
+    overlap; a daemon thread, so a failed detection does not wait for it). The default model is loaded on
+    that thread too (its first-ever build overlaps the detection); a model file the user names is read
+    first, so its errors come before the photo's."""
     import threading
+
+    import numpy as np
 
     from ..compiled import source_hash
     from ..face.landmarks import detect_landmarks
@@ -201,10 +204,6 @@ def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int
     from ..pipeline import load_model
     from ..working import prepare, prepare_default
 
-    image, info = load_image(input, return_info=True)
-    for c in info.conversions:
-        _note(f"note: {input}: {c}")
-    clock("load image")
     models = [] if model_path is None else [load_model(model_path)]
     clock("load model")
     failed: list[BaseException] = []
@@ -215,17 +214,23 @@ def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int
     # process, ~0.09 s, work the thread no longer does); the thread only looks it up.
     source_hash()
 
+    dtypes = (np.uint8,)  # the paste-back's tile program for uint8 photos only
+
     def load_program():
         try:
             if models:  # compiled once, kept in the user cache (``affectsynth warmup``)
-                prepare(models[0], opts, batch)
+                prepare(models[0], opts, batch, photo_dtypes=dtypes)
             else:  # the default model (built and cached at first use, the programs compiled meanwhile)
-                models.append(prepare_default(opts, batch))
+                models.append(prepare_default(opts, batch, photo_dtypes=dtypes))
         except BaseException as e:  # re-raised on the main thread
             failed.append(e)
 
     loader = threading.Thread(target=load_program, name="affectsynth-load-program", daemon=True)
     loader.start()
+    image, info = load_image(input, return_info=True, dtype=np.uint8)
+    for c in info.conversions:
+        _note(f"note: {input}: {c}")
+    clock("load image")
     lm, det = detect_landmarks(image, face_index=face_index, source=str(input), return_detection=True)
     if det.num_faces > 1 or det.upscaled:
         _note(f"note: {input}: {det.describe()}")
@@ -238,8 +243,8 @@ def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int
 
 
 def _synthesize_targets(image, lm, goals, mdl, opts, seed: int | None, clock: "_Stages"):
-    """One batch: the photo under every (name, V, A) goal. Returns (images f32[n, H, W, 3], the fit's RMS).
-    ``seed`` (None unless sampling) seeds the samples."""
+    """One batch: the photo under every (name, V, A) goal. Returns (images u8[n, H, W, 3] for a uint8
+    photo, the fit's RMS). ``seed`` (None unless sampling) seeds the samples."""
     import numpy as np
 
     from ..pipeline import synthesize_batch
@@ -251,8 +256,7 @@ def _synthesize_targets(image, lm, goals, mdl, opts, seed: int | None, clock: "_
 
         key = jax.random.PRNGKey(seed)
     targets = np.array([[v, a] for _, v, a in goals], np.float32)
-    # the photo broadcast, not repeated: a 3000 px photo is 108 MB of float32 per copy, and the working-crop
-    # path only reads it (its output is a fresh array)
+    # the photo broadcast, not repeated: the working-crop path only reads it (its output is a fresh array)
     photos = np.broadcast_to(image, (n, *image.shape))
     res = synthesize_batch(photos, np.repeat(lm[None], n, 0), targets, mdl, options=opts, key=key)
     images = np.asarray(res.images)
@@ -391,8 +395,23 @@ def _exit_code(code) -> int:
     return 1
 
 
+def _small_pages():
+    """Stop NumPy asking the kernel for transparent huge pages (``madvise``) for its large arrays, in this
+    process only (the command line's own). Where the kernel compacts memory to find a huge page at the
+    first touch of a fresh array (``defrag`` set to ``madvise``, the common default), a fresh process's
+    first full-size arrays cost far more than their copies: measured at 3000 px, load 6, the output's
+    108 MB float first fill 0.8-1.35 s with huge pages, 0.09-0.18 s without. The library leaves NumPy's
+    default alone (its caller owns the process, and a long-lived one reuses its pages)."""
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:  # another NumPy: its default stays
+        return
+    _set_madvise_hugepage(False)
+
+
 def main():
     """Console-script entry point."""
+    _small_pages()
     try:
         app()
         code = 0
