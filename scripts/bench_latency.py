@@ -11,7 +11,8 @@ only (built once beforehand, reported apart), so that "first" means no compiled 
 3. ``augment`` over photos of mixed sizes: the programs it stores (one per batch size and options);
 4. warm ``synthesize_batch`` in one process on a 12-Mpx photo and on a 512 px one (median of 5 after a
    first call; wall and process CPU seconds, the latter less sensitive to other jobs on the machine) and
-   each run's peak memory, plus the JPEG/PNG encode of the 12-Mpx output.
+   each run's peak memory, plus the JPEG/PNG encode of the 12-Mpx output; for float photos (the API's
+   usual input) and for the photo's bytes (uint8, as ``synth`` runs it).
 
 With ``--cold``, first (0.) the first ``synth`` call ever in an empty cache, the default model's build
 included, and the call after it.
@@ -118,7 +119,7 @@ import json, resource, sys, time
 import numpy as np
 import affectsynth as af
 from affectsynth.io import save_image
-image = af.load_image(sys.argv[1])
+image = af.load_image(sys.argv[1], dtype=np.dtype(sys.argv[3]))
 lm = af.detect_landmarks(image)
 model = af.load_model()
 target = np.float32([[0.8, 0.4]])
@@ -210,16 +211,17 @@ def main():
         }
 
         print("warm synthesize_batch, 512 px and 12 Mpx...", flush=True)
-        for side in (512, 3464):
-            res = run([sys.executable, "-c", WARM, str(pics[side]), str(tmp / f"enc_{side}")], env)
-            row = json.loads(res["stdout"].strip().splitlines()[-1])
-            row["encode"] = {k: round(v, 3) for k, v in row["encode"].items()}
-            report[f"warm_{side}px"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
-            report[f"warm_{side}px"]["load"] = load_average()
-    w512, w12 = report["warm_512px"]["warm"], report["warm_3464px"]["warm"]
-    report["ratio_12mpx_to_512px"] = round(w12 / w512, 2)
-    c512, c12 = report["warm_512px"]["warm_cpu"], report["warm_3464px"]["warm_cpu"]
-    report["cpu_ratio_12mpx_to_512px"] = round(c12 / max(c512, 1e-9), 2)
+        for dtype, tag in (("float32", ""), ("uint8", "_uint8")):
+            for side in (512, 3464):
+                cmd = [sys.executable, "-c", WARM, str(pics[side]), str(tmp / f"enc_{side}"), dtype]
+                row = json.loads(run(cmd, env)["stdout"].strip().splitlines()[-1])
+                row["encode"] = {k: round(v, 3) for k, v in row["encode"].items()}
+                row = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+                report[f"warm_{side}px{tag}"] = {**row, "load": load_average()}
+            w512, w12 = report[f"warm_512px{tag}"], report[f"warm_3464px{tag}"]
+            report[f"ratio_12mpx_to_512px{tag}"] = round(w12["warm"] / w512["warm"], 2)
+            cpu = w12["warm_cpu"] / max(w512["warm_cpu"], 1e-9)
+            report[f"cpu_ratio_12mpx_to_512px{tag}"] = round(cpu, 2)
     print(json.dumps(report, indent=2))
 
 

@@ -97,7 +97,10 @@ def cut_window(image: np.ndarray, window: Window, size: int) -> np.ndarray:
     region = image[_span(window.top, n * k, h)][:, _span(window.left, n * k, w)]
     if k > 1:  # box filter: sums over contiguous axes (a mean over axes (1, 3) is several times slower)
         c = region.shape[-1]
-        region = region.reshape(n, k, n * k, c).sum(1, dtype=np.float32).reshape(n, n, k, c).sum(2)
+        rows = region.reshape(n, k, n * k, c).sum(1, dtype=np.float32).reshape(n, n, k * c)
+        region = rows[..., :c].copy()  # then the k pixels of a row in turn: a sum over an axis of k
+        for j in range(1, k):  # (``.reshape(n, n, k, c).sum(2)``, the same sums) took twice as long
+            region += rows[..., j * c : (j + 1) * c]
         region /= np.float32(k**2 * unit)
     elif unit != 1.0:
         region = np.divide(region, np.float32(unit), dtype=np.float32)
