@@ -35,6 +35,7 @@ def stubs(monkeypatch, tmp_path):
         return np.zeros((478, 3), np.float32), det
 
     monkeypatch.setattr(pipeline, "load_model", load_model)
+
     def prepare(model, opts, batch, photo_dtypes):
         assert photo_dtypes == (np.uint8,)  # the tile program of the photo as decoded, not the float one
         step(f"program {model.path}")
