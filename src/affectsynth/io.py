@@ -94,6 +94,8 @@ def load_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS, return_info: bool 
         raise InputImageError(p, "image has NaN or infinite values")
     if np.dtype(dtype) == np.uint8:
         arr = _to_uint8(arr) if arr.dtype != np.uint8 else arr
+        if not arr.flags.writeable:  # a view of the decoder's bytes: the caller gets its own array
+            arr = arr.copy()
     elif arr.dtype == np.uint8:
         arr = _unit_float(arr)
     if return_info:
@@ -102,8 +104,8 @@ def load_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS, return_info: bool 
 
 
 def _to_rgb(im, conversions: list) -> np.ndarray:
-    """``im`` as RGB pixels: u8[H, W, 3] from 8-bit modes (as decoded, writable), f32[H, W, 3] in [0, 1]
-    from 16-bit, 32-bit integer and float ones."""
+    """``im`` as RGB pixels: u8[H, W, 3] from 8-bit modes (as decoded, possibly a read-only view),
+    f32[H, W, 3] in [0, 1] from 16-bit, 32-bit integer and float ones."""
     mode = im.mode
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -136,7 +138,7 @@ def _to_rgb(im, conversions: list) -> np.ndarray:
     elif mode != "RGB":
         conversions.append(f"{mode} -> RGB")
         im = im.convert("RGB")
-    return np.array(im)
+    return np.asarray(im)
 
 
 def _unit_float(a: np.ndarray) -> np.ndarray:
