@@ -88,7 +88,7 @@ def _polyline_distance(p: Float[Array, "... 2"], pts: Float[Array, "N 2"]) -> Fl
 
     A ``lax.fori_loop`` over the segments (each step one fused pass over the points), not a Python loop:
     unrolled, the segments' ops made up half of the crops' program's instructions (the eyes' and the
-    mouth's contours, four polylines and four polygons per face) and much of its compile time."""
+    mouth's contours: six polylines and five polygons per face) and much of its compile time."""
     px, py = p[..., 0], p[..., 1]
 
     def step(k, d2):
