@@ -188,6 +188,49 @@ def log_lum(img):
 # helpers and pieces
 
 
+def _segment_d2_reference(p, a, b):
+    """Squared distance from points p[..., 2] to the segment [a, b], float64 NumPy."""
+    ab, ap_ = b - a, p - a
+    t = np.clip((ap_ @ ab) / max(float(ab @ ab), 1e-12), 0.0, 1.0)
+    return np.sum((ap_ - t[..., None] * ab) ** 2, axis=-1)
+
+
+def _star_polygon(rng, n):
+    """A random star-shaped (hence simple) polygon of ``n`` vertices around (20, 20)."""
+    angles = np.sort(rng.uniform(0.0, 2 * np.pi, n))
+    radii = rng.uniform(4.0, 15.0, n)
+    return np.stack([20 + radii * np.cos(angles), 20 + radii * np.sin(angles)], -1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_polyline_and_polygon_distances_match_a_loop_reference(seed):
+    """The segment loops (``lax.fori_loop``) against per-segment NumPy: distances, and inside by a ray cast
+    from each point; jitted and eager agree. Points on a 2-D grid (as the cues use them) and a flat list."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 20))
+    poly = _star_polygon(rng, n)
+    ys, xs = np.meshgrid(np.arange(0.25, 40, 1.5), np.arange(0.5, 40, 1.5), indexing="ij")
+    p = np.stack([xs, ys], -1)
+    line = np.min([_segment_d2_reference(p, poly[k], poly[k + 1]) for k in range(n - 1)], axis=0)
+    ring = np.min([_segment_d2_reference(p, poly[k], poly[(k + 1) % n]) for k in range(n)], axis=0)
+    inside = np.zeros(p.shape[:2], bool)
+    for k in range(n):
+        (ax, ay), (bx, by) = poly[k], poly[(k + 1) % n]
+        crosses = (ay > p[..., 1]) != (by > p[..., 1])
+        x_at = ax + (bx - ax) * (p[..., 1] - ay) / np.where(crosses, by - ay, 1.0)
+        inside ^= crosses & (p[..., 0] < x_at)
+    want_sdf = np.where(inside, -np.sqrt(ring), np.sqrt(ring))
+    pj, polyj = jnp.asarray(p, jnp.float32), jnp.asarray(poly, jnp.float32)
+    for fn in (ap_draw._polyline_distance, jax.jit(ap_draw._polyline_distance)):
+        np.testing.assert_allclose(np.asarray(fn(pj, polyj)), np.sqrt(line), atol=2e-3)
+    for fn in (ap_draw._polygon_sdf, jax.jit(ap_draw._polygon_sdf)):
+        got = np.asarray(fn(pj, polyj))
+        np.testing.assert_allclose(got, want_sdf, atol=2e-3)
+        assert ((got < 0) == inside).all()
+    flat = np.asarray(ap_draw._polygon_sdf(pj.reshape(-1, 2), polyj))
+    np.testing.assert_array_equal(flat, np.asarray(ap_draw._polygon_sdf(pj, polyj)).reshape(-1))
+
+
 def test_au_names_match_expression_basis():
     assert ap.AU_NAMES == AU_NAMES
 
