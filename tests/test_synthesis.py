@@ -140,6 +140,21 @@ def test_called_inside_a_jit_processes_the_whole_image(model, batch, cheap):
     assert diff.max() < 1e-3 and diff.mean() < 1e-6, (diff.max(), diff.mean())
 
 
+def test_uint8_photos_give_their_float_result_as_bytes(model, batch, cheap):
+    """Bytes in, bytes out on every path (here the explicit-crop program; the working-crop path is tested
+    in test_latency): the photo read as x / 255, the result rounded as ``save_image`` rounds, so a uint8
+    batch equals the float batch's result saved, up to a grey level where float noise lands on a tie."""
+    from affectsynth.io import _to_uint8
+
+    images, lms, targets, keys, crop = batch
+    photos = _to_uint8(images)
+    res = synthesize_batch(photos, lms, targets, model, options=CHEAP, keys=keys, crop=crop)
+    assert res.images.dtype == np.uint8
+    floats = run(model, (photos.astype(np.float32) / 255, lms, targets, keys, crop), CHEAP)
+    diff = np.abs(np.asarray(res.images, np.int16) - _to_uint8(np.asarray(floats.images)).astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+
+
 def test_a_face_that_fills_the_frame_is_padded_for_the_work(model, batch, cheap):
     """A crop larger than the image runs on an edge-padded copy; the result has the image's size and keeps
     the edit of the full image away from the cut border."""

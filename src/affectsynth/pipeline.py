@@ -471,10 +471,11 @@ def synthesize_batch(
     """Give each face of a batch its target (valence, arousal).
 
     One jit-compiled, vmapped function over the batch; runs unchanged on CPU, GPU and TPU. Images are float
-    RGB in [0, 1], all of one size (bucket or pad mixed sizes); landmarks are FaceMesh's, in pixels.
+    RGB in [0, 1], or uint8 as decoded (the edited images are then uint8 too), all of one size (bucket or pad
+    mixed sizes); landmarks are FaceMesh's, in pixels.
 
     Args:
-        images: f32[B, H, W, 3].
+        images: f32[B, H, W, 3] in [0, 1], or u8[B, H, W, 3].
         landmarks: f32[B, 478, 3] from ``detect_landmarks``.
         targets: f32[B, 2] (valence, arousal), each in [-1, 1] (validate with ``affect.validate_target`` at
             the edge: inside the jitted function a NaN target cannot raise).
@@ -502,16 +503,20 @@ def synthesize_batch(
         from .working import synthesize_working  # the fixed-shape working-crop program, kept on disk
 
         return synthesize_working(images, landmarks, targets, keys, model, options)
-    images = jnp.asarray(images, jnp.float32)
+    photo_bytes = jnp.result_type(images) == jnp.uint8
+    images = jnp.asarray(images, jnp.float32) / (255.0 if photo_bytes else 1.0)
     landmarks = jnp.asarray(landmarks, jnp.float32)
     targets = jnp.asarray(targets, jnp.float32)
     h, w = images.shape[1:3]
     if crop is None:  # inside the caller's jit: the landmarks have no values yet, the whole image is the crop
         crop = (h, w)
     keys = jnp.asarray(keys)
-    return _synthesize_batch_jit(
-        images, landmarks, targets, keys, model, options, tuple(int(c) for c in crop)
-    )
+    res = _synthesize_batch_jit(images, landmarks, targets, keys, model, options, tuple(int(c) for c in crop))
+    if photo_bytes:  # bytes in, bytes out, as on the working-crop path (rounded as ``save_image`` rounds)
+        res = eqx.tree_at(
+            lambda r: r.images, res, jnp.floor(jnp.clip(res.images, 0, 1) * 255 + 0.5).astype(jnp.uint8)
+        )
+    return res
 
 
 def load_model(path=None) -> AffectModel:
