@@ -264,10 +264,36 @@ def test_au_map_anchors():
     assert min(afraid[k] for k in ("AU1", "AU5", "AU20", "AU25")) > 0.9 and afraid["AU4"] > 0.4
     disgust = _named(vam.au_intensities(*EMOTION_PRESETS["disgusted"]))
     assert disgust["AU9"] > 0.9 and disgust["AU10"] > 0.6 and disgust["AU15"] > 0.3 and disgust["AU17"] > 0.3
-    calm = _named(vam.au_intensities(*EMOTION_PRESETS["calm"]))
-    assert 0.1 < calm["AU12"] < 0.5 and calm["AU25"] < 0.1 and calm["AU4"] < 0.05
+    calm = _named(vam.au_intensities(*EMOTION_PRESETS["calm"]))  # a closed-lip smile, lids barely lowered
+    assert 0.5 < calm["AU12"] < 0.8 and calm["AU25"] < 0.1 and calm["AU4"] < 0.05 and calm["AU43"] < 0.15
     sleepy = _named(vam.au_intensities(*EMOTION_PRESETS["sleepy"]))
     assert sleepy["AU43"] > 0.3
+
+
+def test_calm_class_is_a_closed_lip_smile_at_real_size(fields):
+    """Calm's class (the default grid's 0.1 cell around the preset, averaged over gallery intensities) is the
+    content face of real photos: the lip corners rise and the mouth widens by a real closed smile's amount
+    (London smiles, FACTS.md 9: corners up 0.068 IOD, widening 0.125, per face up to 0.14 / 0.26), turning
+    up against the lips' centre, with the lips closed (no AU25/26; the inner lips meet). Revision 24's calm
+    (AU12 0.48, AU6 0.25) rose 0.071 IOD with a curve of 0.047 and read neutral on 41 of 48 London faces."""
+    v0, a0 = EMOTION_PRESETS["calm"]
+    cell = [
+        vam.gallery_intensities(v, a)
+        for v in np.linspace(v0 - 0.05, v0 + 0.05, 5)
+        for a in np.linspace(a0 - 0.05, a0 + 0.05, 5)
+    ]
+    w = _named(np.mean(cell, axis=0))
+    assert w["AU25"] < 0.02 and w["AU26"] < 0.02 and w["AU6"] > 0.3
+    x = T + sum(w[n] * fields[n] for n in auf.AU_NAMES)
+    iod = np.linalg.norm(T[LEFT_PUPIL] - T[RIGHT_PUPIL])
+    corners, centre = [61, 291], [13, 14]
+    rise = (x[corners, 1] - T[corners, 1]).mean() / iod
+    curve = rise - (x[centre, 1] - T[centre, 1]).mean() / iod
+    widening = (abs(x[291, 0] - x[61, 0]) - abs(T[291, 0] - T[61, 0])) / iod
+    assert 0.08 < rise < 0.14 and curve > 0.055, (rise, curve)
+    assert 0.08 < widening < 0.26, widening
+    gap_y, _ = _lip_gap(x)
+    assert gap_y.max() < 1.0  # mm: closed
 
 
 def _inner_mouth(fields, name):
