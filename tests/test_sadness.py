@@ -139,3 +139,19 @@ def test_the_horseshoe_needs_the_knit():
     lone = _grief(_au(AU1=0.8), col)
     arch = (ys > 52.0) & (ys < 55.0)
     assert knit[arch].min() < lone[arch].min() - 0.04
+
+
+def test_chin_raiser_presses_the_upper_lip_instead_of_lifting_it():
+    """AU17 pushes the lower lip up into the upper one: the upper lip's inner contour goes up with it (the
+    lips stay closed) but its vermilion border and the philtrum much less (ICT mouthShrugLower: border
+    still), so the red of the upper lip thins; near the corners, where it is thin, it is left alone."""
+    f = action_unit_fields()["AU17"]
+    x = TOPO.template
+    iu, ou = TOPO.region("lips_inner_upper"), TOPO.region("lips_outer_upper")
+    mid_in, mid_out = iu[np.argmin(np.abs(x[iu, 0]))], ou[np.argmin(np.abs(x[ou, 0]))]
+    assert f[mid_in, 1] > 4.0
+    assert f[mid_out, 1] < 0.45 * f[mid_in, 1], (f[mid_out, 1], f[mid_in, 1])
+    height = x[mid_out, 1] - x[mid_in, 1]
+    assert 0.3 * height < height + f[mid_out, 1] - f[mid_in, 1] < 0.8 * height  # thinner, not crossed
+    philtrum = 164  # FaceMesh point between the upper lip's border and the nose
+    assert f[philtrum, 1] < 0.5 * f[mid_in, 1]

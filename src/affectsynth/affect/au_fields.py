@@ -395,13 +395,14 @@ AU_SPECS: dict[str, _Spec] = {
         ("upper_lip",),
     ),
     "AU17": _Spec(  # chin up and forward, the lower lip pushed up in the middle (the corners stay: with AU15
-        # the mouth arches, ICT mouthShrugLower); the upper lip is dragged along so the lips stay closed
+        # the mouth arches, ICT mouthShrugLower); the upper lip's inner contour goes along so the lips stay
+        # closed, its border much less: the pressed upper lip thins (``_upper_lip_press``)
         (
             ("chin", *_one((0.0, 6.4, 2.1), half=True)),
             ("mouth_l", (("1", (0.0, 3.9, 3.5)), ("mouth_l.across2", (0.0, -3.9, -1.5))), True),
         ),
         10.0,
-        fade="under_nose",
+        fade="pressed_upper_lip",
     ),
     "AU23": _Spec(  # vermilion thinned towards the lip line, corners inwards
         (
@@ -456,7 +457,41 @@ def _fades(g: _Geometry) -> dict[str, np.ndarray]:
     # the cheek raiser lifts malar skin above the nasolabial fold; at the mouth corner's level and below it
     # moves it about half as much (ICT cheekSquint; untapered, the jaw-line skin rose as much as the malar)
     cheek = 0.45 + 0.55 * _smoothstep((x[:, 1] - corner_y) / max(tip_y - corner_y, 1e-6))
-    return {"under_nose": under_nose[:, None], "smile_midline": smile[:, None], "above_fold": cheek[:, None]}
+    return {
+        "under_nose": under_nose[:, None],
+        "smile_midline": smile[:, None],
+        "above_fold": cheek[:, None],
+        "pressed_upper_lip": (under_nose * _upper_lip_press(g))[:, None],
+    }
+
+
+CHIN_PRESS_BORDER = 0.35
+"""Share of AU17's push that reaches the upper lip's vermilion border and the skin above it."""
+
+
+def _upper_lip_press(g: _Geometry) -> np.ndarray:
+    """f[V] for AU17: 1 on the lower lip and the upper lip's inner contour, falling linearly in height to
+    ``CHIN_PRESS_BORDER`` at the upper vermilion border and above it, in the middle of the mouth only (back
+    to 1 by 0.7 of the way to the corners: there the red is 1-3 mm tall and a gallery apex crossed it).
+
+    The chin boss pushes the lower lip up into the upper one, whose red thins while its border and the
+    philtrum stay (ICT mouthShrugLower: inner contour up 6.6 mm, border 0.0); the unscaled field lifted the
+    whole upper lip 5 mm. Linear in height between the contours, so no point of the lip overtakes the one
+    above it while the push stays under the red's height over ``1 - CHIN_PRESS_BORDER``."""
+    x, t = g.x, g.t
+    iu, ou = t.region("lips_inner_upper"), t.region("lips_outer_upper")
+    xc = np.abs(x[ou, 0]).max()
+    ax = np.abs(x[:, 0])
+
+    def contour(ids):  # y of a contour at |x| (its left half, increasing x for np.interp)
+        ids = ids[x[ids, 0] >= -1e-6]
+        order = np.argsort(x[ids, 0])
+        return np.interp(ax, x[ids, 0][order], x[ids, 1][order])
+
+    y_in, y_out = contour(iu), contour(ou)
+    up = np.clip((x[:, 1] - y_in) / np.maximum(y_out - y_in, 0.5 * g.s), 0.0, 1.0)
+    lateral = 1.0 - _smoothstep((ax - 0.25 * xc) / (0.45 * xc))  # none where the red thins to the corners
+    return 1.0 - (1.0 - CHIN_PRESS_BORDER) * up * lateral
 
 
 def _spec_field(g: _Geometry, spec: _Spec, sets, weights, fades) -> np.ndarray:
