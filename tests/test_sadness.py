@@ -155,3 +155,21 @@ def test_chin_raiser_presses_the_upper_lip_instead_of_lifting_it():
     assert 0.3 * height < height + f[mid_out, 1] - f[mid_in, 1] < 0.8 * height  # thinner, not crossed
     philtrum = 164  # FaceMesh point between the upper lip's border and the nose
     assert f[philtrum, 1] < 0.5 * f[mid_in, 1]
+
+
+def test_the_face_fit_moves_the_upper_lip_whole_where_the_chin_raiser_presses_it():
+    """The default model's fit mode for AU17 lifts the upper lip's border with its inner contour (a pressed,
+    thinner red on a photo is the person's lip shape, which neutralisation must not undo), while the field
+    the gallery's expressions are made of presses it (``test_chin_raiser_presses_the_upper_lip...``)."""
+    from affectsynth.affect.default import default_model_skeleton
+
+    morph = default_model_skeleton().morphable
+    fit = np.asarray(morph.expression_basis[list(morph.expression_names).index("AU17")])
+    press = action_unit_fields()["AU17"]
+    x = TOPO.template
+    iu, ou = TOPO.region("lips_inner_upper"), TOPO.region("lips_outer_upper")
+    mid_in, mid_out = iu[np.argmin(np.abs(x[iu, 0]))], ou[np.argmin(np.abs(x[ou, 0]))]
+    assert fit[mid_out, 1] > 0.8 * fit[mid_in, 1] > 3.0, (fit[mid_out, 1], fit[mid_in, 1])
+    assert press[mid_out, 1] < 0.45 * press[mid_in, 1]
+    lower = TOPO.region("lips_outer_lower")
+    assert np.allclose(fit[lower], press[lower], atol=0.3)  # the lower lip and chin: one motion

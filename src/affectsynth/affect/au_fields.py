@@ -524,11 +524,15 @@ def _close_lid_field(g: _Geometry) -> np.ndarray:
     return _rbf(g, anchors, np.concatenate([close, 0.7 * close[near]]) / g.s, 6.0, pins=le_lo, exact=True)
 
 
-def _left_fields(g: _Geometry) -> dict[str, np.ndarray]:
-    """Subject's-left (x > 0) halves of all AUs: lateral ones are mirrored, midline ones summed with it."""
+def _left_fields(g: _Geometry, fit_basis: bool = False) -> dict[str, np.ndarray]:
+    """Subject's-left (x > 0) halves of all AUs: lateral ones are mirrored, midline ones summed with it.
+    ``fit_basis``: AU17 without its upper-lip press (``action_unit_fields``)."""
     sets, weights = _point_sets(g)
     fades = _fades(g)
-    f = {name: _spec_field(g, spec, sets, weights, fades) for name, spec in AU_SPECS.items()}
+    specs = dict(AU_SPECS)
+    if fit_basis:
+        specs["AU17"] = dataclasses.replace(specs["AU17"], fade="under_nose")
+    f = {name: _spec_field(g, spec, sets, weights, fades) for name, spec in specs.items()}
     f["AU43"] = _close_lid_field(g)
     return f
 
@@ -566,13 +570,13 @@ def _jaw_field(g: _Geometry, degrees: float) -> np.ndarray:
 
 
 @functools.cache
-def _default_fields() -> dict[str, np.ndarray]:
-    return _build_fields(topo.face_topology())
+def _default_fields(fit_basis: bool = False) -> dict[str, np.ndarray]:
+    return _build_fields(topo.face_topology(), fit_basis)
 
 
-def _build_fields(t: topo.FaceTopology) -> dict[str, np.ndarray]:
+def _build_fields(t: topo.FaceTopology, fit_basis: bool = False) -> dict[str, np.ndarray]:
     g = _geometry(t)
-    left = _left_fields(g)
+    left = _left_fields(g, fit_basis)
     out: dict[str, np.ndarray] = {}
     for name, fl in left.items():
         fl = _seal_lips(t, fl)
@@ -611,7 +615,9 @@ def _left_fields_stretch(g: _Geometry) -> np.ndarray:
     return _rbf(g, a, v, 6.0)
 
 
-def action_unit_fields(topology: topo.FaceTopology | None = None) -> dict[str, np.ndarray]:
+def action_unit_fields(
+    topology: topo.FaceTopology | None = None, *, fit_basis: bool = False
+) -> dict[str, np.ndarray]:
     """Action Unit deformation fields on the FaceMesh topology, at intensity 1 (apex), in canonical mm.
 
     Keys "AU1" ... "AU43" (see ``AU_NAMES``) and one-sided "AUnL"/"AUnR" for ``LATERAL_AUS`` (the bilateral
@@ -623,13 +629,17 @@ def action_unit_fields(topology: topo.FaceTopology | None = None) -> dict[str, n
 
     Args:
         topology: a ``FaceTopology`` (default: the shipped one; its fields are cached, read-only).
+        fit_basis: the fields as the face fit's expression modes: AU17 lifts the whole upper lip with the
+            lower one instead of pressing it (``_upper_lip_press``). A press thins the upper lip's red,
+            which on a photo is the person's lip shape; as a fit mode it let neutralisation thin or thicken
+            the input's lips (the astronaut's closed neutral seam lost a quarter of its darkness).
 
     Returns:
         name -> f32[478, 3].
     """
     if topology is None:
-        return dict(_default_fields())
-    return _build_fields(topology)
+        return dict(_default_fields(fit_basis))
+    return _build_fields(topology, fit_basis)
 
 
 def expression_basis(
