@@ -41,7 +41,8 @@ def test_sad_brows_slant_up_towards_the_centre():
     d = _deformation(*SAD)
     tilt, rise = _brow_tilt(d)
     inner, _ = _brow_parts()
-    assert rise > 3.0 and tilt > 3.5, (rise, tilt)
+    # the heads rise more than AU4 at 0.4 let them (3.3 mm): a light knit, or sad read angry (8 of 48)
+    assert rise > 3.45 and tilt > 3.5, (rise, tilt)
     assert d[inner, 0].mean() < -1.0  # left brow heads (x > 0) move towards the midline: the knit
     right = TOPO.mirror[inner]
     np.testing.assert_allclose(d[right, 1], d[inner, 1], atol=1e-4)  # both brows alike
