@@ -88,10 +88,13 @@ def apply_appearance(
         diag["wrinkles"] = wd
         log_gain = log_gain + wd
     if options.shading or options.wrinkles:
-        gain = log_gain[..., None]
-        if options.wrinkles:  # a crease is a shadow of the skin's own colour: redder, not greyer
-            gain = gain + jnp.minimum(diag["wrinkles"], 0.0)[..., None] * (CREASE_TINT - 1.0)[None, None, :]
-        out = out * jnp.exp(options.strength * gain)
+        shade = jnp.exp(options.strength * log_gain)
+        if not options.wrinkles:
+            out = out * shade[..., None]
+        else:  # a crease is a shadow of the skin's own colour: redder, not greyer; exp(s (t_c - 1) d) to
+            # first order (its argument stays under 0.1), folded into one per-pixel factor: one exp per pixel
+            crease = shade * (options.strength * jnp.minimum(diag["wrinkles"], 0.0))
+            out = out * (shade[..., None] + crease[..., None] * (CREASE_TINT - 1.0)[None, None, :])
     if options.mouth_interior:
         centre = jnp.mean(ctx.target_landmarks[t.region("mouth_hole"), :2], axis=0)
         size = _window_size(h, w, options.mouth_window)
