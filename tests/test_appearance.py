@@ -941,3 +941,22 @@ def test_incisal_edge_notches_between_the_teeth(monkeypatch):
     assert np.all(at_gap > 0.6 * want) and np.all(at_gap < 1.5 * want), at_gap
     assert np.all(np.abs(mid_crown) < 0.05), mid_crown
     assert np.abs(notch[0.6]).max() < 1e-6
+
+
+def test_creases_darken_in_the_skins_own_colour(face, basis):
+    """A wrinkle's furrow is a shadow of the skin: red kept more than blue, so the skin there is darker and
+    more saturated (the grief folds darkened equally in R, G, B read as pale grey stripes); its lit edge
+    brightens all channels alike."""
+    au = au_vector(AU1=1.0, AU4=0.4)
+    render, frags, ctx = make_scene(face, np.zeros((topo.NUM_LANDMARKS, 3), np.float32), au)
+    off = ap.AppearanceOptions(shading=False, mouth_interior=False, eyes=False)
+    out, diag = apply(render, jnp.asarray(face.img), frags, ctx, options=off)
+    wd = np.asarray(diag["wrinkles"])
+    gain = np.log(np.maximum(np.asarray(out), 1e-4)) - np.log(np.maximum(np.asarray(render), 1e-4))
+    crease, edge = wd < -0.05, wd > 0.01
+    assert crease.sum() > 20 and edge.sum() > 20
+    r, g, b = (gain[..., c][crease] for c in range(3))
+    assert np.all(r > b + 0.01) and np.all(r < 0.0), (r.max(), b.max())  # darker, redder
+    lum = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    assert np.allclose(lum, wd[crease], atol=0.01)  # the same darkening of luminance as before
+    assert np.allclose(gain[edge][:, 0], gain[edge][:, 2], atol=1e-3)

@@ -395,13 +395,14 @@ AU_SPECS: dict[str, _Spec] = {
         ("upper_lip",),
     ),
     "AU17": _Spec(  # chin up and forward, the lower lip pushed up in the middle (the corners stay: with AU15
-        # the mouth arches, ICT mouthShrugLower); the upper lip is dragged along so the lips stay closed
+        # the mouth arches, ICT mouthShrugLower); the upper lip's inner contour goes along so the lips stay
+        # closed, its border much less: the pressed upper lip thins (``_upper_lip_press``)
         (
             ("chin", *_one((0.0, 6.4, 2.1), half=True)),
             ("mouth_l", (("1", (0.0, 3.9, 3.5)), ("mouth_l.across2", (0.0, -3.9, -1.5))), True),
         ),
         10.0,
-        fade="under_nose",
+        fade="pressed_upper_lip",
     ),
     "AU23": _Spec(  # vermilion thinned towards the lip line, corners inwards
         (
@@ -456,7 +457,41 @@ def _fades(g: _Geometry) -> dict[str, np.ndarray]:
     # the cheek raiser lifts malar skin above the nasolabial fold; at the mouth corner's level and below it
     # moves it about half as much (ICT cheekSquint; untapered, the jaw-line skin rose as much as the malar)
     cheek = 0.45 + 0.55 * _smoothstep((x[:, 1] - corner_y) / max(tip_y - corner_y, 1e-6))
-    return {"under_nose": under_nose[:, None], "smile_midline": smile[:, None], "above_fold": cheek[:, None]}
+    return {
+        "under_nose": under_nose[:, None],
+        "smile_midline": smile[:, None],
+        "above_fold": cheek[:, None],
+        "pressed_upper_lip": (under_nose * _upper_lip_press(g))[:, None],
+    }
+
+
+CHIN_PRESS_BORDER = 0.35
+"""Share of AU17's push that reaches the upper lip's vermilion border and the skin above it."""
+
+
+def _upper_lip_press(g: _Geometry) -> np.ndarray:
+    """f[V] for AU17: 1 on the lower lip and the upper lip's inner contour, falling linearly in height to
+    ``CHIN_PRESS_BORDER`` at the upper vermilion border and above it, in the middle of the mouth only (back
+    to 1 by 0.7 of the way to the corners: there the red is 1-3 mm tall and a gallery apex crossed it).
+
+    The chin boss pushes the lower lip up into the upper one, whose red thins while its border and the
+    philtrum stay (ICT mouthShrugLower: inner contour up 6.6 mm, border 0.0); the unscaled field lifted the
+    whole upper lip 5 mm. Linear in height between the contours, so no point of the lip overtakes the one
+    above it while the push stays under the red's height over ``1 - CHIN_PRESS_BORDER``."""
+    x, t = g.x, g.t
+    iu, ou = t.region("lips_inner_upper"), t.region("lips_outer_upper")
+    xc = np.abs(x[ou, 0]).max()
+    ax = np.abs(x[:, 0])
+
+    def contour(ids):  # y of a contour at |x| (its left half, increasing x for np.interp)
+        ids = ids[x[ids, 0] >= -1e-6]
+        order = np.argsort(x[ids, 0])
+        return np.interp(ax, x[ids, 0][order], x[ids, 1][order])
+
+    y_in, y_out = contour(iu), contour(ou)
+    up = np.clip((x[:, 1] - y_in) / np.maximum(y_out - y_in, 0.5 * g.s), 0.0, 1.0)
+    lateral = 1.0 - _smoothstep((ax - 0.25 * xc) / (0.45 * xc))  # none where the red thins to the corners
+    return 1.0 - (1.0 - CHIN_PRESS_BORDER) * up * lateral
 
 
 def _spec_field(g: _Geometry, spec: _Spec, sets, weights, fades) -> np.ndarray:
@@ -489,11 +524,15 @@ def _close_lid_field(g: _Geometry) -> np.ndarray:
     return _rbf(g, anchors, np.concatenate([close, 0.7 * close[near]]) / g.s, 6.0, pins=le_lo, exact=True)
 
 
-def _left_fields(g: _Geometry) -> dict[str, np.ndarray]:
-    """Subject's-left (x > 0) halves of all AUs: lateral ones are mirrored, midline ones summed with it."""
+def _left_fields(g: _Geometry, fit_basis: bool = False) -> dict[str, np.ndarray]:
+    """Subject's-left (x > 0) halves of all AUs: lateral ones are mirrored, midline ones summed with it.
+    ``fit_basis``: AU17 without its upper-lip press (``action_unit_fields``)."""
     sets, weights = _point_sets(g)
     fades = _fades(g)
-    f = {name: _spec_field(g, spec, sets, weights, fades) for name, spec in AU_SPECS.items()}
+    specs = dict(AU_SPECS)
+    if fit_basis:
+        specs["AU17"] = dataclasses.replace(specs["AU17"], fade="under_nose")
+    f = {name: _spec_field(g, spec, sets, weights, fades) for name, spec in specs.items()}
     f["AU43"] = _close_lid_field(g)
     return f
 
@@ -531,13 +570,13 @@ def _jaw_field(g: _Geometry, degrees: float) -> np.ndarray:
 
 
 @functools.cache
-def _default_fields() -> dict[str, np.ndarray]:
-    return _build_fields(topo.face_topology())
+def _default_fields(fit_basis: bool = False) -> dict[str, np.ndarray]:
+    return _build_fields(topo.face_topology(), fit_basis)
 
 
-def _build_fields(t: topo.FaceTopology) -> dict[str, np.ndarray]:
+def _build_fields(t: topo.FaceTopology, fit_basis: bool = False) -> dict[str, np.ndarray]:
     g = _geometry(t)
-    left = _left_fields(g)
+    left = _left_fields(g, fit_basis)
     out: dict[str, np.ndarray] = {}
     for name, fl in left.items():
         fl = _seal_lips(t, fl)
@@ -576,7 +615,9 @@ def _left_fields_stretch(g: _Geometry) -> np.ndarray:
     return _rbf(g, a, v, 6.0)
 
 
-def action_unit_fields(topology: topo.FaceTopology | None = None) -> dict[str, np.ndarray]:
+def action_unit_fields(
+    topology: topo.FaceTopology | None = None, *, fit_basis: bool = False
+) -> dict[str, np.ndarray]:
     """Action Unit deformation fields on the FaceMesh topology, at intensity 1 (apex), in canonical mm.
 
     Keys "AU1" ... "AU43" (see ``AU_NAMES``) and one-sided "AUnL"/"AUnR" for ``LATERAL_AUS`` (the bilateral
@@ -588,13 +629,17 @@ def action_unit_fields(topology: topo.FaceTopology | None = None) -> dict[str, n
 
     Args:
         topology: a ``FaceTopology`` (default: the shipped one; its fields are cached, read-only).
+        fit_basis: the fields as the face fit's expression modes: AU17 lifts the whole upper lip with the
+            lower one instead of pressing it (``_upper_lip_press``). A press thins the upper lip's red,
+            which on a photo is the person's lip shape; as a fit mode it let neutralisation thin or thicken
+            the input's lips (the astronaut's closed neutral seam lost a quarter of its darkness).
 
     Returns:
         name -> f32[478, 3].
     """
     if topology is None:
-        return dict(_default_fields())
-    return _build_fields(topology)
+        return dict(_default_fields(fit_basis))
+    return _build_fields(topology, fit_basis)
 
 
 def expression_basis(

@@ -47,7 +47,7 @@ def _package_version() -> str:
         return "0"
 
 
-DEFAULT_MODEL_REVISION = 25
+DEFAULT_MODEL_REVISION = 27
 """Bumped whenever the default model's build changes in a way the other key parts do not capture."""
 
 
@@ -127,7 +127,7 @@ def default_model_skeleton(grid: AffectGrid = DEFAULT_GRID):
     the program is simply compiled again (never a wrong program)."""
     from .build import NUM_COMPONENTS, _assemble_model
 
-    morph = _morphable(action_unit_fields())
+    morph = _morphable(action_unit_fields(fit_basis=True))
     nc, v, k = grid.num_classes, morph.mean.shape[0], NUM_COMPONENTS
     f32 = np.float32
     parts = (
@@ -162,7 +162,7 @@ def build_default_model(
     if cache and not force and path.is_file():
         return read_model(path)
     frames = generate_gallery(**dataclasses.asdict(config))
-    model = _build_model(frames, action_unit_fields(), grid=grid)
+    model = _build_model(frames, action_unit_fields(fit_basis=True), grid=grid)
     if cache:
         save_model(path, model)  # atomic: temp file + rename
     return model

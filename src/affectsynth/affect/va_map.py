@@ -46,11 +46,17 @@ PROTOTYPES: tuple[tuple[str, float, float, dict[str, float]], ...] = (
     ("angry", -0.55, 0.60, {"AU4": 1.0, "AU5": 0.8, "AU7": 0.6, "AU9": 0.3, "AU23": 1.0, "AU24": 0.6}),
     ("disgusted", -0.60, 0.35, {"AU4": 0.4, "AU9": 1.0, "AU10": 0.7, "AU15": 0.5, "AU17": 0.4}),
     ("displeased", -0.55, 0.16, {"AU4": 0.6, "AU14": 0.3, "AU15": 0.5, "AU17": 0.6, "AU24": 0.4}),
-    # sadness: AU4 at 0.4 so the brow heads still rise (AU1 lifts them 4.4-4.8 mm, AU4 lowers them 3.0-3.5
+    # sadness: AU4 at 0.3 so the brow heads still rise (AU1 lifts them 4.4-4.8 mm, AU4 lowers them 3.0-3.5
     # mm: at 0.7 they rose 1 mm, at 0.5 the class mean's 2.3 mm) while it knits them: the oblique brow, inner
-    # ends highest. AU43 0.5: the heavy, lowered upper lid (AU4 no longer drags the lid down with the brow)
-    ("sad", -0.60, -0.30, {"AU1": 1.0, "AU4": 0.4, "AU15": 1.0, "AU17": 0.9, "AU43": 0.5}),
-    ("bored", -0.50, -0.60, {"AU4": 0.2, "AU14": 0.3, "AU15": 0.3, "AU43": 0.45}),
+    # ends highest (at 0.4, with the pressed lips of AU17, sad read angry on 8 of 48 London faces, at 0.3 on
+    # 3, and sad on 19 instead of 16). AU43 0.6: the heavy, lowered upper lid (AU4 no longer drags the lid
+    # down with the brow; AU1's pull on the lid takes back 1.5 mm: at 0.5 it came down a third of the eye)
+    ("sad", -0.60, -0.30, {"AU1": 1.0, "AU4": 0.3, "AU15": 1.0, "AU17": 0.9, "AU43": 0.6}),
+    # boredom: heavy lids (AU43 0.5, ~5 mm of a 10 mm eye: at 0.6 a narrow-eyed London face's iris went
+    # under the lid, a blink) and a slack mouth whose corners sag (AU15 0.7, 4 mm; held in by AU14); brows
+    # and chin slack. At AU43 0.45 / AU15 0.3 it read neutral on 38 of 48 London faces (proxy valence -0.15
+    # for a target of -0.5)
+    ("bored", -0.50, -0.60, {"AU4": 0.2, "AU14": 0.3, "AU15": 0.7, "AU43": 0.5}),
     ("tired", 0.04, -0.63, {"AU1": 0.1, "AU25": 0.15, "AU43": 0.6}),  # R80 tired
     ("sleepy", 0.28, -0.67, {"AU12": 0.1, "AU26": 0.15, "AU43": 0.65}),  # R80 sleepy
     # calm/relaxed: a content face, the closed-lip smile of real photos, cheeks raised a little, lids relaxed.

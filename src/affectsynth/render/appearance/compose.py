@@ -1,6 +1,7 @@
 """``apply_appearance``: every enabled cue in order, on one crop."""
 
 import jax.numpy as jnp
+import numpy as np
 
 from ..._types import Image
 from ...face import topology as topo
@@ -14,6 +15,12 @@ from .wrinkles import sample_wrinkle_texture, wrinkle_texture
 
 # --------------------------------------------------------------------------------------------------------
 
+CREASE_TINT = np.array([0.75, 1.05, 1.25], np.float32)
+"""Per-channel (R, G, B) share of a wrinkle's darkening (log-luminance; Rec. 709 weighted mean 1.0). Light
+that reaches the bottom of a skin fold has scattered through more skin and blood, so a crease is a deeper,
+more saturated tone of the skin; darkened equally in R, G and B the sadness folds read as pale grey stripes
+on the London faces. The lit edges (positive parts) stay neutral."""
+
 
 def apply_appearance(
     render: Image,
@@ -26,7 +33,8 @@ def apply_appearance(
 
     ``render`` is the photo's texture on the deformed mesh (what ``frags`` rasterised), ``patch`` the photo
     crop. Multiplicative cues act in log-luminance on skin pixels:
-    :math:`I' = I \exp(\gamma (\log r_{shade} + \delta_{wrinkle}))`, :math:`\gamma` = ``options.strength``;
+    :math:`I'_c = I_c \exp(\gamma (\log r_{shade} + \delta_{wrinkle} + (t_c - 1) \min(\delta_{wrinkle}, 0)))`,
+    :math:`\gamma` = ``options.strength``, :math:`t` = ``CREASE_TINT``;
     then the eye layer and the mouth interior are composited with soft masks. ``options`` is static.
 
     Returns:
@@ -80,7 +88,13 @@ def apply_appearance(
         diag["wrinkles"] = wd
         log_gain = log_gain + wd
     if options.shading or options.wrinkles:
-        out = out * jnp.exp(options.strength * log_gain)[..., None]
+        shade = jnp.exp(options.strength * log_gain)
+        if not options.wrinkles:
+            out = out * shade[..., None]
+        else:  # a crease is a shadow of the skin's own colour: redder, not greyer; exp(s (t_c - 1) d) to
+            # first order (its argument stays under 0.1), folded into one per-pixel factor: one exp per pixel
+            crease = shade * (options.strength * jnp.minimum(diag["wrinkles"], 0.0))
+            out = out * (shade[..., None] + crease[..., None] * (CREASE_TINT - 1.0)[None, None, :])
     if options.mouth_interior:
         centre = jnp.mean(ctx.target_landmarks[t.region("mouth_hole"), :2], axis=0)
         size = _window_size(h, w, options.mouth_window)
