@@ -320,7 +320,7 @@ ray.cloudpickle.register_pickle_by_value(ray_fakes)
 with ray_session(None, num_cpus=2):
     run_augment_ray(
         scan_inputs({inputs!r}), {out!r}, ray_fakes.CLASSES, model=None, options={{}}, input_dir={inputs!r},
-        backend=ray_fakes.FakeBackend(delay=0.4), workers=1, chunk_inputs=2, batch_size=2, seed=7,
+        backend=ray_fakes.FakeBackend(delay=1.0), workers=1, chunk_inputs=2, batch_size=2, seed=7,
     )
 """
 
