@@ -311,7 +311,10 @@ def test_ray_a_chunk_whose_detection_always_dies_is_skipped_and_resume_finishes(
 
 
 DRIVER = """
-import sys
+import signal, sys
+# Ctrl-C as a user's shell delivers it: a runner started in the background (``cmd &`` in a script) hands its
+# children SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {tests!r})
 import ray, ray_fakes
 from affectsynth.cli.bulk_ray import ray_session, run_augment_ray
@@ -320,7 +323,7 @@ ray.cloudpickle.register_pickle_by_value(ray_fakes)
 with ray_session(None, num_cpus=2):
     run_augment_ray(
         scan_inputs({inputs!r}), {out!r}, ray_fakes.CLASSES, model=None, options={{}}, input_dir={inputs!r},
-        backend=ray_fakes.FakeBackend(delay=1.0), workers=1, chunk_inputs=2, batch_size=2, seed=7,
+        backend=ray_fakes.FakeBackend(delay=0.4), workers=1, chunk_inputs=2, batch_size=2, seed=7,
     )
 """
 
