@@ -139,16 +139,29 @@ def smooth_edit(rng, size, amplitude):
     return disp, covered, resid
 
 
+def paste_cases(side: int, reach: int) -> dict:
+    """Hypothesis strategies of a photo (up to ``side`` px a side), a crop window over it (its corner from
+    -150 to ``reach``, past the photo's edges included) and a smooth edit's amplitude and seed."""
+    return {
+        "h": st.integers(8, side),
+        "w": st.integers(8, side),
+        "top": st.integers(-150, reach),
+        "left": st.integers(-150, reach),
+        "scale": st.floats(0.12, 1.0),
+        "amplitude": st.floats(0, 12),
+        "seed": st.integers(0, 2**16),
+    }
+
+
+def pasted(photo, win, edit, *, compiled: bool = True):
+    """(output, mask) of ``workcrop.paste_back`` of ``edit`` (displacement, coverage, residual) on a copy."""
+    out, mask = photo.copy(), np.zeros(photo.shape[:2], np.float32)
+    workcrop.paste_back(out, mask, photo, win, *edit, compiled=compiled)
+    return out, mask
+
+
 @settings(max_examples=12, deadline=None)
-@given(
-    h=st.integers(8, 700),
-    w=st.integers(8, 700),
-    top=st.integers(-150, 400),
-    left=st.integers(-150, 400),
-    scale=st.floats(0.12, 1.0),
-    amplitude=st.floats(0, 12),
-    seed=st.integers(0, 2**16),
-)
+@given(**paste_cases(700, 400))
 @example(h=600, w=650, top=-40, left=-30, scale=0.1, amplitude=14.0, seed=1)  # windows past the edges
 def test_compiled_tiles_equal_the_numpy_reference(h, w, top, left, scale, amplitude, seed):
     """``paste_tile`` (one compiled program per tile: fields upsampled, warp looked up, blended) writes what
@@ -158,14 +171,9 @@ def test_compiled_tiles_equal_the_numpy_reference(h, w, top, left, scale, amplit
     of the position is 2.4e-4 px)."""
     rng = np.random.default_rng(seed)
     image = rng.random((h, w, 3), np.float32)
-    disp, covered, resid = smooth_edit(rng, 64, amplitude)
+    edit = smooth_edit(rng, 64, amplitude)
     win = workcrop.Window(top, left, scale)
-    results = []
-    for on in (True, False):
-        out, mask = image.copy(), np.zeros((h, w), np.float32)
-        workcrop.paste_back(out, mask, image, win, disp, covered, resid, compiled=on)
-        results.append((out, mask))
-    (got, got_mask), (want, want_mask) = results
+    (got, got_mask), (want, want_mask) = (pasted(image, win, edit, compiled=on) for on in (True, False))
     np.testing.assert_allclose(got_mask, want_mask, rtol=0, atol=2e-6)
     np.testing.assert_allclose(got, want, rtol=0, atol=5e-4)
     assert np.abs(got - want).mean() < 2e-6
@@ -173,15 +181,7 @@ def test_compiled_tiles_equal_the_numpy_reference(h, w, top, left, scale, amplit
 
 
 @settings(max_examples=8, deadline=None)
-@given(
-    h=st.integers(8, 600),
-    w=st.integers(8, 600),
-    top=st.integers(-150, 300),
-    left=st.integers(-150, 300),
-    scale=st.floats(0.12, 1.0),
-    amplitude=st.floats(0, 12),
-    seed=st.integers(0, 2**16),
-)
+@given(**paste_cases(600, 300))
 @example(h=600, w=550, top=-40, left=-30, scale=0.1, amplitude=14.0, seed=1)  # windows past the edges
 def test_a_uint8_photo_is_pasted_as_its_float_result_saved(h, w, top, left, scale, amplitude, seed):
     """A uint8 photo (``affectsynth synth``'s) comes back uint8: what rounding the float photo's result to
@@ -191,16 +191,13 @@ def test_a_uint8_photo_is_pasted_as_its_float_result_saved(h, w, top, left, scal
 
     rng = np.random.default_rng(seed)
     photo = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    disp, covered, resid = smooth_edit(rng, 64, amplitude)
-    resid[:4] += 0.5 * covered[:4, :, None]  # some values pushed past white: clipped alike
+    edit = smooth_edit(rng, 64, amplitude)
+    edit[2][:4] += 0.5 * edit[1][:4, :, None]  # some residual values pushed past white: clipped alike
     win = workcrop.Window(top, left, scale)
-    as_float = photo / np.float32(255.0)
-    want, want_mask = as_float.copy(), np.zeros((h, w), np.float32)
-    workcrop.paste_back(want, want_mask, as_float, win, disp, covered, resid)
+    want, want_mask = pasted(photo / np.float32(255.0), win, edit)
     want = _to_uint8(want)
     for on in (True, False):
-        got, mask = photo.copy(), np.zeros((h, w), np.float32)
-        workcrop.paste_back(got, mask, photo, win, disp, covered, resid, compiled=on)
+        got, mask = pasted(photo, win, edit, compiled=on)
         assert got.dtype == np.uint8
         np.testing.assert_allclose(mask, want_mask, rtol=0, atol=2e-6)
         off = np.abs(got.astype(np.int16) - want)
@@ -234,9 +231,7 @@ def test_paste_back_uses_the_compiled_tiles_and_runs_them_on_threads(monkeypatch
     results = []
     for threads in (1, 3):
         monkeypatch.setattr(workcrop, "_threads", lambda n=threads: n)
-        out, mask = image.copy(), np.zeros((900, 700), np.float32)
-        workcrop.paste_back(out, mask, image, win, disp, covered, resid)
-        results.append((out, mask))
+        results.append(pasted(image, win, (disp, covered, resid)))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
     assert (results[0][1] > 0).sum() > 10_000 and (results[0][0] != image).any()
