@@ -309,11 +309,11 @@ def _one(vec, half=False, weight="1"):
     return ((weight, vec),), half
 
 
-def _corner_spec(corner, mid_up, mid_lo, sigma, fade="", extra=()):
+def _corner_spec(corner, mid_up, mid_lo, sigma, fade="", extra=(), pins=()):
     """A lip-corner AU: the left corners and the lips' midline points move, the right corners are pinned;
-    ``extra`` groups move more of the face with them."""
+    ``extra`` groups move more of the face with them, ``pins`` keep more of it still."""
     groups = (("corners", *_one(corner)), ("mid_up", *_one(mid_up)), ("mid_lo", *_one(mid_lo)), *extra)
-    return _Spec(groups, sigma, ("right_corners", "nose_base"), fade=fade)
+    return _Spec(groups, sigma, ("right_corners", "nose_base", *pins), fade=fade)
 
 
 AU_SPECS: dict[str, _Spec] = {
@@ -339,8 +339,11 @@ AU_SPECS: dict[str, _Spec] = {
         5.0,
         exact=True,
     ),
-    "AU6": _Spec(  # malar skin up and forward, the lower lid pushed up
-        (("malar", *_one((-0.6, 5.2, 2.1))), ("lid_lo", *_one((0.0, 3.0, 0.6), weight="lid_lo.profile"))),
+    # AU6: malar skin up and forward, the lower lid pushed up a little. A Duchenne smile narrows the eye by
+    # 0.85 mm (48 London smiles, 0.0135 IOD: lower lid up 0.75 mm, upper 0.1 down); a lid anchor of 3.0 mm
+    # (with the malar skin's drag, 2.35 mm) and AU12's pull closed happy's eye 3.1 mm (re-detected 2.5x real)
+    "AU6": _Spec(
+        (("malar", *_one((-0.6, 5.2, 2.1))), ("lid_lo", *_one((0.0, 1.5, 0.3), weight="lid_lo.profile"))),
         8.0,
         ("lid_up",),
         fade="above_fold",
@@ -366,7 +369,8 @@ AU_SPECS: dict[str, _Spec] = {
     # half weight per side: a real smile lifts the whole mouth (ICT mouthSmile: corner 14 mm, upper-lip
     # centre 3.5 mm; London smiles: upper-lip centre up 0.025 IOD), so it is not pinned.
     # The zygomaticus also bunches the cheek up and out above the fold (ICT mouthSmile: FaceMesh 205/50 rise
-    # ~4 mm, come forward ~2 mm), which the corner alone left still.
+    # ~4 mm, come forward ~2 mm), which the corner alone left still. The lower lid is AU6's: pinned here, or
+    # the 14 mm Gaussian lifted it 1.1 mm (ICT mouthSmile 0.5 mm) on top of AU6's.
     "AU12": _corner_spec(
         (6.6, 9.4, -7.2),
         (0.0, 1.0, -0.7),
@@ -374,6 +378,7 @@ AU_SPECS: dict[str, _Spec] = {
         14.0,
         fade="smile_midline",
         extra=(("smile_cheek", *_one((2.0, 4.0, 1.8))),),
+        pins=("lid_lo",),
     ),
     "AU14": _corner_spec((-2.0, 1.0, -4.5), (0.0, 0.0, -0.5), (0.0, 0.0, -0.5), 8.0),
     "AU15": _corner_spec((2.0, -4.7, -1.9), (0.0, -0.3, 0.0), (0.0, -0.5, 0.0), 10.0),
