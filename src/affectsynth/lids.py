@@ -85,8 +85,8 @@ def lid_share(
     mu, ml = jnp.maximum(move_up, 0.0), jnp.maximum(move_lo, 0.0)
     total = mu + ml
     share_up = jnp.where(total > 0, mu / jnp.where(total > 0, total, 1.0), 0.5)
-    d_up = (share_up * extra)[..., None] * down  # [E, P, 2]
-    d_lo = -((1.0 - share_up) * extra)[..., None] * down
+    d_up = (share_up * extra)[..., None] * down[None, None, :]  # [E, P, 2]
+    d_lo = -((1.0 - share_up) * extra)[..., None] * down[None, None, :]
     out = jnp.zeros((landmarks.shape[0], 2), landmarks.dtype)
     out = out.at[up].add(d_up).at[lo].add(d_lo)
     eye = jnp.arange(up.shape[0])[:, None]
