@@ -87,7 +87,8 @@ JAW_DROP_DEG = 9.0
 MOUTH_STRETCH_DEG = 20.0
 """Jaw rotation of AU27 at intensity 1."""
 LID_CLOSE_FRACTION = 0.97
-"""AU43 at intensity 1 brings the upper lid this fraction of the way to the lower lid (never past it)."""
+"""AU43 at intensity 1 brings the template's upper lid this fraction of the way to the lower lid (never past
+it). On a photo the pipeline closes the same share of that face's own opening (``lids.lid_share``)."""
 
 
 # --------------------------------------------------------------------------------------------------------
