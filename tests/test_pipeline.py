@@ -50,9 +50,31 @@ def measured(london_dir):
         for key, (v, a) in {"happy": (0.8, 0.4), "tense": (-0.6, 0.6), "zero": (0.0, 0.0)}.items():
             res = af.synthesize(image, v, a, model=model, landmarks=lm)
             out[key] = res
-            out[key + "_delta"] = np.array(_features(af.detect_landmarks(res))) - base
+            out[key + "_lm"] = np.asarray(af.detect_landmarks(res))
+            out[key + "_delta"] = np.array(_features(out[key + "_lm"])) - base
+        out["neutral_lm"] = np.asarray(lm)
+        out["smiling_lm"] = np.asarray(af.detect_landmarks(af.load_image(london_dir / "smiling" / name)))
         rows.append(out)
     return rows
+
+
+def _aperture(lm: np.ndarray) -> float:
+    """Mean gap between paired upper and lower lid points of both eyes, in inter-pupil distances."""
+    from affectsynth.lids import eye_gaps
+
+    iod = float(np.linalg.norm(lm[473, :2] - lm[468, :2]))
+    return float(np.mean(eye_gaps(jnp.asarray(lm, jnp.float32)))) / iod
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_happy_narrows_the_eyes_like_the_same_peoples_real_smiles(measured):
+    """Re-detected, our happy target narrows the eyes as much as these people's own smiles do (median
+    within 0.006 IOD). Measured: real -0.012, ours -0.0125; before AU6's lid part was cut and AU12 let go of
+    the lower lid, -0.022 (48 people: real -0.010, ours -0.0105, before -0.0205)."""
+    ours = [_aperture(m["happy_lm"]) - _aperture(m["neutral_lm"]) for m in measured]
+    real = [_aperture(m["smiling_lm"]) - _aperture(m["neutral_lm"]) for m in measured]
+    assert abs(np.median(ours) - np.median(real)) < 0.006, (ours, real)
 
 
 @pytest.mark.slow

@@ -3,9 +3,10 @@
 ``synthesize_item`` is the per-item stage, in order: ``_crop_window`` (a static-size crop around the face,
 its size chosen on the host from the landmarks and bucketed to multiples of 64 px so recompilation is
 bounded; an edge-padded copy when the face fills the photo), ``fit_morphable_model``,
-``_target_deformation`` minus ``_neutral_offsets`` (the input's own expression), ``_warped_mesh`` (with the
-skirt over which the edit fades out), rasterise + texture transfer, ``apply_appearance``, ``_composite``
-(Poisson or alpha blend), paste back. ``synthesize_batch`` is ``jit(vmap(synthesize_item))`` over a batch
+``_target_deformation`` minus ``_neutral_offsets`` (the input's own expression), its lids' closing rescaled
+to the face's own opening (``lids.lid_share``), ``_warped_mesh`` (with the skirt over which the edit fades
+out), rasterise + texture transfer, ``apply_appearance``, ``_composite`` (Poisson or alpha blend), paste
+back. ``synthesize_batch`` is ``jit(vmap(synthesize_item))`` over a batch
 of same-size images inside a caller's ``jit``; on concrete arrays it takes the working-crop path
 (``working``: ``_edit_patch`` on fixed-size crops, one program kept on disk). Pixels outside the face's
 render mask are the input's, bit for bit.
@@ -35,6 +36,7 @@ from .errors import OptionsError, TargetError
 from .face import topology as topo
 from .face.fit import fit_morphable_model, to_image_offsets
 from .face.morphable import expression_offsets
+from .lids import lid_share
 from .render.appearance.compose import apply_appearance
 from .render.appearance.context import (
     EYE,
@@ -345,8 +347,9 @@ def edit_offsets(lm: Float[Array, "478 3"], target, key, model: AffectModel, opt
     (``scripts/measure_chain.py``)."""
     fit = fit_morphable_model(lm, model.morphable, steps=options.fit_steps)
     offsets = to_image_offsets(fit, _target_deformation(model, target, key, options))
-    if options.neutralize:
-        offsets = offsets + _neutral_offsets(fit, lm, model, options)
+    rest = _neutral_offsets(fit, lm, model, options) if options.neutralize else jnp.zeros_like(lm)
+    # the lids close the same share of this face's opening (at rest), not the template's millimetres
+    offsets = offsets + lid_share(lm + rest, offsets, fit.interocular) + rest
     au = appearance_action_units(model, target, fit.expression, options)
     offsets = offsets + press_lips(lm + offsets, au)
     return fit, offsets, au

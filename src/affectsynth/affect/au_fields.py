@@ -82,12 +82,9 @@ AU_DESCRIPTIONS: dict[str, str] = {
     "AU43": "eyes closed",
 }
 
-JAW_DROP_DEG = 9.0
-"""Jaw rotation of AU26 at intensity 1 (about 13 mm incisor opening for a 63 mm inter-pupil face)."""
-MOUTH_STRETCH_DEG = 20.0
-"""Jaw rotation of AU27 at intensity 1."""
 LID_CLOSE_FRACTION = 0.97
-"""AU43 at intensity 1 brings the upper lid this fraction of the way to the lower lid (never past it)."""
+"""AU43 at intensity 1 brings the template's upper lid this fraction of the way to the lower lid (never past
+it). On a photo the pipeline closes the same share of that face's own opening (``lids.lid_share``)."""
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -309,11 +306,11 @@ def _one(vec, half=False, weight="1"):
     return ((weight, vec),), half
 
 
-def _corner_spec(corner, mid_up, mid_lo, sigma, fade="", extra=()):
+def _corner_spec(corner, mid_up, mid_lo, sigma, fade="", extra=(), pins=()):
     """A lip-corner AU: the left corners and the lips' midline points move, the right corners are pinned;
-    ``extra`` groups move more of the face with them."""
+    ``extra`` groups move more of the face with them, ``pins`` keep more of it still."""
     groups = (("corners", *_one(corner)), ("mid_up", *_one(mid_up)), ("mid_lo", *_one(mid_lo)), *extra)
-    return _Spec(groups, sigma, ("right_corners", "nose_base"), fade=fade)
+    return _Spec(groups, sigma, ("right_corners", "nose_base", *pins), fade=fade)
 
 
 AU_SPECS: dict[str, _Spec] = {
@@ -328,7 +325,7 @@ AU_SPECS: dict[str, _Spec] = {
         10.0,
         ("lid_lo", "lid_up", "right_brow"),
     ),
-    # Lids: upper and lower contours move separately, the other contour pinned (AU43: ``_close_lid_field``).
+    # Lids: upper and lower contours move separately, the other contour pinned (AU43: ``lid_jaw_fields``).
     "AU5": _Spec((("lid_up", *_one((0.35, 3.2, -0.7), weight="lid_up.profile")),), 7.0, ("lid_lo",)),
     "AU7": _Spec(  # lower lid up and in with the skin below it, upper lid barely down (ICT eyeSquint: 0.1 mm)
         (
@@ -339,8 +336,11 @@ AU_SPECS: dict[str, _Spec] = {
         5.0,
         exact=True,
     ),
-    "AU6": _Spec(  # malar skin up and forward, the lower lid pushed up
-        (("malar", *_one((-0.6, 5.2, 2.1))), ("lid_lo", *_one((0.0, 3.0, 0.6), weight="lid_lo.profile"))),
+    # AU6: malar skin up and forward, the lower lid pushed up a little. A Duchenne smile narrows the eye by
+    # 0.85 mm (48 London smiles, 0.0135 IOD: lower lid up 0.75 mm, upper 0.1 down); a lid anchor of 3.0 mm
+    # (with the malar skin's drag, 2.35 mm) and AU12's pull closed happy's eye 3.1 mm (re-detected 2.5x real)
+    "AU6": _Spec(
+        (("malar", *_one((-0.6, 5.2, 2.1))), ("lid_lo", *_one((0.0, 1.5, 0.3), weight="lid_lo.profile"))),
         8.0,
         ("lid_up",),
         fade="above_fold",
@@ -366,7 +366,8 @@ AU_SPECS: dict[str, _Spec] = {
     # half weight per side: a real smile lifts the whole mouth (ICT mouthSmile: corner 14 mm, upper-lip
     # centre 3.5 mm; London smiles: upper-lip centre up 0.025 IOD), so it is not pinned.
     # The zygomaticus also bunches the cheek up and out above the fold (ICT mouthSmile: FaceMesh 205/50 rise
-    # ~4 mm, come forward ~2 mm), which the corner alone left still.
+    # ~4 mm, come forward ~2 mm), which the corner alone left still. The lower lid is AU6's: pinned here, or
+    # the 14 mm Gaussian lifted it 1.1 mm (ICT mouthSmile 0.5 mm) on top of AU6's.
     "AU12": _corner_spec(
         (6.6, 9.4, -7.2),
         (0.0, 1.0, -0.7),
@@ -374,6 +375,7 @@ AU_SPECS: dict[str, _Spec] = {
         14.0,
         fade="smile_midline",
         extra=(("smile_cheek", *_one((2.0, 4.0, 1.8))),),
+        pins=("lid_lo",),
     ),
     "AU14": _corner_spec((-2.0, 1.0, -4.5), (0.0, 0.0, -0.5), (0.0, 0.0, -0.5), 8.0),
     "AU15": _corner_spec((2.0, -4.7, -1.9), (0.0, -0.3, 0.0), (0.0, -0.5, 0.0), 10.0),
@@ -507,66 +509,19 @@ def _spec_field(g: _Geometry, spec: _Spec, sets, weights, fades) -> np.ndarray:
     return f * fades[spec.fade] if spec.fade else f
 
 
-def _close_lid_field(g: _Geometry) -> np.ndarray:
-    """AU43: the upper lid contour lands on the lower lid (``LID_CLOSE_FRACTION`` of the way, tapered towards
-    the corners where the lids already meet); the skin ring above follows its nearest lid point."""
-    x, t = g.x, g.t
-    le_up, le_lo = _lid_pairs(t, "left")
-    order = np.argsort(x[le_lo, 0])  # np.interp needs increasing sample points
-    lo_y = np.interp(x[le_up, 0], x[le_lo, 0][order], x[le_lo, 1][order])
-    lo_z = np.interp(x[le_up, 0], x[le_lo, 0][order], x[le_lo, 2][order])
-    taper = (LID_CLOSE_FRACTION * _profile(len(le_up)) ** 0.25)[:, None]
-    close = np.stack([0 * lo_y, lo_y - x[le_up, 1], lo_z - x[le_up, 2]], axis=1) * taper
-    ring = np.flatnonzero(np.nan_to_num(g.dist[le_up], posinf=1e9).min(0) < 6.0 * g.s)
-    ring = ring[~np.isin(ring, np.concatenate([le_up, le_lo]))]
-    near = np.argmin(g.dist[le_up][:, ring], axis=0)
-    anchors = np.concatenate([le_up, ring])
-    return _rbf(g, anchors, np.concatenate([close, 0.7 * close[near]]) / g.s, 6.0, pins=le_lo, exact=True)
-
-
 def _left_fields(g: _Geometry, fit_basis: bool = False) -> dict[str, np.ndarray]:
     """Subject's-left (x > 0) halves of all AUs: lateral ones are mirrored, midline ones summed with it.
     ``fit_basis``: AU17 without its upper-lip press (``action_unit_fields``)."""
+    from .lid_jaw_fields import close_lid  # imports this module: here, not at the top
+
     sets, weights = _point_sets(g)
     fades = _fades(g)
     specs = dict(AU_SPECS)
     if fit_basis:
         specs["AU17"] = dataclasses.replace(specs["AU17"], fade="under_nose")
     f = {name: _spec_field(g, spec, sets, weights, fades) for name, spec in specs.items()}
-    f["AU43"] = _close_lid_field(g)
+    f["AU43"] = close_lid(g)
     return f
-
-
-def _jaw_field(g: _Geometry, degrees: float) -> np.ndarray:
-    """Rotation of the lower face about a left-right jaw axis near the ears, blended by a smooth weight.
-
-    The axis runs along x through a point 0.75 IPD below the pupils and 1.3 IPD behind them (the
-    temporomandibular joints). Weight 1 on the chin, jaw and lower lip; the upper lip stays (its corners
-    follow halfway); elsewhere a Gaussian falloff (12 mm) in graph distance from the mandible points.
-    """
-    t, x = g.t, g.x
-    pup = 0.5 * (x[topo.LEFT_PUPIL] + x[topo.RIGHT_PUPIL])
-    ipd = topo.IPD_MM * g.s
-    centre = np.array([0.0, pup[1] - 0.75 * ipd, pup[2] - 1.3 * ipd])
-    iu, il = _lip_pairs(t)
-    ou = t.region("lips_outer_upper")
-    upper, lower = _lip_halves(t, g)
-    mesh = np.arange(topo.NUM_MESH_POINTS)
-    below = mesh[x[mesh, 1] < x[lower, 1].min()]
-    mandible = np.unique(np.concatenate([t.region("chin"), t.region("jaw"), lower, below]))
-    mandible = mandible[~np.isin(mandible, upper)]
-    d = np.nan_to_num(g.dist[mandible].min(0), posinf=1e9)
-    w = np.exp(-0.5 * (d / (12.0 * g.s)) ** 2)
-    xc = np.abs(x[ou, 0]).max()
-    w[upper] = 0.5 * (np.abs(x[upper, 0]) / xc) ** 4
-    w[mandible] = 1.0
-    w[np.intersect1d(upper, lower)] = 0.5  # the points at the mouth corners belong to both lips
-    w[topo.NUM_MESH_POINTS :] = 0.0
-    a = np.deg2rad(degrees)
-    c, s = np.cos(a), np.sin(a)
-    rot = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])  # positive angle: chin down and back
-    moved = (x - centre) @ rot.T + centre
-    return w[:, None] * (moved - x)
 
 
 @functools.cache
@@ -575,6 +530,8 @@ def _default_fields(fit_basis: bool = False) -> dict[str, np.ndarray]:
 
 
 def _build_fields(t: topo.FaceTopology, fit_basis: bool = False) -> dict[str, np.ndarray]:
+    from . import lid_jaw_fields as lj  # imports this module: here, not at the top
+
     g = _geometry(t)
     left = _left_fields(g, fit_basis)
     out: dict[str, np.ndarray] = {}
@@ -585,10 +542,10 @@ def _build_fields(t: topo.FaceTopology, fit_basis: bool = False) -> dict[str, np
             out[name + "L"] = fl
             out[name + "R"] = fr
         out[name] = fl + fr
-    jaw26 = _jaw_field(g, JAW_DROP_DEG)
-    jaw27 = _jaw_field(g, MOUTH_STRETCH_DEG)
+    jaw26 = lj.jaw_rotation(g, lj.JAW_DROP_DEG)
+    jaw27 = lj.jaw_rotation(g, lj.MOUTH_STRETCH_DEG)
     # AU27 also stretches the lips: corners inwards and the upper lip up a little.
-    stretch = _left_fields_stretch(g)
+    stretch = lj.lip_stretch(g)
     for name, fld in (("AU26", jaw26), ("AU27", jaw27 + stretch + _mirror_field(t, stretch))):
         fld = 0.5 * (fld + _mirror_field(t, fld))
         out[name] = _seal_lips(t, fld)
@@ -596,23 +553,6 @@ def _build_fields(t: topo.FaceTopology, fit_basis: bool = False) -> dict[str, np
     for k in out:
         out[k].setflags(write=False)
     return out
-
-
-def _left_fields_stretch(g: _Geometry) -> np.ndarray:
-    t, x = g.t, g.x
-    iu, _ = _lip_pairs(t)
-    ou = t.region("lips_outer_upper")
-    up_l = _left(g, np.concatenate([iu, ou]))
-    corner = np.array([iu[-1], ou[-1]])
-    tu = np.abs(x[up_l, 0]) / np.abs(x[ou, 0]).max()
-    a = np.concatenate([up_l, corner])
-    v = np.concatenate(
-        [
-            np.outer((1.0 - tu**2) * _midline_half(g, up_l), [0.0, 1.5, 0.0]),
-            np.tile([-3.0, -1.0, 0.0], (2, 1)),
-        ]
-    )
-    return _rbf(g, a, v, 6.0)
 
 
 def action_unit_fields(

@@ -47,7 +47,7 @@ def _package_version() -> str:
         return "0"
 
 
-DEFAULT_MODEL_REVISION = 27
+DEFAULT_MODEL_REVISION = 28
 """Bumped whenever the default model's build changes in a way the other key parts do not capture."""
 
 
@@ -65,7 +65,12 @@ def default_model_key(config: GalleryConfig = DEFAULT_GALLERY, grid: AffectGrid 
     return h.hexdigest()[:16]
 
 
-FIELD_SOURCES = ("affect/au_fields.py", "face/topology.py", "data/face_topology.npz")
+FIELD_SOURCES = (
+    "affect/au_fields.py",
+    "affect/lid_jaw_fields.py",
+    "face/topology.py",
+    "data/face_topology.npz",
+)
 """What the AU fields are computed from (package-relative): their code, the topology's regions and data."""
 
 

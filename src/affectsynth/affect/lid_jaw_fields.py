@@ -1,0 +1,81 @@
+"""The Action Unit fields that are not anchor specs: AU43 lands the upper lid on the lower one; AU26 (jaw
+drop) and AU27 (mouth stretch) rotate the lower face about a jaw axis near the ears, AU27 also stretches
+the lips. Same conventions as ``au_fields``, which builds them with its other fields (host side, NumPy)."""
+
+import numpy as np
+
+from ..face import topology as topo
+from . import au_fields as auf
+
+JAW_DROP_DEG = 9.0
+"""Jaw rotation of AU26 at intensity 1 (about 13 mm incisor opening for a 63 mm inter-pupil face)."""
+MOUTH_STRETCH_DEG = 20.0
+"""Jaw rotation of AU27 at intensity 1."""
+
+
+def close_lid(g: "auf._Geometry") -> np.ndarray:
+    """AU43: the upper lid contour lands on the lower lid (``au_fields.LID_CLOSE_FRACTION`` of the way,
+    tapered towards the corners where the lids already meet); the skin ring above follows its nearest lid
+    point."""
+    x, t = g.x, g.t
+    le_up, le_lo = auf._lid_pairs(t, "left")
+    order = np.argsort(x[le_lo, 0])  # np.interp needs increasing sample points
+    lo_y = np.interp(x[le_up, 0], x[le_lo, 0][order], x[le_lo, 1][order])
+    lo_z = np.interp(x[le_up, 0], x[le_lo, 0][order], x[le_lo, 2][order])
+    taper = (auf.LID_CLOSE_FRACTION * auf._profile(len(le_up)) ** 0.25)[:, None]
+    close = np.stack([0 * lo_y, lo_y - x[le_up, 1], lo_z - x[le_up, 2]], axis=1) * taper
+    ring = np.flatnonzero(np.nan_to_num(g.dist[le_up], posinf=1e9).min(0) < 6.0 * g.s)
+    ring = ring[~np.isin(ring, np.concatenate([le_up, le_lo]))]
+    near = np.argmin(g.dist[le_up][:, ring], axis=0)
+    anchors = np.concatenate([le_up, ring])
+    return auf._rbf(g, anchors, np.concatenate([close, 0.7 * close[near]]) / g.s, 6.0, pins=le_lo, exact=True)
+
+
+def jaw_rotation(g: "auf._Geometry", degrees: float) -> np.ndarray:
+    """Rotation of the lower face about a left-right jaw axis near the ears, blended by a smooth weight.
+
+    The axis runs along x through a point 0.75 IPD below the pupils and 1.3 IPD behind them (the
+    temporomandibular joints). Weight 1 on the chin, jaw and lower lip; the upper lip stays (its corners
+    follow halfway); elsewhere a Gaussian falloff (12 mm) in graph distance from the mandible points.
+    """
+    t, x = g.t, g.x
+    pup = 0.5 * (x[topo.LEFT_PUPIL] + x[topo.RIGHT_PUPIL])
+    ipd = topo.IPD_MM * g.s
+    centre = np.array([0.0, pup[1] - 0.75 * ipd, pup[2] - 1.3 * ipd])
+    iu, il = auf._lip_pairs(t)
+    ou = t.region("lips_outer_upper")
+    upper, lower = auf._lip_halves(t, g)
+    mesh = np.arange(topo.NUM_MESH_POINTS)
+    below = mesh[x[mesh, 1] < x[lower, 1].min()]
+    mandible = np.unique(np.concatenate([t.region("chin"), t.region("jaw"), lower, below]))
+    mandible = mandible[~np.isin(mandible, upper)]
+    d = np.nan_to_num(g.dist[mandible].min(0), posinf=1e9)
+    w = np.exp(-0.5 * (d / (12.0 * g.s)) ** 2)
+    xc = np.abs(x[ou, 0]).max()
+    w[upper] = 0.5 * (np.abs(x[upper, 0]) / xc) ** 4
+    w[mandible] = 1.0
+    w[np.intersect1d(upper, lower)] = 0.5  # the points at the mouth corners belong to both lips
+    w[topo.NUM_MESH_POINTS :] = 0.0
+    a = np.deg2rad(degrees)
+    c, s = np.cos(a), np.sin(a)
+    rot = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])  # positive angle: chin down and back
+    moved = (x - centre) @ rot.T + centre
+    return w[:, None] * (moved - x)
+
+
+def lip_stretch(g: "auf._Geometry") -> np.ndarray:
+    """AU27's left half beyond the jaw: the upper lip up a little, the corners drawn in."""
+    t, x = g.t, g.x
+    iu, _ = auf._lip_pairs(t)
+    ou = t.region("lips_outer_upper")
+    up_l = auf._left(g, np.concatenate([iu, ou]))
+    corner = np.array([iu[-1], ou[-1]])
+    tu = np.abs(x[up_l, 0]) / np.abs(x[ou, 0]).max()
+    a = np.concatenate([up_l, corner])
+    v = np.concatenate(
+        [
+            np.outer((1.0 - tu**2) * auf._midline_half(g, up_l), [0.0, 1.5, 0.0]),
+            np.tile([-3.0, -1.0, 0.0], (2, 1)),
+        ]
+    )
+    return auf._rbf(g, a, v, 6.0)
