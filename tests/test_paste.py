@@ -103,3 +103,56 @@ def test_prepare_builds_tile_programs_only_for_the_tiles(monkeypatch, engine):
     monkeypatch.setattr(working, "work_program", lambda *a, **kw: "crops")
     assert working.prepare(None, SynthesisOptions(), 1) == "crops"
     assert built == ([] if engine == "opencv" else [np.dtype(np.float32), np.dtype(np.uint8)])
+
+
+# ------------------------------------------------------------------------ the batch jobs on the photo's bytes
+
+
+@pytest.fixture(scope="module")
+def model():
+    from affectsynth.affect import default as dflt
+    from affectsynth.affect import synthetic_gallery as sgal
+
+    config = sgal.GalleryConfig(num_subjects=3, num_directions=12, frames_per_sequence=4)
+    return dflt.build_default_model(cache=False, config=config)
+
+
+@pytest.mark.slow
+def test_augment_works_on_bytes_and_compiles_nothing_after_synth(model, program_cache, monkeypatch, tmp_path):
+    """``augment`` reads photos as ``synth`` does (uint8), so after ``synth``'s programs are ready (batch 1)
+    a job of batch 1 builds no program (it used to build the float photos' tile program); its images are
+    the float photos' results saved, within 1 grey level."""
+    import dataclasses
+
+    from affectsynth import compiled
+    from affectsynth.cli import augment
+    from affectsynth.cli.bulk import Backend
+    from affectsynth.io import load_image, save_image
+    from test_synthesis import CHEAP, synthetic_face
+
+    opts = dataclasses.replace(CHEAP, work_size=256)
+    image, lm = synthetic_face(model)
+    source = save_image(tmp_path / "in" / "face.png", image)
+    builds = []
+    real_build = compiled._build
+    monkeypatch.setattr(compiled, "_build", lambda *a: builds.append(a[2]) or real_build(*a))
+    working.prepare(model, opts, 1, photo_dtypes=(np.uint8,))  # as ``affectsynth synth`` prepares
+    after_synth = len(builds)
+    synth, seen = Backend().synth(model, opts), []
+
+    def recorded(images, *rest):
+        seen.append(images.dtype)
+        return synth(images, *rest)
+
+    classes = [(11, -0.7, -0.7), (88, 0.7, 0.7)]
+    job = dict(detect=lambda im, src: lm, batch_size=1)
+    augment.run_augment([source], tmp_path / "bytes", classes, synth=recorded, **job)
+    assert builds[after_synth:] == [] and set(seen) == {np.dtype(np.uint8)}
+    floats = lambda path: (load_image(path), [])
+    augment.run_augment([source], tmp_path / "floats", classes, synth=recorded, load=floats, **job)
+    assert seen[-1] == np.float32
+    for name in ("face_c11_0.png", "face_c88_0.png"):
+        got, want = (np.asarray(load_image(tmp_path / d / name, dtype=np.uint8)) for d in ("bytes", "floats"))
+        off = np.abs(got.astype(np.int16) - want)
+        assert off.max() <= 1 and (off > 0).mean() < 1e-3, (off.max(), (off > 0).sum())
+        assert np.abs(got.astype(np.int16) - np.asarray(load_image(source, dtype=np.uint8))).max() > 10
