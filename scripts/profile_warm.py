@@ -48,13 +48,14 @@ def main():
 
     stages: dict = {}
     workcrop.cut_window = clocked(stages, "cut", workcrop.cut_window)
-    paste = workcrop.paste_back
-    workcrop.paste_back = clocked(stages, "paste", lambda *a, **k: paste(*a, **k, engine=args.engine))
+    paste, kw = workcrop.paste_back, {} if args.engine == "auto" else {"engine": args.engine}
+    workcrop.paste_back = clocked(stages, "paste", lambda *a, **k: paste(*a, **k, **kw))
     program = working.work_program
     working.work_program = lambda *a, **k: clocked(stages, "program", program(*a, **k))
     model = af.load_model()
     source = Image.open(args.photo).convert("RGB")
-    print(f"paste engine {workcrop.paste_engine() if args.engine == 'auto' else args.engine}")
+    engine = getattr(workcrop, "paste_engine", lambda: "tiles")() if args.engine == "auto" else args.engine
+    print(f"paste engine {engine}")
     head = ("total", "cut", "program", "paste", "rest")
     print(f"{'photo':>8s} {'dtype':7s} " + " ".join(f"{h:>11s}" for h in head))
     for side in (512, 3464):

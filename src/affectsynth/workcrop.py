@@ -395,16 +395,15 @@ def paste_back(out, mask, photo, window: Window, displacement, covered, residual
     is only read; regions write disjoint pixels).
     """
     h, w = photo.shape[:2]
-    fields = np.concatenate([displacement / window.scale, covered[..., None], residual], axis=-1)
-    fields = fields.astype(np.float32)
     engine = paste_engine() if engine == "auto" else engine
     if engine == "opencv" and not _opencv_can_write(out, mask, photo):
         engine = "tiles"
     if engine == "opencv":
-        one = _opencv_strips(out, mask, photo, window, fields)
+        one = _opencv_strips(out, mask, photo, window, (displacement, covered, residual))
         regions = _tiles(window, covered, h, w, rows=STRIP, cols=w)
     else:
-        one = _compiled_tiles(out, mask, photo, window, fields, compiled=engine == "tiles")
+        fields = np.concatenate([displacement / window.scale, covered[..., None], residual], axis=-1)
+        one = _compiled_tiles(out, mask, photo, window, fields.astype(np.float32), compiled=engine == "tiles")
         regions = _tiles(window, covered, h, w)
     if len(regions) > 1 and _threads() > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -455,16 +454,27 @@ STRIP = 64
 """Rows of the photo strips ``_paste_opencv`` finishes one at a time (their temporaries stay in cache)."""
 
 
-def _opencv_strips(out, mask, photo, window: Window, fields):
+def _opencv_strips(out, mask, photo, window: Window, edit):
     """``_paste_opencv`` of one strip (a, b, c, d), as a function of the strip, the fields laid out once
-    for it: the displacement's two components apart (``cv2.warpAffine`` has fast paths for 1 and 4
-    channels only) and (residual in the photo's units, coverage), the residual plus half a grey level for
-    uint8 photos (so that truncating rounds as ``io.save_image`` does)."""
+    for it over the crop pixels any strip reads (the covered ones and 3 more around: the strips reach one
+    crop pixel past them, bilinear taps one more): the displacement's components apart, in photo pixels
+    (``cv2.warpAffine`` has fast paths for 1 and 4 channels only), and (residual in the photo's units,
+    coverage), the residual plus half a grey level for uint8 photos (so that truncating rounds as
+    ``io.save_image`` does)."""
+    displacement, covered, residual = edit
+    n = len(covered)
+    used = [np.flatnonzero(covered.any(k)) for k in (1, 0)]
+    (r0, r1), (c0, c1) = ((max(0, u[0] - 3), min(n, u[-1] + 4)) if u.size else (0, n) for u in used)
     unit = 255.0 if photo.dtype == np.uint8 else 1.0
     half = 0.5 if photo.dtype == np.uint8 else 0.0
-    dx, dy = (np.ascontiguousarray(fields[..., k]) for k in (0, 1))
-    rc = np.ascontiguousarray(np.concatenate([fields[..., 3:] * unit + half, fields[..., 2:3]], -1))
-    return lambda strip: _paste_opencv(out, mask, photo, window, (dx, dy, rc), strip)
+    block = np.s_[r0:r1, c0:c1]
+    dx, dy = (np.divide(displacement[block][..., k], window.scale, dtype=np.float32) for k in (0, 1))
+    rc = np.empty((r1 - r0, c1 - c0, 4), np.float32)
+    np.multiply(residual[block], unit, out=rc[..., :3])
+    rc[..., :3] += half
+    rc[..., 3] = covered[block]
+    fields = (dx, dy, rc, (r0, c0))
+    return lambda strip: _paste_opencv(out, mask, photo, window, fields, strip)
 
 
 def _paste_opencv(out, mask, photo, window: Window, fields, strip):
@@ -473,16 +483,18 @@ def _paste_opencv(out, mask, photo, window: Window, fields, strip):
     (``INTER_CUBIC``: ``CUBIC_A``; positions to 1/32 px), clipped to the four nearest pixels (erosion and
     dilation by a 2 x 2 square, looked up at the same whole-pixel positions), blended in float32. uint8
     photos are looked up in float (grey levels) from a block of the strip's taps converted alone; ``out``
-    gets bytes, ``photo + 0.5`` truncated. ``fields`` = (dx, dy, (residual, coverage)) from
-    ``_opencv_strips``. Equal to the reference within the 1/32 px rounding of positions (measured: 0.015
-    grey levels mean, 1.2 at most on a 3000 px face)."""
+    gets bytes, ``photo + 0.5`` truncated. ``fields`` = (dx, dy, (residual, coverage), their corner in
+    the crop) from ``_opencv_strips``. Equal to the reference within the 1/32 px rounding of positions
+    (measured: 0.015 grey levels mean, 1.2 at most on a 3000 px face)."""
     import cv2
 
     a, b, c, d = strip
     h, w = photo.shape[:2]
-    dx, dy, rc = fields
+    dx, dy, rc, (r0, c0) = fields  # the fields' pixel [0, 0] is the crop's [r0, c0]
     s = window.scale
-    m = np.float64([[s, 0, s * (c + 0.5 - window.left) - 0.5], [0, s, s * (a + 0.5 - window.top) - 0.5]])
+    m = np.float64(
+        [[s, 0, s * (c + 0.5 - window.left) - 0.5 - c0], [0, s, s * (a + 0.5 - window.top) - 0.5 - r0]]
+    )
     size, flags = (d - c, b - a), cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     up = [cv2.warpAffine(f, m, size, flags=flags, borderMode=cv2.BORDER_REPLICATE) for f in (dx, dy, rc)]
     mx, my, rc = up
