@@ -52,7 +52,9 @@ class FakeBackend:
                     os._exit(3)
             time.sleep(self.delay)
             shade = (targets[:, 0] + 1) / 4 + (keys[:, 0] % 7) / 70
-            images = np.asarray(images) * 0.5 + shade[:, None, None, None].astype(np.float32)
+            images = np.asarray(images)
+            images = images / np.float32(255) if images.dtype == np.uint8 else images  # as synth reads bytes
+            images = images * 0.5 + shade[:, None, None, None].astype(np.float32)
             return SimpleNamespace(images=images, fit_rms=np.full(len(images), 0.5), label=targets)
 
         return run

@@ -207,6 +207,7 @@ class FakeSynth:
         self.shapes.append((images.shape, crop))
         if self.fail_on_call is not None and self.calls == self.fail_on_call:
             raise KeyboardInterrupt
+        images = images / np.float32(255) if images.dtype == np.uint8 else images  # bytes read as synth does
         out = np.clip(images * 0.5 + 0.25 + 0.2 * targets[:, 0, None, None, None], 0, 1)
         out[:, 0, 0, :] = (keys[:, :1] % 251) / 255.0
         return SimpleNamespace(images=out, fit_rms=np.full(len(images), 0.02), label=np.round(targets, 1))

@@ -111,6 +111,7 @@ class FakeBackend(cli_batch.Backend):
     def synth(self, model, options):
         def run(images, landmarks, targets, keys, crop):
             self.calls += 1
+            images = images / np.float32(255) if images.dtype == np.uint8 else images  # as synth reads bytes
             out = np.clip(images * 0.8 + 0.1 + 0.1 * targets[:, 0, None, None, None], 0, 1)
             return SimpleNamespace(images=out, fit_rms=np.full(len(images), 0.02), label=np.round(targets, 1))
 

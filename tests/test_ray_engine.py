@@ -195,7 +195,8 @@ def test_actor_writes_its_batch_and_a_failing_batch_is_skipped_not_fatal(tmp_pat
 
     def synth(images, landmarks, targets, keys, crop):
         assert images.shape[0] == 2 and crop is None and keys.dtype == np.uint32
-        return SimpleNamespace(images=images * 0.5, fit_rms=np.full(2, 0.25), label=targets)
+        assert images.dtype == np.uint8  # the photo's bytes, as ``affectsynth synth`` reads it; bytes back
+        return SimpleNamespace(images=images // 2, fit_rms=np.full(2, 0.25), label=targets)
 
     out = tmp_path / "out"
     out.mkdir()

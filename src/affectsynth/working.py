@@ -95,7 +95,8 @@ def program_model(model: AffectModel) -> AffectModel:
 
 PHOTO_DTYPES = (np.float32, np.uint8)
 """The photo dtypes the paste-back has a tile program for: float RGB in [0, 1] (the API's images) and
-uint8 (a photo as decoded: ``affectsynth synth`` works on those, without full-size float copies)."""
+uint8 (a photo as decoded: ``affectsynth synth`` works on those, without full-size float copies). Built
+only where the paste-back uses them (``workcrop.paste_engine``: without OpenCV)."""
 
 
 def prepare(
@@ -107,10 +108,11 @@ def prepare(
     **kw,
 ):
     """Load (or build, compile and store in the user cache) the program ``synthesize_batch`` runs for
-    ``batch`` faces and ``options``, and the paste-back's tile programs (``workcrop.tile_program``, one per
-    photo dtype in ``photo_dtypes``); later calls in this process and later processes find them ready.
-    ``rebuild=True`` ignores stored programs. Returns the crops' program (see ``work_program``)."""
-    for dtype in photo_dtypes:
+    ``batch`` faces and ``options``, and the paste-back's tile programs where it uses them
+    (``workcrop.tile_program``, one per photo dtype in ``photo_dtypes``; none with OpenCV); later calls in
+    this process and later processes find them ready. ``rebuild=True`` ignores stored programs. Returns the
+    crops' program (see ``work_program``)."""
+    for dtype in photo_dtypes if workcrop.paste_engine() == "tiles" else ():
         workcrop.tile_program(options.work_size, dtype, **kw)
     return work_program(model, options, batch, **kw)
 
@@ -163,12 +165,13 @@ def synthesize_working(images, landmarks, targets, keys, model: AffectModel, opt
     decoded, ``io.load_image(..., dtype=np.uint8)``) give uint8 images, each pixel what saving the float
     result would write (up to a grey level where float rounding lands on a tie): a quarter of the memory,
     and no float copy of the whole photo to make, fill and convert back."""
+    from concurrent.futures import ThreadPoolExecutor
+
     photos = np.asarray(images)
     if photos.dtype != np.uint8:
         photos = photos.astype(np.float32, copy=False)
-    images = photos.copy()  # the output, edited in place
     landmarks = np.asarray(landmarks, np.float32)
-    b, h, w = images.shape[:3]
+    b, h, w = photos.shape[:3]
     size = options.work_size
     windows = [
         workcrop.face_window(lm, h, w, size=size, skirt=options.skirt) for lm in landmarks.reshape(b, -1, 3)
@@ -176,7 +179,10 @@ def synthesize_working(images, landmarks, targets, keys, model: AffectModel, opt
     crops = np.stack([workcrop.cut_window(im, win, size) for im, win in zip(photos, windows, strict=True)])
     lms = np.stack([workcrop.crop_landmarks(lm, win) for lm, win in zip(landmarks, windows, strict=True)])
     run = work_program(model, options, b)
-    edit = run(crops, lms, np.asarray(targets, np.float32), np.asarray(keys).astype(np.uint32))
+    with ThreadPoolExecutor(1) as pool:  # the output (edited in place) copied while the program runs
+        copying = pool.submit(photos.copy)
+        edit = run(crops, lms, np.asarray(targets, np.float32), np.asarray(keys).astype(np.uint32))
+        images = copying.result()
     disp, cov, resid = (np.asarray(x) for x in (edit.displacement, edit.covered, edit.residual))
     masks = np.zeros((b, h, w), np.float32)
     for i, win in enumerate(windows):

@@ -214,7 +214,7 @@ def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int
     # process, ~0.09 s, work the thread no longer does); the thread only looks it up.
     source_hash()
 
-    dtypes = (np.uint8,)  # the paste-back's tile program for uint8 photos only
+    dtypes = (np.uint8,)  # the paste-back's tile program (only without OpenCV) for uint8 photos only
 
     def load_program():
         try:

@@ -185,10 +185,13 @@ def item_key(source: str, class_id: int, k: int, seed: int = 0) -> np.ndarray:
 
 
 def default_loader(path):
-    """``io.load_image`` with its notes: (image f32[H, W, 3], list of conversion notes)."""
+    """``io.load_image`` with its notes: (image u8[H, W, 3], list of conversion notes). The photo's bytes,
+    as ``affectsynth synth`` reads them: the batch's program and results are then those of ``synth``
+    (bytes in, bytes out, each pixel what saving the float result writes), and a photo held in memory
+    (the job's cache, a padded batch) takes a quarter of the room a float copy would."""
     from ..io import load_image
 
-    image, info = load_image(path, return_info=True)
+    image, info = load_image(path, return_info=True, dtype=np.uint8)
     return image, list(info.conversions)
 
 
@@ -218,8 +221,9 @@ def run_augment(
         sources: input image files (never written).
         out_dir: output folder (created); must not be an input's folder.
         classes: (class_id, target valence, target arousal) per class to synthesise.
-        synth: ``synth(images f32[B,H,W,3], landmarks f32[B,478,3], targets f32[B,2], keys u32[B,2], crop)``
-            returning an object with ``images`` f32[B,H,W,3], ``fit_rms`` f32[B] and ``label`` f32[B,2].
+        synth: ``synth(images [B,H,W,3], landmarks f32[B,478,3], targets f32[B,2], keys u32[B,2], crop)``
+            returning an object with ``images`` [B,H,W,3], ``fit_rms`` f32[B] and ``label`` f32[B,2];
+            images as ``load`` gives them (``default_loader``: uint8, and bytes come back).
         detect: ``detect(image, source) -> f32[478, 3]`` raising ``AffectsynthError`` for no/bad face.
         load: ``load(path) -> (image, notes)`` raising ``AffectsynthError`` for a bad file.
         crop: ``crop(landmarks f32[N,478,3], H, W) -> (h, w)``, one static crop per padded shape (bounds
@@ -489,7 +493,8 @@ def _cached(cache: OrderedDict, it: WorkItem, load: Callable, size: int = 8) -> 
         cache.move_to_end(it.source)
         return cache[it.source]
     image, _ = load(it.path)
-    cache[it.source] = np.asarray(image, np.float32)
+    image = np.asarray(image)
+    cache[it.source] = image if image.dtype == np.uint8 else image.astype(np.float32, copy=False)
     while len(cache) > size:
         cache.popitem(last=False)
     return cache[it.source]

@@ -24,13 +24,15 @@ def synthesize_targets(
     """One photo (landmarks detected once) under many targets, in fixed-size chunks (one compilation).
 
     The photo is padded to ``PAD_MULTIPLE``, the last chunk is filled by repeating its last target, results
-    are cropped back. Returns (images f32[N, H, W, 3], fit_rms f32[N]). ``synth`` as in ``run_augment``.
+    are cropped back. Returns (images [N, H, W, 3], fit_rms f32[N]): bytes for a uint8 photo (as
+    ``augment.default_loader`` reads it), else float32. ``synth`` as in ``run_augment``.
     """
     targets = np.asarray(targets, np.float32).reshape(-1, 2)
     n = len(targets)
     h, w = image.shape[:2]
     chunk = max(1, min(int(chunk), n))
-    padded = pad_image(np.asarray(image, np.float32))
+    image = np.asarray(image)
+    padded = pad_image(image if image.dtype == np.uint8 else image.astype(np.float32, copy=False))
     if keys is None:
         keys = np.stack([item_key("targets", 0, i) for i in range(n)])
     imgs = np.repeat(padded[None], chunk, 0)
