@@ -5,8 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from affectsynth import compiled
+from affectsynth.affect import build, splocs
+from affectsynth.face.topology import face_topology
 
 
 def _poly(x):
@@ -52,3 +56,81 @@ def test_our_compiler_options_compile_what_the_default_options_compute():
     default = lowered.compile()(img, idx)
     for a, b in zip(ours, default, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-6, atol=2e-6)
+
+
+def test_jit_drops_an_option_the_backend_does_not_know(monkeypatch):
+    monkeypatch.setattr(
+        compiled,
+        "COMPILER_OPTIONS",
+        {"xla_affectsynth_no_such_option": 1, "xla_cpu_use_fusion_emitters": False},
+    )
+    f = compiled.jit(_poly)
+    x = np.linspace(-2, 2, 33, dtype=np.float32)
+    np.testing.assert_allclose(f(x)[0], _poly(x)[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        f(x + 1)[0], _poly(x + 1)[0], rtol=1e-6, atol=1e-6
+    )  # the dropped one stays out
+
+
+# ----------------------------------------------------------------------------------- the model's SPLOCS
+
+
+def _reservoirs(sizes, seed=0):
+    """Class -> a filled ``build._Reservoir`` of planted low-rank deformations, ``sizes[c]`` frames each."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for c, n in sizes.items():
+        r = build._Reservoir(max(sizes.values()), (478, 3))
+        basis = rng.normal(size=(2, 478, 3)).astype(np.float32)
+        for _ in range(n):
+            r.add(np.einsum("k,kvc->vc", rng.uniform(0, 1, 2), basis).astype(np.float32), rng)
+        out[c] = r
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.integers(0, 399), st.integers(1, 256), min_size=1, max_size=60), st.integers(1, 16))
+def test_size_groups_place_every_class_once_in_at_most_two_shapes(sizes, per_call):
+    groups = build._size_groups(sizes, per_call)
+    placed = [c for ids, _, _ in groups for c in ids]
+    assert sorted(placed) == sorted(sizes)
+    assert len(groups) <= 2
+    for ids, frames, per in groups:
+        assert frames == max(sizes[c] for c in ids)  # padded to the group's own largest
+        assert per * frames <= per_call * max(sizes.values())  # no more memory per call than before
+    if len(groups) == 2:
+        (small, fs, _), (large, _, _) = groups
+        assert max(sizes[c] for c in small) < min(sizes[c] for c in large)
+        assert fs <= max(sizes.values()) // build.SMALL_CLASS_FRACTION
+
+
+def test_classes_learnt_in_two_shapes_equal_them_learnt_padded_to_the_largest(monkeypatch):
+    """Grouping by size changes the padding only (masked frames): the components and weight statistics equal
+    those of every class padded to the largest reservoir, as the build did before (bit-identical on the
+    default gallery, 400 classes)."""
+    sizes = {3: 80, 7: 9, 8: 17, 11: 20, 20: 5, 21: 64}
+    res = _reservoirs(sizes)
+    mean = face_topology().template.astype(np.float64)
+    kw = {"num_iterations": 3, "admm_steps": 3, "sparsity": 2.0}
+    shapes = []
+    learn = build.learn_splocs_batch
+    monkeypatch.setattr(
+        build, "learn_splocs_batch", lambda x, *a, **k: shapes.append(x.shape[:2]) or learn(x, *a, **k)
+    )
+    comps, wmean, wstd = build._class_components(res, mean, 25, 3, 2, **kw)
+    assert sorted(set(shapes)) == [(2, 80), (4, 20)]  # the 4 classes of <= 80 / 4 frames in one call
+    # the build before: 2 classes a call, all padded to 80 frames
+    dist = splocs.geodesic_distances(mean, face_topology().triangles)
+    ids = sorted(sizes)
+    for start in range(0, len(ids), 2):
+        chunk = ids[start : start + 2]
+        x = np.zeros((2, 80, 478, 3), np.float32)
+        m = np.zeros((2, 80), bool)
+        for j, c in enumerate(chunk):
+            x[j, : sizes[c]], m[j, : sizes[c]] = res[c].data[: sizes[c]], True
+        out = learn(x, m, mean, face_topology().triangles, num_components=3, distances=dist, **kw)
+        for j, c in enumerate(chunk):
+            np.testing.assert_allclose(comps[c], np.asarray(out.components[j]), atol=1e-4)
+            w = np.asarray(out.weights[j, : sizes[c]])
+            np.testing.assert_allclose(wmean[c], w.mean(0), atol=1e-5)
+            np.testing.assert_allclose(wstd[c], w.std(0), atol=1e-5)

@@ -52,6 +52,11 @@ _LOADED: dict[str, object] = {}
 """Program key -> its compiled program (one load per process)."""
 
 
+def _unknown_options(error: Exception, options: dict) -> list[str]:
+    """The options ``error`` (jax's JaxRuntimeError: INVALID_ARGUMENT: No such compile option: 'x') names."""
+    return [k for k in options if f"No such compile option: '{k}'" in str(error)]
+
+
 def compile_lowered(lowered, options=None):
     """``lowered.compile(options)`` (default ``COMPILER_OPTIONS``), dropping each option the backend
     rejects as unknown (a jaxlib that renamed or removed a debug option still compiles, as XLA's default)."""
@@ -59,12 +64,34 @@ def compile_lowered(lowered, options=None):
     while True:
         try:
             return lowered.compile(options)
-        except Exception as e:  # jax's JaxRuntimeError: INVALID_ARGUMENT: No such compile option: 'x'
-            unknown = [k for k in options if f"No such compile option: '{k}'" in str(e)]
+        except Exception as e:
+            unknown = _unknown_options(e, options)
             if not unknown:
                 raise
             for k in unknown:
                 del options[k]
+
+
+def jit(fn, **kw):
+    """``jax.jit(fn, **kw)`` compiled with ``COMPILER_OPTIONS`` (less those the backend rejects, found at
+    the first call): for programs compiled in every process, such as the default model's SPLOCS."""
+    options = dict(COMPILER_OPTIONS)
+    current = [jax.jit(fn, compiler_options=dict(options), **kw)]
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        while True:
+            try:
+                return current[0](*args, **kwargs)
+            except Exception as e:
+                unknown = _unknown_options(e, options)
+                if not unknown:
+                    raise
+                for k in unknown:
+                    del options[k]
+                current[0] = jax.jit(fn, compiler_options=dict(options), **kw)
+
+    return call
 
 
 def enabled() -> bool:
