@@ -134,3 +134,19 @@ def test_classes_learnt_in_two_shapes_equal_them_learnt_padded_to_the_largest(mo
             w = np.asarray(out.weights[j, : sizes[c]])
             np.testing.assert_allclose(wmean[c], w.mean(0), atol=1e-5)
             np.testing.assert_allclose(wstd[c], w.std(0), atol=1e-5)
+
+
+def test_splocs_compiled_with_our_options_equals_it_under_jit_and_vmap():
+    """``compiled.jit`` passes its options on the outermost call only (JAX refuses them on a nested jit): the
+    learner still runs inside a user's jit and vmap, with the same result."""
+    t = face_topology()
+    dist = splocs.geodesic_distances(t.template, t.triangles)
+    xs = np.random.default_rng(1).normal(size=(2, 12, 478, 3)).astype(np.float32)
+
+    def learn(x):
+        kw = {"num_components": 3, "num_iterations": 2, "admm_steps": 2, "distances": dist}
+        return splocs.learn_splocs(x, t.template, t.triangles, **kw).components
+
+    eager = np.stack([np.asarray(learn(x)) for x in xs])
+    np.testing.assert_allclose(np.asarray(jax.jit(learn)(xs[0])), eager[0], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(jax.vmap(learn)(xs)), eager, atol=1e-5)

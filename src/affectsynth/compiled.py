@@ -74,12 +74,17 @@ def compile_lowered(lowered, options=None):
 
 def jit(fn, **kw):
     """``jax.jit(fn, **kw)`` compiled with ``COMPILER_OPTIONS`` (less those the backend rejects, found at
-    the first call): for programs compiled in every process, such as the default model's SPLOCS."""
+    the first call): for programs compiled in every process, such as the default model's SPLOCS. Called
+    inside another transformation (jit, vmap, grad), it is a plain ``jax.jit``: JAX takes compiler options
+    on the outermost jit only."""
     options = dict(COMPILER_OPTIONS)
     current = [jax.jit(fn, compiler_options=dict(options), **kw)]
+    nested = jax.jit(fn, **kw)
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((args, kwargs))):
+            return nested(*args, **kwargs)
         while True:
             try:
                 return current[0](*args, **kwargs)
