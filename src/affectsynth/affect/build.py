@@ -13,8 +13,8 @@
    Meshes are never all held: memory is O(classes x reservoir + sequences x V); labels (2 floats per frame)
    are kept for the exact class-median label.
 
-Then SPLOCS is learnt for all populated classes at once (``splocs.learn_splocs_batch``: one compiled,
-vmapped call per chunk of classes padded to the reservoir size). Empty classes are filled by the rule of
+Then SPLOCS is learnt for all populated classes (``splocs.learn_splocs_batch``: compiled, vmapped calls
+over chunks of classes padded to a common size; two sizes, ``_size_groups``). Empty classes are filled by the rule of
 ``affect.nearest_populated`` (the nearest populated class by V-A centre distance): mean, components and
 weights are copied from it, ``class_source`` says from where, ``class_count`` stays 0 and the label is
 the class centre.
