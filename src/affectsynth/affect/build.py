@@ -16,8 +16,8 @@
 Then SPLOCS is learnt for all populated classes (``splocs.learn_splocs_batch``: compiled, vmapped calls
 over chunks of classes padded to a common size; two sizes, ``_size_groups``). Empty classes are filled by
 the rule of ``affect.nearest_populated`` (the nearest populated class by V-A centre distance): mean,
-components and weights are copied from it, ``class_source`` says from where, ``class_count`` stays 0 and the label is
-the class centre.
+components and weights are copied from it, ``class_source`` says from where, ``class_count`` stays 0 and
+the label is the class centre.
 """
 
 import dataclasses
