@@ -38,14 +38,65 @@ import numpy as np
 PROGRAM_FORMAT = 2
 """Bumped when the way programs are keyed or stored changes."""
 
-COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+COMPILER_OPTIONS = {"xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False}
 """XLA options our programs are compiled with (part of every program's key). LLVM at -O1 rather than XLA's
 default: the crops' program compiled in 18.8-21.1 s of CPU instead of 22.4-25.6 s (2 cores, load 6-7)
 and ran as fast (median 77 vs 74-77 ms warm, interleaved); -O0 halved the compile (12 s) but ran 3.3x
-slower, and every later call reuses the stored program."""
+slower, and every later call reuses the stored program. XLA:CPU's elemental loop emitter instead of its
+MLIR fusion emitters (which build a pass pipeline per fusion, a third of the compile's CPU): the crops'
+program compiled in 7.7-7.8 s of CPU instead of 15.8-16.2 s, outputs within 1e-6, the paste tile ran
+faster (5.4 vs 7.1 ms) and the crops' program within noise (2 cores, load 5-6; ``scripts/bench_latency.py``
+has the later calls). Options a backend does not know are dropped (``compile_lowered``)."""
 
 _LOADED: dict[str, object] = {}
 """Program key -> its compiled program (one load per process)."""
+
+
+def _unknown_options(error: Exception, options: dict) -> list[str]:
+    """The options ``error`` (jax's JaxRuntimeError: INVALID_ARGUMENT: No such compile option: 'x') names."""
+    return [k for k in options if f"No such compile option: '{k}'" in str(error)]
+
+
+def compile_lowered(lowered, options=None):
+    """``lowered.compile(options)`` (default ``COMPILER_OPTIONS``), dropping each option the backend
+    rejects as unknown (a jaxlib that renamed or removed a debug option still compiles, as XLA's default)."""
+    options = dict(COMPILER_OPTIONS if options is None else options)
+    while True:
+        try:
+            return lowered.compile(options)
+        except Exception as e:
+            unknown = _unknown_options(e, options)
+            if not unknown:
+                raise
+            for k in unknown:
+                del options[k]
+
+
+def jit(fn, **kw):
+    """``jax.jit(fn, **kw)`` compiled with ``COMPILER_OPTIONS`` (less those the backend rejects, found at
+    the first call): for programs compiled in every process, such as the default model's SPLOCS. Called
+    inside another transformation (jit, vmap, grad), it is a plain ``jax.jit``: JAX takes compiler options
+    on the outermost jit only."""
+    options = dict(COMPILER_OPTIONS)
+    current = [jax.jit(fn, compiler_options=dict(options), **kw)]
+    nested = jax.jit(fn, **kw)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((args, kwargs))):
+            return nested(*args, **kwargs)
+        while True:
+            try:
+                return current[0](*args, **kwargs)
+            except Exception as e:
+                unknown = _unknown_options(e, options)
+                if not unknown:
+                    raise
+                for k in unknown:
+                    del options[k]
+                current[0] = jax.jit(fn, compiler_options=dict(options), **kw)
+
+    return call
 
 
 def enabled() -> bool:
@@ -336,7 +387,7 @@ def _build(fn, args, name: str, key: str):
     else the exported program (``jax.export``, which still skips tracing next time)."""
     lowered = jax.jit(fn).lower(*_specs(args))
     with _fresh_compilation():
-        prog = lowered.compile(COMPILER_OPTIONS)
+        prog = compile_lowered(lowered)
     data = _verified_executable(prog, args)
     if data is not None:
         _store(program_path(name, key, "xlaexe"), data)
@@ -355,7 +406,7 @@ def _load(name: str, key: str, args):
     exp = _read(program_path(name, key), args)
     if exp is None:
         return None
-    return jax.jit(exp.call).lower(*_specs(args)).compile(COMPILER_OPTIONS)
+    return compile_lowered(jax.jit(exp.call).lower(*_specs(args)))
 
 
 def load_program(name: str, fn, args, settings=None, static=None, *, rebuild: bool = False):
@@ -377,7 +428,7 @@ def load_program(name: str, fn, args, settings=None, static=None, *, rebuild: bo
         if prog is None:
             prog = _build(fn, args, name, key)
     else:
-        prog = jax.jit(fn).lower(*_specs(args)).compile(COMPILER_OPTIONS)
+        prog = compile_lowered(jax.jit(fn).lower(*_specs(args)))
     _LOADED[key] = prog
     return prog
 

@@ -131,11 +131,16 @@ def prepare_default(options: SynthesisOptions = SynthesisOptions(), batch: int =
     ahead = None
     if not default_model_path().is_file():
         source_hash()  # parsed (``ast``) on this thread, not beside another one: see ``cli.app``'s loader
+        try:  # here, before the build: its AU fields and identity basis (cached) are then computed once,
+            skeleton = default_model_skeleton()  # where both threads used to compute them side by side
+        except Exception:  # only a head start: ``prepare`` below compiles (and reports) for itself
+            skeleton = None
 
         def compile_ahead():
             try:
-                prepare(default_model_skeleton(), options, batch, **kw)
-            except Exception:  # only a head start: ``prepare`` below compiles (and reports) for itself
+                if skeleton is not None:
+                    prepare(skeleton, options, batch, **kw)
+            except Exception:  # only a head start, as above
                 pass
 
         ahead = threading.Thread(target=compile_ahead, name="affectsynth-compile-ahead", daemon=True)

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from ..compiled import jit
 from ..face import topology as topo
 
 
@@ -197,12 +198,15 @@ def _splocs_core(x, mask, dist, hyper, static: _Static):
     return c / scale, w * mask[:, None], scale, energy
 
 
-@functools.partial(jax.jit, static_argnames=("static",))
+# Compiled as the stored programs are (``compiled.COMPILER_OPTIONS``): the default model's first build
+# compiles the batched one for two shapes; with XLA:CPU's elemental loop emitter it compiled in half the CPU
+# (0.64 vs 1.30 s for 16 classes x 256 frames) and ran 25% faster, components bit-identical.
+@functools.partial(jit, static_argnames=("static",))
 def _splocs_jit(x, mask, dist, hyper, static):
     return _splocs_core(x, mask, dist, hyper, static)
 
 
-@functools.partial(jax.jit, static_argnames=("static",))
+@functools.partial(jit, static_argnames=("static",))
 def _splocs_batch_jit(x, mask, dist, hyper, static):
     return jax.vmap(lambda xi, mi: _splocs_core(xi, mi, dist, hyper, static))(x, mask)
 
