@@ -52,16 +52,17 @@ def test_our_compiler_options_compile_what_the_default_options_compute():
     img = rng.normal(size=(97, 5)).astype(np.float32)
     idx = rng.integers(0, 97, 300).astype(np.int32)
     lowered = jax.jit(fn).lower(img, idx)
-    ours = compiled.compile_lowered(lowered)(img, idx)
     default = lowered.compile()(img, idx)
-    for a, b in zip(ours, default, strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-6, atol=2e-6)
+    for options in (compiled.COMPILER_OPTIONS, compiled.QUICK_OPTIONS):
+        ours = compiled.compile_lowered(lowered, options)(img, idx)
+        for a, b in zip(ours, default, strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-6, atol=2e-6)
 
 
 def test_jit_drops_an_option_the_backend_does_not_know(monkeypatch):
     monkeypatch.setattr(
         compiled,
-        "COMPILER_OPTIONS",
+        "QUICK_OPTIONS",
         {"xla_affectsynth_no_such_option": 1, "xla_cpu_use_fusion_emitters": False},
     )
     f = compiled.jit(_poly)
@@ -150,3 +151,52 @@ def test_splocs_compiled_with_our_options_equals_it_under_jit_and_vmap():
     eager = np.stack([np.asarray(learn(x)) for x in xs])
     np.testing.assert_allclose(np.asarray(jax.jit(learn)(xs[0])), eager[0], atol=1e-5)
     np.testing.assert_allclose(np.asarray(jax.vmap(learn)(xs)), eager, atol=1e-5)
+
+
+# ------------------------------------------------------------------- quick programs and ahead-of-time ones
+
+
+def test_a_quick_program_serves_until_one_is_built_ahead(program_cache, monkeypatch):
+    """``quick`` compiles with ``QUICK_OPTIONS`` when nothing is stored, under its own key; a program built
+    ahead (``quick=False``, as ``warmup`` builds) is preferred from then on, in a fresh process too."""
+    built = []
+    build = compiled._build
+
+    def recording(fn, args, name, key, options=None):
+        built.append(dict(compiled.COMPILER_OPTIONS if options is None else options))
+        return build(fn, args, name, key, options)
+
+    monkeypatch.setattr(compiled, "_build", recording)
+    x = np.linspace(-2, 2, 17, dtype=np.float32)
+    first = compiled.load_program("poly", _poly, (x,), quick=True)
+    assert built == [compiled.QUICK_OPTIONS]
+    assert compiled.load_program("poly", _poly, (x,), quick=True) is first  # in memory: nothing rebuilt
+    compiled.clear_memory()
+    compiled.load_program("poly", _poly, (x,), quick=True)  # a fresh process loads the stored quick one
+    assert len(built) == 1
+    ahead = compiled.load_program("poly", _poly, (x,))  # warmup: the full compile, stored beside it
+    assert built[1:] == [compiled.COMPILER_OPTIONS] and ahead is not first
+    assert len(list((program_cache / "programs").glob("poly-*"))) == 2
+    assert compiled.load_program("poly", _poly, (x,), quick=True) is ahead
+    compiled.clear_memory()
+    again = compiled.load_program("poly", _poly, (x,), quick=True)
+    assert len(built) == 2
+    np.testing.assert_allclose(again(x)[0], _poly(x)[0], rtol=1e-6, atol=1e-6)
+    key = compiled.program_key("poly", None, (x,), None)
+    assert compiled._LOADED[key] is again  # the program built ahead, not the quick one
+
+
+def test_one_face_waits_for_a_quick_compile_a_batch_gets_the_full_one(monkeypatch):
+    """A call on one face compiles quickly; a batch, or a program built ahead (``prepare``: warmup), fully;
+    the CLI's ``synth`` asks for a quick one explicitly."""
+    from affectsynth import working
+    from affectsynth.affect.default import default_model_skeleton
+
+    seen = []
+    monkeypatch.setattr(compiled, "model_program", lambda *a, quick=False, **k: seen.append(quick))
+    skeleton = default_model_skeleton()  # nothing is compiled: model_program is replaced
+    for batch in (1, 2, 8):
+        working.work_program(skeleton, working.SynthesisOptions(), batch)
+    working.prepare(skeleton, working.SynthesisOptions(), 1, photo_dtypes=())
+    working.prepare(skeleton, working.SynthesisOptions(), 1, photo_dtypes=(), quick=True)
+    assert seen == [True, False, False, False, True]

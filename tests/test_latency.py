@@ -408,13 +408,14 @@ def test_the_key_names_everything_the_program_depends_on(monkeypatch):
         compiled.program_key("p", ("opts", 1), (np.zeros((3, 3), np.float32),), "static"),
         compiled.program_key("p", ("opts", 1), (x.astype(np.int32),), "static"),
         compiled.program_key("p", ("opts", 1), (x,), "other static"),
+        compiled.program_key("p", ("opts", 1), (x,), "static", compiled.QUICK_OPTIONS),
     }
     monkeypatch.setattr(compiled, "COMPILER_OPTIONS", {"xla_backend_optimization_level": 3})
     others.add(compiled.program_key("p", ("opts", 1), (x,), "static"))
     monkeypatch.undo()
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=true")
     others.add(compiled.program_key("p", ("opts", 1), (x,), "static"))
-    assert base not in others and len(others) == 7
+    assert base not in others and len(others) == 8
 
 
 def flip_last_byte(data: bytes) -> bytes:

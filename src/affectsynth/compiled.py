@@ -38,15 +38,20 @@ import numpy as np
 PROGRAM_FORMAT = 2
 """Bumped when the way programs are keyed or stored changes."""
 
-COMPILER_OPTIONS = {"xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False}
+COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 """XLA options our programs are compiled with (part of every program's key). LLVM at -O1 rather than XLA's
 default: the crops' program compiled in 18.8-21.1 s of CPU instead of 22.4-25.6 s (2 cores, load 6-7)
 and ran as fast (median 77 vs 74-77 ms warm, interleaved); -O0 halved the compile (12 s) but ran 3.3x
-slower, and every later call reuses the stored program. XLA:CPU's elemental loop emitter instead of its
-MLIR fusion emitters (which build a pass pipeline per fusion, a third of the compile's CPU): the crops'
-program compiled in 7.7-7.8 s of CPU instead of 15.8-16.2 s, outputs within 1e-6, the paste tile ran
-faster (5.4 vs 7.1 ms) and the crops' program within noise (2 cores, load 5-6; ``scripts/bench_latency.py``
-has the later calls). Options a backend does not know are dropped (``compile_lowered``)."""
+slower, and every later call reuses the stored program. Options a backend does not know are dropped
+(``compile_lowered``)."""
+
+QUICK_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
+"""Options of a program compiled while someone waits for it (``load_program(quick=True)``: the first
+``synth`` of a photo with nothing built ahead): XLA:CPU's elemental loop emitter instead of its MLIR fusion
+emitters, which build a pass pipeline per fusion (a third of the compile's CPU). The crops' program
+compiles in 7.7-8.6 s of CPU instead of 15.8-16.2 s, outputs within 1e-6, but runs 8-11% slower warm
+(512 px, batch 1 and 8, interleaved). So ``affectsynth warmup`` and batches of more than one face build
+with ``COMPILER_OPTIONS``, and a quick program is used only until such a one exists."""
 
 _LOADED: dict[str, object] = {}
 """Program key -> its compiled program (one load per process)."""
@@ -73,11 +78,12 @@ def compile_lowered(lowered, options=None):
 
 
 def jit(fn, **kw):
-    """``jax.jit(fn, **kw)`` compiled with ``COMPILER_OPTIONS`` (less those the backend rejects, found at
-    the first call): for programs compiled in every process, such as the default model's SPLOCS. Called
+    """``jax.jit(fn, **kw)`` compiled with ``QUICK_OPTIONS`` (less those the backend rejects, found at
+    the first call): for programs compiled in every process, such as the default model's SPLOCS (whose
+    compile halves with them, and whose run is 25% faster). Called
     inside another transformation (jit, vmap, grad), it is a plain ``jax.jit``: JAX takes compiler options
     on the outermost jit only."""
-    options = dict(COMPILER_OPTIONS)
+    options = dict(QUICK_OPTIONS)
     current = [jax.jit(fn, compiler_options=dict(options), **kw)]
     nested = jax.jit(fn, **kw)
 
@@ -221,9 +227,10 @@ def _signature(leaves) -> list:
     return [(tuple(int(d) for d in np.shape(x)), str(jnp.result_type(x))) for x in leaves]
 
 
-def program_key(name: str, settings, args, static) -> str:
+def program_key(name: str, settings, args, static, options=None) -> str:
     """Hash naming a program: ``settings`` (json-able or repr-able static settings), ``args`` (arrays: their
-    shapes/dtypes), ``static`` (the non-array part of the pytree arguments), versions, platform, sources."""
+    shapes/dtypes), ``static`` (the non-array part of the pytree arguments), versions, platform, sources,
+    compiler ``options`` (default ``COMPILER_OPTIONS``)."""
     import jaxlib
 
     parts = {
@@ -238,7 +245,7 @@ def program_key(name: str, settings, args, static) -> str:
         "platform": _platform(),
         "host": _host(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "compiler_options": COMPILER_OPTIONS,
+        "compiler_options": COMPILER_OPTIONS if options is None else options,
         "source": source_hash(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
@@ -381,13 +388,13 @@ def _fresh_compilation():
         compilation_cache.reset_cache()
 
 
-def _build(fn, args, name: str, key: str):
+def _build(fn, args, name: str, key: str, options=None):
     """Trace, lower and compile ``fn`` at the shapes of ``args`` (a fresh compile, not from JAX's
     persistent cache) and store the result: the compiled executable where the backend can serialise it,
     else the exported program (``jax.export``, which still skips tracing next time)."""
     lowered = jax.jit(fn).lower(*_specs(args))
     with _fresh_compilation():
-        prog = compile_lowered(lowered)
+        prog = compile_lowered(lowered, options)
     data = _verified_executable(prog, args)
     if data is not None:
         _store(program_path(name, key, "xlaexe"), data)
@@ -397,7 +404,7 @@ def _build(fn, args, name: str, key: str):
     return prog
 
 
-def _load(name: str, key: str, args):
+def _load(name: str, key: str, args, options=None):
     """The stored program for ``key``: the compiled executable (no tracing, lowering or compiling), else the
     exported program compiled through the persistent compilation cache. None when neither is usable."""
     prog = _read_executable(program_path(name, key, "xlaexe"), args)
@@ -406,29 +413,42 @@ def _load(name: str, key: str, args):
     exp = _read(program_path(name, key), args)
     if exp is None:
         return None
-    return compile_lowered(jax.jit(exp.call).lower(*_specs(args)))
+    return compile_lowered(jax.jit(exp.call).lower(*_specs(args)), options)
 
 
-def load_program(name: str, fn, args, settings=None, static=None, *, rebuild: bool = False):
+def load_program(
+    name: str, fn, args, settings=None, static=None, *, rebuild: bool = False, quick: bool = False
+):
     """``jax.jit(fn)`` compiled for arrays shaped like ``args``, from the disk caches when possible.
 
     ``fn`` takes and returns flat arrays only (pass a pytree's static part through ``static``, which is
     hashed into the key, and close over it in ``fn``). Loads ``programs/<name>-<key>.xlaexe`` (the compiled
     executable: ~1 s, nothing traced or compiled) or ``.jaxexport`` (compiled again, a hit in the persistent
     compilation cache) when present and valid, else compiles ``fn`` and stores it. ``rebuild`` ignores
-    stored files. With caching off, the program is compiled from ``fn`` once per process. ``settings`` and
+    stored files. ``quick``: someone is waiting for this program (a first ``synth``): the one compiled with
+    ``COMPILER_OPTIONS`` when it is stored, else one compiled with ``QUICK_OPTIONS`` (half the compile, a
+    slower run; stored under its own key). With caching off, the program is compiled from ``fn`` once per
+    process. ``settings`` and
     ``static`` must have a stable ``repr`` (dataclasses, tuples, strings; no object addresses).
     """
     key = program_key(name, settings, args, static)
-    if not rebuild and key in _LOADED:
-        return _LOADED[key]
-    if enabled():
-        enable_persistent_cache()
-        prog = None if rebuild else _load(name, key, args)
-        if prog is None:
-            prog = _build(fn, args, name, key)
+    quick_key = program_key(name, settings, args, static, QUICK_OPTIONS) if quick else None
+    for k in (key, quick_key) if not rebuild else ():
+        if k in _LOADED:
+            return _LOADED[k]
+    if not enabled():
+        k, options = (quick_key, QUICK_OPTIONS) if quick else (key, COMPILER_OPTIONS)
+        _LOADED[k] = prog = compile_lowered(jax.jit(fn).lower(*_specs(args)), options)
+        return prog
+    enable_persistent_cache()
+    prog = None if rebuild else _load(name, key, args)
+    if prog is None and quick:  # the quick program (stored or built now) until one is built ahead
+        key, options = quick_key, QUICK_OPTIONS
+        prog = None if rebuild else _load(name, key, args, options)
     else:
-        prog = compile_lowered(jax.jit(fn).lower(*_specs(args)))
+        options = COMPILER_OPTIONS
+    if prog is None:
+        prog = _build(fn, args, name, key, options)
     _LOADED[key] = prog
     return prog
 
@@ -450,7 +470,9 @@ def static_text(obj) -> str:
     return repr(obj)
 
 
-def model_program(name: str, fn, arrays: tuple, model, settings, *, rebuild: bool = False):
+def model_program(
+    name: str, fn, arrays: tuple, model, settings, *, rebuild: bool = False, quick: bool = False
+):
     """``lambda *arrays: fn(*arrays, model)`` compiled through ``load_program``. The model (an equinox
     pytree) is split into its array leaves (arguments of the program, so any model of the same signature
     reuses it) and its static rest (baked in, part of the key)."""
@@ -463,7 +485,7 @@ def model_program(name: str, fn, arrays: tuple, model, settings, *, rebuild: boo
 
     shape = static_text(jax.tree_util.tree_map(lambda _: "array", dynamic))  # where the arrays sit
     static_key = (shape, static_text(static))
-    prog = load_program(name, flat, (*arrays, *leaves), settings, static_key, rebuild=rebuild)
+    prog = load_program(name, flat, (*arrays, *leaves), settings, static_key, rebuild=rebuild, quick=quick)
     return lambda *xs: prog(*xs, *leaves)
 
 

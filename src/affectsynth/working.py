@@ -65,9 +65,18 @@ def edit_work_crops(crops, landmarks, targets, keys, model: AffectModel, options
     return jax.vmap(one)(crops, landmarks, targets, keys)
 
 
-def work_program(model: AffectModel, options: SynthesisOptions, batch: int, *, rebuild: bool = False):
+def work_program(
+    model: AffectModel,
+    options: SynthesisOptions,
+    batch: int,
+    *,
+    rebuild: bool = False,
+    quick: bool | None = None,
+):
     """The compiled ``edit_work_crops`` for ``batch`` faces: ``f(crops, landmarks, targets, keys) ->
-    WorkEdit``, loaded from the user cache (``compiled``) or built and stored there."""
+    WorkEdit``, loaded from the user cache (``compiled``) or built and stored there. ``quick`` (default:
+    one face) prefers a fast compile to a fast run when nothing was built ahead (``compiled.QUICK_OPTIONS``):
+    one photo's caller waits for the compile, a batch job runs long enough to repay the full one."""
     from .compiled import model_program
 
     size = options.work_size
@@ -82,7 +91,8 @@ def work_program(model: AffectModel, options: SynthesisOptions, batch: int, *, r
         np.zeros((batch, 2), np.float32),
         np.zeros((batch, 2), np.uint32),  # raw PRNG keys
     )
-    prog = model_program("synthesize", flat, arrays, model, (options, batch), rebuild=rebuild)
+    quick = batch == 1 if quick is None else quick
+    prog = model_program("synthesize", flat, arrays, model, (options, batch), rebuild=rebuild, quick=quick)
     return lambda *args: WorkEdit(*prog(*args))
 
 
@@ -105,16 +115,17 @@ def prepare(
     batch: int = 1,
     *,
     photo_dtypes=PHOTO_DTYPES,
+    quick: bool = False,
     **kw,
 ):
     """Load (or build, compile and store in the user cache) the program ``synthesize_batch`` runs for
     ``batch`` faces and ``options``, and the paste-back's tile programs where it uses them
     (``workcrop.tile_program``, one per photo dtype in ``photo_dtypes``; none with OpenCV); later calls in
-    this process and later processes find them ready. ``rebuild=True`` ignores stored programs. Returns the
-    crops' program (see ``work_program``)."""
+    this process and later processes find them ready. ``rebuild=True`` ignores stored programs; built ahead,
+    the crops' program is compiled for speed unless ``quick`` (see ``work_program``), which it returns."""
     for dtype in photo_dtypes if workcrop.paste_engine() == "tiles" else ():
         workcrop.tile_program(options.work_size, dtype, **kw)
-    return work_program(model, options, batch, **kw)
+    return work_program(model, options, batch, quick=quick, **kw)
 
 
 def prepare_default(options: SynthesisOptions = SynthesisOptions(), batch: int = 1, **kw) -> AffectModel:

@@ -219,9 +219,9 @@ def _load_face_and_program(input: Path, face_index, model_path, opts, batch: int
     def load_program():
         try:
             if models:  # compiled once, kept in the user cache (``affectsynth warmup``)
-                prepare(models[0], opts, batch, photo_dtypes=dtypes)
+                prepare(models[0], opts, batch, photo_dtypes=dtypes, quick=True)
             else:  # the default model (built and cached at first use, the programs compiled meanwhile)
-                models.append(prepare_default(opts, batch, photo_dtypes=dtypes))
+                models.append(prepare_default(opts, batch, photo_dtypes=dtypes, quick=True))
         except BaseException as e:  # re-raised on the main thread
             failed.append(e)
 
