@@ -15,6 +15,12 @@ smile's shape is measured in inter-pupil distances (IOD), as the change from the
   lid_up       rise of the lower lids' middle points (AU6 pushes them up)
   cheek_up     rise of the cheek points beside the nose wing (AU6/AU12 bunch the cheek)
   aperture     change of the eyes' opening (negative: narrower)
+  lower_drop   drop of the lower lip's inner midpoint *relative to the corners*: a smile's lower lip follows
+               its curve, centre below the corners
+  upper_curve  drop of the upper lip's inner midpoint relative to the corners (the upper lip's arc)
+  near_gap     opening between the inner lips a third of the way in from each corner (points 80/88, 310/318)
+  gap_curve    gap minus near_gap: how much more the lips part at the centre than near the corners (an arc
+               of teeth, not a flat band)
 
 FaceMesh's noise on points that do not move is ~0.015 IOD (FACTS.md 9): differences below it are noise.
 
@@ -41,7 +47,21 @@ LOWER_LID = (145, 374)
 UPPER_LID = (159, 386)
 CHEEK = (205, 425)
 PUPILS = (468, 473)
-MEASURES = ("corners_up", "widening", "curve", "upper_up", "gap", "lid_up", "cheek_up", "aperture")
+NEAR_PAIRS = ((80, 88), (310, 318))  # inner-lip pairs a third of the way in from each corner
+MEASURES = (
+    "corners_up",
+    "widening",
+    "curve",
+    "upper_up",
+    "gap",
+    "lid_up",
+    "cheek_up",
+    "aperture",
+    "lower_drop",
+    "upper_curve",
+    "near_gap",
+    "gap_curve",
+)
 
 
 def align(src: np.ndarray, dst: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -68,6 +88,9 @@ def shape(lm: np.ndarray) -> dict[str, float]:
         "lid_y": float(lm[list(LOWER_LID), 1].mean()),
         "cheek_y": float(lm[list(CHEEK), 1].mean()),
         "aperture": float(np.mean(lm[list(LOWER_LID), 1] - lm[list(UPPER_LID), 1])),
+        "lower_rel": float(lm[INNER_MID[1], 1] - c[:, 1].mean()),
+        "upper_rel": float(lm[INNER_MID[0], 1] - c[:, 1].mean()),
+        "near_gap": float(np.mean([lm[lo, 1] - lm[up, 1] for up, lo in NEAR_PAIRS])),
     }
 
 
@@ -82,6 +105,10 @@ def measures(neutral: dict, other: dict, iod: float) -> dict[str, float]:
         "lid_up": (neutral["lid_y"] - other["lid_y"]) / iod,
         "cheek_up": (neutral["cheek_y"] - other["cheek_y"]) / iod,
         "aperture": (other["aperture"] - neutral["aperture"]) / iod,
+        "lower_drop": (other["lower_rel"] - neutral["lower_rel"]) / iod,
+        "upper_curve": (other["upper_rel"] - neutral["upper_rel"]) / iod,
+        "near_gap": (other["near_gap"] - neutral["near_gap"]) / iod,
+        "gap_curve": ((other["gap"] - other["near_gap"]) - (neutral["gap"] - neutral["near_gap"])) / iod,
     }
 
 
@@ -119,7 +146,7 @@ def main(argv=None) -> int:
                 continue
             lm = np.asarray(af.detect_landmarks(af.load_image(path)))[:, :2]
             rows[key][pid] = measures(base, shape(align(lm, lm0, stable)), iod)
-    print(f"{'source':>10} {'n':>3} " + " ".join(f"{m:>10}" for m in MEASURES))
+    print(f"{'source':>10} {'n':>3} " + " ".join(f"{m[:10]:>10}" for m in MEASURES))
     summary = {}
     for key, per in rows.items():
         if not per:

@@ -928,19 +928,37 @@ def _teeth_band(px_per_mm, gap_px=8.0, smile=1.0):
 
 
 def test_incisal_edge_notches_between_the_teeth(monkeypatch):
-    """A smile's upper teeth end in rounded tips: the band is shorter at each gap between crowns than without
-    the notches, by about ``EMBRASURE_MM``, and unchanged across the middle of a crown; small faces (where
-    the teeth alias) get no notches."""
-    xs, _ = _teeth_band(1.5)
-    notched = {mm: _teeth_band(mm)[1] for mm in (1.5, 0.6)}
+    """A smile's upper teeth end in rounded tips where their edge stands over the dark mouth (a wide-open
+    smile, 30 px = 20 mm at 1.5 px/mm): the band is shorter at each gap between crowns than without the
+    notches, by about ``EMBRASURE_MM``, and unchanged across the middle of a crown; small faces (where the
+    teeth alias) get no notches."""
+    xs, _ = _teeth_band(1.5, gap_px=30.0)
+    notched = {mm: _teeth_band(mm, gap_px=30.0)[1] for mm in (1.5, 0.6)}
     want = ap_mouth.EMBRASURE_MM * 1.5  # pixels at 1.5 px/mm
     monkeypatch.setattr(ap_mouth, "EMBRASURE_MM", 0.0)
-    notch = {mm: _teeth_band(mm)[1] - notched[mm] for mm in (1.5, 0.6)}
+    notch = {mm: _teeth_band(mm, gap_px=30.0)[1] - notched[mm] for mm in (1.5, 0.6)}
     at_gap = notch[1.5][np.isclose(xs, 0.0) | np.isclose(np.abs(xs), 8.5)]
     mid_crown = notch[1.5][np.isclose(np.abs(xs), 4.25)]
     assert np.all(at_gap > 0.6 * want) and np.all(at_gap < 1.5 * want), at_gap
     assert np.all(np.abs(mid_crown) < 0.05), mid_crown
     assert np.abs(notch[0.6]).max() < 1e-6
+
+
+def test_smile_teeth_rest_on_the_lower_lip_without_a_sliver_of_cavity():
+    """A smile whose upper teeth end within a millimetre of the lower lip rests them on it: every column is
+    teeth down to the lip, with no notches (a sub-millimetre line of cavity under the incisal edge, broken
+    into dots by the pixel grid, drew a dark zipper along London happy outputs' lower lip). A wide opening
+    (20 mm, the jaw penalty) keeps its dark mouth under the teeth, and so does a dropped jaw with no smile."""
+    mm = 1.5
+    for gap_mm in (6.0, 8.0, 9.0, 10.0):
+        gap = gap_mm * mm
+        xs, h = _teeth_band(mm, gap_px=gap)
+        front = np.abs(xs) < 9.0
+        assert np.all(h[front] >= gap - 0.1), (gap_mm, (gap - h[front]).max())
+    _, h_wide = _teeth_band(mm, gap_px=30.0)
+    assert np.all(h_wide[np.abs(xs) < 9.0] < 0.7 * 30.0)
+    _, h_jaw = _teeth_band(mm, gap_px=15.0, smile=0.0)
+    assert np.all(h_jaw[np.abs(xs) < 9.0] < 0.6 * 15.0)
 
 
 def test_creases_darken_in_the_skins_own_colour(face, basis):

@@ -51,6 +51,12 @@ the incisal embrasures, a dark notch between tooth tips in a real smile)."""
 MIN_OPENING_MM = 1.0
 """Mean added height (mm) of the lips' opening from which the painted interior is fully drawn (from 0)."""
 
+MIN_SLIVER_MM = 1.0
+"""Narrowest cavity (mm) a smile leaves between the upper incisal edge and the lower lip; a thinner one
+closes (its teeth rest on the lip), fully below this and not at all from twice it. A sub-millimetre line of
+cavity, broken into dots by the pixel grid, drew a dark zipper along the lower lip of every London happy
+output."""
+
 BITE_LINE_MM = 0.25
 """Half-width (mm) of the dark line left between clenched upper and lower incisors."""
 
@@ -223,12 +229,19 @@ def _teeth(
     reach = jnp.minimum(0.3 + 0.8 * smile - 0.55 * wide, 1.1)
     rest = jnp.minimum(REST_INCISOR_MM * f.mm, 0.3 * f.local_h)  # the relaxed upper lip's incisor display
     h_up = jnp.minimum(11.0 * f.mm * (1.0 - 0.3 * f.u * f.u), jnp.maximum(reach * f.local_h, rest))
+    # a smile's teeth rest on the lower lip rather than leave a sliver of cavity under them (MIN_SLIVER_MM)
+    sliver = (f.local_h - h_up) / f.mm
+    shut = smile * (1.0 - _smoothstep((sliver - MIN_SLIVER_MM) / MIN_SLIVER_MM))
+    h_up = h_up + shut * jnp.maximum(1.1 * f.local_h - h_up, 0.0)
     # rounded incisal corners: the edge rises into a small notch at each gap between crowns, where the
     # cavity (or the lower lip) shows between the tips; a straight edge was a mouth guard (London happy
     # outputs next to the same people's real smiles, by eye)
     # (a crown's full edge only: on the 2 mm rim of a relaxed open mouth notches drew chipped teeth)
     tall = _smoothstep((h_up / f.mm - 3.0) / 3.0)
-    h_up = h_up - detail * tall * EMBRASURE_MM * f.mm * jnp.minimum(gaps, 1.0)
+    # (and only where the edge stands over the cavity: notches into the lip contact drew dark dots)
+    notch = EMBRASURE_MM * f.mm
+    free = 1.0 - _smoothstep((h_up - f.local_h) / notch + 1.0)
+    h_up = h_up - detail * tall * free * notch * jnp.minimum(gaps, 1.0)
     # lines between the teeth, darker towards the incisal edge where the crowns part (at the gum they
     # touch): 0.1 deep at full height still shows separate incisors; 0.25 there drew a clenched, bared-teeth
     # row (by eye; of 16 London faces whose happy failed, the critic read 5 as angry at 0.25, 3 at 0.1)
