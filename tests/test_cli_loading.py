@@ -36,8 +36,9 @@ def stubs(monkeypatch, tmp_path):
 
     monkeypatch.setattr(pipeline, "load_model", load_model)
 
-    def prepare(model, opts, batch, photo_dtypes):
+    def prepare(model, opts, batch, photo_dtypes, quick):
         assert photo_dtypes == (np.uint8,)  # the tile program of the photo as decoded, not the float one
+        assert quick  # one photo: its caller waits for the compile (``compiled.QUICK_OPTIONS``)
         step(f"program {model.path}")
 
     monkeypatch.setattr(working, "prepare", prepare)

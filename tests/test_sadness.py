@@ -138,6 +138,14 @@ def test_grief_folds_darken_the_centre_of_the_forehead_only():
     assert np.abs(_grief(_au(), uv)).max() == 0.0
 
 
+def test_grief_folds_only_darken():
+    """The grief folds are creases, no lit edge: each line's faint highlight sat between the two lines, and
+    on the London faces the forehead showed a pale band between the folds."""
+    _, _, uv = _grid()
+    d = _grief(_au(AU1=1.0, AU4=0.3), uv)
+    assert d.min() < -0.1 and d.max() <= 0.0
+
+
 @pytest.mark.parametrize("aus", [{"AU1": 1.0, "AU2": 1.0}, {"AU4": 1.0}, {"AU2": 0.6}])
 def test_no_grief_folds_without_sadness_brow(aus):
     """A raised whole forehead (AU1 + AU2, surprise) folds evenly across (``_forehead_lines``), a lowered

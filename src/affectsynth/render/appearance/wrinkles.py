@@ -55,14 +55,17 @@ def _cos(x):
     return _poly(_COS_TURNS, t * t)
 
 
-def _furrow(d, sigma_mm, mm_per_px):
-    """A furrow across signed distance d (mm, + = upwards/outwards): dark line, faint highlight above it.
+def _furrow(d, sigma_mm, mm_per_px, lit: float = 0.3):
+    """A furrow across signed distance d (mm, + = upwards/outwards): dark line, a faint highlight (``lit`` of
+    its depth, static) above it.
 
     The width is widened to at least ~0.6 px (no aliasing on small faces) keeping the integrated darkness.
     """
     sigma = jnp.sqrt(sigma_mm**2 + jnp.square(0.6 * mm_per_px))
     keep = sigma_mm / sigma
-    return keep * (-_gauss(d, sigma) + 0.3 * _gauss(d - 2.2 * sigma, 1.3 * sigma))
+    if not lit:
+        return -keep * _gauss(d, sigma)
+    return keep * (-_gauss(d, sigma) + lit * _gauss(d - 2.2 * sigma, 1.3 * sigma))
 
 
 WRINKLE_GROUPS = ("upper", "eyes", "nasolabial", "chin")
@@ -138,10 +141,10 @@ def _grief_folds(x, y, ax, a, mm_per_px):
     for k, yk in enumerate((58.0, 63.5)):  # 5-6 mm apart, above the arch (its top: 53.5 mm)
         curve = yk + 1.2 * jnp.exp(-jnp.square(x / 9.0)) + 0.6 * _cos(x / (5.0 + 1.7 * k))
         reach = _band(ax, 0.0, 16.0 - 4.0 * k, 6.0)
-        delta += (0.14 - 0.05 * k) * inner * reach * _furrow(y - curve, 1.0, mm_per_px)
+        delta += (0.14 - 0.05 * k) * inner * reach * _furrow(y - curve, 1.0, mm_per_px, lit=0.0)
     r = jnp.sqrt(jnp.square(x) + jnp.square(y - 45.0) + 1e-6)
     arch = _band(y, 45.5, 60.0, 2.5)  # the upper half only: its legs run down into the glabella furrows
-    delta += 0.16 * knit * arch * _furrow(r - 8.5, 1.2, mm_per_px)
+    delta += 0.16 * knit * arch * _furrow(r - 8.5, 1.2, mm_per_px, lit=0.0)
     return delta
 
 
