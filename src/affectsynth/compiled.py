@@ -62,13 +62,12 @@ def _unknown_options(error: Exception, options: dict) -> list[str]:
     return [k for k in options if f"No such compile option: '{k}'" in str(error)]
 
 
-def compile_lowered(lowered, options=None):
-    """``lowered.compile(options)`` (default ``COMPILER_OPTIONS``), dropping each option the backend
-    rejects as unknown (a jaxlib that renamed or removed a debug option still compiles, as XLA's default)."""
-    options = dict(COMPILER_OPTIONS if options is None else options)
+def _dropping_unknown(attempt, options: dict):
+    """``attempt(options)``, again without each option the backend rejects as unknown (dropped from
+    ``options`` itself, so they stay out of later attempts) until it succeeds or fails otherwise."""
     while True:
         try:
-            return lowered.compile(options)
+            return attempt(options)
         except Exception as e:
             unknown = _unknown_options(e, options)
             if not unknown:
@@ -77,30 +76,32 @@ def compile_lowered(lowered, options=None):
                 del options[k]
 
 
+def compile_lowered(lowered, options=None):
+    """``lowered.compile(options)`` (default ``COMPILER_OPTIONS``), dropping each option the backend
+    rejects as unknown (a jaxlib that renamed or removed a debug option still compiles, as XLA's default)."""
+    return _dropping_unknown(lowered.compile, dict(COMPILER_OPTIONS if options is None else options))
+
+
 def jit(fn, **kw):
     """``jax.jit(fn, **kw)`` compiled with ``QUICK_OPTIONS`` (less those the backend rejects, found at
     the first call): for programs compiled in every process, such as the default model's SPLOCS (whose
-    compile halves with them, and whose run is 25% faster). Called
-    inside another transformation (jit, vmap, grad), it is a plain ``jax.jit``: JAX takes compiler options
-    on the outermost jit only."""
+    compile halves with them, and whose run is 25% faster). Called inside another transformation (jit,
+    vmap, grad), it is a plain ``jax.jit``: JAX takes compiler options on the outermost jit only."""
     options = dict(QUICK_OPTIONS)
-    current = [jax.jit(fn, compiler_options=dict(options), **kw)]
+    jitted: dict[tuple, object] = {}
     nested = jax.jit(fn, **kw)
+
+    def with_options(opts, args, kwargs):
+        key = tuple(sorted(opts))
+        if key not in jitted:
+            jitted[key] = jax.jit(fn, compiler_options=dict(opts), **kw)
+        return jitted[key](*args, **kwargs)
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
         if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((args, kwargs))):
             return nested(*args, **kwargs)
-        while True:
-            try:
-                return current[0](*args, **kwargs)
-            except Exception as e:
-                unknown = _unknown_options(e, options)
-                if not unknown:
-                    raise
-                for k in unknown:
-                    del options[k]
-                current[0] = jax.jit(fn, compiler_options=dict(options), **kw)
+        return _dropping_unknown(lambda opts: with_options(opts, args, kwargs), options)
 
     return call
 
