@@ -198,7 +198,7 @@ def _splocs_core(x, mask, dist, hyper, static: _Static):
     return c / scale, w * mask[:, None], scale, energy
 
 
-# Compiled as the stored programs are (``compiled.COMPILER_OPTIONS``): the default model's first build
+# Compiled with ``compiled.QUICK_OPTIONS`` (``compiled.jit``): the default model's first build
 # compiles the batched one for two shapes; with XLA:CPU's elemental loop emitter it compiled in half the CPU
 # (0.64 vs 1.30 s for 16 classes x 256 frames) and ran 25% faster, components bit-identical.
 @functools.partial(jit, static_argnames=("static",))
