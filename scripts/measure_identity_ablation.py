@@ -361,6 +361,7 @@ def main(argv=None) -> int:
     ap.add_argument("--faces", type=int, default=16, help="first N neutral London photos")
     ap.add_argument("--ids", default=None, help="comma-separated photo ids instead of --faces")
     ap.add_argument("--configs", default="", help="comma-separated configuration names (default: all)")
+    ap.add_argument("--targets", default="", help="comma-separated eval_legibility targets (default: all)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=REPO / "out" / "identity_ablation")
     ap.add_argument("--no-critic", action="store_true", help="identity only")
@@ -384,6 +385,7 @@ def main(argv=None) -> int:
 
     import affectsynth as af
 
+    targets = {n: ev.TARGETS[n] for n in (a.targets.split(",") if a.targets else ev.TARGETS)}
     configs = configurations(af)
     if a.configs:
         configs = {k: configs[k] for k in a.configs.split(",")}
@@ -403,7 +405,7 @@ def main(argv=None) -> int:
             continue
         inputs.append((pid, image, lm, desc, rect))
     if a.drop_aus:
-        rows = drop_au_table(inputs, ev.TARGETS, model, dl, critic, a.out)
+        rows = drop_au_table(inputs, targets, model, dl, critic, a.out)
         (a.out / "drop_au.json").write_text(json.dumps(rows, indent=1))
         print(f"\nwithout one AU: median dlib distance / critic hit rate, {len(inputs)} faces")
         for n, by_au in rows.items():
@@ -417,10 +419,10 @@ def main(argv=None) -> int:
     masks = region_weights()
     results, raw = {}, {}
     for name, opts in configs.items():
-        raw[name] = run_config(name, opts, inputs, ev.TARGETS, model, dl, critic, a.out, masks.get(name))
+        raw[name] = run_config(name, opts, inputs, targets, model, dl, critic, a.out, masks.get(name))
         results[name] = summary(raw[name])
         (a.out / "ablation.json").write_text(json.dumps({"summary": results, "raw": raw}, indent=1))
-    names = list(ev.TARGETS)
+    names = list(targets)
     print(f"\nmedian dlib distance / critic hit rate, {len(inputs)} faces")
     print(table(results, names))
     print("\nmedian colour shift inside the edit (R, G, B grey levels) and sharpness out/in, all targets")
