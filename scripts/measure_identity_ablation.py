@@ -51,12 +51,17 @@ REGION_MM = 15.0  # skin within this distance (template millimetres) of a featur
 MASKED = ("warp mouth", "warp eyes", "warp rest")
 
 
-def _load_eval():
-    """``eval_legibility`` (targets, photos, dlib wrapper, critic loader), loaded by path."""
-    spec = importlib.util.spec_from_file_location("eval_legibility", REPO / "scripts" / "eval_legibility.py")
+def _load_script(name: str):
+    """``scripts/<name>.py`` loaded by path (scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _load_eval():
+    """``eval_legibility`` (targets, photos, dlib wrapper, critic loader)."""
+    return _load_script("eval_legibility")
 
 
 def region_weights() -> dict[str, np.ndarray]:
@@ -211,12 +216,17 @@ def drop_au_table(photos, targets: dict, model, dl, critic, out: Path, batch: in
                     if critic is not None:
                         path = folder / f"{pid}__{n}.png"
                         af.save_image(path, img)
-                        want = critic.TARGETS[n][2]
-                        r = critic.judge(str(path))
-                        ok = want is not None and "error" not in r
-                        row["hit"].append(float(r["top"] in want) if ok else None)
+                        row["hit"].append(critic_hit(critic, path, n))
             print(f"  drop AU: {pid} done", file=sys.stderr, flush=True)
     return rows
+
+
+def critic_hit(critic, path: Path, target: str) -> float | None:
+    """1.0 when the critic's top class at ``path`` is one of ``target``'s, 0.0 when not, None when the
+    target has no class or the critic finds no face."""
+    want = critic.TARGETS[target][2]
+    r = critic.judge(str(path))
+    return float(r["top"] in want) if want is not None and "error" not in r else None
 
 
 def _u8(img) -> np.ndarray:
@@ -288,10 +298,7 @@ def run_config(name, opts, photos, targets, model, dl, critic, out: Path, weight
                 path = folder / f"{pid}__{n}.png"
                 af.save_image(path, img)
                 if critic is not None:
-                    want = critic.TARGETS[n][2]
-                    r = critic.judge(str(path))
-                    ok = want is not None and "error" not in r
-                    row["hit"].append(float(r["top"] in want) if ok else None)
+                    row["hit"].append(critic_hit(critic, path, n))
             print(f"  {name}: {pid} done", file=sys.stderr, flush=True)
     return rows
 
@@ -395,15 +402,7 @@ def main(argv=None) -> int:
         photos = sorted((p for p in photos if p[0] in keep), key=lambda p: keep.index(p[0]))
     critic = None if a.no_critic else ev.load_critic(ev.DEFAULT_CRITIC)
     model = af.load_model()
-    inputs = []
-    for pid, path in photos:
-        image = np.asarray(af.load_image(path), np.float32)
-        lm = np.asarray(af.detect_landmarks(image, source=str(path)), np.float32)
-        desc, rect = dl.descriptor(_u8(image))
-        if desc is None:
-            print(f"{path}: dlib finds no face, skipped", file=sys.stderr)
-            continue
-        inputs.append((pid, image, lm, desc, rect))
+    inputs = _load_script("measure_identity_cost").face_inputs(photos, dl)
     if a.drop_aus:
         rows = drop_au_table(inputs, targets, model, dl, critic, a.out)
         (a.out / "drop_au.json").write_text(json.dumps(rows, indent=1))

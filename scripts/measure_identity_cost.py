@@ -64,6 +64,22 @@ def _u8(img) -> np.ndarray:
     return (np.clip(np.asarray(img, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+def face_inputs(photos, dl) -> list[tuple]:
+    """(id, float image, FaceMesh landmarks, dlib descriptor, dlib box) of each photo dlib finds a face on."""
+    import affectsynth as af
+
+    inputs = []
+    for pid, path in photos:
+        image = np.asarray(af.load_image(path), np.float32)
+        lm = np.asarray(af.detect_landmarks(image, source=str(path)), np.float32)
+        desc, rect = dl.descriptor(_u8(image))
+        if desc is None:
+            print(f"{path}: dlib finds no face, skipped", file=sys.stderr)
+            continue
+        inputs.append((pid, image, lm, desc, rect))
+    return inputs
+
+
 def identity_table(photos, targets: dict, configs: dict, progress: bool = True) -> dict:
     """{config: {target: [distance per face]}} for every configuration (one batch per face and config)."""
     from tqdm import tqdm
@@ -75,15 +91,7 @@ def identity_table(photos, targets: dict, configs: dict, progress: bool = True) 
     model = af.load_model()
     names = list(targets)
     tv = np.array([targets[n] for n in names], np.float32)
-    inputs = []
-    for pid, path in photos:
-        image = np.asarray(af.load_image(path), np.float32)
-        lm = np.asarray(af.detect_landmarks(image, source=str(path)), np.float32)
-        desc, rect = dl.descriptor(_u8(image))
-        if desc is None:
-            print(f"{path}: dlib finds no face, skipped", file=sys.stderr)
-            continue
-        inputs.append((pid, image, lm, desc, rect))
+    inputs = face_inputs(photos, dl)
     table = {c: {n: [] for n in names} for c in configs}
     bar = tqdm(total=len(configs) * len(inputs), desc="ablations", unit="face", disable=not progress)
     for cname, opts in configs.items():

@@ -1,7 +1,7 @@
 """``scripts/measure_identity_ablation.py``'s warp regions: the three masks split every landmark's offset
 between mouth, eyes and the rest, so the three masked warps together account for the whole warp."""
 
-import importlib.util
+import runpy
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +11,12 @@ from affectsynth.face import topology as topo
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _script():
-    path = REPO / "scripts" / "measure_identity_ablation.py"
-    spec = importlib.util.spec_from_file_location("measure_identity_ablation", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def _region_weights():
+    return runpy.run_path(str(REPO / "scripts" / "measure_identity_ablation.py"))["region_weights"]()
 
 
 def test_region_masks_partition_the_landmarks():
-    w = _script().region_weights()
+    w = _region_weights()
     assert set(w) == {"warp mouth", "warp eyes", "warp rest"}
     stack = np.stack(list(w.values()))
     assert stack.shape == (3, topo.NUM_LANDMARKS)
@@ -31,7 +27,7 @@ def test_region_masks_partition_the_landmarks():
 def test_region_masks_hold_their_features():
     """Lips in the mouth region; lids, irises and brows in the eyes'; the face contour and the nose tip
     (FaceMesh 1) in the rest."""
-    w = _script().region_weights()
+    w = _region_weights()
     t = topo.face_topology()
     assert w["warp mouth"][t.region("lips")].all()
     for side in ("right", "left"):
