@@ -873,7 +873,7 @@ def test_a_smile_creases_the_nasolabial_fold_softly_and_paints_no_cheek_highligh
         fold = xs[np.argmin(d)]
         width = np.count_nonzero(d < 0.5 * d.min()) * (xs[1] - xs[0])  # mm darker than half the dip
         assert 26.0 < fold < 36.0 and -0.09 < d.min() < -depth, (y, fold, d.min())
-        assert width >= 4.0, (y, width)
+        assert width >= 3.8, (y, width)  # main's line: 3.0-3.2 mm
     pts = jnp.asarray([[[35.0, -3.0], [35.0, 40.0]]], jnp.float32)  # underside, far
     d6 = np.asarray(wrinkles(pts, jnp.asarray(au_vector(AU6=1.0)), jnp.asarray(0.5)))[0]
     half = np.asarray(wrinkles(pts, jnp.asarray(au_vector(AU6=0.5)), jnp.asarray(0.5)))[0]

@@ -374,7 +374,7 @@ AU_SPECS: dict[str, _Spec] = {
         (0.0, 1.4, -0.4),
         14.0,
         fade="smile_midline",
-        extra=(("smile_cheek", *_one((3.9, 4.0, 2.6))),),
+        extra=(("smile_cheek", *_one((3.9, 4.0, 1.8))),),
         pins=("lid_lo",),
     ),
     "AU14": _corner_spec((-2.0, 1.0, -4.5), (0.0, 0.0, -0.5), (0.0, 0.0, -0.5), 8.0),

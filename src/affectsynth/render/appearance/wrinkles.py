@@ -225,9 +225,10 @@ def _nasolabial_wrinkles(x, y, ax, a, mm_per_px):
     n_amp = jnp.minimum(a("AU12") + a("AU10") + 0.8 * a("AU9") + 0.3 * a("AU6"), 1.6)
     # the crease, the cheek's bulge lit above it, and (smiles) the bulge's shadowed underside falling into
     # the crease from the cheek side. A real smile's fold is a soft valley several mm wide, not a line: at
-    # 0.13 and 1.5 mm the London happy outputs' fold dipped 0.18 in luminance across it (scripts/
-    # measure_smile.py, 12 faces; the same people's smiles 0.12, their neutral photos 0.09)
-    delta += n_amp * fade * (0.085 * _furrow(-sd, 2.4, mm_per_px) + 0.03 * _gauss(sd - 5.5, 3.5))
+    # 0.13 and 1.5 mm (now 0.085 and 2.0 mm; wider would leave the pattern's region at the nose wing) the
+    # London happy outputs' fold dipped 0.18 in luminance across it (scripts/measure_smile.py, 12 faces; the
+    # same people's smiles 0.12, their neutral photos 0.09)
+    delta += n_amp * fade * (0.085 * _furrow(-sd, 2.0, mm_per_px) + 0.03 * _gauss(sd - 4.5, 3.0))
     return delta + _cheek_apple(x, y, ax, a)
 
 
