@@ -874,6 +874,10 @@ def test_a_smile_creases_the_nasolabial_fold_softly_and_paints_no_cheek_highligh
         width = np.count_nonzero(d < 0.5 * d.min()) * (xs[1] - xs[0])  # mm darker than half the dip
         assert 26.0 < fold < 36.0 and -0.09 < d.min() < -depth, (y, fold, d.min())
         assert width >= 3.8, (y, width)  # main's line: 3.0-3.2 mm
+        # the sneer (AU10) keeps a sharp, deep line: anger and disgust read less without it
+        d10 = np.asarray(wrinkles(row, jnp.asarray(au_vector(AU10=1.0)), jnp.asarray(0.5)))[0]
+        if y > -25.0:
+            assert d10.min() < -0.1 and np.count_nonzero(d10 < 0.5 * d10.min()) * (xs[1] - xs[0]) < width
     pts = jnp.asarray([[[35.0, -3.0], [35.0, 40.0]]], jnp.float32)  # underside, far
     d6 = np.asarray(wrinkles(pts, jnp.asarray(au_vector(AU6=1.0)), jnp.asarray(0.5)))[0]
     half = np.asarray(wrinkles(pts, jnp.asarray(au_vector(AU6=0.5)), jnp.asarray(0.5)))[0]
