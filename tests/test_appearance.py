@@ -861,21 +861,33 @@ def test_a_raised_lid_carries_its_lash_line(face, basis):
     assert np.min(at(old)) > 0.3  # and not left behind
 
 
-def test_a_smile_creases_the_nasolabial_fold_and_rounds_the_cheek():
-    """AU12: a dark crease from the nose wing past the mouth corner, lateral of the corner and deeper than a
-    hairline; AU6: the cheek pad under the eye lit on its crest and shaded along its lower edge; both scale
-    with the intensity."""
+def test_a_smile_creases_the_nasolabial_fold_softly_and_paints_no_cheek_highlight():
+    """AU12: a crease from the nose wing past the mouth corner, lateral of the corner, a soft valley several
+    mm wide rather than a dark line (real smiles' folds: London, scripts/measure_smile.py); AU6: the cheek
+    pad shades the fold under its lower edge but paints no lit crest (real smiles' cheeks brighten 1.5 %);
+    both scale with the intensity."""
     xs = np.linspace(0.0, 60.0, 601)
-    for y, depth in ((-10.0, 0.1), (-20.0, 0.1), (-30.0, 0.04)):  # fading out past the corner (y -31)
+    for y, depth in ((-10.0, 0.05), (-20.0, 0.05), (-30.0, 0.03)):  # fading out past the corner (y -31)
         row = jnp.asarray(np.stack([xs, np.full_like(xs, y)], -1)[None], jnp.float32)
         d = np.asarray(wrinkles(row, jnp.asarray(au_vector(AU12=1.0)), jnp.asarray(0.5)))[0]
         fold = xs[np.argmin(d)]
-        assert 26.0 < fold < 36.0 and d.min() < -depth, (y, fold, d.min())
-    pts = jnp.asarray([[[35.0, 8.0], [35.0, -3.0], [35.0, 40.0]]], jnp.float32)  # crest, underside, far
+        width = np.count_nonzero(d < 0.5 * d.min()) * (xs[1] - xs[0])  # mm darker than half the dip
+        assert 26.0 < fold < 36.0 and -0.09 < d.min() < -depth, (y, fold, d.min())
+        assert width >= 3.8, (y, width)  # main's line: 3.0-3.2 mm
+        # the sneer (AU10) keeps a sharp, deep line: anger and disgust read less without it
+        d10 = np.asarray(wrinkles(row, jnp.asarray(au_vector(AU10=1.0)), jnp.asarray(0.5)))[0]
+        if y > -25.0:
+            assert d10.min() < -0.1 and np.count_nonzero(d10 < 0.5 * d10.min()) * (xs[1] - xs[0]) < width
+    pts = jnp.asarray([[[35.0, -3.0], [35.0, 40.0]]], jnp.float32)  # underside, far
     d6 = np.asarray(wrinkles(pts, jnp.asarray(au_vector(AU6=1.0)), jnp.asarray(0.5)))[0]
     half = np.asarray(wrinkles(pts, jnp.asarray(au_vector(AU6=0.5)), jnp.asarray(0.5)))[0]
-    assert d6[0] > 0.03 and d6[1] < -0.02, d6
+    assert d6[0] < -0.02 and abs(d6[1]) < 1e-6, d6
     np.testing.assert_allclose(half, 0.5 * d6, atol=1e-6)
+    cheek = np.stack(np.meshgrid(np.linspace(20.0, 50.0, 61), np.linspace(-8.0, 16.0, 49)), -1)
+    lit = np.asarray(
+        wrinkles(jnp.asarray(cheek, jnp.float32), jnp.asarray(au_vector(AU6=1.0)), jnp.asarray(0.5))
+    )
+    assert lit.max() < 0.01, float(lit.max())  # the old painted apple crest: +0.05
 
 
 def test_rounded_contour_keeps_its_ends_and_cuts_its_corners():

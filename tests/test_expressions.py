@@ -589,6 +589,18 @@ def test_fields_at_real_magnitudes(fields, ict_dir, name):
     assert 0.75 <= ratio <= 1.0 and cos >= 0.8, (name, round(ratio, 3), round(cos, 3))
 
 
+def test_smile_widens_the_mouth_and_the_cheeks_as_far_as_ict(fields, ict_dir):
+    """AU12 pulls the corners out and the cheeks beside the nose out nearly as far as ICT's mouthSmile does
+    (its corners 6.8 mm, FaceMesh 205/425 4.1 mm): re-detected on London faces, our smile moved the lips
+    more than real smiles and the cheeks and face oval less."""
+    ref = _ict_npz_fields(ict_dir)["AU12"]
+    ours = fields["AU12"]
+    side = np.array([-1.0, 1.0])  # outwards: the subject's right (x < 0) to -x, the left to +x
+    for ids, share in (([R_CORNER, L_CORNER], 0.95), ([205, 425], 0.85)):
+        out, real = ours[ids, 0] * side, ref[ids, 0] * side
+        assert np.all(real > 0.0) and np.all(out >= share * real), (ids, out, real)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Real smiles (London set; skips without it)
 

@@ -369,12 +369,12 @@ AU_SPECS: dict[str, _Spec] = {
     # ~4 mm, come forward ~2 mm), which the corner alone left still. The lower lid is AU6's: pinned here, or
     # the 14 mm Gaussian lifted it 1.1 mm (ICT mouthSmile 0.5 mm) on top of AU6's.
     "AU12": _corner_spec(
-        (6.6, 9.4, -7.2),
-        (0.0, 1.0, -0.7),
-        (0.0, 0.9, -0.4),
+        (7.1, 9.4, -7.2),
+        (0.0, 3.0, -1.8),
+        (0.0, 1.4, -0.4),
         14.0,
         fade="smile_midline",
-        extra=(("smile_cheek", *_one((2.0, 4.0, 1.8))),),
+        extra=(("smile_cheek", *_one((3.9, 4.0, 1.8))),),
         pins=("lid_lo",),
     ),
     "AU14": _corner_spec((-2.0, 1.0, -4.5), (0.0, 0.0, -0.5), (0.0, 0.0, -0.5), 8.0),
