@@ -801,11 +801,13 @@ def test_small_faces_draw_fewer_mouth_structures():
     assert np.all(np.diff(d) >= 0.0)
 
 
-def _seam_frame(closed_mm, dst_gap_mm, d=0.0):
-    """A 1 x 3 pixel ``_MouthFrame`` on the lips' seam (distance ``d`` px) in the middle of the mouth."""
-    one = jnp.ones((1, 3), jnp.float32)
+def _seam_frame(closed_mm, dst_gap_mm, d=0.0, width=4):
+    """A 1 x ``width`` pixel ``_MouthFrame`` on the lips' seam (distance ``d`` px) in the middle of the
+    mouth."""
+    one = jnp.ones((1, width), jnp.float32)
     return ap_mouth._MouthFrame(
         alpha=0 * one,
+        deep=0 * one,
         u=0 * one,
         x_mm=0 * one,
         d_up=d * one,
@@ -821,18 +823,23 @@ def _seam_frame(closed_mm, dst_gap_mm, d=0.0):
 
 
 def test_lips_closing_over_the_photos_teeth_hide_them():
-    """A smiling photo's teeth left between lips that close (its neutral) are taken, lip pixels are not;
-    nothing when the photo's mouth was closed or the target's lips stay parted (a smile keeps its teeth)."""
+    """A smiling photo's teeth and dark gap left between lips that close (its neutral) are taken, lip pixels
+    (a little darker or lighter) are not; nothing when the photo's mouth was closed or the target's lips
+    stay parted (a smile keeps its teeth)."""
     lip = jnp.array([0.7, 0.4, 0.4], jnp.float32)
-    pixels = jnp.array([[[0.9, 0.88, 0.82], [0.7, 0.4, 0.4], [0.6, 0.35, 0.33]]], jnp.float32)  # teeth, lips
-    closing = np.asarray(ap_mouth._teeth_in_seam(pixels, _seam_frame(4.0, 0.2), lip))
-    assert closing[0, 0] > 0.9 and closing[0, 1] == 0.0 and closing[0, 2] == 0.0
-    far = np.asarray(ap_mouth._teeth_in_seam(pixels, _seam_frame(4.0, 0.2, d=12.0), lip))
-    assert far[0, 0] < 0.01  # only along the seam
+    # teeth, lips, a shaded lip, the mouth's dark gap
+    pixels = jnp.array(
+        [[[0.9, 0.88, 0.82], [0.7, 0.4, 0.4], [0.6, 0.35, 0.33], [0.15, 0.08, 0.08]]], jnp.float32
+    )
+    frame = _seam_frame
+    closing = np.asarray(ap_mouth._gap_in_seam(pixels, frame(4.0, 0.2), lip))
+    assert closing[0, 0] > 0.9 and closing[0, 1] == 0.0 and closing[0, 2] == 0.0 and closing[0, 3] > 0.9
+    far = np.asarray(ap_mouth._gap_in_seam(pixels, frame(4.0, 0.2, d=12.0), lip))
+    assert far.max() < 0.01  # only along the seam
     for closed, gap in ((0.0, 0.2), (4.0, 3.0)):
-        assert float(np.asarray(ap_mouth._teeth_in_seam(pixels, _seam_frame(closed, gap), lip)).max()) == 0.0
+        assert float(np.asarray(ap_mouth._gap_in_seam(pixels, frame(closed, gap), lip)).max()) == 0.0
     # monotone in how far the photo's opening closes
-    m = [float(ap_mouth._teeth_in_seam(pixels, _seam_frame(c, 0.2), lip)[0, 0]) for c in (0.0, 0.5, 1.0, 2.0)]
+    m = [float(ap_mouth._gap_in_seam(pixels, frame(c, 0.2), lip)[0, 0]) for c in (0.0, 0.5, 1.0, 2.0)]
     assert np.all(np.diff(m) >= 0.0) and m[-1] > m[0]
 
 
@@ -909,6 +916,7 @@ def _teeth_band(px_per_mm, gap_px=8.0, smile=1.0):
     one = jnp.ones_like(x_mm)
     frame = ap_mouth._MouthFrame(
         alpha=one,
+        deep=one,
         u=x_mm / 25.0,
         x_mm=x_mm,
         d_up=d_up,

@@ -40,7 +40,9 @@ def apply_appearance(
     Returns:
         (image f32[H, W, 3], diagnostics: ``log_ratio`` f32[H, W], ``wrinkles`` f32[H, W], ``lighting``
         f32[9], ``mouth_alpha`` f32[H, W], ``mouth_opening`` f32[] (added inner-lip area, px),
-        ``eye_closure`` f32[2] (right, left)).
+        ``eye_closure`` f32[2] (right, left), ``painted_deep`` f32[H, W] (where the mouth interior is painted
+        well inside its contour) and ``source_shift`` f32[H, W, 2] (pixels; along a closing lip seam): how
+        the warp's source positions change under the mouth's paint, ``pipeline._painted_sources``).
     """
     h, w = render.shape[:2]
     covered = frags.triangle_id >= 0
@@ -54,6 +56,8 @@ def apply_appearance(
         "lighting": jnp.zeros(9, render.dtype),
         "mouth_alpha": zeros,
         "mouth_opening": jnp.zeros((), render.dtype),
+        "painted_deep": zeros,
+        "source_shift": jnp.zeros((h, w, 2), render.dtype),
         "eye_closure": jnp.zeros(2, render.dtype),
     }
     t = topo.face_topology()
@@ -100,12 +104,14 @@ def apply_appearance(
         size = _window_size(h, w, options.mouth_window)
 
         def mouth(sub, sub_xy):
-            painted, alpha, opening = mouth_interior(sub, patch, ctx, sub_xy)
-            return painted, (alpha, opening)
+            painted, alpha, opening, resample = mouth_interior(sub, patch, ctx, sub_xy)
+            return painted, (alpha, opening, resample)
 
-        out, (alpha_win, opening) = _windowed(mouth, out, centre, size)
-        alpha = _paste(zeros, alpha_win, centre, size)
-        alpha = jnp.where(covered, alpha, 0.0)
+        out, (alpha_win, opening, (deep_win, shift_win)) = _windowed(mouth, out, centre, size)
+        alpha = jnp.where(covered, _paste(zeros, alpha_win, centre, size), 0.0)
         out = jnp.where(covered[..., None], out, render)
         diag["mouth_alpha"], diag["mouth_opening"] = alpha, opening
+        diag["painted_deep"] = jnp.where(covered, _paste(zeros, deep_win, centre, size), 0.0)
+        shift = [_paste(zeros, shift_win[..., i], centre, size) for i in range(2)]
+        diag["source_shift"] = jnp.where(covered[..., None], jnp.stack(shift, axis=-1), 0.0)
     return jnp.clip(out, 0.0, 1.0), diag
