@@ -550,6 +550,48 @@ def test_a_relaxed_dropped_jaw_shows_upper_incisors_and_hides_the_lower_teeth(fa
     assert lum_s[lo_s].mean() > lum[lo].mean() + 0.15
 
 
+@pytest.mark.parametrize(
+    "aus",
+    [
+        {"AU25": 1.0, "AU26": 0.3},  # ~10 mm
+        {"AU25": 1.0, "AU26": 0.6},
+        {"AU25": 1.0, "AU26": 1.0},
+        {"AU25": 1.0, "AU26": 1.0, "AU27": 0.6},  # ~40 mm
+    ],
+)
+def test_an_open_mouth_is_shaded_like_a_mouth(face, basis, aus):
+    """Down the middle of the opening (0 at the inner upper lip, 1 at the lower): darkest just under the
+    upper teeth, lighter and redder towards the floor, where the tongue lies at every opening size (redder
+    than the lips). Before, the cavity was lit from both lips (darkest in its middle) and the tongue drawn
+    from 14 mm openings only."""
+    au = au_vector(**aus)
+    render, frags, ctx = make_scene(face, deformation(basis, au), au)
+    off = ap.AppearanceOptions(shading=False, wrinkles=False, eyes=False)
+    out = np.asarray(apply(render, jnp.asarray(face.img), frags, ctx, options=off)[0])
+    t = topo.face_topology()
+    xy = jnp.asarray(ap_draw._pixel_grid(SIZE, SIZE))
+    dst = np.asarray(ctx.target_landmarks)[:, :2]
+    inside = np.asarray(ap_draw._polygon_sdf(xy, jnp.asarray(dst[t.region("mouth_hole")]))) < -1.0
+    d_up, d_lo = (
+        np.asarray(ap_draw._polyline_distance(xy, jnp.asarray(dst[t.region(r)])))
+        for r in ("lips_inner_upper", "lips_inner_lower")
+    )
+    v = d_up / (d_up + d_lo + 1e-3)
+    c0, c1 = dst[t.region("lips_inner_upper")[[0, -1]]]
+    middle = inside & (np.abs(np.asarray(xy)[..., 0] - 0.5 * (c0[0] + c1[0])) < 0.15 * abs(c1[0] - c0[0]))
+    lum = np.asarray(ap_draw._luminance(jnp.asarray(out)))
+    red = out[..., 0] / np.maximum(out[..., 1], 1e-3)
+    bins = [middle & (v >= a) & (v < a + 0.2) for a in (0.2, 0.4, 0.6)]  # under the teeth .. the floor
+    assert all(b.sum() >= 10 for b in bins)
+    dark = [np.median(lum[b]) for b in bins]
+    assert dark[0] < dark[1] < dark[2] and dark[2] > 2.0 * dark[0], dark
+    redness = [np.median(red[b]) for b in bins]
+    assert redness[2] > 1.2 * redness[0], redness
+    lips = np.asarray(ap_draw._polygon_sdf(xy, jnp.asarray(face.lm[t.region("lips"), :2]))) < 0
+    lip_red = np.median(face.img[..., 0][lips] / face.img[..., 1][lips])
+    assert redness[2] > 1.2 * lip_red and dark[2] > 0.06  # the tongue: redder than the lips, not black
+
+
 BARED = {"AU10": 1.0, "AU16": 0.7, "AU20": 0.4, "AU25": 1.0}
 """Anger's bared mouth over a closed jaw (the gallery's tense face without its brows and eyes)."""
 

@@ -78,6 +78,12 @@ MEETING_LINE_DEPTH = 0.3
 """How much the closed lips' meeting line darkens them at its centre: a darker one (or one as wide as the
 photo's gap) drew a pencil line across large faces."""
 
+CAVITY_FLOOR_RED = 0.25
+"""How much green and blue fall, against red, from the top of the mouth cavity to its floor."""
+
+TONGUE_FROM_MM = 2.0
+"""Mean opening height (mm) from which the tongue is drawn (fully from 6 mm)."""
+
 BITE_LINE_MM = 0.25
 """Half-width (mm) of the dark line left between clenched upper and lower incisors."""
 
@@ -286,11 +292,29 @@ def _mouth_colours(patch: Image, ctx: AppearanceContext) -> tuple[Float[Array, "
 
 
 def _cavity(f: _MouthFrame, lip_rgb: Float[Array, "3"]) -> Image:
-    """The dark mouth cavity: darkest in the middle and at the corners (the buccal corridors), warm light
-    bounced from the lips near the edges."""
-    near_lip = jnp.exp(-jnp.minimum(f.d_up, f.d_lo) / (0.25 * f.local_h + 1.0))
+    """The dark mouth cavity, lit from below: darkest at the top, in the shadow of the upper lip and teeth,
+    lighter and redder towards its floor (the tongue and the floor of the mouth catch the light that enters
+    over the lower lip), darker at the corners (the buccal corridors). Lit instead by light bounced off
+    both lips, the band just under the upper teeth was the cavity's brightest, a grey rim under them."""
+    v = jnp.clip(f.d_up / f.local_h, 0.0, 1.0)  # 0 at the inner upper lip, 1 at the lower
+    floor = _smoothstep((v - 0.3) / 0.7)
     corner_dark = 1.0 - 0.5 * jnp.clip(jnp.abs(f.u), 0.0, 1.0) ** 2
-    return lip_rgb[None, None, :] * (0.10 + 0.22 * near_lip[..., None]) * corner_dark[..., None]
+    light = (0.07 + 0.2 * floor) * corner_dark
+    red = 1.0 - CAVITY_FLOOR_RED * floor  # green and blue fall towards the floor
+    return lip_rgb[None, None, :] * light[..., None] * jnp.stack([jnp.ones_like(red), red, red], axis=-1)
+
+
+def _tongue(f: _MouthFrame, lip_rgb: Float[Array, "3"]) -> tuple[Float[Array, "H W"], Image]:
+    """(mask, colour) of the tongue: resting on the floor of every opening from ``TONGUE_FROM_MM`` (its tip
+    behind the lower teeth, so it fills the lower part of the gap), redder than the lips, its back in the
+    upper lip's shadow. Only drawn from 0.7 px/mm (``_detail``). From 14 mm openings only (before), a mouth
+    opened by surprise was an empty black hole."""
+    v = f.d_up / f.local_h
+    opened = _smoothstep((f.h_open / f.mm - TONGUE_FROM_MM) / 4.0)
+    mask = _detail(f.mm) * opened * jnp.exp(-jnp.square(f.u / 0.55)) * _smoothstep((v - 0.5) / 0.25)
+    shade = 0.45 + 0.3 * _smoothstep((v - 0.5) / 0.5)
+    rgb = lip_rgb[None, None, :] * jnp.array([1.0, 0.7, 0.72])[None, None, :] * shade[..., None]
+    return mask, rgb
 
 
 def _detail(mm: Float[Array, ""]) -> Float[Array, ""]:
@@ -428,15 +452,7 @@ def mouth_interior(
     smile = jnp.clip(_au(ctx, "AU12") + _au(ctx, "AU10"), 0.0, 1.0)
     clench, below = _clench(ctx, xy)
     m_up, up_rgb, m_lo, lo_rgb = _teeth(f, teeth_rgb, smile, _lower_lip_pull(ctx, smile), clench, below)
-    v = f.d_up / f.local_h
-    tongue_m = (
-        _detail(f.mm)
-        * _smoothstep((f.h_open / f.mm - 14.0) / 8.0)
-        * jnp.exp(-jnp.square(f.u / 0.5))
-        * _smoothstep((v - 0.55) / 0.3)
-    )
-    tongue_rgb = (lip_rgb * jnp.array([1.0, 0.72, 0.72]) * 0.7)[None, None, :]
-
+    tongue_m, tongue_rgb = _tongue(f, lip_rgb)
     col = _cavity(f, lip_rgb)
     col = col * (1 - tongue_m[..., None]) + tongue_rgb * tongue_m[..., None]
     col = col * (1 - m_lo[..., None]) + lo_rgb * m_lo[..., None]
