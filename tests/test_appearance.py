@@ -843,7 +843,7 @@ def test_small_faces_draw_fewer_mouth_structures():
     assert np.all(np.diff(d) >= 0.0)
 
 
-def _seam_frame(closed_mm, dst_gap_mm, d=0.0, width=4):
+def _seam_frame(closed_mm, dst_gap_mm, d=0.0, width=5):
     """A 1 x ``width`` pixel ``_MouthFrame`` on the lips' seam (distance ``d`` px) in the middle of the
     mouth."""
     one = jnp.ones((1, width), jnp.float32)
@@ -869,13 +869,15 @@ def test_lips_closing_over_the_photos_teeth_hide_them():
     (a little darker or lighter) are not; nothing when the photo's mouth was closed or the target's lips
     stay parted (a smile keeps its teeth)."""
     lip = jnp.array([0.7, 0.4, 0.4], jnp.float32)
-    # teeth, lips, a shaded lip, the mouth's dark gap
+    # teeth, lips, a shaded lip, the mouth's dark gap, teeth and gap blurred together (grey)
     pixels = jnp.array(
-        [[[0.9, 0.88, 0.82], [0.7, 0.4, 0.4], [0.6, 0.35, 0.33], [0.15, 0.08, 0.08]]], jnp.float32
+        [[[0.9, 0.88, 0.82], [0.7, 0.4, 0.4], [0.6, 0.35, 0.33], [0.15, 0.08, 0.08], [0.47, 0.45, 0.44]]],
+        jnp.float32,
     )
     frame = _seam_frame
     closing = np.asarray(ap_mouth._gap_in_seam(pixels, frame(4.0, 0.2), lip))
-    assert closing[0, 0] > 0.9 and closing[0, 1] == 0.0 and closing[0, 2] == 0.0 and closing[0, 3] > 0.9
+    assert closing[0, 0] > 0.9 and closing[0, 1] == 0.0 and closing[0, 2] == 0.0
+    assert closing[0, 3] > 0.9 and closing[0, 4] > 0.9
     far = np.asarray(ap_mouth._gap_in_seam(pixels, frame(4.0, 0.2, d=12.0), lip))
     assert far.max() < 0.01  # only along the seam
     for closed, gap in ((0.0, 0.2), (4.0, 3.0)):

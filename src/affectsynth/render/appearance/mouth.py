@@ -174,14 +174,18 @@ def _gap_in_seam(out: Image, f: _MouthFrame, lip_rgb: Float[Array, "3"]) -> Floa
     FaceMesh's inner-lip contour of a toothy smile runs partly over the teeth, so closing the lips (a smiling
     input's ``neutral`` or a negative target) squeezes the photo's teeth and the dark gap beside them into a
     line between the lips. Along the closed seam (within about half the photo's gap, the corners included),
-    pixels unlike the lips are taken: whiter (a higher darkest channel: teeth are bright and unsaturated) or
-    much darker (the cavity, the dark corners of a smile). Nothing when the photo's mouth was closed or opens,
+    pixels unlike the lips are taken: whiter (a higher darkest channel: teeth are bright and unsaturated),
+    much darker (the cavity, the dark corners of a smile) or much greyer (the two blurred together: the
+    astronaut's grey seam). Nothing when the photo's mouth was closed or opens,
     or when the target's lips stay parted (mean gap over 2 mm: a smile on a smiling photo keeps its teeth).
     """
     near = _seam_band(f)[1]
     whiter = _smoothstep((jnp.min(out, axis=-1) - jnp.min(lip_rgb)) / 0.15)
     darker = _smoothstep((0.75 - _luminance(out) / jnp.maximum(_luminance(lip_rgb), 1e-3)) / 0.2)
-    return _closing(f) * near * jnp.maximum(whiter, darker)
+    chroma = jnp.max(lip_rgb) - jnp.min(lip_rgb)
+    grey = 0.6 * chroma - (jnp.max(out, axis=-1) - jnp.min(out, axis=-1))
+    greyer = _smoothstep(grey / (0.3 * chroma + 1e-3))
+    return _closing(f) * near * jnp.maximum(jnp.maximum(whiter, darker), greyer)
 
 
 def _seam_band(f: _MouthFrame) -> tuple[Float[Array, ""], Float[Array, "H W"]]:
