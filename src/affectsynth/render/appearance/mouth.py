@@ -304,8 +304,9 @@ def _cavity(f: _MouthFrame, lip_rgb: Float[Array, "3"]) -> Image:
     floor = _smoothstep((v - 0.3) / 0.7)
     corner_dark = 1.0 - 0.5 * jnp.clip(jnp.abs(f.u), 0.0, 1.0) ** 2
     light = (0.07 + 0.2 * floor) * corner_dark
-    red = 1.0 - CAVITY_FLOOR_RED * floor  # green and blue fall towards the floor
-    return lip_rgb[None, None, :] * light[..., None] * jnp.stack([jnp.ones_like(red), red, red], axis=-1)
+    # green and blue fall towards the floor
+    tint = 1.0 - (CAVITY_FLOOR_RED * floor)[..., None] * jnp.array([0.0, 1.0, 1.0])[None, None, :]
+    return lip_rgb[None, None, :] * light[..., None] * tint
 
 
 def _tongue(f: _MouthFrame, lip_rgb: Float[Array, "3"]) -> tuple[Float[Array, "H W"], Image]:
