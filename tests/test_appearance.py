@@ -550,6 +550,48 @@ def test_a_relaxed_dropped_jaw_shows_upper_incisors_and_hides_the_lower_teeth(fa
     assert lum_s[lo_s].mean() > lum[lo].mean() + 0.15
 
 
+@pytest.mark.parametrize(
+    "aus",
+    [
+        {"AU25": 1.0, "AU26": 0.3},  # ~10 mm
+        {"AU25": 1.0, "AU26": 0.6},
+        {"AU25": 1.0, "AU26": 1.0},
+        {"AU25": 1.0, "AU26": 1.0, "AU27": 0.6},  # ~40 mm
+    ],
+)
+def test_an_open_mouth_is_shaded_like_a_mouth(face, basis, aus):
+    """Down the middle of the opening (0 at the inner upper lip, 1 at the lower): darkest just under the
+    upper teeth, lighter and redder towards the floor, where the tongue lies at every opening size (redder
+    than the lips). Before, the cavity was lit from both lips (darkest in its middle) and the tongue drawn
+    from 14 mm openings only."""
+    au = au_vector(**aus)
+    render, frags, ctx = make_scene(face, deformation(basis, au), au)
+    off = ap.AppearanceOptions(shading=False, wrinkles=False, eyes=False)
+    out = np.asarray(apply(render, jnp.asarray(face.img), frags, ctx, options=off)[0])
+    t = topo.face_topology()
+    xy = jnp.asarray(ap_draw._pixel_grid(SIZE, SIZE))
+    dst = np.asarray(ctx.target_landmarks)[:, :2]
+    inside = np.asarray(ap_draw._polygon_sdf(xy, jnp.asarray(dst[t.region("mouth_hole")]))) < -1.0
+    d_up, d_lo = (
+        np.asarray(ap_draw._polyline_distance(xy, jnp.asarray(dst[t.region(r)])))
+        for r in ("lips_inner_upper", "lips_inner_lower")
+    )
+    v = d_up / (d_up + d_lo + 1e-3)
+    c0, c1 = dst[t.region("lips_inner_upper")[[0, -1]]]
+    middle = inside & (np.abs(np.asarray(xy)[..., 0] - 0.5 * (c0[0] + c1[0])) < 0.15 * abs(c1[0] - c0[0]))
+    lum = np.asarray(ap_draw._luminance(jnp.asarray(out)))
+    red = out[..., 0] / np.maximum(out[..., 1], 1e-3)
+    bins = [middle & (v >= a) & (v < a + 0.2) for a in (0.2, 0.4, 0.6)]  # under the teeth .. the floor
+    assert all(b.sum() >= 10 for b in bins)
+    dark = [np.median(lum[b]) for b in bins]
+    assert dark[0] < dark[1] < dark[2] and dark[2] > 2.0 * dark[0], dark
+    redness = [np.median(red[b]) for b in bins]
+    assert redness[2] > 1.2 * redness[0], redness
+    lips = np.asarray(ap_draw._polygon_sdf(xy, jnp.asarray(face.lm[t.region("lips"), :2]))) < 0
+    lip_red = np.median(face.img[..., 0][lips] / face.img[..., 1][lips])
+    assert redness[2] > 1.2 * lip_red and dark[2] > 0.06  # the tongue: redder than the lips, not black
+
+
 BARED = {"AU10": 1.0, "AU16": 0.7, "AU20": 0.4, "AU25": 1.0}
 """Anger's bared mouth over a closed jaw (the gallery's tense face without its brows and eyes)."""
 
@@ -801,11 +843,13 @@ def test_small_faces_draw_fewer_mouth_structures():
     assert np.all(np.diff(d) >= 0.0)
 
 
-def _seam_frame(closed_mm, dst_gap_mm, d=0.0):
-    """A 1 x 3 pixel ``_MouthFrame`` on the lips' seam (distance ``d`` px) in the middle of the mouth."""
-    one = jnp.ones((1, 3), jnp.float32)
+def _seam_frame(closed_mm, dst_gap_mm, d=0.0, width=5):
+    """A 1 x ``width`` pixel ``_MouthFrame`` on the lips' seam (distance ``d`` px) in the middle of the
+    mouth."""
+    one = jnp.ones((1, width), jnp.float32)
     return ap_mouth._MouthFrame(
         alpha=0 * one,
+        deep=0 * one,
         u=0 * one,
         x_mm=0 * one,
         d_up=d * one,
@@ -821,18 +865,25 @@ def _seam_frame(closed_mm, dst_gap_mm, d=0.0):
 
 
 def test_lips_closing_over_the_photos_teeth_hide_them():
-    """A smiling photo's teeth left between lips that close (its neutral) are taken, lip pixels are not;
-    nothing when the photo's mouth was closed or the target's lips stay parted (a smile keeps its teeth)."""
+    """A smiling photo's teeth and dark gap left between lips that close (its neutral) are taken, lip pixels
+    (a little darker or lighter) are not; nothing when the photo's mouth was closed or the target's lips
+    stay parted (a smile keeps its teeth)."""
     lip = jnp.array([0.7, 0.4, 0.4], jnp.float32)
-    pixels = jnp.array([[[0.9, 0.88, 0.82], [0.7, 0.4, 0.4], [0.6, 0.35, 0.33]]], jnp.float32)  # teeth, lips
-    closing = np.asarray(ap_mouth._teeth_in_seam(pixels, _seam_frame(4.0, 0.2), lip))
+    # teeth, lips, a shaded lip, the mouth's dark gap, teeth and gap blurred together (grey)
+    pixels = jnp.array(
+        [[[0.9, 0.88, 0.82], [0.7, 0.4, 0.4], [0.6, 0.35, 0.33], [0.15, 0.08, 0.08], [0.47, 0.45, 0.44]]],
+        jnp.float32,
+    )
+    frame = _seam_frame
+    closing = np.asarray(ap_mouth._gap_in_seam(pixels, frame(4.0, 0.2), lip))
     assert closing[0, 0] > 0.9 and closing[0, 1] == 0.0 and closing[0, 2] == 0.0
-    far = np.asarray(ap_mouth._teeth_in_seam(pixels, _seam_frame(4.0, 0.2, d=12.0), lip))
-    assert far[0, 0] < 0.01  # only along the seam
+    assert closing[0, 3] > 0.9 and closing[0, 4] > 0.9
+    far = np.asarray(ap_mouth._gap_in_seam(pixels, frame(4.0, 0.2, d=12.0), lip))
+    assert far.max() < 0.01  # only along the seam
     for closed, gap in ((0.0, 0.2), (4.0, 3.0)):
-        assert float(np.asarray(ap_mouth._teeth_in_seam(pixels, _seam_frame(closed, gap), lip)).max()) == 0.0
+        assert float(np.asarray(ap_mouth._gap_in_seam(pixels, frame(closed, gap), lip)).max()) == 0.0
     # monotone in how far the photo's opening closes
-    m = [float(ap_mouth._teeth_in_seam(pixels, _seam_frame(c, 0.2), lip)[0, 0]) for c in (0.0, 0.5, 1.0, 2.0)]
+    m = [float(ap_mouth._gap_in_seam(pixels, frame(c, 0.2), lip)[0, 0]) for c in (0.0, 0.5, 1.0, 2.0)]
     assert np.all(np.diff(m) >= 0.0) and m[-1] > m[0]
 
 
@@ -921,6 +972,7 @@ def _teeth_band(px_per_mm, gap_px=8.0, smile=1.0):
     one = jnp.ones_like(x_mm)
     frame = ap_mouth._MouthFrame(
         alpha=one,
+        deep=one,
         u=x_mm / 25.0,
         x_mm=x_mm,
         d_up=d_up,

@@ -359,7 +359,8 @@ def _edit_patch(patch, lm, target, key, model: AffectModel, options):
     """The edit of one face in a patch that holds it: fit, deform, render, appearance cues, blend.
 
     Returns (blended patch, coverage mask, source position of each pixel ``src_xy`` (x, y; 0 where
-    uncovered), the plain warp ``sample_bilinear(patch, src_xy)``, the fit, the appearance diagnostics).
+    uncovered; under the mouth's paint: ``_painted_sources``), the plain
+    warp ``sample_bilinear(patch, src_xy)``, the fit, the appearance diagnostics).
     """
     crop = patch.shape[:2]
     fit, offsets, au = edit_offsets(lm, target, key, model, options)
@@ -383,7 +384,26 @@ def _edit_patch(patch, lm, target, key, model: AffectModel, options):
     )
     render, look_diag = apply_appearance(warped, patch, frags, ctx, look)
     out, covered = _composite(patch, render, frags, options)
-    return out, covered, src_xy, warped, fit, look_diag
+    src_xy = _painted_sources(src_xy, look_diag, lm)
+    return out, covered, src_xy, sample_bilinear(patch, src_xy), fit, look_diag
+
+
+def _painted_sources(
+    src_xy: Float[Array, "h w 2"], diag: dict, lm: Float[Array, "478 3"]
+) -> Float[Array, "h w 2"]:
+    """Source positions under the mouth's paint: deep in a painted opening moved (by ``painted_deep``) to
+    the photo's mouth centre, along a closing lip seam shifted into the lips (``source_shift``).
+
+    The edit leaves the crop as a warp plus a smooth residual, and the full-resolution paste-back applies
+    the warp to the photo's own pixels (sharper than the crop's): what the crop's paint hid came back as its
+    fine detail. A dropped jaw's opening samples the photo's closed lip seam stretched tall (vertical
+    streaks in the painted cavity), and lips closed over a smile squeezed its teeth into a thin white line.
+    The crop's result is unchanged (the residual takes the difference); the weights rise smoothly, so that
+    neighbouring sources stay close (the paste-back interpolates between them).
+    """
+    centre = jnp.mean(lm[jnp.asarray(topo.face_topology().region("mouth_hole")), :2], axis=0)
+    w = diag["painted_deep"][..., None]
+    return src_xy + w * (centre[None, None, :] - src_xy) + diag["source_shift"]
 
 
 def _synthesize_in_frame(image, landmarks, target, key, model: AffectModel, options, crop) -> ItemResult:

@@ -1,12 +1,13 @@
 """``apply_appearance``: every enabled cue in order, on one crop."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..._types import Image
 from ...face import topology as topo
 from ..raster import interpolate
-from ._draw import _paste, _window_size, _windowed
+from ._draw import _paste, _window_origin, _window_size, _windowed
 from .context import SKIN, SKIRT, AppearanceContext, AppearanceOptions
 from .eyes import _eye_layer
 from .mouth import mouth_interior
@@ -40,7 +41,9 @@ def apply_appearance(
     Returns:
         (image f32[H, W, 3], diagnostics: ``log_ratio`` f32[H, W], ``wrinkles`` f32[H, W], ``lighting``
         f32[9], ``mouth_alpha`` f32[H, W], ``mouth_opening`` f32[] (added inner-lip area, px),
-        ``eye_closure`` f32[2] (right, left)).
+        ``eye_closure`` f32[2] (right, left), ``painted_deep`` f32[H, W] (where the mouth interior is painted
+        well inside its contour) and ``source_shift`` f32[H, W, 2] (pixels; along a closing lip seam): how
+        the warp's source positions change under the mouth's paint, ``pipeline._painted_sources``).
     """
     h, w = render.shape[:2]
     covered = frags.triangle_id >= 0
@@ -54,6 +57,8 @@ def apply_appearance(
         "lighting": jnp.zeros(9, render.dtype),
         "mouth_alpha": zeros,
         "mouth_opening": jnp.zeros((), render.dtype),
+        "painted_deep": zeros,
+        "source_shift": jnp.zeros((h, w, 2), render.dtype),
         "eye_closure": jnp.zeros(2, render.dtype),
     }
     t = topo.face_topology()
@@ -100,12 +105,16 @@ def apply_appearance(
         size = _window_size(h, w, options.mouth_window)
 
         def mouth(sub, sub_xy):
-            painted, alpha, opening = mouth_interior(sub, patch, ctx, sub_xy)
-            return painted, (alpha, opening)
+            painted, alpha, opening, resample = mouth_interior(sub, patch, ctx, sub_xy)
+            return painted, (alpha, opening, resample)
 
-        out, (alpha_win, opening) = _windowed(mouth, out, centre, size)
-        alpha = _paste(zeros, alpha_win, centre, size)
-        alpha = jnp.where(covered, alpha, 0.0)
+        out, (alpha_win, opening, (deep_win, shift_win)) = _windowed(mouth, out, centre, size)
+        alpha = jnp.where(covered, _paste(zeros, alpha_win, centre, size), 0.0)
         out = jnp.where(covered[..., None], out, render)
         diag["mouth_alpha"], diag["mouth_opening"] = alpha, opening
+        top, left = _window_origin(h, w, centre, size)
+        resample = jnp.concatenate([deep_win[..., None], shift_win], axis=-1).astype(render.dtype)
+        resample = jax.lax.dynamic_update_slice(jnp.zeros((h, w, 3), render.dtype), resample, (top, left, 0))
+        resample = jnp.where(covered[..., None], resample, 0.0)  # uncovered: the warp is not used
+        diag["painted_deep"], diag["source_shift"] = resample[..., 0], resample[..., 1:]
     return jnp.clip(out, 0.0, 1.0), diag

@@ -57,6 +57,33 @@ closes (its teeth rest on the lip), fully below this and not at all from twice i
 cavity, broken into dots by the pixel grid, drew a dark zipper along the lower lip of every London happy
 output."""
 
+DEEP_MM = 3.0
+"""Depth (mm) inside the new opening's contour over which ``_MouthFrame.deep`` rises from 0 to 1 (or a
+half the opening's height, if more)."""
+
+SEAM_REACH = 0.5
+"""How far (a share of the photo's mean inner-lip gap) from the closed seam the photo's opening can still
+show when its lips close: FaceMesh's inner contour of a toothy smile lies up to that far onto the teeth."""
+
+SEAM_RETURN = 2.5
+"""Over how many of the photo's inner-lip gaps (pixels below a closed seam) the warp's sources return from
+the photo's upper inner lip to their own (``_closed_lips``): over one, the paste-back drew the teeth they
+pass over as fine grey lines across the lower lip (London 099's neutral); stretched, that detail is coarse
+enough for the crop's residual to take out."""
+
+MEETING_LINE_MM = 0.35
+"""Half-width (mm) of the soft line where closed lips meet (at least 0.6 px)."""
+
+MEETING_LINE_DEPTH = 0.3
+"""How much the closed lips' meeting line darkens them at its centre: a darker one (or one as wide as the
+photo's gap) drew a pencil line across large faces."""
+
+CAVITY_FLOOR_RED = 0.25
+"""How much green and blue fall, against red, from the top of the mouth cavity to its floor."""
+
+TONGUE_FROM_MM = 2.0
+"""Mean opening height (mm) from which the tongue is drawn (fully from 6 mm)."""
+
 BITE_LINE_MM = 0.25
 """Half-width (mm) of the dark line left between clenched upper and lower incisors."""
 
@@ -65,6 +92,7 @@ class _MouthFrame(NamedTuple):
     """Per-pixel coordinates of the target's opening (pixels unless named otherwise)."""
 
     alpha: Float[Array, "H W"]  # how much of the pixel is painted interior (0 where the photo's own shows)
+    deep: Float[Array, "H W"]  # painted and over ``DEEP_MM`` inside the opening's contour (0..1, smooth)
     u: Float[Array, "H W"]  # position along the mouth, -1..1 between the corners
     x_mm: Float[Array, "H W"]  # the same in mm from the mouth centre
     d_up: Float[Array, "H W"]  # distance to the inner upper lip
@@ -125,6 +153,7 @@ def _mouth_frame(ctx: AppearanceContext, xy: Float[Array, "H W 2"]) -> _MouthFra
     return _MouthFrame(
         # opaque from the contour inwards: the render's stretched lip seam must not show as a dark rim
         alpha=newness * _smoothstep(0.9 - sdf / feather),
+        deep=newness * _smoothstep(-sdf / jnp.maximum(DEEP_MM * mm, 0.5 * h_open)),
         u=jnp.clip(along / (0.5 * width), -1.5, 1.5),
         x_mm=along / mm,
         d_up=d_up,
@@ -139,25 +168,111 @@ def _mouth_frame(ctx: AppearanceContext, xy: Float[Array, "H W 2"]) -> _MouthFra
     )
 
 
-def _teeth_in_seam(out: Image, f: _MouthFrame, lip_rgb: Float[Array, "3"]) -> Float[Array, "H W"]:
-    """Where lips that close over the photo's own teeth still show them (0..1).
+def _gap_in_seam(out: Image, f: _MouthFrame, lip_rgb: Float[Array, "3"]) -> Float[Array, "H W"]:
+    """Where lips that close over the photo's own opening still show it (0..1).
 
     FaceMesh's inner-lip contour of a toothy smile runs partly over the teeth, so closing the lips (a smiling
-    input's ``neutral`` or a negative target) squeezes the photo's teeth into a pale line between them. Along
-    the closed seam (within about half the photo's gap), pixels whiter than the lips (a higher darkest
-    channel: teeth are bright and unsaturated) are taken; nothing when the photo's mouth was closed or opens,
+    input's ``neutral`` or a negative target) squeezes the photo's teeth and the dark gap beside them into a
+    line between the lips. Along the closed seam (within about half the photo's gap, the corners included),
+    pixels unlike the lips are taken: whiter (a higher darkest channel: teeth are bright and unsaturated),
+    much darker (the cavity, the dark corners of a smile) or much greyer (the two blurred together: the
+    astronaut's grey seam). Nothing when the photo's mouth was closed or opens,
     or when the target's lips stay parted (mean gap over 2 mm: a smile on a smiling photo keeps its teeth).
     """
-    closing = _smoothstep(f.closed_mm / 2.0) * (1.0 - _smoothstep((f.dst_gap_mm - 0.5) / 1.5))
-    seam = jnp.minimum(f.d_up, f.d_lo)
-    reach = jnp.maximum(1.0, 0.35 * f.src_gap)
-    near = jnp.exp(-jnp.square(seam / reach)) * _band(jnp.abs(f.u), 0.0, 1.0, 0.15)
+    near = _seam_band(f)[1]
     whiter = _smoothstep((jnp.min(out, axis=-1) - jnp.min(lip_rgb)) / 0.15)
-    return closing * near * whiter
+    darker = _smoothstep((0.75 - _luminance(out) / jnp.maximum(_luminance(lip_rgb), 1e-3)) / 0.2)
+    chroma = jnp.max(lip_rgb) - jnp.min(lip_rgb)
+    grey = 0.6 * chroma - (jnp.max(out, axis=-1) - jnp.min(out, axis=-1))
+    greyer = _smoothstep(grey / (0.3 * chroma + 1e-3))
+    return _closing(f) * near * jnp.maximum(jnp.maximum(whiter, darker), greyer)
 
 
-def _mouth_colours(patch: Image, ctx: AppearanceContext) -> tuple[Float[Array, "3"], Float[Array, "3"]]:
-    """(lip colour, teeth colour) from this photo.
+def _seam_band(f: _MouthFrame) -> tuple[Float[Array, ""], Float[Array, "H W"]]:
+    """(reach, band): how far (pixels) from the closed seam the photo's opening can still show
+    (``SEAM_REACH``), and the band within it along the mouth, corners included (0..1, smooth)."""
+    seam = jnp.minimum(f.d_up, f.d_lo)
+    reach = jnp.maximum(1.0, SEAM_REACH * f.src_gap)
+    return reach, (1.0 - _smoothstep((seam - reach) / reach)) * _band(jnp.abs(f.u), 0.0, 1.0, 0.2)
+
+
+def _closing(f: _MouthFrame) -> Float[Array, ""]:
+    """How much the photo's open mouth closes into a seam (0..1): its mean gap shrinks by 2 mm or more and
+    the target's stays under about 1 mm."""
+    return _smoothstep(f.closed_mm / 2.0) * (1.0 - _smoothstep((f.dst_gap_mm - 0.5) / 1.5))
+
+
+def _closed_lips(
+    out: Image,
+    f: _MouthFrame,
+    lips: Float[Array, "2 3"],
+    across: Float[Array, "H W"],
+    gap_xy: Float[Array, "H W 2"],
+) -> tuple[Image, Float[Array, "H W 2"]]:
+    """Lips that close over the photo's open mouth: what of its opening the seam still shows
+    (``_gap_in_seam``) takes the colour of the lip it lies in (``lips``: upper, lower; ``across``: signed
+    pixels below the seam), a little darker where the lip turns in towards the seam, and the lips meet on a
+    thin soft line (``MEETING_LINE_MM``), drawn only as far as the mouth closes.
+
+    Returns (image, source shift f32[H, W, 2], pixels). The warp's sources jump across a closed seam by the
+    photo's gap (``gap_xy``): from its upper inner lip above to its lower one below. The full-resolution
+    paste-back interpolates the warp between the crop's pixels, and there sampled the middle of that gap:
+    the photo's teeth, a thin white line that the crop never saw. The shift takes the jump out: below the
+    seam the sources start on the photo's upper inner lip and return to their own over ``SEAM_RETURN``
+    photo gaps, so the crop sees all that the paste-back samples (``pipeline._painted_sources``).
+    """
+    side = _smoothstep(across / jnp.maximum(0.5 * f.mm, 0.5) * 0.5 + 0.5)[..., None]
+    lip = lips[0][None, None, :] * (1.0 - side) + lips[1][None, None, :] * side
+    reach = _seam_band(f)[0]
+    lip = lip * (0.88 + 0.12 * _smoothstep(jnp.abs(across) / reach))[..., None]
+    take = _gap_in_seam(out, f, jnp.mean(lips, axis=0))[..., None]
+    out = out * (1.0 - take) + lip * take
+    width = jnp.maximum(MEETING_LINE_MM * f.mm, 0.6)
+    line = _closing(f) * _band(jnp.abs(f.u), 0.0, 0.95, 0.1) * jnp.exp(-jnp.square(across / width))
+    back = jnp.where(across > 0.0, 1.0 - _smoothstep(across / jnp.maximum(SEAM_RETURN * f.src_gap, 1.0)), 0.0)
+    shift = (_closing(f) * back)[..., None] * gap_xy  # (the gap is 0 at and beyond the corners)
+    return out * (1.0 - MEETING_LINE_DEPTH * line)[..., None], shift
+
+
+def _lip_colours(patch: Image, ctx: AppearanceContext) -> Float[Array, "2 3"]:
+    """(upper, lower) lip colour of this photo, sampled half way between each lip's outer and inner contour
+    (the middle seven of eleven pairs): the inner contour itself lies on the teeth or the dark gap of a
+    parted mouth, and the lip colour sampled on it was a grey for the smiling astronaut."""
+    t = topo.face_topology()
+    src = ctx.landmarks[:, :2]
+    pairs = (("lips_outer_upper", "lips_inner_upper"), ("lips_outer_lower", "lips_inner_lower"))
+    cols = []
+    for outer, inner in pairs:
+        mid = 0.5 * (src[jnp.asarray(t.region(outer)[2:-2])] + src[jnp.asarray(t.region(inner)[2:-2])])
+        cols.append(jnp.mean(sample_bilinear(patch, mid), axis=0))
+    return jnp.stack(cols)
+
+
+def _across_seam(
+    ctx: AppearanceContext, xy: Float[Array, "H W 2"]
+) -> tuple[Float[Array, "H W"], Float[Array, "H W 2"]]:
+    """(signed distance (pixels, positive towards the chin) of each pixel below the target's lip seam, the
+    curve half way between its inner upper and lower lip contours, measured across the mouth; the photo's
+    own inner-lip gap there: upper minus lower inner-lip point, pixels, interpolated along the mouth)."""
+    t = topo.face_topology()
+    dst, src = ctx.target_landmarks[:, :2], ctx.landmarks[:, :2]
+    up, lo = jnp.asarray(t.region("lips_inner_upper")), jnp.asarray(t.region("lips_inner_lower")[::-1])
+    mid = 0.5 * (dst[up] + dst[lo])
+    c0, c1 = mid[0], mid[-1]
+    ex = (c1 - c0) / (jnp.linalg.norm(c1 - c0) + 1e-6)
+    down = jnp.array([-ex[1], ex[0]])
+    down = down * jnp.sign(jnp.dot(down, dst[152] - dst[0]) + 1e-6)  # chin below the upper lip
+    centre = 0.5 * (c0 + c1)
+    along_pts, across_pts = (mid - centre[None, :]) @ ex, (mid - centre[None, :]) @ down
+    rel = xy - centre[None, None, :]
+    along = rel @ ex
+    gap = src[up] - src[lo]
+    gap_xy = jnp.stack([jnp.interp(along, along_pts, gap[:, i]) for i in range(2)], axis=-1)
+    return rel @ down - jnp.interp(along, along_pts, across_pts), gap_xy
+
+
+def _mouth_colours(patch: Image, ctx: AppearanceContext) -> tuple[Float[Array, "2 3"], Float[Array, "3"]]:
+    """((upper, lower) lip colours (``_lip_colours``), teeth colour) from this photo.
 
     Teeth are lit like the eye whites (albedo independent of skin tone): the sclera between each pupil and
     its eye corners sets the exposure; the skin only sets a floor when the eyes are shadowed or closed, and
@@ -165,7 +280,7 @@ def _mouth_colours(patch: Image, ctx: AppearanceContext) -> tuple[Float[Array, "
     """
     t = topo.face_topology()
     src = ctx.landmarks[:, :2]
-    lip_rgb = jnp.mean(sample_bilinear(patch, src[jnp.asarray(t.region("lips"))]), axis=0)
+    lips = _lip_colours(patch, ctx)
     skin_idx = jnp.asarray(np.concatenate([t.region("right_cheek"), t.region("left_cheek")]))
     skin_rgb = jnp.mean(sample_bilinear(patch, src[skin_idx]), axis=0)
     tint = (skin_rgb / jnp.maximum(jnp.mean(skin_rgb), 1e-3)) ** 0.15
@@ -177,15 +292,34 @@ def _mouth_colours(patch: Image, ctx: AppearanceContext) -> tuple[Float[Array, "
     # ivory base our teeth were a dull grey-beige band, darkest on dark skin)
     exposure = jnp.clip(jnp.maximum(jnp.mean(sclera) / 0.64, _luminance(skin_rgb) / 0.6), 0.35, 1.2)
     teeth_rgb = jnp.clip(jnp.array([0.96, 0.95, 0.91]) * tint * exposure, 0.0, 0.96)
-    return lip_rgb, teeth_rgb
+    return lips, teeth_rgb
 
 
 def _cavity(f: _MouthFrame, lip_rgb: Float[Array, "3"]) -> Image:
-    """The dark mouth cavity: darkest in the middle and at the corners (the buccal corridors), warm light
-    bounced from the lips near the edges."""
-    near_lip = jnp.exp(-jnp.minimum(f.d_up, f.d_lo) / (0.25 * f.local_h + 1.0))
+    """The dark mouth cavity, lit from below: darkest at the top, in the shadow of the upper lip and teeth,
+    lighter and redder towards its floor (the tongue and the floor of the mouth catch the light that enters
+    over the lower lip), darker at the corners (the buccal corridors). Lit instead by light bounced off
+    both lips, the band just under the upper teeth was the cavity's brightest, a grey rim under them."""
+    v = jnp.clip(f.d_up / f.local_h, 0.0, 1.0)  # 0 at the inner upper lip, 1 at the lower
+    floor = _smoothstep((v - 0.3) / 0.7)
     corner_dark = 1.0 - 0.5 * jnp.clip(jnp.abs(f.u), 0.0, 1.0) ** 2
-    return lip_rgb[None, None, :] * (0.10 + 0.22 * near_lip[..., None]) * corner_dark[..., None]
+    light = (0.07 + 0.2 * floor) * corner_dark
+    # green and blue fall towards the floor
+    tint = 1.0 - (CAVITY_FLOOR_RED * floor)[..., None] * jnp.array([0.0, 1.0, 1.0])[None, None, :]
+    return lip_rgb[None, None, :] * light[..., None] * tint
+
+
+def _tongue(f: _MouthFrame, lip_rgb: Float[Array, "3"]) -> tuple[Float[Array, "H W"], Image]:
+    """(mask, colour) of the tongue: resting on the floor of every opening from ``TONGUE_FROM_MM`` (its tip
+    behind the lower teeth, so it fills the lower part of the gap), redder than the lips, its back in the
+    upper lip's shadow. Only drawn from 0.7 px/mm (``_detail``). From 14 mm openings only (before), a mouth
+    opened by surprise was an empty black hole."""
+    v = f.d_up / f.local_h
+    opened = _smoothstep((f.h_open / f.mm - TONGUE_FROM_MM) / 4.0)
+    mask = _detail(f.mm) * opened * jnp.exp(-jnp.square(f.u / 0.55)) * _smoothstep((v - 0.5) / 0.25)
+    shade = 0.45 + 0.3 * _smoothstep((v - 0.5) / 0.5)
+    rgb = lip_rgb[None, None, :] * jnp.array([1.0, 0.7, 0.72])[None, None, :] * shade[..., None]
+    return mask, rgb
 
 
 def _detail(mm: Float[Array, ""]) -> Float[Array, ""]:
@@ -304,35 +438,30 @@ def _clench(
 
 def mouth_interior(
     render: Image, patch: Image, ctx: AppearanceContext, xy: Float[Array, "H W 2"]
-) -> tuple[Image, Float[Array, "H W"], Float[Array, ""]]:
+) -> tuple[Image, Float[Array, "H W"], Float[Array, ""], tuple[Float[Array, "H W"], Float[Array, "H W 2"]]]:
     """Paint a lit cavity, upper (and for wide openings lower) teeth and a tongue hint into the new opening.
 
     Soft masks from distances to the inner lip contours (``_mouth_frame``); colours from this photo's lips
     and eye whites (``_mouth_colours``); layers back to front: cavity, tongue, lower teeth, upper teeth. Lips
-    that close over the photo's teeth get their own colour where the teeth still show (``_teeth_in_seam``).
+    that close over the photo's open mouth take their own colour where its opening still shows
+    (``_closed_lips``).
 
     Returns:
-        (image, alpha f32[H, W] of the painted interior, added opening area in pixels).
+        (image, alpha f32[H, W] of the painted interior, added opening area in pixels, (``deep``: where the
+        interior is painted well inside its contour, the source shift along a closing seam)): how the warp's
+        source positions change under the paint (``pipeline._painted_sources``).
     """
     f = _mouth_frame(ctx, xy)
-    lip_rgb, teeth_rgb = _mouth_colours(patch, ctx)
+    lips, teeth_rgb = _mouth_colours(patch, ctx)
+    lip_rgb = jnp.mean(lips, axis=0)
     smile = jnp.clip(_au(ctx, "AU12") + _au(ctx, "AU10"), 0.0, 1.0)
     clench, below = _clench(ctx, xy)
     m_up, up_rgb, m_lo, lo_rgb = _teeth(f, teeth_rgb, smile, _lower_lip_pull(ctx, smile), clench, below)
-    v = f.d_up / f.local_h
-    tongue_m = (
-        _detail(f.mm)
-        * _smoothstep((f.h_open / f.mm - 14.0) / 8.0)
-        * jnp.exp(-jnp.square(f.u / 0.5))
-        * _smoothstep((v - 0.55) / 0.3)
-    )
-    tongue_rgb = (lip_rgb * jnp.array([1.0, 0.72, 0.72]) * 0.7)[None, None, :]
-
+    tongue_m, tongue_rgb = _tongue(f, lip_rgb)
     col = _cavity(f, lip_rgb)
     col = col * (1 - tongue_m[..., None]) + tongue_rgb * tongue_m[..., None]
     col = col * (1 - m_lo[..., None]) + lo_rgb * m_lo[..., None]
     col = col * (1 - m_up[..., None]) + up_rgb * m_up[..., None]
     out = render * (1 - f.alpha[..., None]) + col * f.alpha[..., None]
-    seam = _teeth_in_seam(out, f, lip_rgb)[..., None]
-    out = out * (1 - seam) + 0.8 * lip_rgb[None, None, :] * seam  # the lips' own darker line where they meet
-    return out, f.alpha, f.opening
+    out, shift = _closed_lips(out, f, lips, *_across_seam(ctx, xy))
+    return out, f.alpha, f.opening, (f.deep, shift)
