@@ -359,8 +359,8 @@ def _edit_patch(patch, lm, target, key, model: AffectModel, options):
     """The edit of one face in a patch that holds it: fit, deform, render, appearance cues, blend.
 
     Returns (blended patch, coverage mask, source position of each pixel ``src_xy`` (x, y; 0 where
-    uncovered; under the mouth's paint: ``_painted_sources``), the plain
-    warp ``sample_bilinear(patch, src_xy)``, the fit, the appearance diagnostics).
+    uncovered; under the mouth's paint: ``_painted_sources``), the plain warp ``sample_bilinear(patch,
+    src_xy)``, the fit, the appearance diagnostics).
     """
     crop = patch.shape[:2]
     fit, offsets, au = edit_offsets(lm, target, key, model, options)
