@@ -34,10 +34,15 @@ def _windowed(layer, image: Image, centre: Float[Array, "2"], size: tuple[int, i
 
 
 def _paste(
-    canvas: Float[Array, "H W"], sub: Float[Array, "h w"], centre: Float[Array, "2"], size: tuple[int, int]
+    canvas: Float[Array, "H W *C"],
+    sub: Float[Array, "h w *C"],
+    centre: Float[Array, "2"],
+    size: tuple[int, int],
 ):
+    """``sub`` written over ``canvas`` at ``_windowed``'s window around ``centre`` (any trailing channels)."""
     top, left = _window_origin(canvas.shape[0], canvas.shape[1], centre, size)
-    return jax.lax.dynamic_update_slice(canvas, sub.astype(canvas.dtype), (top, left))
+    start = (top, left) + (0,) * (canvas.ndim - 2)
+    return jax.lax.dynamic_update_slice(canvas, sub.astype(canvas.dtype), start)
 
 
 def _pixel_grid(h: int, w: int) -> Float[Array, "H W 2"]:

@@ -1,13 +1,12 @@
 """``apply_appearance``: every enabled cue in order, on one crop."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..._types import Image
 from ...face import topology as topo
 from ..raster import interpolate
-from ._draw import _paste, _window_origin, _window_size, _windowed
+from ._draw import _paste, _window_size, _windowed
 from .context import SKIN, SKIRT, AppearanceContext, AppearanceOptions
 from .eyes import _eye_layer
 from .mouth import mouth_interior
@@ -112,9 +111,8 @@ def apply_appearance(
         alpha = jnp.where(covered, _paste(zeros, alpha_win, centre, size), 0.0)
         out = jnp.where(covered[..., None], out, render)
         diag["mouth_alpha"], diag["mouth_opening"] = alpha, opening
-        top, left = _window_origin(h, w, centre, size)
-        resample = jnp.concatenate([deep_win[..., None], shift_win], axis=-1).astype(render.dtype)
-        resample = jax.lax.dynamic_update_slice(jnp.zeros((h, w, 3), render.dtype), resample, (top, left, 0))
+        resample = jnp.concatenate([deep_win[..., None], shift_win], axis=-1)
+        resample = _paste(jnp.zeros((h, w, 3), render.dtype), resample, centre, size)
         resample = jnp.where(covered[..., None], resample, 0.0)  # uncovered: the warp is not used
         diag["painted_deep"], diag["source_shift"] = resample[..., 0], resample[..., 1:]
     return jnp.clip(out, 0.0, 1.0), diag
