@@ -223,6 +223,24 @@ def test_a_uint8_photo_is_pasted_as_its_float_result_saved(h, w, top, left, scal
         np.testing.assert_array_equal(got[want_mask == 0], photo[want_mask == 0])
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_the_box_filter_on_threads_sums_what_one_thread_sums(monkeypatch, dtype):
+    """``cut_window``'s box filter split into row bands on several threads (uneven bands, a window past the
+    photo's edge) gives the one-thread crop bit for bit, and both are the blocks' means."""
+    rng = np.random.default_rng(4)
+    photo = rng.integers(0, 256, (410, 380, 3)).astype(dtype)
+    win = workcrop.Window(-6, 9, 0.23)  # k = 4, 7 bands of reduced rows over 3 threads
+    monkeypatch.setattr(workcrop, "BOX_BAND_SIZE", 10**9)
+    one = workcrop.cut_window(photo, win, 64)
+    monkeypatch.setattr(workcrop, "BOX_BAND_SIZE", 1)
+    monkeypatch.setattr(workcrop, "_threads", lambda: 3)
+    np.testing.assert_array_equal(workcrop.cut_window(photo, win, 64), one)
+    block = photo[:40, :32].astype(np.float64).reshape(10, 4, 8, 4, 3).mean((1, 3))
+    unit = 255.0 if dtype == np.uint8 else 1.0
+    means = workcrop._box_mean(photo[:40, :32], 4, unit)
+    np.testing.assert_allclose(means, block / unit, rtol=1e-6)
+
+
 def test_a_uint8_crop_is_the_float_photo_s_crop():
     """``cut_window`` of a uint8 photo is the crop of ``photo / 255``: bit for bit at scale 1, within float
     rounding when box-filtered."""
