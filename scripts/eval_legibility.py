@@ -7,6 +7,10 @@ call and written as ``<out>/<id>__<target>.png``. The folder is then scored by t
 critic's own V-A region rule, the macro mean over the eight classed targets, and the concordance (CCC) of the
 critic's proxy valence with the target valence. Identity is checked with dlib's 128-d face descriptor
 (distance output vs input; < 0.6 is "same person"), and reported as n/a when dlib is not installed.
+References read by the same critic: the input photos (read as neutral?) and the same people's real smiles
+(``<data>/smiling/<id>.jpg``, read as happy?). Where the set has an ``info.csv``, the hits are also counted
+per group of people (its ``ethnicity`` column): the critic reads darker faces less well (its README), and a
+target's misses should be read by group before the face is changed.
 
 Outputs: a table on stdout, ``<out>/legibility.json`` with every number, and ``<out>/legibility_sheet.png``
 (8 faces x input + ten targets, face crops, each tile labelled with the critic's reading).
@@ -202,6 +206,51 @@ def score_folder(
     }
 
 
+def real_smiles(data: Path, ids: list[str], critic) -> dict:
+    """The critic's reading of each person's real smiling photo (``data/smiling/<id>.jpg``, when the set
+    has one): the reference the happy target is read against (the same people, really smiling)."""
+    out = {}
+    for pid in ids:
+        path = Path(data) / "smiling" / f"{pid}.jpg"
+        if path.is_file():
+            r = critic.judge(str(path))
+            out[pid] = {k: v for k, v in r.items() if k != "image"}
+    return out
+
+
+def by_group(scores: dict, smiles: dict, data: Path, column: str = "ethnicity") -> dict:
+    """Hit rates per group of people (``data/info.csv``'s ``column``; the London set records self-reported
+    ethnicity): {group: {"n": people, target: [hits, judged], "real_smile_happy": [hits, judged]}}.
+    The critic is known to read faces of darker skin less well (its README), so a target's misses are
+    worth reading by group before the face is changed. Empty when there is no info.csv."""
+    import csv
+
+    path = Path(data) / "info.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        group = {row["face_id"]: row.get(column, "") for row in csv.DictReader(f)}
+    per_image = scores["per_image"]
+    ids = sorted({key.split("__")[0] for key in per_image})
+    out: dict[str, dict] = {}
+    for pid in ids:
+        g = out.setdefault(group.get(pid, "unknown"), {"n": 0})
+        g["n"] += 1
+        for t, row in scores["targets"].items():
+            r = per_image[f"{pid}__{t}"]
+            if row["regions"] is None or "error" in r:
+                continue
+            hits = g.setdefault(t, [0, 0])
+            hits[0] += r["top"] in row["regions"]
+            hits[1] += 1
+        r = smiles.get(pid)
+        if r is not None and "error" not in r:
+            hits = g.setdefault("real_smile_happy", [0, 0])
+            hits[0] += r["top"] == "happy"
+            hits[1] += 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["n"]))
+
+
 # -------------------------------------------------------------------------------------------- identity
 class _Dlib:
     """dlib's face descriptor, with the .dat files of face_recognition_models loaded by path."""
@@ -379,6 +428,12 @@ def evaluate(
     ids = list(syn["done"])
     inputs = {pid: syn["done"][pid]["input"] for pid in ids}
     scores = score_folder(out, ids, critic, input_paths=inputs, progress=progress)
+    smiles = real_smiles(data, ids, critic)
+    scores["real_smiles"] = smiles
+    scores["real_smiles_happy"] = (
+        float(np.mean([r.get("top") == "happy" for r in smiles.values()])) if smiles else None
+    )
+    scores["by_group"] = by_group(scores, smiles, data)
     t2 = time.perf_counter()
     ident = identity_distances(out, syn["done"], progress=progress) if identity else {"available": False}
     t3 = time.perf_counter()
@@ -434,8 +489,22 @@ def report(res: dict) -> str:
         f"   (critic.hit_rates: {_fmt(s['macro_hit_critic'])})",
         f"happy {_fmt(s['targets']['happy']['hit'])}   neutral {_fmt(s['targets']['neutral']['hit'])}",
         f"proxy-valence CCC vs target valence: {_fmt(s['valence_ccc'])}",
-        f"input photos read as neutral: {_fmt(s['inputs_neutral'])}",
+        f"input photos read as neutral: {_fmt(s['inputs_neutral'])}; "
+        f"the same people's real smiles read as happy: {_fmt(s.get('real_smiles_happy'))}",
     ]
+    groups = s.get("by_group") or {}
+    if groups:
+        classed = [t for t, r in s["targets"].items() if r["hit"] is not None]
+        lines.append(
+            "hits by group of people (info.csv ethnicity); the real smiles read as happy at the end:"
+        )
+        lines.append(f"  {'':<12} {'':<5}" + " ".join(f"{t[:7]:>7}" for t in classed) + "  real smile")
+        for g, row in groups.items():
+            cells = [f"{row[t][0]:>3}/{row[t][1]:<3}" if t in row else f"{'-':>7}" for t in classed]
+            ref = row.get("real_smile_happy")
+            lines.append(
+                f"  {g:<12} n={row['n']:<3}" + " ".join(cells) + (f"  {ref[0]:>3}/{ref[1]}" if ref else "")
+            )
     if ident.get("available"):
         lines.append(
             f"identity (dlib distance, output vs input): median {_fmt(ident['median'])}, "

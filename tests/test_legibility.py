@@ -116,3 +116,31 @@ def test_happy_reads_happy(legibility):
     rows = res["scores"]["per_image"]
     tops = {k: r.get("top") for k, r in rows.items() if k.endswith("__happy")}
     assert sum(t == "happy" for t in tops.values()) >= 3, tops
+
+
+def test_hits_are_counted_per_group_of_people(tmp_path):
+    """``by_group`` counts a target's hits per info.csv group with the target's own regions, leaves out
+    unclassed targets and images the critic could not judge, and reads the real smiles as happy or not."""
+    ev = _script()
+    (tmp_path / "info.csv").write_text("face_id,age,gender,ethnicity\n001,20,f,a\n002,30,m,b\n003,40,f,a\n")
+    targets = {
+        "happy": {"regions": ["happy"], "hit": 0.5},
+        "angry": {"regions": ["afraid", "angry"], "hit": 0.5},
+        "calm": {"regions": None, "hit": None},
+    }
+    tops = {
+        "001": ("happy", "afraid", "neutral"),
+        "002": ("neutral", "angry", "happy"),
+        "003": ("happy", None, "x"),
+    }
+    per_image = {}
+    for pid, (happy, angry, calm) in tops.items():
+        per_image[f"{pid}__happy"] = {"top": happy}
+        per_image[f"{pid}__angry"] = {"top": angry} if angry else {"error": "no face"}
+        per_image[f"{pid}__calm"] = {"top": calm}
+    smiles = {"001": {"top": "happy"}, "002": {"top": "neutral"}}
+    got = ev.by_group({"targets": targets, "per_image": per_image}, smiles, tmp_path)
+    assert list(got) == ["a", "b"]  # the larger group first
+    assert got["a"] == {"n": 2, "happy": [2, 2], "angry": [1, 1], "real_smile_happy": [1, 1]}
+    assert got["b"] == {"n": 1, "happy": [0, 1], "angry": [1, 1], "real_smile_happy": [0, 1]}
+    assert ev.by_group({"targets": targets, "per_image": per_image}, smiles, tmp_path / "none") == {}
