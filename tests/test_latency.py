@@ -144,16 +144,46 @@ def test_paste_back_applies_the_displacement_to_photo_pixels_and_adds_the_residu
     np.testing.assert_array_equal(out[mask == 0], image[mask == 0])
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_under_the_paint_the_photo_s_detail_gives_way_to_the_crop_s_colour(engine, dtype):
+    """Where the crop painted (opacity 1) the output is the crop's colour upsampled, whatever the photo
+    and the warp there (no fine detail of the photo comes through); a paint of opacity 0 changes nothing,
+    bit for bit."""
+    rng = np.random.default_rng(8)
+    image = rng.random((300, 280, 3), np.float32)  # white noise: all fine detail
+    if dtype == np.uint8:
+        image = np.floor(image * 255 + 0.5).astype(np.uint8)
+    disp, covered, resid, _ = smooth_edit(rng, 64, 3.0)
+    covered[:] = 1.0
+    colour = np.float32([0.9, 0.85, 0.8])
+    painted = np.zeros((64, 64, 4), np.float32)
+    painted[20:44, 20:44] = [*colour, 1.0]
+    win = workcrop.Window(10, 5, 0.25)
+    got, _ = pasted(image, win, (disp, covered, resid, painted), engine=engine)
+    inside = got[10 + 4 * 21 : 10 + 4 * 43, 5 + 4 * 21 : 5 + 4 * 43].astype(np.float32)  # 1 crop px in
+    unit = 255.0 if dtype == np.uint8 else 1.0
+    np.testing.assert_allclose(inside, np.broadcast_to(colour * unit, inside.shape), atol=0.51 * unit / 255)
+    plain = pasted(image, win, (disp, covered, resid), engine=engine)
+    zero = pasted(image, win, (disp, covered, resid, np.zeros_like(painted)), engine=engine)
+    np.testing.assert_array_equal(plain[0], zero[0])
+    assert (plain[0] != got).any()
+
+
 def smooth_edit(rng, size, amplitude):
     """A working crop's edit: a covered disc with a soft rim, a smooth displacement of up to ``amplitude``
-    crop px (large ones reach past a tile's window: the NumPy fallback) and a small residual."""
+    crop px (large ones reach past a tile's window: the NumPy fallback), a small residual and a painted
+    blob inside the disc (opacity rising to 1, a smooth colour, premultiplied)."""
     yy, xx = np.mgrid[:size, :size] - rng.uniform(0.3, 0.7, 2)[:, None, None] * size
     covered = np.clip(size * rng.uniform(0.2, 0.5) - np.hypot(yy, xx), 0, 1).astype(np.float32)
     phase = rng.uniform(0, 6, 2)
     wave = np.stack([np.sin(yy / 9 + phase[0]), np.cos(xx / 7 + phase[1])], -1)
     disp = (amplitude * wave * covered[..., None]).astype(np.float32)
     resid = (rng.normal(0, 0.03, (size, size, 3)) * covered[..., None]).astype(np.float32)
-    return disp, covered, resid
+    opacity = np.clip(1.5 - np.hypot(yy + 2, xx - 1) / 4, 0, 1) * covered
+    colour = 0.5 + 0.4 * np.stack([np.sin(xx / 5), np.cos(yy / 6), np.sin((xx - yy) / 7)], -1)
+    painted = np.concatenate([opacity[..., None] * colour, opacity[..., None]], -1).astype(np.float32)
+    return disp, covered, resid, painted
 
 
 def paste_cases(side: int, reach: int) -> dict:
@@ -171,7 +201,8 @@ def paste_cases(side: int, reach: int) -> dict:
 
 
 def pasted(photo, win, edit, *, engine: str = "tiles"):
-    """(output, mask) of ``workcrop.paste_back`` of ``edit`` (displacement, coverage, residual) on a copy."""
+    """(output, mask) of ``workcrop.paste_back`` of ``edit`` (displacement, coverage, residual[, paint]) on a
+    copy."""
     out, mask = photo.copy(), np.zeros(photo.shape[:2], np.float32)
     workcrop.paste_back(out, mask, photo, win, *edit, engine=engine)
     return out, mask
@@ -259,7 +290,8 @@ def test_paste_back_uses_the_compiled_tiles_and_runs_them_on_threads(monkeypatch
     is finished by the compiled program, none by the NumPy fallback."""
     rng = np.random.default_rng(3)
     image = rng.random((900, 700, 3), np.float32)
-    disp, covered, resid = smooth_edit(rng, 64, 2.0)
+    edit = smooth_edit(rng, 64, 2.0)
+    covered = edit[1]
     win = workcrop.Window(-7, 11, 0.09)
     fallback = []
     real = workcrop._paste_numpy
@@ -267,7 +299,7 @@ def test_paste_back_uses_the_compiled_tiles_and_runs_them_on_threads(monkeypatch
     results = []
     for threads in (1, 3):
         monkeypatch.setattr(workcrop, "_threads", lambda n=threads: n)
-        results.append(pasted(image, win, (disp, covered, resid)))
+        results.append(pasted(image, win, edit))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
     assert (results[0][1] > 0).sum() > 10_000 and (results[0][0] != image).any()

@@ -283,15 +283,16 @@ def _upsample(
 
 def paste_tile(
     src: Shaped[Array, "P P 3"],
-    fields: Float[Array, "S S 6"],
+    fields: Float[Array, "S S 10"],
     origin: Int[Array, "2"],
     corner: Int[Array, "2"],
     geom: Float[Array, "5"],
 ) -> tuple[Shaped[Array, "T T 3"], Float[Array, "T T"]]:
     """One finished ``TILE x TILE`` tile of the paste-back, the photo tile whose top-left pixel is ``origin``
-    (row, col): the crop's ``fields`` (displacement in photo px, coverage, residual) upsampled bilinearly,
-    the warp looked up in the photo window ``src`` (its pixel [0, 0] is photo pixel ``corner``; it holds the
-    tile and its taps), ``photo + C (warp - photo) + R`` clipped to [0, 1]. ``geom`` = (window top, left,
+    (row, col): the crop's ``fields`` (displacement in photo px, coverage, residual, paint) upsampled
+    bilinearly, the warp looked up in the photo window ``src`` (its pixel [0, 0] is photo pixel ``corner``;
+    it holds the tile and its taps), ``photo + C (warp - photo) + R`` under the paint (``paste_back``),
+    clipped to [0, 1]. ``geom`` = (window top, left,
     scale, photo height, width). Shapes are fixed, whatever the photo: compiled once (and stored).
     ``src`` is float32 in [0, 1] or uint8 (a photo as decoded: the tile comes back uint8, rounded as
     ``io.save_image`` rounds, with no full-size float copy of the photo anywhere; one program per dtype).
@@ -305,7 +306,8 @@ def paste_tile(
     orig = jax.lax.dynamic_slice(src, (origin[0] - corner[0], origin[1] - corner[1], 0), (TILE, TILE, 3))
     orig = orig.astype(jnp.float32)
     cover = up[..., 2]
-    out = jnp.clip(orig + cover[..., None] * (warp - orig) + unit * up[..., 3:], 0.0, unit)
+    out = orig + cover[..., None] * (warp - orig) + unit * up[..., 3:6]
+    out = jnp.clip(out * (1.0 - up[..., 9:10]) + unit * up[..., 6:9], 0.0, unit)
     if src.dtype == jnp.uint8:  # a static choice (the dtype), not a traced one
         out = jnp.floor(out + 0.5).astype(jnp.uint8)
     return out, cover
@@ -319,7 +321,7 @@ def tile_program(size: int, dtype=np.float32, *, rebuild: bool = False):
 
     args = (
         np.zeros((WINDOW, WINDOW, 3), dtype),
-        np.zeros((size, size, 6), np.float32),
+        np.zeros((size, size, 10), np.float32),
         np.zeros(2, np.int32),
         np.zeros(2, np.int32),
         np.float32([0, 0, 1, WINDOW, WINDOW]),
@@ -404,7 +406,9 @@ def paste_engine() -> str:
     return "opencv"
 
 
-def paste_back(out, mask, photo, window: Window, displacement, covered, residual, *, engine: str = "auto"):
+def paste_back(
+    out, mask, photo, window: Window, displacement, covered, residual, painted=None, *, engine: str = "auto"
+):
     """Write one face's working-crop edit of ``photo`` f32[H, W, 3] (or u8: ``out`` is then uint8 too,
     rounded as ``io.save_image`` rounds) into ``out`` (same shape and dtype, C-contiguous), at full
     resolution.
@@ -412,22 +416,28 @@ def paste_back(out, mask, photo, window: Window, displacement, covered, residual
     ``displacement`` f32[S, S, 2] (crop px), ``covered`` f32[S, S], ``residual`` f32[S, S, 3]: see
     ``working.WorkEdit``. Inside the face's region the output is ``photo + C (warp - photo) + R``, with the
     displacement, coverage ``C`` and residual ``R`` upsampled bilinearly and the warp sampling the photo's
-    own pixels; pixels the upsampled coverage does not reach are left as they are in ``out``. ``mask``
-    f32[H, W] receives ``C``. The photo lives on the host, so by default (``engine="auto"``:
-    ``paste_engine``) OpenCV does it in row strips (``_paste_opencv``); ``"tiles"``: tile by tile
-    (``_tiles``) with the compiled ``paste_tile`` (a tile whose warp reaches too far: the NumPy reference);
-    ``"numpy"``: the NumPy reference ``_paste_numpy`` throughout. Regions run on a few threads (``photo``
-    is only read; regions write disjoint pixels).
+    own pixels; pixels the upsampled coverage does not reach are left as they are in ``out``. ``painted``
+    f32[S, S, 4] (optional: ``(P * colour, P)``, the crop's final colour premultiplied by its opacity
+    ``P``) marks what the crop painted (the mouth's interior): there the result is ``(1 - P) x + P colour``
+    (``x`` the above, both upsampled), so that the photo's fine detail does not show through the paint (its
+    sources, moved under the paint, stretched it into streaks). ``mask`` f32[H, W] receives ``C``. The
+    photo lives on the host, so by default (``engine="auto"``: ``paste_engine``) OpenCV does it in row
+    strips (``_paste_opencv``); ``"tiles"``: tile by tile (``_tiles``) with the compiled ``paste_tile`` (a
+    tile whose warp reaches too far: the NumPy reference); ``"numpy"``: the NumPy reference
+    ``_paste_numpy`` throughout. Regions run on a few threads (``photo`` is only read; regions write
+    disjoint pixels).
     """
     h, w = photo.shape[:2]
     engine = paste_engine() if engine == "auto" else engine
     if engine == "opencv" and not _opencv_can_write(out, mask, photo):
         engine = "tiles"
+    if painted is None:
+        painted = np.zeros((*np.shape(covered), 4), np.float32)
     if engine == "opencv":
-        one = _opencv_strips(out, mask, photo, window, (displacement, covered, residual))
+        one = _opencv_strips(out, mask, photo, window, (displacement, covered, residual, painted))
         regions = _tiles(window, covered, h, w, rows=STRIP, cols=w)
     else:
-        fields = np.concatenate([displacement / window.scale, covered[..., None], residual], axis=-1)
+        fields = np.concatenate([displacement / window.scale, covered[..., None], residual, painted], axis=-1)
         one = _compiled_tiles(out, mask, photo, window, fields.astype(np.float32), compiled=engine == "tiles")
         regions = _tiles(window, covered, h, w)
     if len(regions) > 1 and _threads() > 1:
@@ -485,8 +495,9 @@ def _opencv_strips(out, mask, photo, window: Window, edit):
     crop pixel past them, bilinear taps one more): the displacement's components apart, in photo pixels
     (``cv2.warpAffine`` has fast paths for 1 and 4 channels only), and (residual in the photo's units,
     coverage), the residual plus half a grey level for uint8 photos (so that truncating rounds as
-    ``io.save_image`` does)."""
-    displacement, covered, residual = edit
+    ``io.save_image`` does); the paint (colour in the photo's units, opacity) where the crop painted, with
+    the photo rows it reaches (None when nothing is painted)."""
+    displacement, covered, residual, painted = edit
     n = len(covered)
     used = [np.flatnonzero(covered.any(k)) for k in (1, 0)]
     (r0, r1), (c0, c1) = ((max(0, u[0] - 3), min(n, u[-1] + 4)) if u.size else (0, n) for u in used)
@@ -498,7 +509,15 @@ def _opencv_strips(out, mask, photo, window: Window, edit):
     np.multiply(residual[block], unit, out=rc[..., :3])
     rc[..., :3] += half
     rc[..., 3] = covered[block]
-    fields = (dx, dy, rc, (r0, c0))
+    paint = None
+    rows = np.flatnonzero(painted[block][..., 3].any(1))
+    if rows.size:
+        pc = np.multiply(painted[block], np.float32([unit, unit, unit, 1.0]), dtype=np.float32)
+        pc[..., :3] += half * pc[..., 3:]  # the half grey level of what it replaces
+        s = window.scale
+        reach = (window.top + (r0 + rows[0] - 1) / s, window.top + (r0 + rows[-1] + 2) / s)
+        paint = (pc, reach)
+    fields = (dx, dy, rc, (r0, c0), paint)
     return lambda strip: _paste_opencv(out, mask, photo, window, fields, strip)
 
 
@@ -509,13 +528,13 @@ def _paste_opencv(out, mask, photo, window: Window, fields, strip):
     dilation by a 2 x 2 square, looked up at the same whole-pixel positions), blended in float32. uint8
     photos are looked up in float (grey levels) from a block of the strip's taps converted alone; ``out``
     gets bytes, ``photo + 0.5`` truncated. ``fields`` = (dx, dy, (residual, coverage), their corner in
-    the crop) from ``_opencv_strips``. Equal to the reference within the 1/32 px rounding of positions
-    (measured: 0.015 grey levels mean, 1.2 at most on a 3000 px face)."""
+    the crop, the paint) from ``_opencv_strips``. Equal to the reference within the 1/32 px rounding of
+    positions (measured: 0.015 grey levels mean, 1.2 at most on a 3000 px face)."""
     import cv2
 
     a, b, c, d = strip
     h, w = photo.shape[:2]
-    dx, dy, rc, (r0, c0) = fields  # the fields' pixel [0, 0] is the crop's [r0, c0]
+    dx, dy, rc, (r0, c0), paint = fields  # the fields' pixel [0, 0] is the crop's [r0, c0]
     s = window.scale
     m = np.float64(
         [[s, 0, s * (c + 0.5 - window.left) - 0.5 - c0], [0, s, s * (a + 0.5 - window.top) - 0.5 - r0]]
@@ -552,6 +571,11 @@ def _paste_opencv(out, mask, photo, window: Window, fields, strip):
     cv2.multiply(edited, cv2.merge([cover] * 3), dst=edited)
     cv2.add(edited, orig, dst=edited, dtype=cv2.CV_32F)
     cv2.add(edited, cv2.cvtColor(rc, cv2.COLOR_RGBA2RGB), dst=edited)
+    if paint is not None and paint[1][0] < b and paint[1][1] > a:  # under the paint, the crop's colour
+        pu = cv2.warpAffine(paint[0], m, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        keep = 1.0 - cv2.extractChannel(pu, 3)
+        cv2.multiply(edited, cv2.merge([keep] * 3), dst=edited)
+        cv2.add(edited, cv2.cvtColor(pu, cv2.COLOR_RGBA2RGB), dst=edited)
     np.clip(edited, 0.0, 1.0 if photo.dtype != np.uint8 else 255.0, out=edited)
     if photo.dtype == np.uint8:
         edited = edited.astype(np.uint8)  # truncation of x + 0.5: floor(x + 0.5) as ``io.save_image``
@@ -583,7 +607,9 @@ def _paste_numpy(out, mask, photo, window: Window, fields, tile):
     edited -= orig
     edited *= cover
     edited += orig
-    edited += unit * up[..., 3:]
+    edited += unit * up[..., 3:6]
+    edited *= 1.0 - up[..., 9:10]  # under the paint, the crop's colour (``paste_back``)
+    edited += unit * up[..., 6:9]
     np.clip(edited, 0.0, unit, out=edited)
     if photo.dtype == np.uint8:
         edited = np.floor(edited + 0.5).astype(np.uint8)

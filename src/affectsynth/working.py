@@ -27,13 +27,16 @@ class WorkEdit(eqx.Module):
 
     ``out = crop + covered * (warp(crop, displacement) - crop) + residual``: the warp is applied to the
     photo's own pixels at full resolution, the residual (appearance cues + the smooth Poisson correction,
-    0 outside ``covered``) is upsampled.
+    0 outside ``covered``) is upsampled. Where the crop painted what the photo does not have (the mouth's
+    interior: teeth, cavity), ``painted`` carries the crop's own colour instead (``workcrop.paste_back``).
     """
 
     displacement: Float[Array, "B S S 2"]
     """Source minus destination position (x, y) of each covered pixel, crop pixels (0 elsewhere)."""
     covered: Float[Array, "B S S"]
     residual: Float[Array, "B S S 3"]
+    painted: Float[Array, "B S S 4"]
+    """(P * out, P): the crop's result premultiplied by the opacity P of its paint (0 elsewhere)."""
     fit_rms: Float[Array, " B"]
     input_expression: Float[Array, "B Ke"]
     class_id: Array
@@ -51,10 +54,12 @@ def edit_work_crops(crops, landmarks, targets, keys, model: AffectModel, options
         centres = jnp.arange(s, dtype=patch.dtype) + 0.5
         grid = jnp.stack(jnp.meshgrid(centres, centres, indexing="xy"), axis=-1)
         c = covered[..., None]
+        paint = (diag["mouth_alpha"] * covered)[..., None]
         return WorkEdit(
             displacement=(src_xy - grid) * c,
             covered=covered,
             residual=(out - (patch + c * (warped - patch))) * c,
+            painted=jnp.concatenate([paint * out, paint], axis=-1),
             fit_rms=fit.rms,
             input_expression=fit.expression,
             class_id=class_index(model.grid, target),
@@ -199,10 +204,10 @@ def synthesize_working(images, landmarks, targets, keys, model: AffectModel, opt
         copying = pool.submit(photos.copy)
         edit = run(crops, lms, np.asarray(targets, np.float32), np.asarray(keys).astype(np.uint32))
         images = copying.result()
-    disp, cov, resid = (np.asarray(x) for x in (edit.displacement, edit.covered, edit.residual))
+    fields = [np.asarray(x) for x in (edit.displacement, edit.covered, edit.residual, edit.painted)]
     masks = np.zeros((b, h, w), np.float32)
     for i, win in enumerate(windows):
-        workcrop.paste_back(images[i], masks[i], photos[i], win, disp[i], cov[i], resid[i])
+        workcrop.paste_back(images[i], masks[i], photos[i], win, *(f[i] for f in fields))
     return SynthesisResult(
         images=images,
         masks=masks,
