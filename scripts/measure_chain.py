@@ -101,12 +101,12 @@ def redetect(image: np.ndarray, lm: np.ndarray) -> np.ndarray:
     return np.asarray(af.detect_landmarks(image))[:, :2] - lm[:, :2]
 
 
-def paste(photo, window, disp, cov, resid) -> np.ndarray:
+def paste(photo, window, disp, cov, resid, painted=None) -> np.ndarray:
     """The working-crop edit carried back to the photo (``workcrop.paste_back``)."""
     from affectsynth import workcrop
 
     out = photo.copy()
-    workcrop.paste_back(out, np.zeros(photo.shape[:2], np.float32), photo, window, disp, cov, resid)
+    workcrop.paste_back(out, np.zeros(photo.shape[:2], np.float32), photo, window, disp, cov, resid, painted)
     return out
 
 
@@ -151,6 +151,7 @@ def chain_of_face(photo, lm, targets, model, options, split_cues=()) -> dict:
         prog = working.work_program(model, dataclasses.replace(alpha, appearance=look), b)
         without[cue] = np.asarray(prog(crops, lms, tv, keys).residual)
     out = {}
+    cue_edit, full_edit = (cues.residual, cues.painted), (full.residual, full.painted)
     for i, name in enumerate(targets):
         disp, cov = np.asarray(full.displacement[i]), np.asarray(full.covered[i])
         dst = cl[:, :2] + applied[i] * win.scale
@@ -161,8 +162,8 @@ def chain_of_face(photo, lm, targets, model, options, split_cues=()) -> dict:
             "a_applied": applied[i],
             "b_field": field,
             "c_warp": redetect(paste(photo, win, disp, cov, zero), lm),
-            "c_cues": redetect(paste(photo, win, disp, cov, np.asarray(cues.residual[i])), lm),
-            "d_output": redetect(paste(photo, win, disp, cov, np.asarray(full.residual[i])), lm),
+            "c_cues": redetect(paste(photo, win, disp, cov, *(np.asarray(x[i]) for x in cue_edit)), lm),
+            "d_output": redetect(paste(photo, win, disp, cov, *(np.asarray(x[i]) for x in full_edit)), lm),
         }
         for cue, resid in without.items():
             out[name][f"no_{cue}"] = redetect(paste(photo, win, disp, cov, resid[i]), lm)
