@@ -30,6 +30,8 @@ def band_limited(rng, h, w):
 @given(**paste_cases(700, 400))
 @example(h=600, w=650, top=-40, left=-30, scale=0.1, amplitude=14.0, seed=1)  # windows past the edges
 @example(h=500, w=500, top=0, left=0, scale=1.0, amplitude=6.0, seed=2)  # a face at its own scale
+@example(h=129, w=8, top=0, left=0, scale=0.328125, amplitude=8.0, seed=2)  # a warp reaching past the photo
+@example(h=642, w=26, top=0, left=0, scale=1 / 3, amplitude=0.0, seed=0)  # a trace of coverage past the rim
 def test_opencv_paste_equals_the_numpy_reference(h, w, top, left, scale, amplitude, seed):
     """OpenCV's paste-back writes what the reference writes, within its 1/32 px rounding of positions
     (measured on such photos: 0.038 at most, 4e-4 mean where covered); the coverage within its rounding of

@@ -488,6 +488,10 @@ def _opencv_can_write(out, mask, photo) -> bool:
 STRIP = 64
 """Rows of the photo strips ``_paste_opencv`` finishes one at a time (their temporaries stay in cache)."""
 
+COVER_FLOOR = 1e-5
+"""Upsampled coverage at or below which ``_paste_opencv`` leaves a pixel as it is (an edit scaled by it moves
+no pixel by a visible amount, and no byte)."""
+
 
 def _opencv_strips(out, mask, photo, window: Window, edit):
     """``_paste_opencv`` of one strip (a, b, c, d), as a function of the strip, the fields laid out once
@@ -543,6 +547,9 @@ def _paste_opencv(out, mask, photo, window: Window, fields, strip):
     up = [cv2.warpAffine(f, m, size, flags=flags, borderMode=cv2.BORDER_REPLICATE) for f in (dx, dy, rc)]
     mx, my, rc = up
     cover = cv2.extractChannel(rc, 3)
+    # OpenCV's 1/32 px positions leave a trace of coverage on pixels just past the rim where the exact
+    # upsampling has none (measured 3.7e-7): below COVER_FLOOR a pixel is left as it is
+    cv2.threshold(cover, COVER_FLOOR, 0.0, cv2.THRESH_TOZERO, dst=cover)
     if not cv2.countNonZero(cover):
         return
     mx += np.arange(c, d, dtype=np.float32)  # continuous photo indices: a pixel's centre is at i + 0.5
@@ -550,8 +557,9 @@ def _paste_opencv(out, mask, photo, window: Window, fields, strip):
     across, down = [], []
     for mp, n, ends in ((mx, w, across), (my, h, down)):
         low, high = cv2.minMaxLoc(mp)[:2]
-        if low < 0 or high > n - 1:  # clamped to the photo as ``_cubic_taps`` clamps
-            np.clip(mp, 0.0, n - 1.0, out=mp)
+        if low < 0 or high > n - 1:  # clamped to the photo as ``_cubic_taps`` clamps (a warp may reach
+            np.clip(mp, 0.0, n - 1.0, out=mp)  # past a narrow photo altogether: its taps are then empty)
+            low, high = min(max(low, 0.0), n - 1.0), min(max(high, 0.0), n - 1.0)
         # taps of floor(u) - 1 .. floor(u) + 2, floor(u) rounded up by OpenCV's 1/32 px where u is near it
         ends += [max(0, math.floor(low) - 1), min(n, math.floor(high) + 4)]
     (x0, x1), (y0, y1) = across, down
