@@ -601,6 +601,20 @@ def test_smile_widens_the_mouth_and_the_cheeks_as_far_as_ict(fields, ict_dir):
         assert np.all(real > 0.0) and np.all(out >= share * real), (ids, out, real)
 
 
+def test_jaw_drop_curves_the_lower_lip_as_ict_does(fields, ict_dir):
+    """AU26 lowers the lower lip's inner contour most at its centre and less towards the corners, in the
+    proportions of ICT's jawOpen on our lip points (1.0 / 0.94 / 0.83 / 0.69 / 0.56 / 0.29 of the centre's
+    drop, centre to corner): the whole lower lip at the jaw's full drop, corners at half, dropped it as a flat
+    block (0.89 of the centre's drop beside the corner): a rectangular opening."""
+    ref = _ict_npz_fields(ict_dir)["AU26"]
+    lower = R["lips_inner_lower"]
+    lower = lower[np.argsort(np.abs(T[lower, 0]) + 1e-3 * T[lower, 0])]  # centre first, by distance
+    for f in (fields["AU26"], ref):
+        assert f[lower[0], 1] < -3.0
+    ours, real = fields["AU26"][lower, 1] / fields["AU26"][lower[0], 1], ref[lower, 1] / ref[lower[0], 1]
+    np.testing.assert_allclose(ours, real, atol=0.12)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Real smiles (London set; skips without it)
 
