@@ -626,6 +626,19 @@ def test_jaw_drop_curves_the_lower_lip_as_ict_does(fields, ict_dir):
     np.testing.assert_allclose(ours, real, atol=0.12)
 
 
+def test_fit_basis_drops_the_jaw_rigidly():
+    """The face fit's AU26 drops the whole lower lip as one (its curve on a photo is the person's lip line:
+    a tapered fit mode bent a closed neutral mouth when neutralised), the synthesis's AU26 tapers it."""
+    fit = auf.action_unit_fields(fit_basis=True)["AU26"]
+    ours = auf.action_unit_fields()["AU26"]
+    lower = R["lips_inner_lower"]
+    lower = lower[np.argsort(np.abs(T[lower, 0]) + 1e-3 * T[lower, 0])]
+    beside = lower[-3]  # the point next to a corner
+    assert fit[beside, 1] / fit[lower[0], 1] > 0.85
+    assert ours[beside, 1] / ours[lower[0], 1] < 0.7
+    np.testing.assert_allclose(fit[lower[0]], ours[lower[0]], atol=1e-4)  # the same jaw
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Real smiles (London set; skips without it)
 

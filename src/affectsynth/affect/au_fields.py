@@ -564,8 +564,8 @@ def _build_fields(t: topo.FaceTopology, fit_basis: bool = False) -> dict[str, np
             out[name + "L"] = fl
             out[name + "R"] = fr
         out[name] = fl + fr
-    jaw26 = lj.jaw_rotation(g, lj.JAW_DROP_DEG)
-    jaw27 = lj.jaw_rotation(g, lj.MOUTH_STRETCH_DEG)
+    jaw26 = lj.jaw_rotation(g, lj.JAW_DROP_DEG, lip_taper=not fit_basis)
+    jaw27 = lj.jaw_rotation(g, lj.MOUTH_STRETCH_DEG, lip_taper=not fit_basis)
     # AU27 also stretches the lips: corners inwards and the upper lip up a little.
     stretch = lj.lip_stretch(g)
     for name, fld in (("AU26", jaw26), ("AU27", jaw27 + stretch + _mirror_field(t, stretch))):
@@ -594,7 +594,11 @@ def action_unit_fields(
         fit_basis: the fields as the face fit's expression modes: AU17 lifts the whole upper lip with the
             lower one instead of pressing it (``_upper_lip_press``). A press thins the upper lip's red,
             which on a photo is the person's lip shape; as a fit mode it let neutralisation thin or thicken
-            the input's lips (the astronaut's closed neutral seam lost a quarter of its darkness).
+            the input's lips (the astronaut's closed neutral seam lost a quarter of its darkness). Likewise
+            the jaw (AU26, AU27) drops the lips rigidly, without ``lid_jaw_fields.JAW_LIP_CORNER``'s taper:
+            a tapered lower lip is a curve, which on a closed neutral mouth is the person's own lip line; as
+            a fit mode it explained London 014's lower lip as a dropped jaw (AU26 0.54 beyond its resting
+            0.43, was AU16 0.21) and neutralisation bent the closed lips (corners 0.021 IOD lower).
 
     Returns:
         name -> f32[478, 3].

@@ -42,13 +42,15 @@ def close_lid(g: "auf._Geometry") -> np.ndarray:
     return auf._rbf(g, anchors, np.concatenate([close, 0.7 * close[near]]) / g.s, 6.0, pins=le_lo, exact=True)
 
 
-def jaw_rotation(g: "auf._Geometry", degrees: float) -> np.ndarray:
+def jaw_rotation(g: "auf._Geometry", degrees: float, lip_taper: bool = True) -> np.ndarray:
     """Rotation of the lower face about a left-right jaw axis near the ears, blended by a smooth weight.
 
     The axis runs along x through a point 0.75 IPD below the pupils and 1.3 IPD behind them (the
     temporomandibular joints). Weight 1 on the chin, the jaw and the lower lip's centre, tapering along the
     lips to ``JAW_LIP_CORNER`` at the corners; the upper lip's centre stays; elsewhere a Gaussian falloff
-    (12 mm) in graph distance from the mandible points.
+    (12 mm) in graph distance from the mandible points. ``lip_taper=False``: the lower lip at 1 throughout,
+    the corners at 0.5, the upper lip at 0.5 (x / half width)^4 (a rigid drop: the face fit's mode,
+    ``au_fields.action_unit_fields(fit_basis=True)``).
     """
     t, x = g.t, g.x
     pup = 0.5 * (x[topo.LEFT_PUPIL] + x[topo.RIGHT_PUPIL])
@@ -64,11 +66,13 @@ def jaw_rotation(g: "auf._Geometry", degrees: float) -> np.ndarray:
     d = np.nan_to_num(g.dist[mandible].min(0), posinf=1e9)
     w = np.exp(-0.5 * (d / (12.0 * g.s)) ** 2)
     xc = np.abs(x[ou, 0]).max()
-    w[upper] = JAW_LIP_CORNER * (np.abs(x[upper, 0]) / xc) ** 2
+    corner = JAW_LIP_CORNER if lip_taper else 0.5
+    w[upper] = corner * (np.abs(x[upper, 0]) / xc) ** (2 if lip_taper else 4)
     w[mandible] = 1.0
-    lip = np.setdiff1d(lower, upper)
-    w[lip] = 1.0 - (1.0 - JAW_LIP_CORNER) * (np.abs(x[lip, 0]) / xc) ** 2
-    w[np.intersect1d(upper, lower)] = JAW_LIP_CORNER  # the points at the mouth corners belong to both lips
+    if lip_taper:
+        lip = np.setdiff1d(lower, upper)
+        w[lip] = 1.0 - (1.0 - corner) * (np.abs(x[lip, 0]) / xc) ** 2
+    w[np.intersect1d(upper, lower)] = corner  # the points at the mouth corners belong to both lips
     w[topo.NUM_MESH_POINTS :] = 0.0
     a = np.deg2rad(degrees)
     c, s = np.cos(a), np.sin(a)
