@@ -387,8 +387,8 @@ AU_SPECS: dict[str, _Spec] = {
     # pinned nose base, lifted the borders 2.2 / 2.9 mm under inner contours at 3.4 / 3.4, thinning the red;
     # now 2.8 / 3.4 under 3.8 / 3.7 (a lone border anchor between the nose-base pins and the inner anchors
     # keeps ~40 % of its vector; peak ratio vs ICT 0.947 -> 0.948, cosine 0.928 -> 0.930). 16 London happy
-    # outputs, median of the 10 whose real smile shows teeth: upper lip's border up 0.030 -> 0.039 IOD (real
-    # 0.054), its red thinned by 0.039 -> 0.033 (0.023); the critic's happy 9 -> 10 of 16, excited 13 -> 14.
+    # outputs, median of the 10 whose real smile shows teeth: upper lip's border up 0.032 -> 0.038 IOD (real
+    # 0.054), its red thinned by 0.035 -> 0.032 (0.023): below FaceMesh's noise, but towards real smiles.
     "AU12": _corner_spec(
         (7.1, 9.4, -7.2),
         (0.0, 2.2, -1.8),

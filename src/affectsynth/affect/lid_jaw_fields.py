@@ -18,10 +18,10 @@ corners (0.3 (x / half width)^2), as ICT-FaceKit's jawOpen moves our lip points 
 0.69 / 0.56 / 0.29 of its centre's drop from the centre to the corner; upper lip 0.07 ... 0.29). Every
 lower-lip point at 1 and the corners at 0.5 dropped the lower lip as a flat block with a step at each
 corner: a happy mouth's lower lip fell straight down beside the corners, a rectangular opening, and an
-excited one a grimace. 16 London faces (happy, re-detected, median of the 10 whose real smile shows teeth;
-before -> after, real): corners up 0.114 -> 0.123 IOD (0.121), curve 0.108 -> 0.116 (0.122), upper lip's
-inner centre below the corners 0.039 -> 0.045 (0.055); the critic's happy 9 -> 8 of 16, excited 9 -> 13,
-surprised 10 -> 13 (mean P(happy) of the happy outputs 0.46 -> 0.47, of excited 0.43 -> 0.56)."""
+excited one a grimace (by eye, London outputs; now a crescent). 16 London faces, with AU12's borders and
+the rounded crowns: the critic's excited 9 -> 13 of 16 (5 read angry before), surprised 10 -> 14, happy
+9 -> 8 (mean P(happy) 0.46 -> 0.45); happy's re-detected landmarks move less than FaceMesh's noise (curve
+0.108 -> 0.111 IOD, real toothy smiles 0.122). The face fit keeps the rigid drop (``lip_taper=False``)."""
 
 
 def close_lid(g: "auf._Geometry") -> np.ndarray:

@@ -60,8 +60,8 @@ output."""
 CROWN_ROUND = 0.15
 """How much an upper tooth darkens from its middle to its sides (``_crown_side``). With only the thin line
 between teeth, a smile's teeth were one flat white band beside the same people's real smiles (by eye); 16
-London happy outputs (measure_smile, median): teeth texture 0.027 -> 0.032 (real smiles 0.039), brightness
-over the skin 1.18 -> 1.13 (1.14); the critic's happy 8 -> 9 of 16, excited 13 -> 13. Not for clenched rows
+London happy outputs (measure_smile, median): teeth texture 0.029 -> 0.036 (real smiles 0.039), brightness
+over the skin 1.17 -> 1.13 (1.14); the critic's readings moved by one face or none. Not for clenched rows
 (their deeper lines already part the teeth) nor small faces (``_detail``)."""
 
 DEEP_MM = 3.0
