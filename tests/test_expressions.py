@@ -601,6 +601,44 @@ def test_smile_widens_the_mouth_and_the_cheeks_as_far_as_ict(fields, ict_dir):
         assert np.all(real > 0.0) and np.all(out >= share * real), (ids, out, real)
 
 
+def test_smile_lifts_the_lips_borders_with_their_inner_contours(fields, ict_dir):
+    """AU12 lifts the upper and lower lips' vermilion borders at the midline (FaceMesh 0, 17) at least 3/4 as
+    far as ICT's mouthSmile does and 7/10 as far as their own inner contours (13, 14): the lips rise as a
+    whole. Borders at 2.2 / 2.9 mm under inner contours at 3.4 (ICT 3.6 / 3.8 under 3.6 / 3.6) thinned the
+    upper lip's red in London happy outputs more than real smiles do."""
+    ref, ours = _ict_npz_fields(ict_dir)["AU12"], fields["AU12"]
+    for border, inner in ((0, 13), (17, 14)):
+        assert ours[border, 1] >= 0.75 * ref[border, 1], (border, ours[border, 1], ref[border, 1])
+        assert ours[border, 1] >= 0.7 * ours[inner, 1], (border, ours[border, 1], ours[inner, 1])
+
+
+def test_jaw_drop_curves_the_lower_lip_as_ict_does(fields, ict_dir):
+    """AU26 lowers the lower lip's inner contour most at its centre and less towards the corners, in the
+    proportions of ICT's jawOpen on our lip points (1.0 / 0.94 / 0.83 / 0.69 / 0.56 / 0.29 of the centre's
+    drop, centre to corner): the whole lower lip at the jaw's full drop, corners at half, dropped it as a flat
+    block (0.89 of the centre's drop beside the corner): a rectangular opening."""
+    ref = _ict_npz_fields(ict_dir)["AU26"]
+    lower = R["lips_inner_lower"]
+    lower = lower[np.argsort(np.abs(T[lower, 0]) + 1e-3 * T[lower, 0])]  # centre first, by distance
+    for f in (fields["AU26"], ref):
+        assert f[lower[0], 1] < -3.0
+    ours, real = fields["AU26"][lower, 1] / fields["AU26"][lower[0], 1], ref[lower, 1] / ref[lower[0], 1]
+    np.testing.assert_allclose(ours, real, atol=0.12)
+
+
+def test_fit_basis_drops_the_jaw_rigidly():
+    """The face fit's AU26 drops the whole lower lip as one (its curve on a photo is the person's lip line:
+    a tapered fit mode bent a closed neutral mouth when neutralised), the synthesis's AU26 tapers it."""
+    fit = auf.action_unit_fields(fit_basis=True)["AU26"]
+    ours = auf.action_unit_fields()["AU26"]
+    lower = R["lips_inner_lower"]
+    lower = lower[np.argsort(np.abs(T[lower, 0]) + 1e-3 * T[lower, 0])]
+    beside = lower[-3]  # the point next to a corner
+    assert fit[beside, 1] / fit[lower[0], 1] > 0.85
+    assert ours[beside, 1] / ours[lower[0], 1] < 0.7
+    np.testing.assert_allclose(fit[lower[0]], ours[lower[0]], atol=1e-4)  # the same jaw
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Real smiles (London set; skips without it)
 
