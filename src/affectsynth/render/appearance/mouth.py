@@ -57,13 +57,6 @@ closes (its teeth rest on the lip), fully below this and not at all from twice i
 cavity, broken into dots by the pixel grid, drew a dark zipper along the lower lip of every London happy
 output."""
 
-CROWN_ROUND = 0.15
-"""How much an upper tooth darkens from its middle to its sides (``_crown_side``). With only the thin line
-between teeth, a smile's teeth were one flat white band beside the same people's real smiles (by eye); 16
-London happy outputs (measure_smile, median): teeth texture 0.029 -> 0.036 (real smiles 0.039), brightness
-over the skin 1.17 -> 1.13 (1.14); the critic's readings moved by one face or none. Not for clenched rows
-(their deeper lines already part the teeth) nor small faces (``_detail``)."""
-
 DEEP_MM = 3.0
 """Depth (mm) inside the new opening's contour over which ``_MouthFrame.deep`` rises from 0 to 1 (or a
 half the opening's height, if more)."""
@@ -390,7 +383,6 @@ def _teeth(
     edge = _smoothstep(f.d_up / jnp.maximum(h_up, 1.0))
     depth = (0.06 + 0.1 * edge + 0.1 * clench) * detail
     tooth_shade = (1.0 - 0.65 * turn) * (1.0 - depth * jnp.minimum(gaps, 1.0)) * contact
-    tooth_shade = tooth_shade * (1.0 - CROWN_ROUND * detail * (1.0 - clench) * _crown_side(f.x_mm))
     gaps_lo = jnp.minimum(gaps + clench * (gaps_lo - gaps), 1.0)
     tooth_shade_lo = (1.0 - 0.65 * turn) * (1.0 - depth * gaps_lo) * contact
     soft = jnp.maximum(0.9, 0.1 * h_up)
@@ -408,18 +400,6 @@ def _teeth(
     m_lo = m_lo + clench * (m_lo_c - m_lo)
     lo_rgb = teeth_rgb[None, None, :] * ((0.72 + 0.1 * clench) * tooth_shade_lo)[..., None]
     return m_up, up_rgb, m_lo, lo_rgb
-
-
-def _crown_side(x_mm: Float[Array, "H W"]) -> Float[Array, "H W"]:
-    """Where each pixel lies across its upper tooth (``TOOTH_EDGES_MM``): 0 at the crown's middle, 1 at the
-    gaps on either side, squared (a convex crown turns away from the light towards its neighbours)."""
-    ax = jnp.abs(x_mm)
-    edges = TOOTH_EDGES_MM + (TOOTH_EDGES_MM[-1] + 7.0,)
-    side = jnp.ones_like(ax)
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
-        c = jnp.abs(ax - 0.5 * (a + b)) / (0.5 * (b - a))
-        side = jnp.where((ax >= a) & (ax < b), c, side)
-    return side * side
 
 
 def _lower_lip_pull(ctx: AppearanceContext, smile: Float[Array, ""]) -> Float[Array, ""]:
