@@ -18,10 +18,11 @@ corners (0.3 (x / half width)^2), as ICT-FaceKit's jawOpen moves our lip points 
 0.69 / 0.56 / 0.29 of its centre's drop from the centre to the corner; upper lip 0.07 ... 0.29). Every
 lower-lip point at 1 and the corners at 0.5 dropped the lower lip as a flat block with a step at each
 corner: a happy mouth's lower lip fell straight down beside the corners, a rectangular opening, and an
-excited one a grimace (by eye, London outputs; now a crescent). 16 London faces, with AU12's borders and
-the rounded crowns: the critic's excited 9 -> 13 of 16 (5 read angry before), surprised 10 -> 14, happy
-9 -> 8 (mean P(happy) 0.46 -> 0.45); happy's re-detected landmarks move less than FaceMesh's noise (curve
-0.108 -> 0.111 IOD, real toothy smiles 0.122). The face fit keeps the rigid drop (``lip_taper=False``)."""
+excited one a grimace (by eye, London outputs; now a crescent). All 48 London faces, with AU12's borders
+(the critic, ``scripts/eval_legibility.py``): excited 35 -> 39 of 48, surprised 26 -> 40 (12 -> 1 read
+afraid), happy 33 -> 32 (mean P(happy) 0.64 -> 0.61); happy's re-detected landmarks move less than
+FaceMesh's noise (16 faces: curve 0.108 -> 0.111 IOD, real toothy smiles 0.122). The face fit keeps the
+rigid drop (``lip_taper=False``)."""
 
 
 def close_lid(g: "auf._Geometry") -> np.ndarray:
