@@ -74,13 +74,14 @@ def test_a_dropped_jaw_shows_no_streaks(astronaut):
 
 
 def fine_detail(img, lm) -> float:
-    """Mean absolute second difference of luminance (along rows and columns, the larger) in the middle of
-    the opening (``streak_score``'s box): the detail finer than a pixel or two."""
-    lum = img @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    """Mean absolute second difference of luminance (along rows and columns, the larger) deep in the
+    opening (its middle 30% in height, 50% of its width: the cavity, clear of the teeth's edges), in grey
+    levels: the detail finer than a pixel or two."""
+    lum = img @ np.array([0.2126, 0.7152, 0.0722], np.float32) * 255.0
     up, lo, c0, c1 = lm[13, :2], lm[14, :2], lm[78, :2], lm[308, :2]
     cx, w = 0.5 * (c0[0] + c1[0]), abs(c1[0] - c0[0])
-    y0, y1 = int(up[1] + 0.25 * (lo[1] - up[1])), int(up[1] + 0.75 * (lo[1] - up[1]))
-    x0, x1 = int(cx - 0.3 * w), int(cx + 0.3 * w)
+    y0, y1 = int(up[1] + 0.35 * (lo[1] - up[1])), int(up[1] + 0.65 * (lo[1] - up[1]))
+    x0, x1 = int(cx - 0.25 * w), int(cx + 0.25 * w)
     b = lum[y0 - 1 : y1 + 1, x0 - 1 : x1 + 1]
     h = np.abs(b[1:-1, 1:-1] - 0.5 * (b[1:-1, :-2] + b[1:-1, 2:])).mean()
     v = np.abs(b[1:-1, 1:-1] - 0.5 * (b[:-2, 1:-1] + b[2:, 1:-1])).mean()
@@ -90,8 +91,8 @@ def fine_detail(img, lm) -> float:
 def test_a_painted_opening_carries_none_of_the_photos_detail_at_full_resolution():
     """The astronaut at 3x (1536 px: her face is resampled 3:1 into the working crop) with a dropped jaw:
     the painted opening comes back as the crop painted it, smooth, not as the photo's pixels under the
-    moved sources (their detail stretched into ripples: 0.79 grey levels of second difference before the
-    paint was carried back, 0.18 with it; the 512 px photo's opening 3.2 -> 0.7)."""
+    moved sources (their detail stretched into ripples: 0.60 grey levels of second difference before the
+    paint was carried back, 0.12-0.13 with it)."""
     from PIL import Image
 
     big = Image.fromarray(skimage.data.astronaut()).resize((1536, 1536), Image.BICUBIC)
@@ -99,4 +100,4 @@ def test_a_painted_opening_carries_none_of_the_photos_detail_at_full_resolution(
     out = np.asarray(af.synthesize(img, *TARGETS["surprised"]))
     lm = af.detect_landmarks(out)
     assert lip_gap(lm) > 0.3
-    assert fine_detail(out, lm) < 0.4 / 255
+    assert fine_detail(out, lm) < 0.3
