@@ -40,19 +40,28 @@ def lip_gap(lm) -> float:
     return float(np.max(np.linalg.norm(lm[up, :2] - lm[lo, :2], axis=1)) / iod)
 
 
-def streak_score(img, lm) -> float:
-    """How much the opening's middle (its middle half in height, 60% of its width) is striped up and down:
-    (h - v) / (h + v) with h, v the mean absolute second difference of luminance along rows and along
-    columns. Streaks of a stretched lip seam run down the opening: h >> v, near 1; a smooth cavity ~0."""
-    lum = img @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+def second_differences(img, lm, height: float, width: float) -> tuple[float, float]:
+    """Mean absolute second difference of luminance along rows (h) and along columns (v), grey levels, in a
+    box centred in the opening: the middle ``height`` of it between the inner lips' midpoints, ``width``
+    of the corner-to-corner width."""
+    lum = img @ np.array([0.2126, 0.7152, 0.0722], np.float32) * 255.0
     up, lo, c0, c1 = lm[13, :2], lm[14, :2], lm[78, :2], lm[308, :2]
     cx, w = 0.5 * (c0[0] + c1[0]), abs(c1[0] - c0[0])
-    y0, y1 = int(up[1] + 0.25 * (lo[1] - up[1])), int(up[1] + 0.75 * (lo[1] - up[1]))
-    x0, x1 = int(cx - 0.3 * w), int(cx + 0.3 * w)
+    margin = 0.5 * (1.0 - height)
+    y0, y1 = int(up[1] + margin * (lo[1] - up[1])), int(up[1] + (1.0 - margin) * (lo[1] - up[1]))
+    x0, x1 = int(cx - 0.5 * width * w), int(cx + 0.5 * width * w)
     b = lum[y0 - 1 : y1 + 1, x0 - 1 : x1 + 1]
     h = np.abs(b[1:-1, 1:-1] - 0.5 * (b[1:-1, :-2] + b[1:-1, 2:])).mean()
     v = np.abs(b[1:-1, 1:-1] - 0.5 * (b[:-2, 1:-1] + b[2:, 1:-1])).mean()
-    return float((h - v) / (h + v + 1e-6))
+    return float(h), float(v)
+
+
+def streak_score(img, lm) -> float:
+    """How much the opening's middle (its middle half in height, 60% of its width) is striped up and down:
+    (h - v) / (h + v) of ``second_differences``. Streaks of a stretched lip seam run down the opening:
+    h >> v, near 1; a smooth cavity ~0."""
+    h, v = second_differences(img, lm, 0.5, 0.6)
+    return (h - v) / (h + v + 1e-6)
 
 
 def test_a_smiling_photos_neutral_closes_its_lips(astronaut):
@@ -74,18 +83,9 @@ def test_a_dropped_jaw_shows_no_streaks(astronaut):
 
 
 def fine_detail(img, lm) -> float:
-    """Mean absolute second difference of luminance (along rows and columns, the larger) deep in the
-    opening (its middle 30% in height, 50% of its width: the cavity, clear of the teeth's edges), in grey
-    levels: the detail finer than a pixel or two."""
-    lum = img @ np.array([0.2126, 0.7152, 0.0722], np.float32) * 255.0
-    up, lo, c0, c1 = lm[13, :2], lm[14, :2], lm[78, :2], lm[308, :2]
-    cx, w = 0.5 * (c0[0] + c1[0]), abs(c1[0] - c0[0])
-    y0, y1 = int(up[1] + 0.35 * (lo[1] - up[1])), int(up[1] + 0.65 * (lo[1] - up[1]))
-    x0, x1 = int(cx - 0.25 * w), int(cx + 0.25 * w)
-    b = lum[y0 - 1 : y1 + 1, x0 - 1 : x1 + 1]
-    h = np.abs(b[1:-1, 1:-1] - 0.5 * (b[1:-1, :-2] + b[1:-1, 2:])).mean()
-    v = np.abs(b[1:-1, 1:-1] - 0.5 * (b[:-2, 1:-1] + b[2:, 1:-1])).mean()
-    return float(max(h, v))
+    """The larger ``second_differences`` deep in the opening (its middle 30% in height, 50% of its width:
+    the cavity, clear of the teeth's edges), grey levels: the detail finer than a pixel or two."""
+    return max(second_differences(img, lm, 0.3, 0.5))
 
 
 def test_a_painted_opening_carries_none_of_the_photos_detail_at_full_resolution():
