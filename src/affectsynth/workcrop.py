@@ -106,10 +106,10 @@ def cut_window(image: np.ndarray, window: Window, size: int) -> np.ndarray:
 
 def _box_mean(region: np.ndarray, k: int, unit: float) -> np.ndarray:
     """Means f32[n, m, C] / ``unit`` of the ``k x k`` blocks of ``region`` [n k, m k, C], in row bands on a
-    few threads (NumPy releases the GIL; a 12-Mpx photo's took 16-26 ms of a ~160 ms edit on one). Sums
-    over contiguous axes (a mean over axes (1, 3) is several times slower): the k rows of a band in turn,
-    then the k pixels of a row; bytes summed as 16-bit integers (exact, as float32 sums of them are, and
-    faster)."""
+    few threads (NumPy releases the GIL; on one thread a 12-Mpx photo's took 19-24 ms of a ~160-210 ms edit,
+    on two 16-18 ms). Sums over contiguous axes (a mean over axes (1, 3) is several times slower): the k rows
+    of a band in turn, then the k pixels of a row; bytes summed as 16-bit integers (exact, as float32 sums of
+    them are, and faster)."""
     (n, m), c = (x // k for x in region.shape[:2]), region.shape[-1]
     acc = np.uint16 if unit != 1.0 and k * k * 255 < 2**16 else np.float32
     out = np.empty((n, m, c), np.float32)
@@ -292,11 +292,11 @@ def paste_tile(
     (row, col): the crop's ``fields`` (displacement in photo px, coverage, residual, paint) upsampled
     bilinearly, the warp looked up in the photo window ``src`` (its pixel [0, 0] is photo pixel ``corner``;
     it holds the tile and its taps), ``photo + C (warp - photo) + R`` under the paint (``paste_back``),
-    clipped to [0, 1]. ``geom`` = (window top, left,
-    scale, photo height, width). Shapes are fixed, whatever the photo: compiled once (and stored).
-    ``src`` is float32 in [0, 1] or uint8 (a photo as decoded: the tile comes back uint8, rounded as
-    ``io.save_image`` rounds, with no full-size float copy of the photo anywhere; one program per dtype).
-    Returns the tile and its coverage ``C``; the caller keeps the photo where ``C`` is 0."""
+    clipped to [0, 1]. ``geom`` = (window top, left, scale, photo height, width). Shapes are fixed,
+    whatever the photo: compiled once (and stored). ``src`` is float32 in [0, 1] or uint8 (a photo as
+    decoded: the tile comes back uint8, rounded as ``io.save_image`` rounds, with no full-size float copy of
+    the photo anywhere; one program per dtype). Returns the tile and its coverage ``C``; the caller keeps
+    the photo where ``C`` is 0."""
     unit = 255.0 if src.dtype == jnp.uint8 else 1.0  # grey levels per unit of the fields' residual
     top, left, scale = geom[0], geom[1], geom[2]
     centres = jnp.arange(TILE, dtype=jnp.float32) + 0.5
