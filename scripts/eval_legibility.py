@@ -128,6 +128,11 @@ def load_critic(critic_dir: Path):
     return mod
 
 
+def _reading(judged: dict) -> dict:
+    """The critic's reading of one image without the image itself (what the JSON keeps)."""
+    return {k: v for k, v in judged.items() if k != "image"}
+
+
 def score_folder(
     out: Path, ids: list[str], critic, *, input_paths: dict | None = None, progress: bool = True
 ) -> dict:
@@ -142,12 +147,12 @@ def score_folder(
     for pid in ids:
         if input_paths and pid in input_paths:  # what the critic reads on the photo itself (a reference)
             r = critic.judge(str(input_paths[pid]))
-            inputs[pid] = {k: v for k, v in r.items() if k != "image"}
+            inputs[pid] = _reading(r)
             bar.update(1)
         for t in names:
             path = str(out / f"{pid}__{t}.png")
             cache[path] = judge(path)
-            per_image[f"{pid}__{t}"] = {k: v for k, v in cache[path].items() if k != "image"}
+            per_image[f"{pid}__{t}"] = _reading(cache[path])
             bar.update(1)
     bar.close()
 
@@ -214,7 +219,7 @@ def real_smiles(data: Path, ids: list[str], critic) -> dict:
         path = Path(data) / "smiling" / f"{pid}.jpg"
         if path.is_file():
             r = critic.judge(str(path))
-            out[pid] = {k: v for k, v in r.items() if k != "image"}
+            out[pid] = _reading(r)
     return out
 
 
