@@ -8,9 +8,10 @@ critic's own V-A region rule, the macro mean over the eight classed targets, and
 critic's proxy valence with the target valence. Identity is checked with dlib's 128-d face descriptor
 (distance output vs input; < 0.6 is "same person"), and reported as n/a when dlib is not installed.
 References read by the same critic: the input photos (read as neutral?) and the same people's real smiles
-(``<data>/smiling/<id>.jpg``, read as happy?). Where the set has an ``info.csv``, the hits are also counted
-per group of people (its ``ethnicity`` column): the critic reads darker faces less well (its README), and a
-target's misses should be read by group before the face is changed.
+(``<data>/smiling/<id>.jpg``, read as happy?), split into open (toothy) and closed smiles, since our happy is
+an open one; dlib also measures what those real smiles cost in identity. Where the set has an ``info.csv``,
+the hits are also counted per group of people (its ``ethnicity`` column): the critic reads darker faces less
+well (its README), and a target's misses should be read by group before the face is changed.
 
 Outputs: a table on stdout, ``<out>/legibility.json`` with every number, and ``<out>/legibility_sheet.png``
 (8 faces x input + ten targets, face crops, each tile labelled with the critic's reading).
@@ -256,6 +257,49 @@ def by_group(scores: dict, smiles: dict, data: Path, column: str = "ethnicity") 
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["n"]))
 
 
+OPEN_SMILE = 0.04
+"""Inner-lip gap (inter-pupil distances) from which a real smile counts as open: it shows teeth. The 48
+London smiles leave a clear gap around it: 24 closed (0.025 at most) and 24 open (0.051 and up, median
+0.14)."""
+
+
+def smile_openings(data: Path, ids: list[str]) -> dict[str, float]:
+    """Inner-lip gap of each person's real smiling photo, in inter-pupil distances (FaceMesh: inner-lip
+    midpoints 13/14, iris centres 468/473); people without a smiling photo or a detected face are left
+    out."""
+    import affectsynth as af
+
+    out = {}
+    for pid in ids:
+        path = Path(data) / "smiling" / f"{pid}.jpg"
+        if not path.is_file():
+            continue
+        try:
+            lm = np.asarray(af.detect_landmarks(af.load_image(path), source=str(path)), np.float64)
+        except af.AffectsynthError:
+            continue
+        iod = np.linalg.norm(lm[468, :2] - lm[473, :2])
+        out[pid] = float(np.linalg.norm(lm[13, :2] - lm[14, :2]) / iod)
+    return out
+
+
+def happy_by_smile(scores: dict, smiles: dict, openings: dict, threshold: float = OPEN_SMILE) -> dict:
+    """Happy hits on the people whose real smile is open (shows teeth) and on those whose is closed, next
+    to the critic's reading of those real smiles: {"open" | "closed": {"n", "ours": [hits, judged],
+    "real": [hits, judged]}}. Our happy is an open, toothy smile; the fair reference for it is the open
+    real smiles (the critic reads faint closed smiles as neutral, its README)."""
+    out: dict[str, dict] = {}
+    regions = scores["targets"]["happy"]["regions"]
+    for pid, gap in openings.items():
+        g = out.setdefault("open" if gap >= threshold else "closed", {"n": 0, "ours": [0, 0], "real": [0, 0]})
+        g["n"] += 1
+        for key, r in (("ours", scores["per_image"].get(f"{pid}__happy")), ("real", smiles.get(pid))):
+            if r is not None and "error" not in r:
+                g[key][0] += r["top"] in regions
+                g[key][1] += 1
+    return out
+
+
 # -------------------------------------------------------------------------------------------- identity
 class _Dlib:
     """dlib's face descriptor, with the .dat files of face_recognition_models loaded by path."""
@@ -281,8 +325,10 @@ class _Dlib:
         return np.asarray(self.net.compute_face_descriptor(rgb_u8, self.shape(rgb_u8, rect))), rect
 
 
-def identity_distances(out: Path, done: dict, *, progress: bool = True) -> dict:
-    """dlib distance between each output and its input photo; {"available": False, ...} without dlib."""
+def identity_distances(out: Path, done: dict, *, data: Path | None = None, progress: bool = True) -> dict:
+    """dlib distance between each output and its input photo; {"available": False, ...} without dlib.
+    With ``data``, also each person's real smile (``data/smiling/<id>.jpg``) against the same input: what a
+    real expression costs (``real_smiles``)."""
     try:
         d = _Dlib()
     except (ImportError, RuntimeError, OSError) as e:
@@ -290,11 +336,16 @@ def identity_distances(out: Path, done: dict, *, progress: bool = True) -> dict:
     from PIL import Image
 
     names = list(TARGETS)
-    dist, missing = {}, []
+    dist, missing, real = {}, [], {}
     bar = _progress(len(done) * (len(names) + 1), "identity", "img", progress)
     for pid, info in done.items():
         ref, rect = d.descriptor(np.asarray(Image.open(info["input"]).convert("RGB")))
         bar.update(1)
+        smile = Path(data) / "smiling" / f"{pid}.jpg" if data is not None else None
+        if ref is not None and smile is not None and smile.is_file():
+            desc, _ = d.descriptor(np.asarray(Image.open(smile).convert("RGB")))
+            if desc is not None:  # another photo: no fallback box
+                real[pid] = float(np.linalg.norm(desc - ref))
         for t in names:
             key = f"{pid}__{t}"
             if ref is None:
@@ -321,6 +372,8 @@ def identity_distances(out: Path, done: dict, *, progress: bool = True) -> dict:
         "median_per_target": per_target,
         "missing": missing,
         "per_image": dist,
+        "real_smiles": real,
+        "real_smiles_median": float(np.median(list(real.values()))) if real else None,
     }
 
 
@@ -439,8 +492,15 @@ def evaluate(
         float(np.mean([r.get("top") == "happy" for r in smiles.values()])) if smiles else None
     )
     scores["by_group"] = by_group(scores, smiles, data)
+    openings = smile_openings(data, ids)
+    scores["smile_openings"] = openings
+    scores["happy_by_smile"] = happy_by_smile(scores, smiles, openings)
     t2 = time.perf_counter()
-    ident = identity_distances(out, syn["done"], progress=progress) if identity else {"available": False}
+    ident = {"available": False}
+    if identity:
+        ident = identity_distances(out, syn["done"], data=data, progress=progress)
+    if ident.get("available") and openings:  # identity of ours vs real smiles, by the real smile's kind
+        ident["happy_by_smile"] = _identity_by_smile(ident, openings)
     t3 = time.perf_counter()
     edits = edit_sizes(out, syn["done"])
     sheet_path = contact_sheet(out, syn["done"], scores, out / "legibility_sheet.png") if sheet else None
@@ -471,6 +531,25 @@ def evaluate(
     }
 
 
+def _identity_by_smile(ident: dict, openings: dict, threshold: float = OPEN_SMILE) -> dict:
+    """Median identity distance of our happy outputs and of the real smiles, on the people whose real smile
+    is open and on those whose is closed: {"open" | "closed": {"n", "ours", "real"}}."""
+    out = {}
+    for kind, ids in (
+        ("open", [p for p, g in openings.items() if g >= threshold]),
+        ("closed", [p for p, g in openings.items() if g < threshold]),
+    ):
+        ours = [ident["per_image"][f"{p}__happy"] for p in ids if f"{p}__happy" in ident["per_image"]]
+        real = [ident["real_smiles"][p] for p in ids if p in ident["real_smiles"]]
+        if ids:
+            out[kind] = {
+                "n": len(ids),
+                "ours": float(np.median(ours)) if ours else None,
+                "real": float(np.median(real)) if real else None,
+            }
+    return out
+
+
 def _fmt(x, spec=".3f"):
     return "n/a" if x is None else format(x, spec)
 
@@ -497,6 +576,12 @@ def report(res: dict) -> str:
         f"input photos read as neutral: {_fmt(s['inputs_neutral'])}; "
         f"the same people's real smiles read as happy: {_fmt(s.get('real_smiles_happy'))}",
     ]
+    for kind, row in (s.get("happy_by_smile") or {}).items():
+        (oh, oj), (rh, rj) = row["ours"], row["real"]
+        lines.append(
+            f"happy on the {row['n']} people whose real smile is {kind}: ours {oh}/{oj}, "
+            f"their real smiles {rh}/{rj}"
+        )
     groups = s.get("by_group") or {}
     if groups:
         classed = [t for t, r in s["targets"].items() if r["hit"] is not None]
@@ -516,6 +601,17 @@ def report(res: dict) -> str:
             f"max {_fmt(ident['max'])} ({ident['argmax']}), "
             f">= {SAME_PERSON}: {ident['n_over']} of {ident['n']}"
         )
+        if ident.get("real_smiles_median") is not None:
+            lines.append(
+                f"identity of the same people's real smiles (smiling vs neutral photo): median "
+                f"{_fmt(ident['real_smiles_median'])}; ours at happy: "
+                f"{_fmt(ident['median_per_target'].get('happy'))}"
+            )
+        for kind, row in (ident.get("happy_by_smile") or {}).items():
+            lines.append(
+                f"  on the {row['n']} people whose real smile is {kind}: real {_fmt(row['real'])}, "
+                f"ours {_fmt(row['ours'])}"
+            )
     else:
         lines.append(f"identity: n/a ({ident.get('reason', 'skipped')})")
     if res["failed"]:

@@ -144,3 +144,33 @@ def test_hits_are_counted_per_group_of_people(tmp_path):
     assert got["a"] == {"n": 2, "happy": [2, 2], "angry": [1, 1], "real_smile_happy": [1, 1]}
     assert got["b"] == {"n": 1, "happy": [0, 1], "angry": [1, 1], "real_smile_happy": [0, 1]}
     assert ev.by_group({"targets": targets, "per_image": per_image}, smiles, tmp_path / "none") == {}
+
+
+def test_happy_is_counted_by_the_kind_of_the_persons_real_smile():
+    """``happy_by_smile`` splits people at ``OPEN_SMILE`` by their real smile's opening and counts our happy
+    and their real smile with the happy target's regions; unjudged images count in neither; the identity
+    medians split the same way."""
+    ev = _script()
+    targets = {"happy": {"regions": ["happy"], "hit": 0.5}}
+    per_image = {
+        "001__happy": {"top": "happy"},
+        "002__happy": {"top": "neutral"},
+        "003__happy": {"error": "no face"},
+        "004__happy": {"top": "happy"},
+    }
+    smiles = {"001": {"top": "neutral"}, "002": {"top": "happy"}, "003": {"top": "happy"}}
+    t = ev.OPEN_SMILE
+    openings = {"001": t + 0.1, "002": t, "003": t / 2, "004": 0.0}
+    got = ev.happy_by_smile({"targets": targets, "per_image": per_image}, smiles, openings)
+    assert got == {
+        "open": {"n": 2, "ours": [1, 2], "real": [1, 2]},
+        "closed": {"n": 2, "ours": [1, 1], "real": [1, 1]},
+    }
+    ident = {
+        "per_image": {"001__happy": 0.3, "002__happy": 0.5, "004__happy": 0.1},
+        "real_smiles": {"001": 0.2, "003": 0.4, "004": 0.1},
+    }
+    assert ev._identity_by_smile(ident, openings) == {
+        "open": {"n": 2, "ours": 0.4, "real": 0.2},
+        "closed": {"n": 2, "ours": 0.1, "real": 0.25},
+    }
