@@ -16,6 +16,7 @@ NUM_MESH_POINTS = 468
 IPD_MM = 63.0
 RIGHT_PUPIL = 468
 LEFT_PUPIL = 473
+NOSE_TIP = 1  # FaceMesh index of the tip of the nose
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
