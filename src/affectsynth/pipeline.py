@@ -50,7 +50,7 @@ from .render.appearance.context import (
 )
 from .render.poisson import poisson_blend
 from .render.raster import interpolate, rasterize, sample_bilinear
-from .resting import relax_smile
+from .resting import level_corners, relax_smile
 
 CROP_BUCKET = 64
 BLENDS = ("poisson", "alpha")
@@ -345,7 +345,9 @@ def _neutral_offsets(fit, lm: Float[Array, "478 3"], model: AffectModel, options
     unit = jnp.zeros_like(fit.expression).at[names.index("AU12")].set(1.0)
     smile = to_image_offsets(fit, expression_offsets(model.morphable, unit))
     parted = _lip_parting(lm + to_rest, fit.interocular)
-    return to_rest + closed + relax_smile(lm + to_rest + closed, smile, parted)
+    relaxed = relax_smile(lm + to_rest + closed, smile, parted)
+    level = level_corners(lm + to_rest + closed + relaxed, fit.interocular, parted)
+    return to_rest + closed + relaxed + level
 
 
 def _warped_mesh(lm: Float[Array, "478 3"], offsets: Float[Array, "478 3"], options: SynthesisOptions):

@@ -55,3 +55,49 @@ def relax_smile(
     # of a high-cornered mouth pursed it (London 010: 0.06 IOD narrower than her neutral photo)
     amount = jnp.clip(jnp.min(excess / jnp.maximum(per_unit, 1e-4)), 0.0, MAX_SMILE_RELAX)
     return -(smiling * amount) * smile
+
+
+CORNER_DROP_SPREAD = (0.2, 0.5)
+"""How far ``level_corners``'s move reaches: across the lip line, a Gaussian of 0.2 inter-pupil distances
+(0 from three of them: the nose and the chin's tip stay); beyond the corners, one of 0.5 half mouth widths."""
+MAX_CORNER_DROP = 0.08
+"""Most ``level_corners`` lowers the corners (inter-pupil distances; the 24 open London smiles kept 0.05
+above the same people's neutral photos after ``relax_smile``)."""
+
+
+def level_corners(
+    landmarks: Float[Array, "478 3"], interocular: Float[Array, ""], parted: Float[Array, ""]
+) -> Float[Array, "478 3"]:
+    """Offsets (pixels) that lower what is left of a smile's raised corners after ``relax_smile``: the line
+    where the closed lips meet keeps the smile's curve, so its sides (and the lips and skin around them) come
+    down by ``D g(u)``, ``g`` the line's own rise towards the corners (0 at the centre, 1 at the corners,
+    held beyond them), ``D`` the corners' height above ``REST_CORNER_HEIGHT``. The mouth does not narrow (the
+    lip-corner puller undone further pursed wide mouths) and the line does not wave (a corner depressor's
+    narrower footprint bent it into an M). Gated like ``relax_smile``: a resting face gets 0."""
+    t = topo.face_topology()
+    seam = jnp.asarray(t.region("lips_inner_upper"))
+    x = landmarks[:, :2]
+    shape = _mouth_shape(landmarks)
+    s = jnp.clip((shape[0] - SMILING_CORNER_HEIGHT[0]) / SMILING_CORNER_HEIGHT[1], 0.0, 1.0)
+    smiling = jnp.maximum(parted, s * s * (3.0 - 2.0 * s))
+    iod = jnp.maximum(interocular, 1e-6)
+    drop = smiling * jnp.clip(shape[0] - REST_CORNER_HEIGHT, 0.0, MAX_CORNER_DROP) * iod  # pixels
+    c0, c1 = x[seam[0]], x[seam[-1]]
+    width = jnp.maximum(jnp.linalg.norm(c1 - c0), 1e-6)
+    mid, along = 0.5 * (c0 + c1), (c1 - c0) / width
+    down = jnp.stack([-along[1], along[0]])
+    down = down * jnp.where(jnp.dot(mid - x[topo.NOSE_TIP], down) < 0.0, -1.0, 1.0)  # away from the nose
+    rel = x - mid[None, :]
+    u, v = rel @ along / (0.5 * width), rel @ down
+    nodes = rel[seam] @ along / (0.5 * width)
+    line = rel[seam] @ down
+    v_line = jnp.interp(u, nodes, line)  # the lip line under (or over) each point; held beyond the corners
+    centre = jnp.interp(0.0, nodes, line)
+    depth = jnp.maximum(centre - 0.5 * (line[0] + line[-1]), 1e-3 * iod)  # the line's sag below its ends
+    g = jnp.clip((centre - v_line) / depth, 0.0, 1.0)
+    g = g * jnp.exp(-jnp.square(jnp.maximum(jnp.abs(u) - 1.0, 0.0) / CORNER_DROP_SPREAD[1]))
+    floor = jnp.exp(-9.0)
+    across = jnp.square((v - v_line) / (CORNER_DROP_SPREAD[0] * iod))
+    fade = jnp.maximum(jnp.exp(-across) - floor, 0.0) / (1.0 - floor)
+    move = (drop * g * fade)[:, None] * down[None, :]
+    return jnp.concatenate([move, jnp.zeros_like(landmarks[:, 2:])], axis=-1)
