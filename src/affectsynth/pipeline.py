@@ -50,7 +50,7 @@ from .render.appearance.context import (
 )
 from .render.poisson import poisson_blend
 from .render.raster import interpolate, rasterize, sample_bilinear
-from .resting import level_corners, relax_smile
+from .resting import level_corners, mouth_coordinates, relax_smile
 
 CROP_BUCKET = 64
 BLENDS = ("poisson", "alpha")
@@ -249,18 +249,10 @@ def close_lips(landmarks: Float[Array, "478 3"], interocular: Float[Array, ""]) 
     """
     upper, lower, half = _inner_lip_pairs(landmarks)
     frac = _lip_parting(landmarks, interocular)
-    x = landmarks[:, :2]
-    c0, c1 = x[upper[0]], x[upper[-1]]
-    width = jnp.maximum(jnp.linalg.norm(c1 - c0), 1e-6)
-    mid, along = 0.5 * (c0 + c1), (c1 - c0) / width
-    down = jnp.stack([-along[1], along[0]])
-    down = down * jnp.where(jnp.dot(mid - x[topo.NOSE_TIP], down) < 0.0, -1.0, 1.0)  # away from the nose
-    rel = x - mid[None, :]
-    u = rel @ along / (0.5 * width)  # -1 .. 1 between the corners
-    v = rel @ down
-    nodes_up, nodes_lo = (rel[k] @ along / (0.5 * width) for k in (upper, lower))
-    v_up = jnp.interp(u, nodes_up, rel[upper] @ down)
-    v_lo = jnp.interp(u, nodes_lo, rel[lower] @ down)
+    u, v, _ = mouth_coordinates(landmarks, upper[0], upper[-1])  # u: -1 .. 1 between the corners
+    nodes_up, nodes_lo = u[upper], u[lower]
+    v_up = jnp.interp(u, nodes_up, v[upper])
+    v_lo = jnp.interp(u, nodes_lo, v[lower])
     move_up = jnp.stack([jnp.interp(u, nodes_up, half[:, k]) for k in range(3)], axis=-1)
     move_lo = jnp.stack([jnp.interp(u, nodes_lo, -half[:, k]) for k in range(3)], axis=-1)
     iod = jnp.maximum(interocular, 1e-6)

@@ -33,6 +33,13 @@ def _mouth_shape(landmarks: Float[Array, "478 3"]) -> Float[Array, "2"]:
     return jnp.stack([height, jnp.linalg.norm(x[291] - x[61]) / iod])
 
 
+def _smiling(shape: Float[Array, "2"], parted: Float[Array, ""]) -> Float[Array, ""]:
+    """Whether the face smiles, 0..1: its lips are parted beyond rest (``parted``) or its corners stand higher
+    than on any neutral photo (``SMILING_CORNER_HEIGHT``; ``shape``: ``_mouth_shape``)."""
+    x = jnp.clip((shape[0] - SMILING_CORNER_HEIGHT[0]) / SMILING_CORNER_HEIGHT[1], 0.0, 1.0)
+    return jnp.maximum(parted, x * x * (3.0 - 2.0 * x))
+
+
 def relax_smile(
     landmarks: Float[Array, "478 3"], smile: Float[Array, "478 3"], parted: Float[Array, ""]
 ) -> Float[Array, "478 3"]:
@@ -48,8 +55,7 @@ def relax_smile(
     """
     shape = _mouth_shape(landmarks)
     per_unit = _mouth_shape(landmarks + smile) - shape  # rise and widening per unit of the mode (linear)
-    x = jnp.clip((shape[0] - SMILING_CORNER_HEIGHT[0]) / SMILING_CORNER_HEIGHT[1], 0.0, 1.0)
-    smiling = jnp.maximum(parted, x * x * (3.0 - 2.0 * x))
+    smiling = _smiling(shape, parted)
     excess = shape - jnp.array([REST_CORNER_HEIGHT, REST_MOUTH_WIDTH])
     # the smaller of the two: the mode lifts the corners less than it widens, so undoing all of the lift
     # of a high-cornered mouth pursed it (London 010: 0.06 IOD narrower than her neutral photo)
@@ -65,6 +71,22 @@ MAX_CORNER_DROP = 0.08
 above the same people's neutral photos after ``relax_smile``)."""
 
 
+def mouth_coordinates(
+    landmarks: Float[Array, "478 3"], left, right
+) -> tuple[Float[Array, " 478"], Float[Array, " 478"], Float[Array, "2"]]:
+    """Every landmark in the mouth's frame: (u, v, down). ``u`` runs along the line from landmark ``left`` to
+    ``right`` (the lips' corners), -1 and 1 at them; ``v`` (pixels) across it along ``down``, the unit normal
+    pointing away from the nose (down the face, whatever the head's roll)."""
+    x = landmarks[:, :2]
+    c0, c1 = x[left], x[right]
+    width = jnp.maximum(jnp.linalg.norm(c1 - c0), 1e-6)
+    mid, along = 0.5 * (c0 + c1), (c1 - c0) / width
+    down = jnp.stack([-along[1], along[0]])
+    down = down * jnp.where(jnp.dot(mid - x[topo.NOSE_TIP], down) < 0.0, -1.0, 1.0)
+    rel = x - mid[None, :]
+    return rel @ along / (0.5 * width), rel @ down, down
+
+
 def level_corners(
     landmarks: Float[Array, "478 3"], interocular: Float[Array, ""], parted: Float[Array, ""]
 ) -> Float[Array, "478 3"]:
@@ -76,21 +98,12 @@ def level_corners(
     narrower footprint bent it into an M). Gated like ``relax_smile``: a resting face gets 0."""
     t = topo.face_topology()
     seam = jnp.asarray(t.region("lips_inner_upper"))
-    x = landmarks[:, :2]
     shape = _mouth_shape(landmarks)
-    s = jnp.clip((shape[0] - SMILING_CORNER_HEIGHT[0]) / SMILING_CORNER_HEIGHT[1], 0.0, 1.0)
-    smiling = jnp.maximum(parted, s * s * (3.0 - 2.0 * s))
+    smiling = _smiling(shape, parted)
     iod = jnp.maximum(interocular, 1e-6)
     drop = smiling * jnp.clip(shape[0] - REST_CORNER_HEIGHT, 0.0, MAX_CORNER_DROP) * iod  # pixels
-    c0, c1 = x[seam[0]], x[seam[-1]]
-    width = jnp.maximum(jnp.linalg.norm(c1 - c0), 1e-6)
-    mid, along = 0.5 * (c0 + c1), (c1 - c0) / width
-    down = jnp.stack([-along[1], along[0]])
-    down = down * jnp.where(jnp.dot(mid - x[topo.NOSE_TIP], down) < 0.0, -1.0, 1.0)  # away from the nose
-    rel = x - mid[None, :]
-    u, v = rel @ along / (0.5 * width), rel @ down
-    nodes = rel[seam] @ along / (0.5 * width)
-    line = rel[seam] @ down
+    u, v, down = mouth_coordinates(landmarks, seam[0], seam[-1])
+    nodes, line = u[seam], v[seam]
     v_line = jnp.interp(u, nodes, line)  # the lip line under (or over) each point; held beyond the corners
     centre = jnp.interp(0.0, nodes, line)
     depth = jnp.maximum(centre - 0.5 * (line[0] + line[-1]), 1e-3 * iod)  # the line's sag below its ends
