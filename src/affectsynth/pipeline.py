@@ -325,8 +325,9 @@ def _target_deformation(model: AffectModel, target, key, options: SynthesisOptio
 def _neutral_offsets(fit, lm: Float[Array, "478 3"], model: AffectModel, options: SynthesisOptions):
     """Image offsets (pixels, landmark frame) that take the input's face to rest: its fitted expression
     beyond the model's resting allowances (``neutral_excess``) is undone, then lips still parted wider than
-    a resting mouth are closed (``close_lips``) and a smile the fit missed is relaxed (``relax_smile``). Added
-    to the target's offsets when ``options.neutralize`` is on: a smiling input does not end up smiling twice.
+    a resting mouth are closed (``close_lips``), a smile the fit missed is relaxed (``relax_smile``) and what
+    its closed lip line keeps of the smile's curve is levelled (``level_corners``). Added to the target's
+    offsets when ``options.neutralize`` is on: a smiling input does not end up smiling twice.
     """
     excess = neutral_excess(fit.expression, model, options.neutral_tolerance)
     to_rest = to_image_offsets(fit, -expression_offsets(model.morphable, excess))
