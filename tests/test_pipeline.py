@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import affectsynth as af
 from affectsynth.affect.au_fields import AU_NAMES
@@ -306,6 +308,29 @@ def test_level_corners_leaves_a_resting_mouth_and_levels_a_smiles_curve():
         np.testing.assert_allclose(move[:, [0, 2]], 0.0, atol=1e-4)
         far = np.abs(lm[:, 1] - lm[13, 1]) > 0.8 * iod  # the eyes, brows and forehead
         np.testing.assert_array_equal(move[far], 0.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(angle=st.floats(-1.2, 1.2), gap=st.floats(0.03, 0.2), bend=st.floats(0.0, 0.1))
+def test_closing_and_levelling_turn_with_the_head(angle, gap, bend):
+    """``close_lips`` and ``level_corners`` work in the mouth's own frame: a head rolled by ``angle`` gets the
+    same offsets rolled with it."""
+    c, s = np.cos(angle), np.sin(angle)
+    rot = np.array([[c, -s], [s, c]], np.float32)
+
+    def rolled(lm):
+        out = lm.copy()
+        out[:, :2] = (lm[:, :2] - lm[1, :2]) @ rot.T + lm[1, :2]
+        return out
+
+    for lm, iod, fn in (
+        (*_parted(gap)[:2], lambda x, iod: close_lips(x, iod)),
+        (*_curved(bend)[:2], lambda x, iod: level_corners(x, iod, jnp.asarray(1.0))),
+    ):
+        move = np.asarray(fn(jnp.asarray(lm), jnp.asarray(iod)))
+        turned = np.asarray(fn(jnp.asarray(rolled(lm)), jnp.asarray(iod)))
+        np.testing.assert_allclose(turned[:, :2], move[:, :2] @ rot.T, atol=1e-3)
+        np.testing.assert_allclose(turned[:, 2], move[:, 2], atol=1e-3)
 
 
 # --------------------------------------------------------------------------------------------------------
