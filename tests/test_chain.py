@@ -5,9 +5,6 @@ the links that need no photo: the render's warp field carries every landmark's p
 offset, and the script's own arithmetic (kept fraction, similarity alignment) is right.
 """
 
-import importlib.util
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,17 +14,14 @@ from affectsynth import pipeline
 from affectsynth.affect.au_fields import AU_NAMES, expression_basis
 from affectsynth.face import topology as topo
 from affectsynth.render.raster import interpolate, rasterize, sample_bilinear
+from script_module import load_script
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE = 256
 PX_PER_MM = 1.4
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("measure_chain", REPO / "scripts" / "measure_chain.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("measure_chain")
 
 
 def _face_and_offsets(aus: dict[str, float]):

@@ -7,21 +7,17 @@ Skips cleanly without ``../shared`` (photos, FER critic) or onnxruntime. The flo
 expressions improve.
 """
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from script_module import load_script
+
 FACES = 4
 
 
 def _script():
-    path = REPO / "scripts" / "eval_legibility.py"
-    spec = importlib.util.spec_from_file_location("eval_legibility", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("eval_legibility")
 
 
 @pytest.fixture(scope="module")

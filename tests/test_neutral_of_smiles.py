@@ -1,19 +1,12 @@
 """scripts/measure_neutral_of_smiles.py: its measures and its table (the London run itself is a script)."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from script_module import load_script
 
 
 def _script():
-    path = REPO / "scripts" / "measure_neutral_of_smiles.py"
-    spec = importlib.util.spec_from_file_location("measure_neutral_of_smiles", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("measure_neutral_of_smiles")
 
 
 def test_lip_heights_are_in_inter_pupil_distances():
