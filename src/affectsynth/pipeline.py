@@ -50,7 +50,7 @@ from .render.appearance.context import (
 )
 from .render.poisson import poisson_blend
 from .render.raster import interpolate, rasterize, sample_bilinear
-from .resting import level_corners, mouth_coordinates, relax_smile
+from .resting import gaussian_fade, level_corners, mouth_coordinates, relax_smile
 
 CROP_BUCKET = 64
 BLENDS = ("poisson", "alpha")
@@ -228,11 +228,11 @@ def _lip_parting(landmarks: Float[Array, "478 3"], interocular: Float[Array, ""]
 LIP_CLOSE_SPREAD = (0.12, 0.55)
 """How far ``close_lips`` carries the inner lips' closing into the skin around them (inter-pupil
 distances): above the upper inner contour the move falls as ``exp(-(d / 0.12)^2)`` (0 from 3 x 0.12 up: the
-nose stays), below the lower one as
-``exp(-d / 0.55)``. London smiles against the same people's neutral photos (24 open smiles, aligned on stable
-points): the upper lip's border moves half as far as its inner contour, the lower lip's border 0.8 and the
-chin 0.37 of its inner contour (the jaw closes too). Closing only the inner contours stretched both lips'
-red over the photo's teeth: 0.14 / 0.19 tall against the real neutral 0.10 / 0.15."""
+nose stays), below the lower one as ``exp(-d / 0.55)``. London smiles against the same people's neutral
+photos (24 open smiles, aligned on stable points): the upper lip's border moves half as far as its inner
+contour, the lower lip's border 0.8 and the chin 0.37 of its inner contour (the jaw closes too). Closing
+only the inner contours stretched both lips' red over the photo's teeth: 0.14 / 0.19 tall against the real
+neutral 0.10 / 0.15 (re-detected, median; 0.125 / 0.16 now)."""
 
 
 def close_lips(landmarks: Float[Array, "478 3"], interocular: Float[Array, ""]) -> Float[Array, "478 3"]:
@@ -250,7 +250,9 @@ def close_lips(landmarks: Float[Array, "478 3"], interocular: Float[Array, ""]) 
     upper, lower, half = _inner_lip_pairs(landmarks)
     frac = _lip_parting(landmarks, interocular)
     u, v, _ = mouth_coordinates(landmarks, upper[0], upper[-1])  # u: -1 .. 1 between the corners
-    nodes_up, nodes_lo = u[upper], u[lower]
+    # the contours' positions along the mouth, non-decreasing as interp needs (a turned head can fold a
+    # contour's end back on itself)
+    nodes_up, nodes_lo = jax.lax.cummax(u[upper]), jax.lax.cummax(u[lower])
     v_up = jnp.interp(u, nodes_up, v[upper])
     v_lo = jnp.interp(u, nodes_lo, v[lower])
     move_up = jnp.stack([jnp.interp(u, nodes_up, half[:, k]) for k in range(3)], axis=-1)
@@ -258,8 +260,7 @@ def close_lips(landmarks: Float[Array, "478 3"], interocular: Float[Array, ""]) 
     iod = jnp.maximum(interocular, 1e-6)
     d_up = jnp.maximum(v_up - v, 0.0) / iod
     d_lo = jnp.maximum(v - v_lo, 0.0) / iod
-    floor = np.exp(-9.0)  # the upper fade ends at 3 of its widths: the nose and what is above stay put
-    w_up = jnp.maximum(jnp.exp(-jnp.square(d_up / LIP_CLOSE_SPREAD[0])) - floor, 0.0) / (1.0 - floor)
+    w_up = gaussian_fade(d_up / LIP_CLOSE_SPREAD[0])  # 0 from 3 widths up: the nose and above stay put
     w_lo = jnp.exp(-d_lo / LIP_CLOSE_SPREAD[1])
     above = (v <= 0.5 * (v_up + v_lo))[:, None]
     field = jnp.where(above, w_up[:, None] * move_up, w_lo[:, None] * move_lo)

@@ -4,7 +4,9 @@ Pure JAX, used by ``pipeline._neutral_offsets``. Thresholds come from FaceMesh o
 (neutral and smiling photos of each, FACTS.md section 9).
 """
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from .face import topology as topo
@@ -71,6 +73,13 @@ MAX_CORNER_DROP = 0.08
 above the same people's neutral photos after ``relax_smile``)."""
 
 
+def gaussian_fade(x: Float[Array, "*n"]) -> Float[Array, "*n"]:
+    """``exp(-x^2)`` lowered and rescaled to end at exactly 0 from ``|x| = 3`` (1 at 0): a move that fades
+    this way leaves whatever lies further away bit-for-bit where it was."""
+    floor = np.exp(-9.0)
+    return jnp.maximum(jnp.exp(-jnp.square(x)) - floor, 0.0) / (1.0 - floor)
+
+
 def mouth_coordinates(
     landmarks: Float[Array, "478 3"], left, right
 ) -> tuple[Float[Array, " 478"], Float[Array, " 478"], Float[Array, "2"]]:
@@ -103,14 +112,12 @@ def level_corners(
     iod = jnp.maximum(interocular, 1e-6)
     drop = smiling * jnp.clip(shape[0] - REST_CORNER_HEIGHT, 0.0, MAX_CORNER_DROP) * iod  # pixels
     u, v, down = mouth_coordinates(landmarks, seam[0], seam[-1])
-    nodes, line = u[seam], v[seam]
+    nodes, line = jax.lax.cummax(u[seam]), v[seam]  # non-decreasing, as interp needs
     v_line = jnp.interp(u, nodes, line)  # the lip line under (or over) each point; held beyond the corners
     centre = jnp.interp(0.0, nodes, line)
     depth = jnp.maximum(centre - 0.5 * (line[0] + line[-1]), 1e-3 * iod)  # the line's sag below its ends
     g = jnp.clip((centre - v_line) / depth, 0.0, 1.0)
     g = g * jnp.exp(-jnp.square(jnp.maximum(jnp.abs(u) - 1.0, 0.0) / CORNER_DROP_SPREAD[1]))
-    floor = jnp.exp(-9.0)
-    across = jnp.square((v - v_line) / (CORNER_DROP_SPREAD[0] * iod))
-    fade = jnp.maximum(jnp.exp(-across) - floor, 0.0) / (1.0 - floor)
+    fade = gaussian_fade((v - v_line) / (CORNER_DROP_SPREAD[0] * iod))
     move = (drop * g * fade)[:, None] * down[None, :]
     return jnp.concatenate([move, jnp.zeros_like(landmarks[:, 2:])], axis=-1)
