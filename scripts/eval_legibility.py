@@ -263,10 +263,15 @@ London smiles leave a clear gap around it: 24 closed (0.025 at most) and 24 open
 0.14)."""
 
 
+def lip_opening(landmarks: np.ndarray) -> float:
+    """Inner-lip gap in inter-pupil distances (FaceMesh: inner-lip midpoints 13/14, iris centres 468/473)."""
+    lm = np.asarray(landmarks, np.float64)
+    return float(np.linalg.norm(lm[13, :2] - lm[14, :2]) / np.linalg.norm(lm[468, :2] - lm[473, :2]))
+
+
 def smile_openings(data: Path, ids: list[str]) -> dict[str, float]:
-    """Inner-lip gap of each person's real smiling photo, in inter-pupil distances (FaceMesh: inner-lip
-    midpoints 13/14, iris centres 468/473); people without a smiling photo or a detected face are left
-    out."""
+    """``lip_opening`` of each person's real smiling photo; people without a smiling photo or a detected
+    face are left out."""
     import affectsynth as af
 
     out = {}
@@ -275,11 +280,9 @@ def smile_openings(data: Path, ids: list[str]) -> dict[str, float]:
         if not path.is_file():
             continue
         try:
-            lm = np.asarray(af.detect_landmarks(af.load_image(path), source=str(path)), np.float64)
+            out[pid] = lip_opening(af.detect_landmarks(af.load_image(path), source=str(path)))
         except af.AffectsynthError:
             continue
-        iod = np.linalg.norm(lm[468, :2] - lm[473, :2])
-        out[pid] = float(np.linalg.norm(lm[13, :2] - lm[14, :2]) / iod)
     return out
 
 

@@ -73,7 +73,6 @@ def measure(
     if not cues:  # the warp alone: no shading, wrinkles, mouth paint or eye cues
         look = af.AppearanceOptions(shading=False, wrinkles=False, mouth_interior=False, eyes=False)
         options = af.SynthesisOptions(appearance=look)
-    openings = ev.smile_openings(data, ids)
     dlib = None
     if identity:
         try:
@@ -90,19 +89,24 @@ def measure(
     bar = ev._progress(len(ids), "neutral of smiles", "face", True)
     for pid in ids:
         smile_path, neutral_path = (Path(data) / kind / f"{pid}.jpg" for kind in ("smiling", "neutral"))
-        if pid not in openings or not neutral_path.is_file():
+        if not (smile_path.is_file() and neutral_path.is_file()):
             bar.update(1)
             continue
         smile = np.asarray(af.load_image(smile_path), np.float32)
         neutral = np.asarray(af.load_image(neutral_path), np.float32)
-        lm_s = np.asarray(af.detect_landmarks(smile, source=str(smile_path)), np.float32)
-        lm_n = np.asarray(af.detect_landmarks(neutral, source=str(neutral_path)))
+        try:
+            lm_s = np.asarray(af.detect_landmarks(smile, source=str(smile_path)), np.float32)
+            lm_n = np.asarray(af.detect_landmarks(neutral, source=str(neutral_path)))
+        except af.AffectsynthError as e:  # reported and skipped, as smile_openings skips it
+            print(f"skipped {pid}: {e}", file=sys.stderr)
+            bar.update(1)
+            continue
         out = np.asarray(af.synthesize(smile, 0.0, 0.0, model=model, landmarks=lm_s, options=options))
         lm_o = np.asarray(af.detect_landmarks(out))
         s, o, n = (mouth_shape(x) for x in (lm_s, lm_o, lm_n))
         lift = s[0] - n[0]
         row = {
-            "opening": openings[pid],
+            "opening": ev.lip_opening(lm_s),
             "smile": s.tolist(),
             "output": o.tolist(),
             "neutral": n.tolist(),
