@@ -605,6 +605,7 @@ def test_a_closed_jaw_with_bared_lips_shows_both_rows_of_teeth_clenched(face, ba
     centre = inside & (u < 0.5)
     assert up.sum() > 5 and lo.sum() > 5 and centre.sum() > 40
     assert lum[up].mean() > 0.3 and lum[lo].mean() > 0.3  # both rows of teeth
+    assert lum[up].mean() > lum[lo].mean() + 0.05  # the lower row behind the upper one, in its shadow
     dark = lum[centre] < 0.15
     assert dark.mean() < 0.12  # no cavity: at most the thin bite line (0.2 when painted as a dropped jaw)
     lum_j, _, _, _ = _near_lips(face, basis, **BARED, AU26=1.0)
@@ -643,6 +644,28 @@ def test_clenched_teeth_meet_on_a_straight_line_at_the_photos_lip_seam(face, bas
         au = au_vector(**BARED, **aus)
         _, _, ctx = make_scene(face, deformation(basis, au), au)
         assert float(ap_mouth._clench(ctx, xy)[0]) < 0.05, aus
+
+
+def test_clenched_rows_stay_upright_when_the_photos_inner_lips_cross(face, basis):
+    """On a closed mouth FaceMesh often puts the lower inner lip's midpoint at or above the upper one (21 of
+    the 48 London neutral photos): the bite line's "down" must still point to the chin, with the upper
+    teeth under the upper lip and the lower row over the lower lip. Taken from the inner lips, it turned
+    both rows upside down on those faces (the darker lower row on top)."""
+    au = au_vector(**BARED)
+    _, _, ctx = make_scene(face, deformation(basis, au), au)
+    t = topo.face_topology()
+    up, lo = t.region("lips_inner_upper"), t.region("lips_inner_lower")
+    i_up, i_lo = up[len(up) // 2], lo[len(lo) // 2]
+    lm = np.asarray(ctx.landmarks).copy()
+    lm[i_lo, :2] = lm[i_up, :2] - np.float32([0.0, 0.5])  # crossed by half a pixel
+    crossed = eqx.tree_at(lambda c: c.landmarks, ctx, jnp.asarray(lm))
+    xy = jnp.asarray(ap_draw._pixel_grid(SIZE, SIZE))
+    dst = np.asarray(ctx.target_landmarks)[:, :2]
+    for c in (ctx, crossed):
+        clench, below = ap_mouth._clench(c, xy)
+        at = lambda p, below=below: float(np.asarray(below)[int(p[1]), int(p[0])])  # noqa: E731
+        assert float(clench) > 0.95
+        assert at(dst[i_up]) < -1.0 < 1.0 < at(dst[i_lo])
 
 
 def test_eyes_close_without_smearing_iris(face, basis):
@@ -964,11 +987,10 @@ def test_rounded_contour_keeps_its_ends_and_cuts_its_corners():
         assert rv[:, 0].min() >= v[:, 0].min() and rv[:, 0].max() <= v[:, 0].max()  # inside the hull
 
 
-def _teeth_band(px_per_mm, gap_px=8.0, smile=1.0):
-    """Height (px) of the upper teeth down each column of a straight, evenly open mouth ``gap_px`` tall, for
-    columns at x = -12..12 mm: (x mm, heights)."""
-    xs = np.arange(-12.0, 12.01, 0.25, dtype=np.float32)
-    x_mm, d_up = (jnp.asarray(a) for a in np.meshgrid(xs, np.arange(0.0, 40.0, 0.1, dtype=np.float32)))
+def _flat_mouth(px_per_mm, gap_px, xs, rows):
+    """(frame, distance to the upper lip) of a straight, evenly open mouth ``gap_px`` tall: columns at ``xs``
+    (mm from the midline), pixel rows ``rows`` under the upper lip."""
+    x_mm, d_up = (jnp.asarray(a) for a in np.meshgrid(xs, rows))
     one = jnp.ones_like(x_mm)
     frame = ap_mouth._MouthFrame(
         alpha=one,
@@ -985,10 +1007,64 @@ def _teeth_band(px_per_mm, gap_px=8.0, smile=1.0):
         dst_gap_mm=jnp.float32(gap_px / px_per_mm),
         src_gap=jnp.float32(0.0),
     )
+    return frame, d_up
+
+
+def _teeth_band(px_per_mm, gap_px=8.0, smile=1.0):
+    """Height (px) of the upper teeth down each column of a straight, evenly open mouth ``gap_px`` tall, for
+    columns at x = -12..12 mm: (x mm, heights)."""
+    xs = np.arange(-12.0, 12.01, 0.25, dtype=np.float32)
+    frame, d_up = _flat_mouth(px_per_mm, gap_px, xs, np.arange(0.0, 40.0, 0.1, dtype=np.float32))
     m_up = np.asarray(
         ap_mouth._teeth(frame, jnp.ones(3), jnp.float32(smile), jnp.float32(1.0), jnp.float32(0.0), d_up)[0]
     )
     return xs, m_up.sum(0) * 0.1
+
+
+def test_crowns_touch_on_a_hairline_and_darken_from_the_midline_out():
+    """Teeth are told apart by their own tones (``CROWN_TONES``: central incisors brightest), their convex
+    faces and a hairline where they touch, not by dark bars: the line is gone 0.8 mm from the gap (the
+    Gaussian lines before reached 2.1 mm either side: bars that made clenched rows a grille), and on a
+    smaller face it widens to 0.6 px with the same total darkness."""
+    xs = np.arange(0.0, 40.0, 0.01, dtype=np.float32)
+    edges = ap_mouth.TOOTH_EDGES_MM
+    side, line, tone = (np.asarray(a) for a in ap_mouth._crowns(jnp.asarray(xs), edges, 4.0))  # 4 px/mm
+    for g in edges:
+        at = np.argmin(np.abs(xs - g))
+        assert line[at] == pytest.approx(1.0, abs=1e-3) and side[at] == pytest.approx(1.0, abs=1e-3)
+    to_gap = np.min(np.abs(xs[:, None] - np.float32(edges)[None, :]), axis=1)
+    assert np.all(line[to_gap > 0.8] == 0.0)
+    middles = [4.25, 11.75, 18.5, 25.0]
+    tones = [tone[np.argmin(np.abs(xs - m))] for m in middles]
+    assert np.all(np.diff(tones) < 0) and tones[0] == 1.0, tones
+    assert all(side[np.argmin(np.abs(xs - m))] < 1e-3 for m in middles)
+    small = np.asarray(ap_mouth._crowns(jnp.asarray(xs), edges, 0.5)[1])
+    near = to_gap < 4.0
+    assert small[near].sum() == pytest.approx(line[near].sum(), rel=0.05)
+    assert (small > 0.5 * small.max()).sum() > 2 * (line > 0.5).sum()  # wider, and as dark in all
+
+
+def test_clenched_rows_overlap_with_no_dark_gap_between_them():
+    """Clenched, the upper incisors' edge lies over the lower row (the overbite): down the middle of the
+    mouth the teeth never darken below 0.4 across the bite (a 0.5 mm black line before), the lower row is
+    darkest just under the upper edge, in its shadow, and lighter 1 mm lower, and darker than the upper
+    row."""
+    mm = 2.0
+    xs = np.arange(-3.0, 3.001, 0.05, dtype=np.float32)
+    rows = np.arange(0.0, 20.0, 0.25, dtype=np.float32)
+    frame, d_up = _flat_mouth(mm, 20.0, xs, rows)
+    below = d_up - 10.0  # the bite line across the middle
+    one = jnp.float32(1.0)
+    m_up, up, m_lo, lo = (np.asarray(a) for a in ap_mouth._teeth(frame, jnp.ones(3), one, one, one, below))
+    col = m_lo[..., None] * lo  # over a black cavity
+    col = col * (1.0 - m_up[..., None]) + m_up[..., None] * up
+    lum = np.median(col.mean(-1), axis=1)
+    bite = np.abs(rows - 10.0) < 3.0
+    assert lum[bite].min() > 0.4, lum[bite].min()
+    edge = np.argmin(np.where(bite, lum, np.inf))
+    assert 9.5 <= rows[edge] <= 10.5  # darkest at the upper edge, on the lower row
+    assert lum[np.searchsorted(rows, 10.0 + 1.0 * mm)] > lum[edge] + 0.2
+    assert np.median(lum[rows < 8.0]) > np.median(lum[rows > 12.0]) + 0.1
 
 
 def test_incisal_edge_notches_between_the_teeth(monkeypatch):
