@@ -1044,6 +1044,23 @@ def test_crowns_touch_on_a_hairline_and_darken_from_the_midline_out():
     assert (small > 0.5 * small.max()).sum() > 2 * (line > 0.5).sum()  # wider, and as dark in all
 
 
+def test_a_small_faces_wide_open_mouth_has_a_tongue_and_a_small_opening_has_none():
+    """Below 0.7 px/mm (``_detail``: the demo's astronaut is at 0.68) the tongue and the lower teeth are
+    drawn where they are a few pixels tall: a surprised mouth 18 px tall gets its tongue and the lower teeth
+    of a wide opening (before: a black hole over a rim of upper teeth), a 4 px slit neither."""
+    lip = jnp.float32([0.7, 0.4, 0.4])
+    xs = np.arange(-12.0, 12.01, 0.25, dtype=np.float32)
+    for gap_px, drawn in ((18.0, True), (4.0, False)):
+        frame, d_up = _flat_mouth(0.68, gap_px, xs, np.arange(0.0, gap_px, 0.25, dtype=np.float32))
+        tongue = float(np.asarray(ap_mouth._tongue(frame, lip)[0]).max())
+        one, zero = jnp.float32(1.0), jnp.float32(0.0)
+        lower = float(np.asarray(ap_mouth._teeth(frame, jnp.ones(3), zero, one, zero, d_up)[2]).max())
+        if drawn:
+            assert tongue > 0.9 and lower > 0.9, (tongue, lower)
+        else:
+            assert tongue < 0.05 and lower < 0.05, (tongue, lower)
+
+
 def test_clenched_rows_overlap_with_no_dark_gap_between_them():
     """Clenched, the upper incisors' edge lies over the lower row (the overbite): down the middle of the
     mouth the teeth never darken below 0.4 across the bite (a 0.5 mm black line before), the lower row is

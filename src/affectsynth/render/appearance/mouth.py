@@ -331,11 +331,13 @@ def _cavity(f: _MouthFrame, lip_rgb: Float[Array, "3"]) -> Image:
 def _tongue(f: _MouthFrame, lip_rgb: Float[Array, "3"]) -> tuple[Float[Array, "H W"], Image]:
     """(mask, colour) of the tongue: resting on the floor of every opening from ``TONGUE_FROM_MM`` (its tip
     behind the lower teeth, so it fills the lower part of the gap), redder than the lips, its back in the
-    upper lip's shadow. Only drawn from 0.7 px/mm (``_detail``). From 14 mm openings only (before), a mouth
-    opened by surprise was an empty black hole."""
+    upper lip's shadow. Drawn on faces from 0.7 px/mm (``_detail``), and on smaller ones where it is a few
+    pixels tall (``_visible``). From 14 mm openings only (before), a mouth opened by surprise was an empty
+    black hole, and so it stayed on the demo's astronaut (0.68 px/mm) until the pixel rule."""
     v = f.d_up / f.local_h
     opened = _smoothstep((f.h_open / f.mm - TONGUE_FROM_MM) / 4.0)
-    mask = _detail(f.mm) * opened * jnp.exp(-jnp.square(f.u / 0.55)) * _smoothstep((v - 0.5) / 0.25)
+    drawn = jnp.maximum(_detail(f.mm), _visible(0.4 * f.h_open))  # the tongue: ~0.4 of the opening's height
+    mask = drawn * opened * jnp.exp(-jnp.square(f.u / 0.55)) * _smoothstep((v - 0.5) / 0.25)
     shade = 0.45 + 0.3 * _smoothstep((v - 0.5) / 0.5)
     rgb = lip_rgb[None, None, :] * jnp.array([1.0, 0.7, 0.72])[None, None, :] * shade[..., None]
     return mask, rgb
@@ -348,6 +350,13 @@ def _detail(mm: Float[Array, ""]) -> Float[Array, ""]:
     teeth (1.4 mm wide, they alias into stripes), the lower teeth and the tongue (a grey band beside a dark
     slit)."""
     return _smoothstep((mm - 0.7) / 0.5)
+
+
+def _visible(px):
+    """How fully to draw a structure of a small face (below ``_detail``'s scale) that is ``px`` pixels tall:
+    not at all under 2 px (a grey line beside a dark slit), fully from 4 px. The tongue and lower teeth of
+    a wide-open mouth are that tall even where a millimetre spans less than a pixel."""
+    return _smoothstep((px - 2.0) / 2.0)
 
 
 def _crowns(x_mm: Float[Array, "H W"], edges, mm: Float[Array, ""]):
@@ -451,7 +460,8 @@ def _teeth(
     # the upper lip's shadow on the teeth; a clenched snarl's lip is lifted off them, its shadow a rim
     lip_shadow = 0.86 + 0.14 * _smoothstep(f.d_up / (0.35 * h_up + 1.0 - clench * 0.35 * h_up))
     up_rgb = teeth_rgb[None, None, :] * (tooth_shade * lip_shadow)[..., None]
-    m_lo = wide * _detail(f.mm) * _smoothstep((h_lo - f.d_lo) / soft) * _band(jnp.abs(f.u), 0.0, 0.65, 0.12)
+    m_lo = jnp.maximum(detail, _visible(h_lo)) * _smoothstep((h_lo - f.d_lo) / soft)
+    m_lo = wide * m_lo * _band(jnp.abs(f.u), 0.0, 0.65, 0.12)
     # clenched, the lower row reaches up behind the upper one (showing in its notches)
     m_lo_c = _smoothstep((below + detail * notch + soft_c) / soft_c) * _band(jnp.abs(f.u), 0.0, 0.72, 0.12)
     m_lo = m_lo + clench * (m_lo_c - m_lo)
