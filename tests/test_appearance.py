@@ -399,6 +399,31 @@ def test_zero_target_is_identity(face):
     assert float(jnp.abs(diag["log_ratio"]).max()) < 1e-5
 
 
+def test_folded_skin_gets_no_shading_change(face, basis):
+    """Where the deformation folds the skin over itself (a triangle turned over in the image) its normals
+    mean nothing: the folded triangles' vertices get no shading change, fading in from ``FOLD_SHRINK`` of a
+    triangle's area; nothing else changes, and a face that does not move trusts every vertex. Folded
+    triangles' vertex shading drew dotted dark lines from sad outputs' lip corners (London 001, 113)."""
+    au = au_vector(AU12=1.0, AU6=1.0)
+    _, _, ctx = make_scene(face, deformation(basis, au), au)
+    img = jnp.asarray(face.img)
+    still = eqx.tree_at(lambda c: c.dst_vertices, ctx, ctx.src_vertices)
+    assert np.asarray(ap_shading._unfolded(still)).min() == 1.0
+    before = np.asarray(ap_shading._unfolded(ctx))
+    tris = np.asarray(ctx.triangles)
+    skin = np.flatnonzero((np.asarray(ctx.groups) == ap.SKIN) & (before[tris].min(1) == 1.0))
+    t = tris[skin[len(skin) // 2]]
+    dst = np.asarray(ctx.dst_vertices).copy()
+    dst[t[0], :2] = dst[t[1], :2] + dst[t[2], :2] - dst[t[0], :2]  # turned over its opposite edge
+    folded = eqx.tree_at(lambda c: c.dst_vertices, ctx, jnp.asarray(dst))
+    trust = np.asarray(ap_shading._unfolded(folded))
+    assert np.all(trust[t] == 0.0) and trust.min() >= 0.0
+    assert np.all(np.asarray(ap_shading.shading_log_ratio(img, folded)[0])[t] == 0.0)
+    near = np.unique(tris[np.isin(tris, t).any(1)])  # the fold's triangles' vertices
+    far = np.setdiff1d(np.arange(len(dst)), near)
+    np.testing.assert_array_equal(trust[far], before[far])
+
+
 def test_shading_follows_the_fold(face, basis):
     au = au_vector(AU12=1.0, AU6=1.0)
     render, frags, ctx = make_scene(face, deformation(basis, au), au)
