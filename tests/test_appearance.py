@@ -1102,6 +1102,21 @@ def test_a_small_faces_wide_open_mouth_has_a_tongue_and_a_small_opening_has_none
             assert tongue < 0.05 and lower < 0.05, (tongue, lower)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    gaps=st.lists(st.floats(0.05, 10.0), min_size=1, max_size=8),
+    values=st.lists(st.floats(-2.0, 2.0), min_size=9, max_size=9),
+    start=st.floats(-20.0, 20.0),
+)
+def test_ramps_equal_interp(gaps, values, start):
+    """``_ramps`` is ``jnp.interp`` (constant beyond the end nodes) without its search and gather."""
+    nodes = start + np.cumsum([0.0, *gaps])
+    vals = np.float32(values[: len(nodes)])
+    x = jnp.asarray(np.linspace(nodes[0] - 5.0, nodes[-1] + 5.0, 2001, dtype=np.float32))
+    want = np.asarray(jnp.interp(x, jnp.asarray(nodes, jnp.float32), jnp.asarray(vals)))
+    np.testing.assert_allclose(np.asarray(ap_mouth._ramps(x, nodes, vals)), want, atol=2e-5)
+
+
 def test_clenched_rows_overlap_with_no_dark_gap_between_them():
     """Clenched, the upper incisors' edge lies over the lower row (the overbite): down the middle of the
     mouth the teeth never darken below 0.4 across the bite (a 0.5 mm black line before), the lower row is
