@@ -1114,7 +1114,9 @@ def test_ramps_equal_interp(gaps, values, start):
     vals = np.float32(values[: len(nodes)])
     x = jnp.asarray(np.linspace(nodes[0] - 5.0, nodes[-1] + 5.0, 2001, dtype=np.float32))
     want = np.asarray(jnp.interp(x, jnp.asarray(nodes, jnp.float32), jnp.asarray(vals)))
-    np.testing.assert_allclose(np.asarray(ap_mouth._ramps(x, nodes, vals)), want, atol=2e-5)
+    slope = np.abs(np.diff(vals) / np.diff(nodes)).max(initial=0.0)
+    tol = 2e-5 + 4e-7 * slope * float(np.abs(x).max())  # float32 positions, times the steepest ramp
+    np.testing.assert_allclose(np.asarray(ap_mouth._ramps(x, nodes, vals)), want, atol=tol)
 
 
 def test_clenched_rows_overlap_with_no_dark_gap_between_them():
