@@ -27,7 +27,7 @@ from .context import AppearanceContext
 TOOTH_EDGES_MM = (0.0, 8.5, 15.0, 22.0, 28.0, 34.0)
 """Distances (mm) from the midline of the gaps between the upper teeth: central incisors ~8.5 mm wide,
 laterals ~6.5 mm, canines ~7 mm seen nearly face on, then the premolars (~7 mm, foreshortened to ~6 as the
-arch turns away)."""
+arch turns away). A smile's soft lines and the incisal notches use the front four; a clenched row all."""
 
 LOWER_TOOTH_EDGES_MM = (0.0, 5.4, 11.3, 18.0, 24.5, 31.0)
 """The same for the lower teeth (central incisors ~5.4 mm, laterals ~5.9 mm, canines ~6.7 mm, premolars):

@@ -60,9 +60,9 @@ shading: ``_unfolded`` fades the ratio's vertices to no shading change from here
 def _unfolded(ctx: AppearanceContext) -> Float[Array, " Vd"]:
     """How far each vertex's shading ratio can be trusted (0..1): the smallest over its triangles of how far
     the triangle is from collapsing in the image (``FOLD_SHRINK``). Where the deformation folds the skin over
-    itself (sadness's lip corners pulled down against the chin pushed up: 30-40 of 3880 triangles turn over
-    on London faces), the folded triangles' normals point anywhere, and their vertices' shading drew dotted
-    dark lines from the lip corners, the rasteriser picking the folded layer pixel by pixel."""
+    itself (sadness's lip corners pulled down against the chin pushed up: up to 40 of 3880 triangles turn
+    over on London faces), the folded triangles' normals point anywhere, and their vertices' shading drew
+    dotted dark lines from the lip corners, the rasteriser picking the folded layer pixel by pixel."""
     tri = ctx.triangles
 
     def area(v):
