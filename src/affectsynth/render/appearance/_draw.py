@@ -129,10 +129,16 @@ def _polygon_area(poly: Float[Array, "N 2"]) -> Float[Array, ""]:
     return 0.5 * jnp.abs(jnp.sum(x * jnp.roll(y, -1) - jnp.roll(x, -1) * y))
 
 
+def _face_normals(vertices: Float[Array, "V 3"], triangles: Triangles) -> Float[Array, "F 3"]:
+    """Unnormalised face normals in the image frame (y down, z away: a front face points to -z), twice each
+    triangle's area long; their z is twice the triangle's signed area in the image plane."""
+    p = vertices[triangles]
+    return jnp.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+
+
 def _vertex_normals(vertices: Float[Array, "V 3"], triangles: Triangles) -> Float[Array, "V 3"]:
     """Area-weighted unit vertex normals, expressed camera-style (x right, y up, z towards the camera)."""
-    p = vertices[triangles]
-    fn = jnp.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])  # image frame (y down, z away): points to -z
+    fn = _face_normals(vertices, triangles)
     vn = jnp.zeros_like(vertices).at[triangles.reshape(-1)].add(jnp.repeat(fn, 3, axis=0))
     vn = vn * jnp.array([[1.0, -1.0, -1.0]], vertices.dtype)
     norm = jnp.sqrt(jnp.sum(vn * vn, axis=-1, keepdims=True))

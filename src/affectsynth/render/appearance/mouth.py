@@ -8,6 +8,7 @@ from jaxtyping import Array, Float
 
 from ..._types import Image
 from ...face import topology as topo
+from ...resting import mouth_coordinates
 from ..raster import sample_bilinear
 from ._draw import (
     _au,
@@ -509,12 +510,10 @@ def _clench(
     no_smile = 1.0 - _smoothstep(_au(ctx, "AU12") / 0.3)
     clench = (1.0 - _smoothstep(jaw / 0.35)) * no_smile * _smoothstep(bared / 0.6)
     seam = 0.5 * (ctx.landmarks[i_up, :2] + ctx.landmarks[i_lo, :2])
-    c0, c1 = ctx.landmarks[up[0], :2], ctx.landmarks[up[-1], :2]
-    ex = (c1 - c0) / (jnp.linalg.norm(c1 - c0) + 1e-6)
-    down = jnp.array([-ex[1], ex[0]])
-    # towards the chin: not towards the lower inner lip, which on a closed mouth FaceMesh often puts at or
-    # above the upper one (21 of the 48 London neutral photos), turning the rows upside down
-    down = down * jnp.sign(jnp.dot(down, ctx.landmarks[152, :2] - ctx.landmarks[0, :2]) + 1e-6)
+    # the mouth's own frame, "down" pointing away from the nose: not towards the lower inner lip, which on a
+    # closed mouth FaceMesh often puts at or above the upper one (21 of the 48 London neutral photos),
+    # turning the rows upside down
+    down = mouth_coordinates(ctx.landmarks, up[0], up[-1])[2]
     return clench, (xy - seam[None, None, :]) @ down
 
 

@@ -5,7 +5,7 @@ from jaxtyping import Array, Float
 
 from ..._types import Image
 from ..raster import sample_bilinear
-from ._draw import _luminance, _sh9, _vertex_normals
+from ._draw import _face_normals, _luminance, _sh9, _smoothstep, _vertex_normals
 from .context import SHADING_CLIP, SKIN, AppearanceContext
 
 # --------------------------------------------------------------------------------------------------------
@@ -64,14 +64,9 @@ def _unfolded(ctx: AppearanceContext) -> Float[Array, " Vd"]:
     over on London faces), the folded triangles' normals point anywhere, and their vertices' shading drew
     dotted dark lines from the lip corners, the rasteriser picking the folded layer pixel by pixel."""
     tri = ctx.triangles
-
-    def area(v):
-        a, b, c = v[tri[:, 0], :2], v[tri[:, 1], :2], v[tri[:, 2], :2]
-        return (b - a)[:, 0] * (c - a)[:, 1] - (b - a)[:, 1] * (c - a)[:, 0]
-
-    a_src, a_dst = area(ctx.src_vertices), area(ctx.dst_vertices)
+    # twice the triangles' signed areas in the image plane
+    a_src, a_dst = (_face_normals(v, tri)[:, 2] for v in (ctx.src_vertices, ctx.dst_vertices))
     ratio = a_dst / jnp.where(jnp.abs(a_src) > 1e-6, a_src, 1.0)
-    trust = jnp.where(jnp.abs(a_src) > 1e-6, jnp.clip(ratio / FOLD_SHRINK, 0.0, 1.0), 1.0)
-    trust = trust * trust * (3.0 - 2.0 * trust)
+    trust = jnp.where(jnp.abs(a_src) > 1e-6, _smoothstep(ratio / FOLD_SHRINK), 1.0)
     num = ctx.src_vertices.shape[0]
     return jnp.ones(num, trust.dtype).at[tri.reshape(-1)].min(jnp.repeat(trust, 3))
