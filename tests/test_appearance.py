@@ -1085,6 +1085,40 @@ def test_crowns_touch_on_a_hairline_and_darken_from_the_midline_out():
     assert (small > 0.5 * small.max()).sum() > 2 * (line > 0.5).sum()  # wider, and as dark in all
 
 
+def test_a_smiles_teeth_are_convex_crowns_of_one_tone_on_each_rows_own_gaps():
+    """A smile's rows are crowns like a clenched row's, not a flat band with soft bars: across the upper row
+    each crown is brightest in its middle and about ``CROWN_ROUNDING`` darker at its sides, with a hairline
+    at each gap of ``TOOTH_EDGES_MM`` (darker still) and none 1 mm away; unclenched, the crowns share one
+    tone (a clenched row's ``CROWN_TONES`` on a smile read as bared teeth). The lower row's hairlines lie on
+    its own gaps (``LOWER_TOOTH_EDGES_MM``), not under the upper ones."""
+    mm = 4.0
+    xs = np.arange(-30.0, 30.001, 0.05, dtype=np.float32)
+    frame, d_up = _flat_mouth(mm, 120.0, xs, np.arange(0.0, 120.0, 1.0, dtype=np.float32))
+    one, zero = jnp.float32(1.0), jnp.float32(0.0)
+    m_up, up, m_lo, lo = (np.asarray(a) for a in ap_mouth._teeth(frame, jnp.ones(3), one, one, zero, d_up))
+    turn = 1.0 - 0.65 * np.clip(np.abs(xs / 25.0), 0.0, 1.0) ** 2  # the row turning from the light
+    upper = up[10, :, 0] / turn  # 2.5 mm under the lip, across the upper crowns
+    lower = lo[-8, :, 0] / turn  # 2 mm over the lower lip, across the lower crowns
+    front = np.abs(xs) < 16.0
+    assert m_up[10][front].min() > 0.99 and m_lo[-8][front].min() > 0.99
+
+    def at(row, x):
+        return row[np.argmin(np.abs(xs - x))]
+
+    centre = [at(upper, m) for m in (4.25, 11.75, -4.25, -11.75)]
+    assert max(centre) - min(centre) < 0.02, centre  # one tone
+    rounding = ap_mouth.CROWN_ROUNDING
+    for m, g in ((4.25, 8.5), (11.75, 15.0), (-4.25, -8.5)):  # the side of a crown, 0.9 mm from its gap
+        side = at(upper, g - np.sign(g) * 0.9)
+        want = rounding * (1.0 - 0.9 / abs(g - m)) ** 2  # convex: quadratic from its middle to its gaps
+        assert 1.0 - side / at(upper, m) == pytest.approx(want, abs=0.01), (m, at(upper, m), side)
+    for g in ap_mouth.TOOTH_EDGES_MM[1:4]:
+        assert at(upper, g) < at(upper, g - 0.9) - 0.05 and at(upper, -g) < at(upper, -g + 0.9) - 0.05
+    # the lower row: darkest on its own gaps, not on the upper ones
+    for g_lo, g_up in zip(ap_mouth.LOWER_TOOTH_EDGES_MM[1:3], ap_mouth.TOOTH_EDGES_MM[1:3], strict=True):
+        assert at(lower, g_lo) < at(lower, g_up) - 0.05, (g_lo, g_up)
+
+
 def test_a_small_faces_wide_open_mouth_has_a_tongue_and_a_small_opening_has_none():
     """Below 0.7 px/mm (``_detail``: the demo's astronaut is at 0.68) the tongue and the lower teeth are
     drawn where they are a few pixels tall: a surprised mouth 18 px tall gets its tongue and the lower teeth
