@@ -1087,10 +1087,10 @@ def test_crowns_touch_on_a_hairline_and_darken_from_the_midline_out():
 
 def test_a_smiles_teeth_are_convex_crowns_of_one_tone_on_each_rows_own_gaps():
     """A smile's rows are crowns like a clenched row's, not a flat band with soft bars: across the upper row
-    each crown is brightest in its middle and about ``CROWN_ROUNDING`` darker at its sides, with a hairline
-    at each gap of ``TOOTH_EDGES_MM`` (darker still) and none 1 mm away; unclenched, the crowns share one
-    tone (a clenched row's ``CROWN_TONES`` on a smile read as bared teeth). The lower row's hairlines lie on
-    its own gaps (``LOWER_TOOTH_EDGES_MM``), not under the upper ones."""
+    each crown is brightest in its middle and darkens towards its sides as a convex face does
+    (``CROWN_ROUNDING``, quadratic), darker still on the hairline at each gap of ``TOOTH_EDGES_MM``;
+    unclenched, the crowns share one tone (a clenched row's ``CROWN_TONES`` on a smile read as bared teeth).
+    The lower row's hairlines lie on its own gaps (``LOWER_TOOTH_EDGES_MM``), not under the upper ones."""
     mm = 4.0
     xs = np.arange(-30.0, 30.001, 0.05, dtype=np.float32)
     frame, d_up = _flat_mouth(mm, 120.0, xs, np.arange(0.0, 120.0, 1.0, dtype=np.float32))

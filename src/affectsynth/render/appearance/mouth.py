@@ -455,9 +455,9 @@ def _teeth(
     # either side of each gap: a mouth guard by eye next to the same people's real smiles. On the 24 London
     # people whose real smile is open, the crowns brought teeth_tex 0.029 -> 0.034, teeth_reach 0.52 ->
     # 0.56 and teeth_bright 1.175 -> 1.149 towards the real 0.048, 0.65 and 1.141 (scripts/measure_smile.py);
-    # the critic's mean P(happy) on the 48 happy outputs stayed 0.613, its hits went 33 -> 31 (7 faces
-    # flipped, both ways), excited and surprised 39 -> 38 and 40 -> 39; lines half as deep changed none of
-    # it. With tones too, a smile read as bared teeth: 28 happy hits)
+    # the critic's mean P(happy) on the 48 happy outputs stayed 0.613, its hits went 33 -> 31 (the top class
+    # changed on 7 faces: 2 new hits, 4 lost), excited and surprised 39 -> 38 and 40 -> 39; lines half as
+    # deep changed none of these hits. With tones too, a smile read as bared teeth: 28 happy hits)
     def row(edges, along):
         side, line, tone = _crowns(f.x_mm, edges, f.mm)
         crowns = (1.0 - CROWN_ROUNDING * side) * (1.0 - detail * (0.2 + 0.3 * along) * line)
