@@ -270,6 +270,18 @@ def test_au_map_anchors():
     assert sleepy["AU43"] > 0.3
 
 
+def test_the_radial_gain_grows_no_lid_closing_past_its_prototypes():
+    """Beyond the anchors the radial gain grows the muscles' pull (up to ``MAX_RADIUS_GAIN``) but not
+    ``LID_CLOSING``: over the whole square AU43 stays within the largest prototype's (sad's 0.63), while
+    bored's AU15 at the square's corner still grows past its prototype's 0.7."""
+    grid = np.linspace(-1.0, 1.0, 41)
+    au43 = [_named(vam.au_intensities(v, a))["AU43"] for v in grid for a in grid]
+    top = max(p.get("AU43", 0.0) for *_, p in vam.PROTOTYPES)
+    assert max(au43) <= top + 1e-6, (max(au43), top)
+    corner = _named(vam.au_intensities(-0.8, -0.96))
+    assert corner["AU15"] > 0.85 and corner["AU43"] <= 0.5 + 1e-6, corner
+
+
 def test_calm_class_is_a_closed_lip_smile_at_real_size(fields):
     """Calm's class (the default grid's 0.1 cell around the preset, averaged over gallery intensities) is the
     content face of real photos: the lip corners rise and the mouth widens by a real closed smile's amount

@@ -120,3 +120,18 @@ def test_the_pipeline_closes_narrow_and_wide_eyes_by_the_same_share():
         _, offsets, _ = pipeline.edit_offsets(lm, target, key, model, options)
         shares.append(float(jnp.mean(1.0 - lids.eye_gaps(lm + offsets) / lids.eye_gaps(lm))))
     assert shares[0] > 0.2 and abs(shares[0] - shares[1]) < 0.03, shares
+
+
+def test_low_arousal_leaves_the_eyes_open_under_heavy_lids():
+    """Along the bottom of the V-A square (A = -0.8, where the radial gain grew AU43 up to 0.8 and the lids
+    closed 0.62-0.77 of the eye's opening on 8 London faces: shut eyes at 512 px) and at the tired and sleepy
+    anchors, the lids close between 0.35 and 0.6 of the opening: heavy lids over a visible iris."""
+    model = af.load_model()
+    options = pipeline.SynthesisOptions(neutralize=False)
+    key = jax.random.PRNGKey(0)
+    lm = jnp.asarray(_face(1.0))
+    targets = [(v, -0.8) for v in (-0.8, -0.4, 0.0, 0.4)] + [(0.04, -0.63), (0.28, -0.67)]
+    for target in targets:
+        _, offsets, _ = pipeline.edit_offsets(lm, jnp.asarray(target, jnp.float32), key, model, options)
+        share = float(jnp.mean(1.0 - lids.eye_gaps(lm + offsets) / lids.eye_gaps(lm)))
+        assert 0.35 < share < 0.6, (target, share)

@@ -49,16 +49,20 @@ PROTOTYPES: tuple[tuple[str, float, float, dict[str, float]], ...] = (
     # sadness: AU4 at 0.3 so the brow heads still rise (AU1 lifts them 4.4-4.8 mm, AU4 lowers them 3.0-3.5
     # mm: at 0.7 they rose 1 mm, at 0.5 the class mean's 2.3 mm) while it knits them: the oblique brow, inner
     # ends highest (at 0.4, with the pressed lips of AU17, sad read angry on 8 of 48 London faces, at 0.3 on
-    # 3, and sad on 19 instead of 16). AU43 0.6: the heavy, lowered upper lid (AU4 no longer drags the lid
-    # down with the brow; AU1's pull on the lid takes back 1.5 mm: at 0.5 it came down a third of the eye)
-    ("sad", -0.60, -0.30, {"AU1": 1.0, "AU4": 0.3, "AU15": 1.0, "AU17": 0.9, "AU43": 0.6}),
+    # 3, and sad on 19 instead of 16). AU43 0.63: the heavy, lowered upper lid (AU4 no longer drags the lid
+    # down with the brow; AU1's pull on the lid takes back 1.5 mm: at 0.5 it came down a third of the eye).
+    # 0.6 until the radial gain stopped growing AU43 (``LID_CLOSING``), whose growth in the gallery frames
+    # past the anchor had lifted the class mean: 0.63 closes the same 0.50 of the opening (8 London faces)
+    ("sad", -0.60, -0.30, {"AU1": 1.0, "AU4": 0.3, "AU15": 1.0, "AU17": 0.9, "AU43": 0.63}),
     # boredom: heavy lids (AU43 0.5, ~5 mm of a 10 mm eye: at 0.6 a narrow-eyed London face's iris went
     # under the lid, a blink) and a slack mouth whose corners sag (AU15 0.7, 4 mm; held in by AU14); brows
     # and chin slack. At AU43 0.45 / AU15 0.3 it read neutral on 38 of 48 London faces (proxy valence -0.15
     # for a target of -0.5)
     ("bored", -0.50, -0.60, {"AU4": 0.2, "AU14": 0.3, "AU15": 0.7, "AU43": 0.5}),
-    ("tired", 0.04, -0.63, {"AU1": 0.1, "AU25": 0.15, "AU43": 0.6}),  # R80 tired
-    ("sleepy", 0.28, -0.67, {"AU12": 0.1, "AU26": 0.15, "AU43": 0.65}),  # R80 sleepy
+    # tired and sleepy: heavy lids over a visible iris (AU43 0.5 / 0.55, ~half the eye's opening; at 0.6 and
+    # 0.65 they closed 0.59 and 0.67 of it on 8 London faces, the eyes looked shut)
+    ("tired", 0.04, -0.63, {"AU1": 0.1, "AU25": 0.15, "AU43": 0.5}),  # R80 tired
+    ("sleepy", 0.28, -0.67, {"AU12": 0.1, "AU26": 0.15, "AU43": 0.55}),  # R80 sleepy
     # calm/relaxed: a content face, the closed-lip smile of real photos, cheeks raised a little, lids relaxed.
     # At AU6 0.25, AU12 0.48, AU43 0.2-0.3 the mouth re-detected (48 London outputs, scripts/measure_smile.py)
     # below a real smile (corners up 0.068 IOD, curve 0.047, widening 0.095; real: 0.079, 0.069, 0.123) and
@@ -78,6 +82,11 @@ so without plateaus its mean would average three or four prototypes into none (f
 anger's lowered ones cancel)."""
 MAX_RADIUS_GAIN = 1.3
 """Intensity gain at most this multiple of the prototype's own (corners of the square go a bit beyond)."""
+LID_CLOSING = ("AU43",)
+"""AUs that the radial gain never takes past their prototype's intensity: heavy lids grown by 1.3 beyond the
+low-arousal anchors shut the eyes (the lids closed 0.62-0.77 of the eye's opening along the V-A grid's
+A = -0.8 row on 8 London faces, a slit under the lashes at 512 px: a blink, not a tired face)."""
+_GAIN_CAPS = np.where(np.isin(AU_NAMES, LID_CLOSING), 1.0, MAX_RADIUS_GAIN)
 
 
 GALLERY_MERGES: tuple[tuple[tuple[str, ...], str, dict[str, float]], ...] = (
@@ -168,7 +177,7 @@ def _au_map(xp, valence, arousal, tables=_TABLES):
     w = anchor_weights(xp, theta, tables)
     pattern = w @ xp.asarray(tables[2], dtype=w.dtype)
     radius = w @ xp.asarray(tables[1], dtype=w.dtype)
-    gain = xp.minimum(r / radius, MAX_RADIUS_GAIN)
+    gain = xp.minimum(r / radius, xp.asarray(_GAIN_CAPS, dtype=pattern.dtype))
     return xp.clip(gain * pattern, 0.0, 1.0)
 
 
@@ -178,7 +187,8 @@ def au_intensities(valence: float, arousal: float) -> np.ndarray:
     Angular interpolation of the emotion prototypes (``PROTOTYPES``) with a radial gain:
     :math:`I(v, a) = \\mathrm{clip}(\\min(r / \\bar r, g_{max}) \\sum_p w_p(\\theta) P_p, 0, 1)`, ``w`` the
     smoothstep hats of ``anchor_weights``, ``r`` and :math:`\\theta` the polar coordinates of (v, a) and
-    :math:`\\bar r = \\sum_p w_p r_p` the interpolated anchor radius. Zero at the origin, exactly the
+    :math:`\\bar r = \\sum_p w_p r_p` the interpolated anchor radius (:math:`g_{max}` =
+    ``MAX_RADIUS_GAIN``, 1 for ``LID_CLOSING``). Zero at the origin, exactly the
     prototype's pattern at its anchor, C1 in angle between anchors, growing with the radius.
 
     Returns:
