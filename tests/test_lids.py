@@ -107,18 +107,22 @@ def test_jit_matches_eager_and_vmap_matches_a_loop():
         np.testing.assert_allclose(batched[i], eager, atol=1e-4)
 
 
+def _edit_share(model, face: np.ndarray, target) -> float:
+    """Mean share of the eyes' opening that ``pipeline.edit_offsets`` closes on ``face`` for ``target``
+    (V, A), without neutralisation."""
+    lm = jnp.asarray(face)
+    options = pipeline.SynthesisOptions(neutralize=False)
+    target = jnp.asarray(target, jnp.float32)
+    _, offsets, _ = pipeline.edit_offsets(lm, target, jax.random.PRNGKey(0), model, options)
+    return float(jnp.mean(1.0 - lids.eye_gaps(lm + offsets) / lids.eye_gaps(lm)))
+
+
 def test_the_pipeline_closes_narrow_and_wide_eyes_by_the_same_share():
     """Through ``edit_offsets`` (sad: AU43's heavy lids): two faces that differ only in their eye opening
     lose the same share of it: 0.46 both (the template's millimetres alone closed 0.68 of the narrow eye and
     0.41 of the other)."""
     model = af.load_model()
-    options = pipeline.SynthesisOptions(neutralize=False)
-    target, key = jnp.asarray([-0.6, -0.3], jnp.float32), jax.random.PRNGKey(0)
-    shares = []
-    for opening in (0.6, 1.0):
-        lm = jnp.asarray(_face(opening))
-        _, offsets, _ = pipeline.edit_offsets(lm, target, key, model, options)
-        shares.append(float(jnp.mean(1.0 - lids.eye_gaps(lm + offsets) / lids.eye_gaps(lm))))
+    shares = [_edit_share(model, _face(opening), (-0.6, -0.3)) for opening in (0.6, 1.0)]
     assert shares[0] > 0.2 and abs(shares[0] - shares[1]) < 0.03, shares
 
 
@@ -127,11 +131,7 @@ def test_low_arousal_leaves_the_eyes_open_under_heavy_lids():
     closed 0.62-0.77 of the eye's opening on 8 London faces: shut eyes at 512 px) and at the tired and sleepy
     anchors, the lids close between 0.35 and 0.6 of the opening: heavy lids over a visible iris."""
     model = af.load_model()
-    options = pipeline.SynthesisOptions(neutralize=False)
-    key = jax.random.PRNGKey(0)
-    lm = jnp.asarray(_face(1.0))
     targets = [(v, -0.8) for v in (-0.8, -0.4, 0.0, 0.4)] + [(0.04, -0.63), (0.28, -0.67)]
     for target in targets:
-        _, offsets, _ = pipeline.edit_offsets(lm, jnp.asarray(target, jnp.float32), key, model, options)
-        share = float(jnp.mean(1.0 - lids.eye_gaps(lm + offsets) / lids.eye_gaps(lm)))
+        share = _edit_share(model, _face(1.0), target)
         assert 0.35 < share < 0.6, (target, share)

@@ -66,7 +66,7 @@ def _unfolded(ctx: AppearanceContext) -> Float[Array, " Vd"]:
     tri = ctx.triangles
     # twice the triangles' signed areas in the image plane
     a_src, a_dst = (_face_normals(v, tri)[:, 2] for v in (ctx.src_vertices, ctx.dst_vertices))
-    ratio = a_dst / jnp.where(jnp.abs(a_src) > 1e-6, a_src, 1.0)
-    trust = jnp.where(jnp.abs(a_src) > 1e-6, _smoothstep(ratio / FOLD_SHRINK), 1.0)
+    ok = jnp.abs(a_src) > 1e-6
+    trust = jnp.where(ok, _smoothstep(a_dst / jnp.where(ok, a_src, 1.0) / FOLD_SHRINK), 1.0)
     num = ctx.src_vertices.shape[0]
     return jnp.ones(num, trust.dtype).at[tri.reshape(-1)].min(jnp.repeat(trust, 3))
