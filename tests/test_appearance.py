@@ -1193,6 +1193,44 @@ def test_incisal_edge_notches_between_the_teeth(monkeypatch):
     assert np.abs(notch[0.6]).max() < 1e-6
 
 
+def test_a_wide_smiles_lateral_incisors_end_higher_than_the_centrals(monkeypatch):
+    """Where a smile's upper edge stands free over the dark mouth (30 px = 20 mm at 1.5 px/mm), each crown
+    ends at its own height (``INCISAL_RISE_MM``): the laterals ~0.8 mm above the central incisors, the
+    canines between; all at one height, the row was a ruled band. Teeth resting on the lower lip (an 8 mm
+    smile) and small faces (no fine detail) are unchanged."""
+    mm = 1.5
+    xs, stepped = _teeth_band(mm, gap_px=30.0)
+    resting, small = _teeth_band(mm, gap_px=8.0 * mm)[1], _teeth_band(0.6, gap_px=30.0)[1]
+    central, lateral, canine = ap_mouth.INCISAL_RISE_MM[:3]
+    assert central == 0.0 and lateral > canine > 0.0
+    monkeypatch.setattr(ap_mouth, "INCISAL_RISE_MM", (0.0,) * len(ap_mouth.INCISAL_RISE_MM))
+    _, level = _teeth_band(mm, gap_px=30.0)
+    rise = level - stepped  # pixels the edge stands higher
+    for middle, want_mm in ((4.25, central), (11.75, lateral), (18.5, canine)):
+        got = rise[np.isclose(np.abs(xs), middle)]
+        assert np.all(np.abs(got - want_mm * mm) < 0.15 * mm), (middle, got)
+    np.testing.assert_allclose(_teeth_band(mm, gap_px=8.0 * mm)[1], resting, atol=1e-5)
+    np.testing.assert_allclose(_teeth_band(0.6, gap_px=30.0)[1], small, atol=1e-5)
+
+
+def test_the_lower_row_grows_with_the_opening_and_is_never_a_ghost():
+    """A smile's lower teeth appear as the jaw drops (from ~6 mm openings, ``wide``): the opening sets how
+    much of the row shows, never how opaque it is. Faded in by opacity, a 12-16 mm opening drew them as a
+    grey ghost over the dark cavity (London excited outputs, by eye). (Rows under a millimetre keep a soft
+    edge.)"""
+    mm = 2.0
+    one, zero = jnp.float32(1.0), jnp.float32(0.0)
+    xs = np.arange(-2.0, 2.01, 0.5, dtype=np.float32)
+    heights = []
+    for gap_mm in (12.0, 14.0, 16.0, 24.0):
+        rows = np.arange(0.0, gap_mm * mm, 0.1, dtype=np.float32)
+        frame, d_up = _flat_mouth(mm, gap_mm * mm, xs, rows)
+        m_lo = np.asarray(ap_mouth._teeth(frame, jnp.ones(3), one, one, zero, d_up)[2])
+        assert m_lo.max() > 0.99, (gap_mm, m_lo.max())
+        heights.append(float(m_lo[:, len(xs) // 2].sum() * 0.1 / mm))
+    assert np.all(np.diff(heights) > 0.2), heights
+
+
 def test_smile_teeth_rest_on_the_lower_lip_without_a_sliver_of_cavity():
     """A smile whose upper teeth end within a millimetre of the lower lip rests them on it: every column is
     teeth down to the lip, with no notches (a sub-millimetre line of cavity under the incisal edge, broken

@@ -40,6 +40,13 @@ premolars: one per crown from each of ``TOOTH_EDGES_MM``), besides the row's tur
 central incisors are the largest, flattest and most frontal teeth, and each next one stands further back and
 more sideways."""
 
+INCISAL_RISE_MM = (0.0, 0.8, 0.4, 0.7, 0.9, 0.9)
+"""How far (mm) each upper crown's incisal edge stands above the central incisors' (central and lateral
+incisors, canine, premolars; one per crown from each of ``TOOTH_EDGES_MM``): the laterals are shorter, the
+canines' cusps reach nearly as low as the centrals, the premolars sit higher and further back. Where the edge
+stands free over the cavity it steps with them; all at one height, a wide smile's upper row was a ruled
+band."""
+
 CROWN_ROUNDING = 0.12
 """How much a crown darkens from its middle to its sides: its labial face is convex and turns away from the
 light towards its neighbours. This, not a dark line, is most of what shows one tooth from the next."""
@@ -376,10 +383,15 @@ def _crowns(x_mm: Float[Array, "H W"], edges, mm: Float[Array, ""]):
     side = 1.0 - jnp.clip(to_gap / half, 0.0, 1.0)
     width = jnp.maximum(CONTACT_LINE_MM, 0.6 / mm)  # half-width at half depth, mm
     line = (CONTACT_LINE_MM / width) * _gauss(to_gap, width / 1.2)
-    # each crown its own tone (the last one's beyond the last gap), changing across the contact line
+    return side * side, line, _per_crown(ax, edges, CROWN_TONES)
+
+
+def _per_crown(ax: Float[Array, "H W"], edges, values) -> Float[Array, "H W"]:
+    """Each crown's own value at distance ``ax`` (mm) from the midline: ``values[k]`` between gaps k and
+    k + 1 of ``edges`` (the last beyond the last gap), changing over 0.3 mm either side of a gap."""
+    e = np.asarray(edges, np.float32)
     steps = np.stack([e[1:] - 0.3, e[1:] + 0.3], axis=1).reshape(-1)
-    tone = _ramps(ax, steps, np.repeat(CROWN_TONES, 2)[1:-1])
-    return side * side, line, tone
+    return _ramps(ax, steps, np.repeat(values, 2)[1:-1])
 
 
 def _ramps(x, nodes, values):
@@ -409,11 +421,13 @@ def _teeth(
     (real smiles show ~10 mm of incisor crown), dark only in the corners; a dropped jaw alone (surprise)
     mostly the dark cavity under a rim of upper incisors (``REST_INCISOR_MM``). Each row is convex crowns
     (``CROWN_ROUNDING``) touching on hairlines (``CONTACT_LINE_MM``) that deepen towards the incisal edge,
-    and darkens towards the corners where it turns away from the light. Lower teeth from openings of ~6 mm
-    (fully by 16 mm), as tall as the lower lip is pulled off them (``bare``). Clenched (``clench``, see
-    ``_clench``): each crown also in its own tone (``CROWN_TONES``); the upper row's edge on the bite line
-    (``below`` = 0, pixels), notched between the crowns, over the lower row, which shows under it in the
-    upper teeth's shadow (``OVERBITE_SHADOW``) down to its lip; no cavity.
+    and darkens towards the corners where it turns away from the light; where the upper edge stands free
+    over the cavity each crown ends at its own height (``INCISAL_RISE_MM``). Lower teeth from openings of
+    ~6 mm (their full height by 16 mm), as tall as the lower lip is pulled off them (``bare``), in the upper
+    row's tone times 0.85 (set back, under the upper teeth), their hairlines half as dark. Clenched
+    (``clench``, see ``_clench``): each crown also in its own tone (``CROWN_TONES``); the upper row's edge
+    on the bite line (``below`` = 0, pixels), notched between the crowns, over the lower row, which shows
+    under it in the upper teeth's shadow (``OVERBITE_SHADOW``) down to its lip; no cavity.
     """
     detail = _detail(f.mm)
     gaps = sum(_gauss(jnp.abs(f.x_mm) - g, 0.7) for g in TOOTH_EDGES_MM[:4])  # the notches, 2 mm either side
@@ -423,8 +437,10 @@ def _teeth(
     wide = _smoothstep((f.h_open / f.mm - 6.0) / 10.0)
     # fraction of the local gap height. (A wide-open smile keeping more of its gap to the upper teeth, a
     # 0.33 instead of 0.55 jaw penalty, looked less like a grimace by eye but bared more teeth: the critic
-    # read 12 of 48 London excited outputs as angry, against 9, and excited fell from 0.71 to 0.65)
-    reach = jnp.minimum(0.3 + 0.8 * smile - 0.55 * wide, 1.1)
+    # read 12 of 48 London excited outputs as angry, against 9, and excited fell from 0.71 to 0.65. At 0.55
+    # a thick dark crescent parted the rows, wider than the real wide smiles' (103, 107, 130); at 0.45, with
+    # the lower row opaque and lighter, excited read 40 of 48 instead of 38)
+    reach = jnp.minimum(0.3 + 0.8 * smile - 0.45 * wide, 1.1)
     rest = jnp.minimum(REST_INCISOR_MM * f.mm, 0.3 * f.local_h)  # the relaxed upper lip's incisor display
     h_up = jnp.minimum(11.0 * f.mm * (1.0 - 0.3 * f.u * f.u), jnp.maximum(reach * f.local_h, rest))
     # a smile's teeth rest on the lower lip rather than leave a sliver of cavity under them (MIN_SLIVER_MM)
@@ -440,13 +456,15 @@ def _teeth(
     notch = EMBRASURE_MM * f.mm
     rise = detail * notch * jnp.minimum(gaps, 1.0)
     free = 1.0 - _smoothstep((h_up - f.local_h) / notch + 1.0)
-    h_up = h_up - tall * free * rise
+    shorter = _per_crown(jnp.abs(f.x_mm), TOOTH_EDGES_MM, INCISAL_RISE_MM) * f.mm
+    h_up = h_up - tall * free * (rise + detail * shorter)
     # where along its crown a pixel lies, 0 at the gum (or lip) .. 1 at the incisal edge; clenched, the edge
     # is the bite line
     soft_c = jnp.maximum(0.6, 0.2 * f.mm)
     edge = _smoothstep(f.d_up / jnp.maximum(h_up, 1.0))
     edge = edge + clench * (1.0 - _smoothstep(-below / (3.0 * f.mm)) - edge)
-    h_lo = bare * jnp.minimum(6.0 * f.mm * (1.0 - 0.4 * f.u * f.u), 0.25 * f.local_h)
+    # the opening sets how much of the lower row shows, not how opaque it is (a grey ghost over the cavity)
+    h_lo = bare * wide * jnp.minimum(6.0 * f.mm * (1.0 - 0.4 * f.u * f.u), 0.25 * f.local_h)
     edge_lo = _smoothstep(f.d_lo / jnp.maximum(h_lo, 1.0))
     edge_lo = edge_lo + clench * (1.0 - _smoothstep(below / (2.0 * f.mm)) - edge_lo)
 
@@ -458,14 +476,14 @@ def _teeth(
     # the critic's mean P(happy) on the 48 happy outputs stayed 0.613, its hits went 33 -> 31 (the top class
     # changed on 7 faces: 2 new hits, 4 lost), excited and surprised 39 -> 38 and 40 -> 39; lines half as
     # deep changed none of these hits. With tones too, a smile read as bared teeth: 28 happy hits)
-    def row(edges, along):
+    def row(edges, along, depth):
         side, line, tone = _crowns(f.x_mm, edges, f.mm)
-        crowns = (1.0 - CROWN_ROUNDING * side) * (1.0 - detail * (0.2 + 0.3 * along) * line)
+        crowns = (1.0 - CROWN_ROUNDING * side) * (1.0 - depth * detail * (0.2 + 0.3 * along) * line)
         return crowns * (1.0 + clench * (tone - 1.0))
 
     shading = (1.0 - 0.65 * turn) * contact  # the row turning away from the light, the lower lip's contact
-    tooth_shade = shading * row(TOOTH_EDGES_MM, edge)
-    tooth_shade_lo = shading * row(LOWER_TOOTH_EDGES_MM, edge_lo)
+    tooth_shade = shading * row(TOOTH_EDGES_MM, edge, 1.0)
+    tooth_shade_lo = shading * row(LOWER_TOOTH_EDGES_MM, edge_lo, 0.5 + 0.5 * clench)
     soft = jnp.maximum(0.9, 0.1 * h_up)
     # clenched rows reach their lips (the gums a raised lip could show stay in the lips' shadow) and meet on
     # a straight bite line: one that followed the opening's shape curved up at the corners, a smile arc
@@ -476,12 +494,13 @@ def _teeth(
     lip_shadow = 0.86 + 0.14 * _smoothstep(f.d_up / (0.35 * h_up + 1.0 - clench * 0.35 * h_up))
     up_rgb = teeth_rgb[None, None, :] * (tooth_shade * lip_shadow)[..., None]
     m_lo = jnp.maximum(detail, _visible(h_lo)) * _smoothstep((h_lo - f.d_lo) / soft)
-    m_lo = wide * m_lo * _band(jnp.abs(f.u), 0.0, 0.65, 0.12)
+    m_lo = m_lo * _band(jnp.abs(f.u), 0.0, 0.65, 0.12)
     # clenched, the lower row reaches up behind the upper one (showing in its notches)
     m_lo_c = _smoothstep((below + detail * notch + soft_c) / soft_c) * _band(jnp.abs(f.u), 0.0, 0.72, 0.12)
     m_lo = m_lo + clench * (m_lo_c - m_lo)
     overbite = 1.0 - clench * OVERBITE_SHADOW * (1.0 - _smoothstep(below / f.mm))
-    lo_rgb = teeth_rgb[None, None, :] * ((0.72 + 0.08 * clench) * tooth_shade_lo * overbite)[..., None]
+    # (at 0.72 a smile's lower row was a grey band under the white upper one; clenched rows keep 0.8)
+    lo_rgb = teeth_rgb[None, None, :] * ((0.85 - 0.05 * clench) * tooth_shade_lo * overbite)[..., None]
     return m_up, up_rgb, m_lo, lo_rgb
 
 
