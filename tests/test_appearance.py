@@ -1100,7 +1100,8 @@ def test_a_smiles_teeth_are_convex_crowns_of_one_tone_on_each_rows_own_gaps():
     upper = up[10, :, 0] / turn  # 2.5 mm under the lip, across the upper crowns
     lower = lo[-8, :, 0] / turn  # 2 mm over the lower lip, across the lower crowns
     front = np.abs(xs) < 16.0
-    assert m_up[10][front].min() > 0.99 and m_lo[-8][front].min() > 0.99
+    # (the lower row tapers from the midline: full height over its incisors and the canines' near halves)
+    assert m_up[10][front].min() > 0.99 and m_lo[-8][np.abs(xs) < 12.0].min() > 0.99
 
     def at(row, x):
         return row[np.argmin(np.abs(xs - x))]
@@ -1229,6 +1230,32 @@ def test_the_lower_row_grows_with_the_opening_and_is_never_a_ghost():
         assert m_lo.max() > 0.99, (gap_mm, m_lo.max())
         heights.append(float(m_lo[:, len(xs) // 2].sum() * 0.1 / mm))
     assert np.all(np.diff(heights) > 0.2), heights
+
+
+def test_a_dropped_jaws_lower_teeth_show_in_the_middle_only():
+    """A relaxed open mouth (no smile: surprise) shows its lower teeth at the midline, tapering to none 0.7
+    of the way to the corners (the lower lip covers the teeth beyond the incisors and canines): kept along
+    all of the mouth, the row followed the lower lip round the opening, a denture's white arch (London
+    surprised outputs, by eye). The upper row keeps ``REST_INCISOR_MM`` across the front (tapered too, it
+    cost the critic's surprised reads on 2 of 48 faces)."""
+    mm, gap = 2.0, 40.0  # a 20 mm opening
+    xs = np.arange(-25.0, 25.01, 0.5, dtype=np.float32)  # u = x / 25 in ``_flat_mouth``
+    rows = np.arange(0.0, gap, 0.05, dtype=np.float32)
+    frame, d_up = _flat_mouth(mm, gap, xs, rows)
+    zero, bare = jnp.float32(0.0), jnp.float32(0.5)
+    m_up, _, m_lo, _ = (np.asarray(a) for a in ap_mouth._teeth(frame, jnp.ones(3), zero, bare, zero, d_up))
+    # band heights (px) per column; the mask's soft edge (0.9 px) takes half a pixel off its integral
+    up, lo = m_up.sum(0) * 0.05 + 0.45, m_lo.sum(0) * 0.05
+
+    def at(h, x):
+        return float(h[np.argmin(np.abs(xs - x))])
+
+    rest = ap_mouth.REST_INCISOR_MM * mm
+    for x in (0.0, 12.5, -12.5):
+        assert at(up, x) == pytest.approx(rest, abs=0.15), x
+    assert at(lo, 0.0) > 2.0
+    assert at(lo, 15.0) < 0.4 * at(lo, 0.0) and at(lo, 18.0) < 0.05 * at(lo, 0.0)
+    assert at(lo, -15.0) == pytest.approx(at(lo, 15.0), abs=1e-3)
 
 
 def test_smile_teeth_rest_on_the_lower_lip_without_a_sliver_of_cavity():

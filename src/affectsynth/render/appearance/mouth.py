@@ -423,11 +423,12 @@ def _teeth(
     (``CROWN_ROUNDING``) touching on hairlines (``CONTACT_LINE_MM``) that deepen towards the incisal edge,
     and darkens towards the corners where it turns away from the light; where the upper edge stands free
     over the cavity each crown ends at its own height (``INCISAL_RISE_MM``). Lower teeth from openings of
-    ~6 mm (their full height by 16 mm), as tall as the lower lip is pulled off them (``bare``), in the upper
-    row's tone times 0.85 (set back, under the upper teeth), their hairlines half as dark. Clenched
-    (``clench``, see ``_clench``): each crown also in its own tone (``CROWN_TONES``); the upper row's edge
-    on the bite line (``below`` = 0, pixels), notched between the crowns, over the lower row, which shows
-    under it in the upper teeth's shadow (``OVERBITE_SHADOW``) down to its lip; no cavity.
+    ~6 mm (their full height by 16 mm), as tall as the lower lip is pulled off them (``bare``) at the
+    midline and tapering to none 0.7 of the way to the corners, in the upper row's tone times 0.85 (set
+    back, under the upper teeth), their hairlines half as dark. Clenched (``clench``, see ``_clench``):
+    each crown also in its own tone (``CROWN_TONES``); the upper row's edge on the bite line (``below`` = 0,
+    pixels), notched between the crowns, over the lower row, which shows under it in the upper teeth's
+    shadow (``OVERBITE_SHADOW``) down to its lip; no cavity.
     """
     detail = _detail(f.mm)
     gaps = sum(_gauss(jnp.abs(f.x_mm) - g, 0.7) for g in TOOTH_EDGES_MM[:4])  # the notches, 2 mm either side
@@ -463,8 +464,10 @@ def _teeth(
     soft_c = jnp.maximum(0.6, 0.2 * f.mm)
     edge = _smoothstep(f.d_up / jnp.maximum(h_up, 1.0))
     edge = edge + clench * (1.0 - _smoothstep(-below / (3.0 * f.mm)) - edge)
-    # the opening sets how much of the lower row shows, not how opaque it is (a grey ghost over the cavity)
-    h_lo = bare * wide * jnp.minimum(6.0 * f.mm * (1.0 - 0.4 * f.u * f.u), 0.25 * f.local_h)
+    # the opening sets how much of the lower row shows, not how opaque it is (a grey ghost over the cavity);
+    # the lower lip covers the teeth beyond the incisors and canines (along all of it, their band followed
+    # the lip's arch round the mouth: a denture's)
+    h_lo = bare * wide * jnp.minimum(6.0 * f.mm * jnp.clip(1.0 - f.u * f.u / 0.5, 0.0, 1.0), 0.25 * f.local_h)
     edge_lo = _smoothstep(f.d_lo / jnp.maximum(h_lo, 1.0))
     edge_lo = edge_lo + clench * (1.0 - _smoothstep(below / (2.0 * f.mm)) - edge_lo)
 
