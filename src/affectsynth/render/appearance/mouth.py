@@ -440,7 +440,7 @@ def _teeth(
     # 0.33 instead of 0.55 jaw penalty, looked less like a grimace by eye but bared more teeth: the critic
     # read 12 of 48 London excited outputs as angry, against 9, and excited fell from 0.71 to 0.65. At 0.55
     # a thick dark crescent parted the rows, wider than the real wide smiles' (103, 107, 130); at 0.45, with
-    # the lower row opaque and lighter, excited read 40 of 48 instead of 38)
+    # the lower row opaque and lighter, excited read 40 of 48 instead of 38; 39 once the row tapers)
     reach = jnp.minimum(0.3 + 0.8 * smile - 0.45 * wide, 1.1)
     rest = jnp.minimum(REST_INCISOR_MM * f.mm, 0.3 * f.local_h)  # the relaxed upper lip's incisor display
     h_up = jnp.minimum(11.0 * f.mm * (1.0 - 0.3 * f.u * f.u), jnp.maximum(reach * f.local_h, rest))
