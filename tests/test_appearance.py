@@ -508,6 +508,24 @@ def test_mouth_interior_fills_new_opening_only(face, basis):
     assert float(diag0["mouth_alpha"].max()) == 0.0
 
 
+def test_an_opening_is_painted_fully_once_a_fifth_of_it_is_new():
+    """``_newness``: a photo's own open mouth that grows by a few percent keeps its pixels; once a fifth of
+    the target's opening is new it is painted fully (over a 0-35 % ramp, the demo's smiling astronaut's
+    excited opening, about a quarter new, was painted at ~0.78 over her stretched teeth: a grey band);
+    lips that close, or part by a hair, get nothing."""
+    width, mm = jnp.float32(200.0), jnp.float32(4.0)  # a 50 mm mouth at 4 px/mm
+    a_dst = jnp.float32(200.0 * 4.0 * 8.0)  # 8 mm mean height
+
+    def new(share, a=a_dst):
+        return float(ap_mouth._newness((1.0 - share) * a, a, width, mm))
+
+    assert new(0.03) == 0.0 and new(0.0) == 0.0 and new(-0.5) == 0.0
+    assert new(0.2) == pytest.approx(1.0, abs=1e-6) and new(0.25) == pytest.approx(1.0, abs=1e-6)
+    assert 0.2 < new(0.12) < 0.8
+    assert new(1.0) == pytest.approx(1.0, abs=1e-6)  # a closed photo mouth opening
+    assert new(1.0, jnp.float32(200.0 * 4.0 * 0.2)) < 0.15  # parted by 0.2 mm
+
+
 def test_mouth_interior_leaves_lips_parted_by_a_hair(face, basis):
     """Lips that part by a fraction of a millimetre (AU25 at 0.05: at most 0.2 mm) keep their own pixels: a
     relative test alone painted the whole new sliver as cavity, a black line between closed lips."""

@@ -78,6 +78,12 @@ EMBRASURE_MM = 0.5
 """How far (mm) the incisal edge of the upper teeth rises at each gap between crowns (their rounded corners:
 the incisal embrasures, a dark notch between tooth tips in a real smile)."""
 
+NEW_OPENING = (0.05, 0.2)
+"""Share of the target's opening that is new (not the photo's own) from which its interior is painted, and
+by which it is fully painted. Partly painted, the interior mixes with the photo's own stretched teeth into
+grey: over a 0-35 % ramp (before), the demo's smiling astronaut, whose excited opening is about a quarter
+new (re-detected), showed a grey band under her teeth."""
+
 MIN_OPENING_MM = 1.0
 """Mean added height (mm) of the lips' opening from which the painted interior is fully drawn (from 0)."""
 
@@ -146,12 +152,27 @@ def _rounded(points: Float[Array, "N 2"], rounds: int = 2) -> Float[Array, "M 2"
     return points
 
 
+def _newness(
+    a_src: Float[Array, ""], a_dst: Float[Array, ""], width: Float[Array, ""], mm: Float[Array, ""]
+) -> Float[Array, ""]:
+    """How fully to paint the target's opening (0..1), from the photo's and the target's inner-lip areas
+    (pixels^2), the target mouth's width (pixels) and the pixels per mm.
+
+    By the share of the target's opening that is new (``NEW_OPENING``): an opening the photo already has
+    keeps its own pixels, and lips that close again give back exactly the photo's lips. And by the added
+    mean height (``MIN_OPENING_MM``): the share alone turned the hairline slit of closed lips that part by a
+    fraction of a millimetre (a neutral target) into a black line."""
+    share = jnp.clip((a_dst - a_src) / jnp.maximum(a_dst, 1e-3), 0.0, 1.0)
+    lo, hi = NEW_OPENING
+    added_mm = jnp.maximum(a_dst - a_src, 0.0) / width / mm
+    return _smoothstep((share - lo) / (hi - lo)) * _smoothstep(added_mm / MIN_OPENING_MM)
+
+
 def _mouth_frame(ctx: AppearanceContext, xy: Float[Array, "H W 2"]) -> _MouthFrame:
     """Where the new opening is and each pixel's place in it, from the inner lip contours.
 
-    ``alpha`` is weighted by the fraction of the target's inner-lip area that is new, so an opening the photo
-    already has keeps its own pixels and lips that close again give back exactly the photo's lips, and by the
-    added height (``MIN_OPENING_MM``), so lips parted by a hair show no painted slit.
+    ``alpha`` is weighted by ``_newness``: an opening the photo already has keeps its own pixels, lips that
+    close again give back exactly the photo's lips, and lips parted by a hair show no painted slit.
     """
     t = topo.face_topology()
     hole = jnp.asarray(t.region("mouth_hole"))
@@ -162,14 +183,9 @@ def _mouth_frame(ctx: AppearanceContext, xy: Float[Array, "H W 2"]) -> _MouthFra
     mm = ctx.interocular / topo.IPD_MM
     a_src = _polygon_area(src[hole])
     a_dst = _polygon_area(dst[hole])
-    # fully painted once a third of the opening is new: a half-painted interior over the photo's stretched
-    # teeth shows both (a grey striped band on the demo's smiling astronaut, whose excited opening is 40% new)
-    newness = _smoothstep(jnp.clip((a_dst - a_src) / jnp.maximum(a_dst, 1e-3), 0.0, 1.0) / 0.35)
     c0, c1 = dst[upper[0]], dst[upper[-1]]
     width = jnp.linalg.norm(c1 - c0) + 1e-3
-    # and only an opening that adds a visible height: the relative test alone turned the hairline slit of
-    # closed lips that part by a fraction of a millimetre (a neutral target) into a black line
-    newness = newness * _smoothstep(jnp.maximum(a_dst - a_src, 0.0) / width / mm / MIN_OPENING_MM)
+    newness = _newness(a_src, a_dst, width, mm)
     ex = (c1 - c0) / width
     h_open = a_dst / width * 1.5  # mean opening height -> approximate mid height
     sdf = _polygon_sdf(xy, dst[hole])
