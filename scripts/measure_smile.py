@@ -33,6 +33,11 @@ sampled through a least-squares affine map of the template (mm) onto each image'
   teeth_bright median luminance of the teeth pixels over the skin's (1 where they match the skin)
   teeth_tex    standard deviation of the teeth pixels' log-luminance after a 3x3 box blur is taken out (the
                gaps and edges between crowns; a flat painted band is near 0)
+  teeth_warm   median (R - B) / (R + G + B) of the teeth pixels: how yellow (positive) or blue the teeth are,
+               in the photo's own white balance, so compare a person's real smile with our output
+  teeth_green  median (G - (R + B) / 2) / (R + G + B) of the teeth pixels (negative: magenta)
+  shade_warm   median (R - B) / (R + G + B) of the inner-mouth pixels at 0.6-1.0 of the skin's luminance:
+               the teeth's shaded sides and corners (real ones warm as they darken, lit by the lips)
   fold_dip     nasolabial fold: 1 - darkest / mean of the two ends, along template segments across the fold
                (positive: a dark crease); values are absolute, not changes
   fold_width   width (mm) of the fold profile where it is darker than half its dip
@@ -83,7 +88,18 @@ MEASURES = (
     "cheek_width",
     "oval_width",
 )
-LOOKS = ("teeth_fill", "teeth_reach", "teeth_bright", "teeth_tex", "fold_dip", "fold_width", "apple")
+LOOKS = (
+    "teeth_fill",
+    "teeth_reach",
+    "teeth_bright",
+    "teeth_tex",
+    "teeth_warm",
+    "teeth_green",
+    "shade_warm",
+    "fold_dip",
+    "fold_width",
+    "apple",
+)
 CHEEK_PTS = (205, 425)
 OVAL_PTS = (234, 454)
 INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
@@ -201,7 +217,9 @@ def looks(img: np.ndarray, lm: np.ndarray, amap: np.ndarray) -> dict[str, float]
     mouth = patch.ravel()[inside]
     out = {"fold_dip": float(np.median(dips)), "fold_width": float(np.median(widths)), "apple": apple / skin}
     if mouth.size < 20:
-        return out | {"teeth_fill": 0.0, "teeth_reach": 0.0, "teeth_bright": float("nan"), "teeth_tex": 0.0}
+        none = {"teeth_fill": 0.0, "teeth_reach": 0.0, "teeth_tex": 0.0}
+        nan = {k: float("nan") for k in ("teeth_bright", "teeth_warm", "teeth_green", "shade_warm")}
+        return out | none | nan
     teeth = inside.reshape(patch.shape) & (patch > max(np.median(mouth), 0.9 * skin))
     log = np.log(patch)
     pad = np.pad(log, 1, mode="edge")
@@ -212,6 +230,14 @@ def looks(img: np.ndarray, lm: np.ndarray, amap: np.ndarray) -> dict[str, float]
     out["teeth_reach"] = float((cols.max() - cols.min() + 1) / span) if cols.size else 0.0
     out["teeth_bright"] = float(np.median(patch[teeth]) / skin) if teeth.any() else float("nan")
     out["teeth_tex"] = float(np.std((log - blur)[teeth])) if teeth.sum() > 10 else 0.0
+    rgb = img[y0:y1, x0:x1, :3].astype(np.float64)[teeth] + 1.0
+    total = rgb.sum(axis=1)
+    out["teeth_warm"] = float(np.median((rgb[:, 0] - rgb[:, 2]) / total)) if teeth.any() else float("nan")
+    green = rgb[:, 1] - 0.5 * (rgb[:, 0] + rgb[:, 2])
+    out["teeth_green"] = float(np.median(green / total)) if teeth.any() else float("nan")
+    shade = inside.reshape(patch.shape) & (patch >= 0.6 * skin) & (patch < skin)
+    rgb = img[y0:y1, x0:x1, :3].astype(np.float64)[shade] + 1.0
+    out["shade_warm"] = float(np.median((rgb[:, 0] - rgb[:, 2]) / rgb.sum(axis=1))) if shade.any() else float("nan")
     return out
 
 

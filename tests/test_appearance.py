@@ -541,6 +541,12 @@ def test_mouth_interior_leaves_lips_parted_by_a_hair(face, basis):
 def _mouth_parts(face, basis, **aus):
     """(output luminance, inside-opening mask, |x| from the mouth centre / half width, distance to the inner
     lower lip in px) for a scene with only the mouth cue."""
+    out, inside, u, d_lo = _mouth_scene(face, basis, **aus)
+    return np.asarray(ap_draw._luminance(out)), inside, u, d_lo
+
+
+def _mouth_scene(face, basis, **aus):
+    """``_mouth_parts`` with the output's colours f32[H, W, 3] instead of its luminance."""
     au = au_vector(**aus)
     render, frags, ctx = make_scene(face, deformation(basis, au), au)
     off = ap.AppearanceOptions(shading=False, wrinkles=False, eyes=False)
@@ -552,7 +558,7 @@ def _mouth_parts(face, basis, **aus):
     c0, c1 = dst[t.region("lips_inner_upper")[[0, -1]]]
     u = np.abs(np.asarray(xy)[..., 0] - 0.5 * (c0[0] + c1[0])) / (0.5 * abs(c1[0] - c0[0]))
     d_lo = np.asarray(ap_draw._polyline_distance(xy, jnp.asarray(dst[t.region("lips_inner_lower")])))
-    return np.asarray(ap_draw._luminance(out)), inside, u, d_lo
+    return np.asarray(out), inside, u, d_lo
 
 
 def test_a_smile_gap_is_mostly_teeth(face, basis):
@@ -560,6 +566,50 @@ def test_a_smile_gap_is_mostly_teeth(face, basis):
     assert inside.sum() > 40
     # teeth are lit like the painted sclera (~0.5-0.6 here); the cavity is a fraction of the lip colour
     assert np.mean(lum[inside & (u < 0.5)] > 0.3) > 0.8
+
+
+def _warmth(rgb):
+    """(R - B) / (R + G + B) per pixel: how yellow-red (positive) or blue a colour is."""
+    rgb = np.asarray(rgb, np.float64)
+    return (rgb[..., 0] - rgb[..., 2]) / np.maximum(rgb.sum(-1), 1e-9)
+
+
+def test_shaded_teeth_take_the_skins_hue_at_their_own_luminance():
+    """``_warm_shadows``: lit teeth (shade above the knee) keep their colour; darker ones move towards the
+    skin's hue, more the darker they are, at their own luminance; a grey skin (the photo's white balance)
+    changes nothing."""
+    knee, most = ap_mouth.SHADOW_WARMTH
+    teeth = jnp.array([0.92, 0.9, 0.85])
+    skin = jnp.array([0.75, 0.55, 0.45])
+    hue = skin / ap_draw._luminance(skin)
+    q = jnp.linspace(1.0, 0.1, 19)
+    rgb = teeth[None, None, :] * q[None, :, None]
+    out = np.asarray(ap_mouth._warm_shadows(rgb, teeth, hue))[0]
+    np.testing.assert_allclose(np.asarray(ap_draw._luminance(out)), np.asarray(ap_draw._luminance(rgb))[0], atol=1e-6)
+    lit = np.asarray(q) >= knee
+    np.testing.assert_array_equal(out[lit], np.asarray(rgb)[0][lit])
+    warm, own, target = _warmth(out), _warmth(teeth), _warmth(hue)
+    assert np.all(np.diff(warm[~lit]) > 0)  # warmer the darker
+    share = most * (1.0 - np.asarray(q)[~lit] / knee)
+    # at least that share of the way from the teeth's own warmth to the skin's, and never past the teeth's
+    # colour under light of the skin's hue
+    assert np.all(warm[~lit] >= own + share * (target - own) - 1e-6)
+    assert np.all(warm[~lit] <= _warmth(teeth * hue) + 1e-6)
+    grey = np.asarray(ap_mouth._warm_shadows(rgb, teeth, jnp.ones(3)))
+    np.testing.assert_allclose(grey, np.asarray(rgb), atol=1e-6)
+
+
+def test_a_smiles_shaded_teeth_are_warmer_than_its_lit_ones(face, basis):
+    """In a rendered open smile the teeth darkening towards the mouth's corners take the skin's warmth:
+    darkened in their own hue (before ``SHADOW_WARMTH``) they kept the lit teeth's chroma, a grey band
+    (0.034 on the London smiles' shaded teeth, 0.087 real; ``scripts/measure_smile.py``, ``shade_warm``)."""
+    out, inside, u, _ = _mouth_scene(face, basis, AU6=0.8, AU12=1.0, AU25=1.0, AU26=0.6)
+    lum = np.asarray(ap_draw._luminance(out))
+    teeth = inside & (lum > 0.35)  # not the cavity (under 0.2 here)
+    lit = teeth & (u < 0.3)
+    shaded = teeth & (u > 0.45) & (lum < 0.8 * np.median(lum[lit]))
+    assert lit.sum() > 20 and shaded.sum() > 20, (lit.sum(), shaded.sum())
+    assert np.median(_warmth(out[shaded])) > np.median(_warmth(out[lit])) + 0.02
 
 
 def test_a_wide_opening_shows_lower_teeth_and_a_dark_cavity_between(face, basis):

@@ -120,6 +120,13 @@ CAVITY_FLOOR_RED = 0.25
 TONGUE_FROM_MM = 2.0
 """Mean opening height (mm) from which the tongue is drawn (fully from 6 mm)."""
 
+SHADOW_WARMTH = (0.85, 1.6)
+"""(knee, share): shaded teeth take the skin's hue (``_mouth_colours``), at their own luminance, by
+``share * (1 - q / knee)`` (at most all of it) at shade ``q`` (1 lit .. 0 black; none above the knee). In a mouth, light reaches a
+tooth's shaded side through and off lips, cheeks and gums, and dentin shows through thin enamel: real
+shaded teeth are warm (the London smiles' inner-mouth pixels at 0.6-1.0 of the skin's luminance: (R - B) /
+(R + G + B) 0.087), where teeth darkened in their own cream hue were grey (0.034)."""
+
 
 class _MouthFrame(NamedTuple):
     """Per-pixel coordinates of the target's opening (pixels unless named otherwise)."""
@@ -314,12 +321,15 @@ def _across_seam(
     return rel @ down - jnp.interp(along, along_pts, across_pts), gap_xy
 
 
-def _mouth_colours(patch: Image, ctx: AppearanceContext) -> tuple[Float[Array, "2 3"], Float[Array, "3"]]:
-    """((upper, lower) lip colours (``_lip_colours``), teeth colour) from this photo.
+def _mouth_colours(
+    patch: Image, ctx: AppearanceContext
+) -> tuple[Float[Array, "2 3"], Float[Array, "3"], Float[Array, "3"]]:
+    """((upper, lower) lip colours (``_lip_colours``), teeth colour, shaded teeth's hue) from this photo.
 
     Teeth are lit like the eye whites (albedo independent of skin tone): the sclera between each pupil and
     its eye corners sets the exposure; the skin only sets a floor when the eyes are shadowed or closed, and
-    tints the teeth a little towards the photo's white balance.
+    tints the teeth a little towards the photo's white balance. Their shade takes the skin's hue at
+    luminance 1 (``SHADOW_WARMTH``).
     """
     t = topo.face_topology()
     src = ctx.landmarks[:, :2]
@@ -335,7 +345,7 @@ def _mouth_colours(patch: Image, ctx: AppearanceContext) -> tuple[Float[Array, "
     # ivory base our teeth were a dull grey-beige band, darkest on dark skin)
     exposure = jnp.clip(jnp.maximum(jnp.mean(sclera) / 0.64, _luminance(skin_rgb) / 0.6), 0.35, 1.2)
     teeth_rgb = jnp.clip(jnp.array([0.96, 0.95, 0.91]) * tint * exposure, 0.0, 0.96)
-    return lips, teeth_rgb
+    return lips, teeth_rgb, skin_rgb / jnp.maximum(_luminance(skin_rgb), 1e-3)
 
 
 def _cavity(f: _MouthFrame, lip_rgb: Float[Array, "3"]) -> Image:
@@ -523,6 +533,16 @@ def _teeth(
     return m_up, up_rgb, m_lo, lo_rgb
 
 
+def _warm_shadows(rgb: Image, teeth_rgb: Float[Array, "3"], hue: Float[Array, "3"]) -> Image:
+    """Shaded teeth ``rgb`` (``teeth_rgb`` times a shade) moved towards ``hue`` (luminance 1) as they darken
+    (``SHADOW_WARMTH``), their luminance kept; lit teeth keep their colour."""
+    knee, most = SHADOW_WARMTH
+    q = _luminance(rgb) / jnp.maximum(_luminance(teeth_rgb), 1e-3)
+    share = jnp.clip(most * (1.0 - q / knee), 0.0, 1.0)
+    warm = rgb * (1.0 + share[..., None] * (hue - 1.0)[None, None, :])
+    return warm * (_luminance(rgb) / jnp.maximum(_luminance(warm), 1e-6))[..., None]
+
+
 def _lower_lip_pull(ctx: AppearanceContext, smile: Float[Array, ""]) -> Float[Array, ""]:
     """How far the lower lip is drawn off the lower teeth (``LOWER_TEETH_AT_REST`` .. 1): smiles, lip
     depressor and stretcher (AU16, AU20) and the forced stretch of AU27."""
@@ -573,7 +593,7 @@ def mouth_interior(
         source positions change under the paint (``pipeline._painted_sources``).
     """
     f = _mouth_frame(ctx, xy)
-    lips, teeth_rgb = _mouth_colours(patch, ctx)
+    lips, teeth_rgb, shadow_hue = _mouth_colours(patch, ctx)
     lip_rgb = jnp.mean(lips, axis=0)
     smile = jnp.clip(_au(ctx, "AU12") + _au(ctx, "AU10"), 0.0, 1.0)
     clench, below = _clench(ctx, xy)
@@ -581,6 +601,7 @@ def mouth_interior(
     tongue_m, tongue_rgb = _tongue(f, lip_rgb)
     col = _cavity(f, lip_rgb)
     col = col * (1 - tongue_m[..., None]) + tongue_rgb * tongue_m[..., None]
+    up_rgb, lo_rgb = (_warm_shadows(c, teeth_rgb, shadow_hue) for c in (up_rgb, lo_rgb))
     col = col * (1 - m_lo[..., None]) + lo_rgb * m_lo[..., None]
     col = col * (1 - m_up[..., None]) + up_rgb * m_up[..., None]
     out = render * (1 - f.alpha[..., None]) + col * f.alpha[..., None]
