@@ -237,7 +237,9 @@ def looks(img: np.ndarray, lm: np.ndarray, amap: np.ndarray) -> dict[str, float]
     out["teeth_green"] = float(np.median(green / total)) if teeth.any() else float("nan")
     shade = inside.reshape(patch.shape) & (patch >= 0.6 * skin) & (patch < skin)
     rgb = img[y0:y1, x0:x1, :3].astype(np.float64)[shade] + 1.0
-    out["shade_warm"] = float(np.median((rgb[:, 0] - rgb[:, 2]) / rgb.sum(axis=1))) if shade.any() else float("nan")
+    out["shade_warm"] = (
+        float(np.median((rgb[:, 0] - rgb[:, 2]) / rgb.sum(axis=1))) if shade.any() else float("nan")
+    )
     return out
 
 

@@ -585,12 +585,16 @@ def test_shaded_teeth_take_the_skins_hue_at_their_own_luminance():
     q = jnp.linspace(1.0, 0.1, 19)
     rgb = teeth[None, None, :] * q[None, :, None]
     out = np.asarray(ap_mouth._warm_shadows(rgb, teeth, hue))[0]
-    np.testing.assert_allclose(np.asarray(ap_draw._luminance(out)), np.asarray(ap_draw._luminance(rgb))[0], atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(ap_draw._luminance(out)), np.asarray(ap_draw._luminance(rgb))[0], atol=1e-6
+    )
     lit = np.asarray(q) >= knee
     np.testing.assert_array_equal(out[lit], np.asarray(rgb)[0][lit])
     warm, own, target = _warmth(out), _warmth(teeth), _warmth(hue)
-    assert np.all(np.diff(warm[~lit]) > 0)  # warmer the darker
-    share = most * (1.0 - np.asarray(q)[~lit] / knee)
+    share = np.clip(most * (1.0 - np.asarray(q)[~lit] / knee), 0.0, 1.0)
+    rising = np.diff(warm[~lit])
+    assert np.all(rising[share[1:] < 1.0] > 1e-3) and np.all(rising > -1e-6)  # warmer the darker, to the hue
+    assert share[-1] == 1.0  # (the darkest take all of it)
     # at least that share of the way from the teeth's own warmth to the skin's, and never past the teeth's
     # colour under light of the skin's hue
     assert np.all(warm[~lit] >= own + share * (target - own) - 1e-6)
