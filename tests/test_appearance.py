@@ -578,7 +578,7 @@ def test_shaded_teeth_take_the_skins_hue_at_their_own_luminance():
     """``_warm_shadows``: lit teeth (shade above the knee) keep their colour; darker ones move towards the
     skin's hue, more the darker they are, at their own luminance; a grey skin (the photo's white balance)
     changes nothing."""
-    knee, most = ap_mouth.SHADOW_WARMTH
+    knee, gain = ap_mouth.SHADOW_WARMTH
     teeth = jnp.array([0.92, 0.9, 0.85])
     skin = jnp.array([0.75, 0.55, 0.45])
     hue = skin / ap_draw._luminance(skin)
@@ -591,7 +591,7 @@ def test_shaded_teeth_take_the_skins_hue_at_their_own_luminance():
     lit = np.asarray(q) >= knee
     np.testing.assert_array_equal(out[lit], np.asarray(rgb)[0][lit])
     warm, own, target = _warmth(out), _warmth(teeth), _warmth(hue)
-    share = np.clip(most * (1.0 - np.asarray(q)[~lit] / knee), 0.0, 1.0)
+    share = np.clip(gain * (1.0 - np.asarray(q)[~lit] / knee), 0.0, 1.0)
     rising = np.diff(warm[~lit])
     assert np.all(rising[share[1:] < 1.0] > 1e-3) and np.all(rising > -1e-6)  # warmer the darker, to the hue
     assert share[-1] == 1.0  # (the darkest take all of it)
