@@ -37,7 +37,7 @@ sampled through a least-squares affine map of the template (mm) onto each image'
                in the photo's own white balance, so compare a person's real smile with our output
   teeth_green  median (G - (R + B) / 2) / (R + G + B) of the teeth pixels (negative: magenta)
   shade_warm   median (R - B) / (R + G + B) of the inner-mouth pixels at 0.6-1.0 of the skin's luminance:
-               the teeth's shaded sides and corners (real ones warm as they darken, lit by the lips)
+               mostly the teeth's shaded sides and corners (real ones warm as they darken, lit by the lips)
   fold_dip     nasolabial fold: 1 - darkest / mean of the two ends, along template segments across the fold
                (positive: a dark crease); values are absolute, not changes
   fold_width   width (mm) of the fold profile where it is darker than half its dip

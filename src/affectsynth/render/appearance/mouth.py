@@ -330,8 +330,8 @@ def _mouth_colours(
 
     Teeth are lit like the eye whites (albedo independent of skin tone): the sclera between each pupil and
     its eye corners sets the exposure; the skin only sets a floor when the eyes are shadowed or closed, and
-    tints the teeth a little towards the photo's white balance. Their shade takes the skin's hue at
-    luminance 1 (``SHADOW_WARMTH``).
+    tints the teeth a little towards the photo's white balance. The third colour is the skin's scaled to
+    luminance 1: the hue that shaded teeth take (``SHADOW_WARMTH``).
     """
     t = topo.face_topology()
     src = ctx.landmarks[:, :2]
