@@ -243,6 +243,22 @@ def looks(img: np.ndarray, lm: np.ndarray, amap: np.ndarray) -> dict[str, float]
     return out
 
 
+def stable_points() -> tuple[np.ndarray, np.ndarray]:
+    """(ids of the landmarks an expression hardly moves: nose, forehead, inner eye corners; the FaceMesh
+    template f64[N, 3], mm): what the shapes are aligned on and the looks sampled through."""
+    from affectsynth.face import topology as topo
+
+    t = topo.face_topology()
+    stable = np.concatenate([t.region("nose"), t.region("forehead"), np.array(STABLE_EXTRA)])
+    return stable, np.asarray(t.template, np.float64)
+
+
+def photo_looks(img: np.ndarray, lm: np.ndarray) -> dict[str, float]:
+    """``looks`` of uint8 RGB ``img`` with landmarks ``lm`` (pixels), through its own template map."""
+    stable, template = stable_points()
+    return looks(img, lm, template_map(template, lm, stable))
+
+
 def as_uint8(img) -> np.ndarray:
     """An image as uint8 RGB (``af.load_image`` gives floats in [0, 1])."""
     img = np.asarray(img)[..., :3]
@@ -273,11 +289,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import affectsynth as af
-    from affectsynth.face import topology as topo
 
-    t = topo.face_topology()
-    stable = np.concatenate([t.region("nose"), t.region("forehead"), np.array(STABLE_EXTRA)])
-    template = np.asarray(t.template, np.float64)
+    stable, _ = stable_points()
     names = args.names or [p.name for p in args.runs]
     if len(names) != len(args.runs):
         print("error: --names needs one name per --runs folder", file=sys.stderr)
@@ -292,7 +305,7 @@ def main(argv=None) -> int:
         lm0 = np.asarray(af.detect_landmarks(img0))[:, :2]
         iod = float(np.linalg.norm(lm0[PUPILS[1]] - lm0[PUPILS[0]]))
         base = shape(lm0)
-        look0 = looks(img0, lm0, template_map(template, lm0, stable))
+        look0 = photo_looks(img0, lm0)
         rows["neutral"][pid] = {m: 0.0 for m in MEASURES} | look0 | {"apple": 0.0}
         tiles = [face_crop(img0, lm0)]
         for key, where in sources.items():
@@ -301,7 +314,7 @@ def main(argv=None) -> int:
                 continue
             img = as_uint8(af.load_image(path))
             lm = np.asarray(af.detect_landmarks(img))[:, :2]
-            look = looks(img, lm, template_map(template, lm, stable))
+            look = photo_looks(img, lm)
             look["apple"] -= look0["apple"]
             rows[key][pid] = measures(base, shape(align(lm, lm0, stable)), iod) | look
             tiles.append(face_crop(img, lm))
