@@ -230,16 +230,17 @@ def looks(img: np.ndarray, lm: np.ndarray, amap: np.ndarray) -> dict[str, float]
     out["teeth_reach"] = float((cols.max() - cols.min() + 1) / span) if cols.size else 0.0
     out["teeth_bright"] = float(np.median(patch[teeth]) / skin) if teeth.any() else float("nan")
     out["teeth_tex"] = float(np.std((log - blur)[teeth])) if teeth.sum() > 10 else 0.0
-    rgb = img[y0:y1, x0:x1, :3].astype(np.float64)[teeth] + 1.0
-    total = rgb.sum(axis=1)
-    out["teeth_warm"] = float(np.median((rgb[:, 0] - rgb[:, 2]) / total)) if teeth.any() else float("nan")
-    green = rgb[:, 1] - 0.5 * (rgb[:, 0] + rgb[:, 2])
-    out["teeth_green"] = float(np.median(green / total)) if teeth.any() else float("nan")
+    rgb = img[y0:y1, x0:x1, :3].astype(np.float64) + 1.0
     shade = inside.reshape(patch.shape) & (patch >= 0.6 * skin) & (patch < skin)
-    rgb = img[y0:y1, x0:x1, :3].astype(np.float64)[shade] + 1.0
-    out["shade_warm"] = (
-        float(np.median((rgb[:, 0] - rgb[:, 2]) / rgb.sum(axis=1))) if shade.any() else float("nan")
-    )
+
+    def chroma(where, weights):
+        """Median of (weights . RGB) / (R + G + B) over the pixels ``where`` (NaN if none)."""
+        px = rgb[where]
+        return float(np.median(px @ np.asarray(weights) / px.sum(axis=1))) if where.any() else float("nan")
+
+    out["teeth_warm"] = chroma(teeth, (1.0, 0.0, -1.0))
+    out["teeth_green"] = chroma(teeth, (-0.5, 1.0, -0.5))
+    out["shade_warm"] = chroma(shade, (1.0, 0.0, -1.0))
     return out
 
 
