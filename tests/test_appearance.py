@@ -990,6 +990,7 @@ def _seam_frame(closed_mm, dst_gap_mm, d=0.0, width=5):
         x_mm=0 * one,
         d_up=d * one,
         d_lo=d * one,
+        lip_rise=0 * one,
         local_h=one,
         h_open=jnp.float32(0.0),
         mm=jnp.float32(1.5),
@@ -1100,11 +1101,13 @@ def test_rounded_contour_keeps_its_ends_and_cuts_its_corners():
         assert rv[:, 0].min() >= v[:, 0].min() and rv[:, 0].max() <= v[:, 0].max()  # inside the hull
 
 
-def _flat_mouth(px_per_mm, gap_px, xs, rows):
+def _flat_mouth(px_per_mm, gap_px, xs, rows, lip_rise=None):
     """(frame, distance to the upper lip) of a straight, evenly open mouth ``gap_px`` tall: columns at ``xs``
-    (mm from the midline), pixel rows ``rows`` under the upper lip."""
+    (mm from the midline), pixel rows ``rows`` under the upper lip; ``lip_rise`` (px, per column): how far
+    the lower lip under each column lies above its midline point (the frame's field; 0 by default)."""
     x_mm, d_up = (jnp.asarray(a) for a in np.meshgrid(xs, rows))
     one = jnp.ones_like(x_mm)
+    rise = 0 * one if lip_rise is None else jnp.asarray(lip_rise, jnp.float32)[None, :] * one
     frame = ap_mouth._MouthFrame(
         alpha=one,
         deep=one,
@@ -1112,6 +1115,7 @@ def _flat_mouth(px_per_mm, gap_px, xs, rows):
         x_mm=x_mm,
         d_up=d_up,
         d_lo=jnp.maximum(gap_px - d_up, 0.0),
+        lip_rise=rise,
         local_h=gap_px * one,
         h_open=jnp.float32(gap_px),
         mm=jnp.float32(px_per_mm),
@@ -1328,6 +1332,33 @@ def test_a_dropped_jaws_lower_teeth_show_in_the_middle_only():
     assert at(lo, 0.0) > 2.0
     assert at(lo, 15.0) < 0.4 * at(lo, 0.0) and at(lo, 18.0) < 0.05 * at(lo, 0.0)
     assert at(lo, -15.0) == pytest.approx(at(lo, 15.0), abs=1e-3)
+
+
+def test_a_dropped_jaws_lower_teeth_hide_where_its_lip_rises():
+    """The lower incisal edges stay with the jaw: where a dropped jaw's lower lip rises off its lowest point
+    (``lip_rise``: the jaw field's V), it covers them, column by column; they show as a patch with a level
+    top in the middle (following the V, the row drew a denture's white V along the lip: London
+    ``surprised`` outputs 001, 039, 097, by eye). A smile's lower lip curves up with the teeth's own arc:
+    its row is unchanged."""
+    mm, gap = 2.0, 40.0
+    xs = np.arange(-25.0, 25.01, 0.5, dtype=np.float32)
+    rows = np.arange(0.0, gap, 0.05, dtype=np.float32)
+    rise = 0.8 * np.abs(xs) * mm  # px: a V, 0.8 mm up per mm out
+    zero, half = jnp.float32(0.0), jnp.float32(0.5)
+
+    def heights(smile, lip_rise):
+        frame, d_up = _flat_mouth(mm, gap, xs, rows, lip_rise)
+        m_lo = np.asarray(ap_mouth._teeth(frame, jnp.ones(3), smile, half, zero, d_up)[2])
+        return m_lo.sum(0) * 0.05
+
+    flat, v = heights(zero, None), heights(zero, rise)
+    assert flat[xs == 0.0][0] > 2.0 and v[xs == 0.0][0] == pytest.approx(flat[xs == 0.0][0], abs=1e-4)
+    shown = flat - rise  # what the lip leaves of each column's band (px; both lose the soft edge's share)
+    np.testing.assert_allclose(v[shown > 1.0], shown[shown > 1.0], atol=0.05)
+    assert np.all(v[shown <= -0.5] < 1e-3) and np.all(v <= flat + 1e-4)  # (flat lost the soft edge)
+    assert np.abs(xs[v > 1e-3]).max() < 4.0  # a patch in the middle: none past 4 mm (the band reached 17)
+    one = jnp.float32(1.0)
+    np.testing.assert_allclose(heights(one, rise), heights(one, None), atol=1e-4)
 
 
 def test_smile_teeth_rest_on_the_lower_lip_without_a_sliver_of_cavity():

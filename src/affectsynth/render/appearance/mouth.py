@@ -139,6 +139,7 @@ class _MouthFrame(NamedTuple):
     x_mm: Float[Array, "H W"]  # the same in mm from the mouth centre
     d_up: Float[Array, "H W"]  # distance to the inner upper lip
     d_lo: Float[Array, "H W"]  # distance to the inner lower lip
+    lip_rise: Float[Array, "H W"]  # how far the inner lower lip under the pixel lies above its midline point
     local_h: Float[Array, "H W"]  # local height of the opening (d_up + d_lo)
     h_open: Float[Array, ""]  # mean opening height
     mm: Float[Array, ""]  # pixels per mm
@@ -202,6 +203,12 @@ def _mouth_frame(ctx: AppearanceContext, xy: Float[Array, "H W 2"]) -> _MouthFra
     along = (xy - 0.5 * (c0 + c1)[None, None, :]) @ ex
     d_up = _polyline_distance(xy, _rounded(dst[upper]))
     d_lo = _polyline_distance(xy, _rounded(dst[lower]))
+    # the mouth's "down" (away from the nose) and the inner lower lip's midline point: the lip lies ``d_lo``
+    # under a pixel of the opening (a slanted lip's nearest point a little to the side: it reads a little
+    # higher there)
+    down = jnp.stack([-ex[1], ex[0]])
+    down = down * jnp.where(jnp.dot(0.5 * (c0 + c1) - dst[topo.NOSE_TIP], down) < 0.0, -1.0, 1.0)
+    bottom = dst[lower[len(lower) // 2]]
     return _MouthFrame(
         # opaque from the contour inwards: the render's stretched lip seam must not show as a dark rim
         alpha=newness * _smoothstep(0.9 - sdf / feather),
@@ -210,6 +217,7 @@ def _mouth_frame(ctx: AppearanceContext, xy: Float[Array, "H W 2"]) -> _MouthFra
         x_mm=along / mm,
         d_up=d_up,
         d_lo=d_lo,
+        lip_rise=(bottom[None, None, :] - xy) @ down - d_lo,
         local_h=d_up + d_lo + 1e-3,
         h_open=h_open,
         mm=mm,
@@ -452,8 +460,9 @@ def _teeth(
     and darkens towards the corners where it turns away from the light; where the upper edge stands free
     over the cavity each crown ends at its own height (``INCISAL_RISE_MM``). Lower teeth from openings of
     ~6 mm (their full height by 16 mm), as tall as the lower lip is pulled off them (``bare``) at the
-    midline and tapering to none 0.7 of the way to the corners, in the upper row's tone times 0.85 (set
-    back, under the upper teeth), their hairlines half as dark. Clenched (``clench``, see ``_clench``):
+    midline and tapering to none 0.7 of the way to the corners (without a smile, also cut level where the
+    lip rises off its lowest point: ``lip_rise``), in the upper row's tone times 0.85 (set back, under the
+    upper teeth), their hairlines half as dark. Clenched (``clench``, see ``_clench``):
     each crown also in its own tone (``CROWN_TONES``); the upper row's edge on the bite line (``below`` = 0,
     pixels), notched between the crowns, over the lower row, which shows under it in the upper teeth's
     shadow (``OVERBITE_SHADOW``) down to its lip; no cavity.
@@ -496,6 +505,9 @@ def _teeth(
     # the lower lip covers the teeth beyond the incisors and canines (along all of it, their band followed
     # the lip's arch round the mouth: a denture's)
     h_lo = bare * wide * jnp.minimum(6.0 * f.mm * jnp.clip(1.0 - f.u * f.u / 0.5, 0.0, 1.0), 0.25 * f.local_h)
+    # the incisal edges stay with the jaw: where a dropped jaw's lip rises off its lowest point it covers them
+    # (a smile's lower lip curves up with the teeth's own arc)
+    h_lo = jnp.clip(h_lo - (1.0 - smile) * f.lip_rise, 0.0, h_lo)
     edge_lo = _smoothstep(f.d_lo / jnp.maximum(h_lo, 1.0))
     edge_lo = edge_lo + clench * (1.0 - _smoothstep(below / (2.0 * f.mm)) - edge_lo)
 
