@@ -9,6 +9,7 @@ expressions improve.
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from script_module import load_script
@@ -170,3 +171,34 @@ def test_happy_is_counted_by_the_kind_of_the_persons_real_smile():
         "open": {"n": 2, "ours": 0.4, "real": 0.2},
         "closed": {"n": 2, "ours": 0.1, "real": 0.25},
     }
+
+
+def test_a_scaled_set_holds_every_photo_resized_and_its_groups(tmp_path):
+    """``scaled_set`` (``--scale``): each neutral and smiling photo resampled to the factor (a JPEG under
+    the same id: ``real_smiles`` looks smiles up as ``<id>.jpg``), the group table copied, other files
+    left out; a photo already there is kept rather than written again."""
+    from PIL import Image
+
+    ev = _script()
+    data = tmp_path / "set"
+    rng = np.random.default_rng(0)
+    for sub, name, size in (
+        ("neutral", "001.jpg", (90, 60)),
+        ("neutral", "002.png", (31, 40)),
+        ("smiling", "001.jpg", (90, 60)),
+    ):
+        (data / sub).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, size[::-1] + (3,), dtype=np.uint8)).save(data / sub / name)
+    (data / "neutral" / "notes.txt").write_text("not a photo")
+    (data / "info.csv").write_text("face_id,ethnicity\n001,a\n")
+    dest = ev.scaled_set(data, tmp_path / "small", 1 / 3)
+    sizes = {}
+    for path in dest.rglob("*.jpg"):
+        with Image.open(path) as image:
+            sizes[path.relative_to(dest).as_posix()] = image.size
+    assert sizes == {"neutral/001.jpg": (30, 20), "neutral/002.jpg": (10, 13), "smiling/001.jpg": (30, 20)}
+    assert (dest / "info.csv").read_text() == (data / "info.csv").read_text()
+    assert not list(dest.rglob("*.txt")) and not list(dest.rglob("*.tmp.jpg"))
+    stamp = (dest / "neutral" / "001.jpg").stat().st_mtime_ns
+    ev.scaled_set(data, dest, 1 / 3)
+    assert (dest / "neutral" / "001.jpg").stat().st_mtime_ns == stamp
