@@ -206,8 +206,7 @@ def _mouth_frame(ctx: AppearanceContext, xy: Float[Array, "H W 2"]) -> _MouthFra
     # the mouth's "down" (away from the nose) and the inner lower lip's midline point: the lip lies ``d_lo``
     # under a pixel of the opening (a slanted lip's nearest point a little to the side: it reads a little
     # higher there)
-    down = jnp.stack([-ex[1], ex[0]])
-    down = down * jnp.where(jnp.dot(0.5 * (c0 + c1) - dst[topo.NOSE_TIP], down) < 0.0, -1.0, 1.0)
+    down = mouth_coordinates(ctx.target_landmarks, upper[0], upper[-1])[2]
     bottom = dst[lower[len(lower) // 2]]
     return _MouthFrame(
         # opaque from the contour inwards: the render's stretched lip seam must not show as a dark rim
