@@ -202,3 +202,57 @@ def test_a_scaled_set_holds_every_photo_resized_and_its_groups(tmp_path):
     stamp = (dest / "neutral" / "001.jpg").stat().st_mtime_ns
     ev.scaled_set(data, dest, 1 / 3)
     assert (dest / "neutral" / "001.jpg").stat().st_mtime_ns == stamp
+
+
+def test_compare_runs_jitters_the_critics_box_and_pairs_faces(tmp_path):
+    """``compare_runs.py``: the critic's box shifted and scaled over the grid (its centre once unchanged);
+    each image read as the mean over those crops; per target the paired difference from the first run with a
+    bootstrap interval that excludes 0 for a shift on every face and not for symmetric noise."""
+    import imageio.v3 as iio
+
+    cr = load_script("compare_runs")
+    boxes = cr.jittered_boxes((100, 50, 80, 60))
+    assert boxes.shape == (len(cr.SHIFTS) ** 2 * len(cr.SCALES), 4)
+    assert any(np.allclose(b, (100, 50, 80, 60)) for b in boxes)
+    centres = boxes[:, :2] + 0.5 * boxes[:, 2:]
+    np.testing.assert_allclose(np.unique(np.round(centres[:, 0], 6)), 140 + 80 * np.array(cr.SHIFTS))
+    np.testing.assert_allclose(boxes[:, 2] / boxes[:, 3], 80 / 60)
+
+    # a classifier that reads the crop's mean grey: "happy" on bright crops, "neutral" on dark ones
+    classes = ["happy", "neutral"]
+
+    def classify(rgb):
+        p = float(rgb.mean()) / 255.0
+        return np.array([p, 1.0 - p])
+
+    img = np.zeros((100, 100, 3), np.uint8)
+    img[:, 50:] = 255  # the right half white: a box on the edge reads by how much of it is white
+    p = cr.mean_probs(img, (30, 30, 40, 40), classify)
+    want = np.mean([classify(cr.crop(img, b)) for b in cr.jittered_boxes((30, 30, 40, 40))], axis=0)
+    np.testing.assert_allclose(p, want)
+    assert 0.3 < p[0] < 0.7  # straddles the edge, and the grid moves it across
+
+    # two runs read from disk through their legibility.json boxes
+    runs = []
+    for name, level in (("a", 100), ("b", 140)):
+        folder = tmp_path / name
+        folder.mkdir()
+        per_image = {}
+        for pid in ("001", "002", "003"):
+            iio.imwrite(folder / f"{pid}__happy.png", np.full((60, 60, 3), level, np.uint8))
+            per_image[f"{pid}__happy"] = {"top": "happy", "box": [10, 10, 40, 40]}
+        scores = {"per_image": per_image, "targets": {t: {"hit": 0.5} for t in cr.TARGETS}}
+        (folder / "legibility.json").write_text(__import__("json").dumps({"scores": scores}))
+        runs.append(cr.read_run(folder, type("Critic", (), {"classify": staticmethod(classify)}), classes))
+    rows = cr.compare(runs, classes, {"happy": {"happy"}})
+    d, lo, hi = rows["happy"][1]["delta"]
+    assert abs(d - 40 / 255) < 1e-6 and lo > 0  # brighter on every face: a change, not noise
+    assert rows["happy"][0]["p_hit"] == pytest.approx(100 / 255)
+    assert [r["hit"] for r in rows["happy"]] == [0.0, 1.0]  # 100/255 reads neutral, 140/255 happy
+    assert rows["macro"][1]["delta"][0] == pytest.approx(d)  # one classed target: the macro is its delta
+
+    noise = np.tile([0.05, -0.05], 20)
+    mean, lo, hi = cr.paired_interval(noise)
+    assert abs(mean) < 1e-12 and lo < 0 < hi
+    mean, lo, hi = cr.paired_interval(noise + 0.03)
+    assert lo > 0
