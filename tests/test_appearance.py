@@ -1049,11 +1049,11 @@ def test_a_raised_lid_carries_its_lash_line(face, basis):
     assert np.min(at(old)) > 0.3  # and not left behind
 
 
-def test_a_smile_creases_the_nasolabial_fold_softly_and_paints_no_cheek_highlight():
+def test_a_smile_creases_the_nasolabial_fold_softly_and_lights_the_cheek_apple_a_little():
     """AU12: a crease from the nose wing past the mouth corner, lateral of the corner, a soft valley several
     mm wide rather than a dark line (real smiles' folds: London, scripts/measure_smile.py); AU6: the cheek
-    pad shades the fold under its lower edge but paints no lit crest (real smiles' cheeks brighten 1.5 %);
-    both scale with the intensity."""
+    pad shades the fold under its lower edge and lifts its crest by ``APPLE_LIGHT`` (real open smiles'
+    apples brighten 1.8 %; a 0.05 crest brightened ours 5 %); both scale with the intensity."""
     xs = np.linspace(0.0, 60.0, 601)
     for y, depth in ((-10.0, 0.05), (-20.0, 0.05), (-30.0, 0.03)):  # fading out past the corner (y -31)
         row = jnp.asarray(np.stack([xs, np.full_like(xs, y)], -1)[None], jnp.float32)
@@ -1075,7 +1075,13 @@ def test_a_smile_creases_the_nasolabial_fold_softly_and_paints_no_cheek_highligh
     lit = np.asarray(
         wrinkles(jnp.asarray(cheek, jnp.float32), jnp.asarray(au_vector(AU6=1.0)), jnp.asarray(0.5))
     )
-    assert lit.max() < 0.01, float(lit.max())  # the old painted apple crest: +0.05
+    top = np.unravel_index(np.argmax(lit), lit.shape)
+    assert 0.015 < lit.max() <= 0.03, float(lit.max())  # the crest: a few per cent, not the old +0.05
+    assert 30.0 < cheek[top][0] < 40.0 and 3.0 < cheek[top][1] < 11.0, cheek[top]  # on the apple (35, 6)
+    half_lit = np.asarray(
+        wrinkles(jnp.asarray(cheek, jnp.float32), jnp.asarray(au_vector(AU6=0.5)), jnp.asarray(0.5))
+    )
+    np.testing.assert_allclose(half_lit, 0.5 * lit, atol=1e-6)
 
 
 def test_rounded_contour_keeps_its_ends_and_cuts_its_corners():
