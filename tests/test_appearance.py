@@ -1170,7 +1170,8 @@ def test_crowns_touch_on_a_hairline_and_darken_from_the_midline_out():
 def test_a_smiles_teeth_are_convex_crowns_of_one_tone_on_each_rows_own_gaps():
     """A smile's rows are crowns like a clenched row's, not a flat band with soft bars: across the upper row
     each crown is brightest in its middle and darkens towards its sides as a convex face does
-    (``CROWN_ROUNDING``, quadratic), darker still on the hairline at each gap of ``TOOTH_EDGES_MM``;
+    (``CROWN_ROUNDING`` times an open row's ``OPEN_RELIEF``, quadratic), darker still on the hairline at each
+    gap of ``TOOTH_EDGES_MM``;
     unclenched, the crowns share one tone (a clenched row's ``CROWN_TONES`` on a smile read as bared teeth).
     The lower row's hairlines lie on its own gaps (``LOWER_TOOTH_EDGES_MM``), not under the upper ones."""
     mm = 4.0
@@ -1190,10 +1191,13 @@ def test_a_smiles_teeth_are_convex_crowns_of_one_tone_on_each_rows_own_gaps():
 
     centre = [at(upper, m) for m in (4.25, 11.75, -4.25, -11.75)]
     assert max(centre) - min(centre) < 0.02, centre  # one tone
-    rounding = ap_mouth.CROWN_ROUNDING
+    rounding = ap_mouth.CROWN_ROUNDING * ap_mouth.OPEN_RELIEF
+    e = np.asarray(ap_mouth.TOOTH_EDGES_MM)
+    middles, halves = 0.5 * (e[:-1] + e[1:]), 0.5 * np.diff(e)  # crown half widths, between their middles
     for m, g in ((4.25, 8.5), (11.75, 15.0), (-4.25, -8.5)):  # the side of a crown, 0.9 mm from its gap
         side = at(upper, g - np.sign(g) * 0.9)
-        want = rounding * (1.0 - 0.9 / abs(g - m)) ** 2  # convex: quadratic from its middle to its gaps
+        half = np.interp(abs(g) - 0.9, middles, halves)
+        want = rounding * (1.0 - 0.9 / half) ** 2  # convex: quadratic from its middle to its gaps
         assert 1.0 - side / at(upper, m) == pytest.approx(want, abs=0.01), (m, at(upper, m), side)
     for g in ap_mouth.TOOTH_EDGES_MM[1:4]:
         assert at(upper, g) < at(upper, g - 0.9) - 0.05 and at(upper, -g) < at(upper, -g + 0.9) - 0.05
