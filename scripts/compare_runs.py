@@ -75,7 +75,7 @@ def mean_probs(rgb: np.ndarray, box, classify) -> np.ndarray:
     return np.mean([classify(np.ascontiguousarray(crop(rgb, b))) for b in jittered_boxes(box)], axis=0)
 
 
-def read_run(folder: Path, critic, classes: list[str]) -> dict:
+def read_run(folder: Path, critic) -> dict:
     """{target: {face id: averaged probabilities f64[C]}} over the faces the run's critic judged."""
     import imageio.v3 as iio
 
@@ -88,11 +88,6 @@ def read_run(folder: Path, critic, classes: list[str]) -> dict:
         rgb = np.asarray(iio.imread(Path(folder) / f"{key}.png"))[..., :3]
         out[target][pid] = mean_probs(rgb, reading["box"], critic.classify)
     return {"probs": out, "critic": {t: run["scores"]["targets"][t]["hit"] for t in TARGETS}}
-
-
-def p_hit(probs: np.ndarray, classes: list[str], want) -> float:
-    """Probability of the classes in ``want``."""
-    return float(sum(p for p, c in zip(probs, classes, strict=True) if c in want))
 
 
 def paired_interval(diffs: np.ndarray, *, draws: int = 4000, seed: int = 0) -> tuple[float, float, float]:
@@ -112,8 +107,7 @@ def _per_face(run: dict, targets: list[str], faces: list[str], classes: list[str
         len(faces), len(targets), -1
     )
     mask = np.array([[c in wants[t] for c in classes] for t in targets], np.float64)  # [T, C]
-    top = np.take_along_axis(mask[None].repeat(len(faces), 0), probs.argmax(-1)[..., None], axis=-1)[..., 0]
-    return np.einsum("ftc,tc->ft", probs, mask), top
+    return np.einsum("ftc,tc->ft", probs, mask), mask[np.arange(len(targets)), probs.argmax(-1)]
 
 
 def compare(runs: list[dict], classes: list[str], wants: dict) -> dict:
@@ -126,14 +120,14 @@ def compare(runs: list[dict], classes: list[str], wants: dict) -> dict:
     rows: dict = {}
     for name, targets in groups.items():
         faces = sorted(set.intersection(*(set(r["probs"][t]) for r in runs for t in targets)))
-        base = _per_face(runs[0], targets, faces, classes, wants)[0]
+        per_run = [_per_face(r, targets, faces, classes, wants) for r in runs]
+        base = per_run[0][0]
         rows[name] = []
-        for r in runs:
-            ph, hit = _per_face(r, targets, faces, classes, wants)
+        for k, (r, (ph, hit)) in enumerate(zip(runs, per_run, strict=True)):
             row = {"n": len(faces), "p_hit": float(ph.mean()), "hit": float(hit.mean())}
             if name != "macro":
                 row["critic"] = r["critic"][name]
-            if r is not runs[0]:
+            if k:
                 row["delta"] = paired_interval(ph - base)
             rows[name].append(row)
     return rows
@@ -186,7 +180,7 @@ def main(argv=None) -> int:
     runs = []
     for p in args.runs:
         print(f"reading {p} ...", file=sys.stderr)
-        runs.append(read_run(p, critic, classes))
+        runs.append(read_run(p, critic))
     rows = compare(runs, classes, wants)
     print(table(rows, names))
     if args.json:

@@ -243,7 +243,7 @@ def test_compare_runs_jitters_the_critics_box_and_pairs_faces(tmp_path):
             per_image[f"{pid}__happy"] = {"top": "happy", "box": [10, 10, 40, 40]}
         scores = {"per_image": per_image, "targets": {t: {"hit": 0.5} for t in cr.TARGETS}}
         (folder / "legibility.json").write_text(__import__("json").dumps({"scores": scores}))
-        runs.append(cr.read_run(folder, type("Critic", (), {"classify": staticmethod(classify)}), classes))
+        runs.append(cr.read_run(folder, type("Critic", (), {"classify": staticmethod(classify)})))
     rows = cr.compare(runs, classes, {"happy": {"happy"}})
     d, lo, hi = rows["happy"][1]["delta"]
     assert abs(d - 40 / 255) < 1e-6 and lo > 0  # brighter on every face: a change, not noise

@@ -250,9 +250,8 @@ def _cheek_apple(x, y, ax, a):
     """AU6: the cheek pad pushed up and forward: its crest lit a little (``APPLE_LIGHT``), a soft shadow
     along its lower edge where it overhangs the fold."""
     cx, cy = ax - _T_CHEEK_APPLE[0], y - _T_CHEEK_APPLE[1]
-    under = _gauss(cx, 7.0) * _gauss(cy + 9.0, 3.5)
-    crest = _gauss(cx, 7.0) * _gauss(cy - 1.0, 4.0)
-    return a("AU6") * (APPLE_LIGHT * crest - 0.04 * under)
+    crest, under = _gauss(cy - 1.0, 4.0), _gauss(cy + 9.0, 3.5)
+    return a("AU6") * _gauss(cx, 7.0) * (APPLE_LIGHT * crest - 0.04 * under)
 
 
 def _chin_wrinkles(x, y, ax, a, mm_per_px):
