@@ -1300,6 +1300,53 @@ def test_a_wide_smiles_lateral_incisors_end_higher_than_the_centrals(monkeypatch
     np.testing.assert_allclose(_teeth_band(0.6, gap_px=30.0)[1], small, atol=1e-5)
 
 
+def test_a_smiles_teeth_resting_on_the_lower_lip_part_in_a_notch_at_each_gap(monkeypatch):
+    """Upper teeth resting on the lower lip (an 8 mm smile) still part at each gap: a crown's rounded tips
+    leave a shadowed notch (``LIP_EMBRASURE_MM`` deep at the gap, shaded by ``TIP_NOTCH_SHADE``), which
+    narrows with the crown's convex face and is gone in the middle of a crown, so no dark line runs along
+    the lip. Clenched rows, an edge standing free over the cavity and small faces are unchanged."""
+    mm = 2.0
+    one, zero = jnp.float32(1.0), jnp.float32(0.0)
+    xs = np.arange(-24.0, 24.001, 0.05, dtype=np.float32)
+
+    def upper(gap_px, px_mm=mm, clench=zero):
+        frame, d_up = _flat_mouth(px_mm, gap_px, xs, np.arange(0.0, gap_px, 0.1, dtype=np.float32))
+        return np.asarray(ap_mouth._teeth(frame, jnp.ones(3), one, one, clench, d_up)[1][..., 0])
+
+    cases = {
+        "lip": (8.0 * mm,),
+        "free": (20.0 * mm,),
+        "clenched": (8.0 * mm, mm, one),
+        "small": (8.0 * 0.6, 0.6),
+    }
+    got = {k: upper(*v) for k, v in cases.items()}
+    depth_px = ap_mouth.LIP_EMBRASURE_MM * mm
+    monkeypatch.setattr(ap_mouth, "LIP_EMBRASURE_MM", 0.0)
+    plain = {k: upper(*v) for k, v in cases.items()}
+    for k in ("free", "clenched", "small"):
+        np.testing.assert_allclose(got[k], plain[k], atol=1e-6, err_msg=k)
+    ratio = got["lip"] / plain["lip"]
+
+    def col(x):
+        return np.argmin(np.abs(xs - x))
+
+    last = -2  # 0.1 px above the lower lip
+    for g in ap_mouth.TOOTH_EDGES_MM[:4]:
+        for x in (g, -g):
+            assert ratio[last, col(x)] == pytest.approx(1.0 - ap_mouth.TIP_NOTCH_SHADE, abs=0.02), x
+            # a rounded V: tallest at the gap (over half its depth dark), lower 0.5 mm beside it, gone at 2 mm
+            tall = [(ratio[:, col(x + dx)] < 0.7).sum() * 0.1 for dx in (0.0, 0.5, 2.0)]
+            assert 0.5 * depth_px < tall[0] <= depth_px and tall[1] < tall[0] - 0.1 and tall[2] == 0.0, (
+                x,
+                tall,
+            )
+    middles = 0.5 * (np.asarray(ap_mouth.TOOTH_EDGES_MM[:-1]) + np.asarray(ap_mouth.TOOTH_EDGES_MM[1:]))
+    for m in middles[:3]:
+        np.testing.assert_allclose(ratio[:, col(m)], 1.0, atol=1e-6)  # no line along the lip mid-crown
+    # above the notch the crowns are untouched
+    np.testing.assert_allclose(ratio[: int((8.0 * mm - depth_px) / 0.1) - 1], 1.0, atol=1e-6)
+
+
 def test_the_lower_row_grows_with_the_opening_and_is_never_a_ghost():
     """A smile's lower teeth appear as the jaw drops (from ~6 mm openings, ``wide``): the opening sets how
     much of the row shows, never how opaque it is. Faded in by opacity, a 12-16 mm opening drew them as a

@@ -87,6 +87,20 @@ EMBRASURE_MM = 0.5
 """How far (mm) the incisal edge of the upper teeth rises at each gap between crowns (their rounded corners:
 the incisal embrasures, a dark notch between tooth tips in a real smile)."""
 
+LIP_EMBRASURE_MM = 0.7
+"""Depth (mm) at each gap of the notch between two upper crowns whose tips rest on the lower lip (a smile's
+teeth, ``MIN_SLIVER_MM``): a crown's incisal corners are rounded, so even on the lip the tips part, and the
+shadowed mouth shows between them (``EMBRASURE_MM`` does this where the edge stands free). The notch follows
+each crown's convex face (``_crowns``' ``side``: none mid-crown, deepest at a gap) and is darkened by
+``TIP_NOTCH_SHADE``. On the 24 London people whose real smile is open, the teeth's fine texture
+(``scripts/measure_smile.py`` ``teeth_tex``) was 0.038 against their real smiles' 0.048: 0.044 with this,
+0.052 at 1 mm; the critic's probability of happy over jittered boxes rose by 0.007 (0.012 at 1 mm; neither
+outside noise; ``scripts/compare_runs.py``), no other target moved. Cut out of the row instead, the notches
+showed the cavity and tongue as red dots along the lip (0.5-1 mm, by eye)."""
+
+TIP_NOTCH_SHADE = 0.6
+"""How much the notch between tips resting on the lower lip (``LIP_EMBRASURE_MM``) darkens the teeth."""
+
 NEW_OPENING = (0.05, 0.2)
 """Share of the target's opening that is new (not the photo's own) from which its interior is painted, and
 by which it is fully painted. Partly painted, the interior mixes with the photo's own stretched teeth into
@@ -466,9 +480,10 @@ def _teeth(
     mostly the dark cavity under a rim of upper incisors (``REST_INCISOR_MM``). Each row is convex crowns
     (``CROWN_ROUNDING``) touching on hairlines (``CONTACT_LINE_MM``) that deepen towards the incisal edge,
     and darkens towards the corners where it turns away from the light; where the upper edge stands free
-    over the cavity each crown ends at its own height (``INCISAL_RISE_MM``). Lower teeth from openings of
-    ~6 mm (their full height by 16 mm), as tall as the lower lip is pulled off them (``bare``) at the
-    midline and tapering to none 0.7 of the way to the corners (without a smile, also cut level where the
+    over the cavity each crown ends at its own height (``INCISAL_RISE_MM``), and where it rests on the lower
+    lip the rounded tips part in a shadowed notch at each gap (``LIP_EMBRASURE_MM``). Lower teeth from
+    openings of ~6 mm (their full height by 16 mm), as tall as the lower lip is pulled off them (``bare``) at
+    the midline and tapering to none 0.7 of the way to the corners (without a smile, also cut level where the
     lip rises off its lowest point: ``lip_rise``), in the upper row's tone times 0.85 (set back, under the
     upper teeth), their hairlines half as dark. Clenched (``clench``, see ``_clench``):
     each crown also in its own tone (``CROWN_TONES``); the upper row's edge on the bite line (``below`` = 0,
@@ -504,6 +519,12 @@ def _teeth(
     free = 1.0 - _smoothstep((h_up - f.local_h) / notch + 1.0)
     shorter = _per_crown(jnp.abs(f.x_mm), TOOTH_EDGES_MM, INCISAL_RISE_MM) * f.mm
     h_up = h_up - tall * free * (rise + detail * shorter)
+    # resting on the lower lip, the rounded tips still part at each gap: a shadowed notch between them (none
+    # where it would be under a pixel deep: a soft line along the lip, the dark zipper of MIN_SLIVER_MM)
+    crowns_up = _crowns(f.x_mm, TOOTH_EDGES_MM, f.mm)
+    tip_notch = LIP_EMBRASURE_MM * f.mm * crowns_up[0]  # pixels; deepest at a gap, none mid-crown
+    on_lip = tall * (1.0 - free) * (1.0 - clench) * detail * _smoothstep((tip_notch - 0.3) / 0.7)
+    between_tips = on_lip * _smoothstep((f.d_up - f.local_h + tip_notch) / jnp.maximum(0.5 * tip_notch, 0.3))
     # where along its crown a pixel lies, 0 at the gum (or lip) .. 1 at the incisal edge; clenched, the edge
     # is the bite line
     soft_c = jnp.maximum(0.6, 0.2 * f.mm)
@@ -529,15 +550,15 @@ def _teeth(
     # deep changed none of these hits. With tones too, a smile read as bared teeth: 28 happy hits)
     relief = 1.0 + (OPEN_RELIEF - 1.0) * (1.0 - clench)
 
-    def row(edges, along, depth):
-        side, line, tone = _crowns(f.x_mm, edges, f.mm)
+    def row(crowns, along, depth):
+        side, line, tone = crowns
         lines = relief * depth * detail * (0.2 + 0.3 * along) * line
         crowns = (1.0 - relief * CROWN_ROUNDING * side) * (1.0 - lines)
         return crowns * (1.0 + clench * (tone - 1.0))
 
     shading = (1.0 - 0.65 * turn) * contact  # the row turning away from the light, the lower lip's contact
-    tooth_shade = shading * row(TOOTH_EDGES_MM, edge, 1.0)
-    tooth_shade_lo = shading * row(LOWER_TOOTH_EDGES_MM, edge_lo, 0.5 + 0.5 * clench)
+    tooth_shade = shading * row(crowns_up, edge, 1.0)
+    tooth_shade_lo = shading * row(_crowns(f.x_mm, LOWER_TOOTH_EDGES_MM, f.mm), edge_lo, 0.5 + 0.5 * clench)
     soft = jnp.maximum(0.9, 0.1 * h_up)
     # clenched rows reach their lips (the gums a raised lip could show stay in the lips' shadow) and meet on
     # a straight bite line: one that followed the opening's shape curved up at the corners, a smile arc
@@ -546,7 +567,8 @@ def _teeth(
     m_up = m_up + clench * (_smoothstep((-rise - below) / soft_c) * rows - m_up)
     # the upper lip's shadow on the teeth; a clenched snarl's lip is lifted off them, its shadow a rim
     lip_shadow = 0.86 + 0.14 * _smoothstep(f.d_up / (0.35 * h_up + 1.0 - clench * 0.35 * h_up))
-    up_rgb = teeth_rgb[None, None, :] * (tooth_shade * lip_shadow)[..., None]
+    up_shade = tooth_shade * lip_shadow * (1.0 - TIP_NOTCH_SHADE * between_tips)
+    up_rgb = teeth_rgb[None, None, :] * up_shade[..., None]
     m_lo = jnp.maximum(detail, _visible(h_lo)) * _smoothstep((h_lo - f.d_lo) / soft)
     m_lo = m_lo * _band(jnp.abs(f.u), 0.0, 0.65, 0.12)
     # clenched, the lower row reaches up behind the upper one (showing in its notches)
