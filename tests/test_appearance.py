@@ -1243,8 +1243,9 @@ def test_ramps_equal_interp(gaps, values, start):
 def test_clenched_rows_overlap_with_no_dark_gap_between_them():
     """Clenched, the upper incisors' edge lies over the lower row (the overbite): down the middle of the
     mouth the teeth never darken below 0.4 across the bite (a 0.5 mm black line before), the lower row is
-    darkest just under the upper edge, in its shadow, and lighter 1 mm lower, and darker than the upper
-    row."""
+    darkest just under the upper edge, in its shadow, and lighter 1 mm lower, and a little darker than the
+    upper row (set back behind it, but lit nearly as well: at 0.82 of its brightness, London angry mouths
+    showed brown tiles under white ones)."""
     mm = 2.0
     xs = np.arange(-3.0, 3.001, 0.05, dtype=np.float32)
     rows = np.arange(0.0, 20.0, 0.25, dtype=np.float32)
@@ -1260,7 +1261,8 @@ def test_clenched_rows_overlap_with_no_dark_gap_between_them():
     edge = np.argmin(np.where(bite, lum, np.inf))
     assert 9.5 <= rows[edge] <= 10.5  # darkest at the upper edge, on the lower row
     assert lum[np.searchsorted(rows, 10.0 + 1.0 * mm)] > lum[edge] + 0.2
-    assert np.median(lum[rows < 8.0]) > np.median(lum[rows > 12.0]) + 0.1
+    ratio = np.median(lum[rows > 12.0]) / np.median(lum[rows < 8.0])
+    assert 0.85 < ratio < 0.97, ratio
 
 
 def test_incisal_edge_notches_between_the_teeth(monkeypatch):
