@@ -1349,6 +1349,24 @@ def test_a_smiles_teeth_resting_on_the_lower_lip_part_in_a_notch_at_each_gap(mon
     np.testing.assert_allclose(ratio[: int((8.0 * mm - depth_px) / 0.1) - 1], 1.0, atol=1e-6)
 
 
+def test_a_small_faces_clenched_lower_row_is_one_band_not_stripes():
+    """Below ``_detail``'s scale a clenched lower row's crowns (5-7 mm, 3-4 px on the demo's astronaut at
+    0.68 px/mm) are drawn without their own tones and rounding, as the lines between them already are: they
+    aliased into a grey band of vertical stripes under the white upper row. Across the middle of the mouth
+    the row then changes only as the whole row turns from the light; on a large face its crowns still show."""
+    xs = np.arange(-10.0, 10.001, 0.05, dtype=np.float32)
+    one = jnp.float32(1.0)
+
+    def lower_row(mm):
+        frame, d_up = _flat_mouth(mm, 12.0 * mm, xs, np.array([9.0 * mm], np.float32))  # 3 mm under the bite
+        lo = np.asarray(ap_mouth._teeth(frame, jnp.ones(3), one, one, one, d_up - 6.0 * mm)[3])[0, :, 0]
+        return lo / (1.0 - 0.65 * (xs / 25.0) ** 2)  # the row's turn from the light taken out
+
+    small, large = lower_row(0.6), lower_row(2.0)
+    assert np.ptp(small) < 0.01, np.ptp(small)
+    assert np.ptp(large) > 0.05, np.ptp(large)
+
+
 def test_the_lower_row_grows_with_the_opening_and_is_never_a_ghost():
     """A smile's lower teeth appear as the jaw drops (from ~6 mm openings, ``wide``): the opening sets how
     much of the row shows, never how opaque it is. Faded in by opacity, a 12-16 mm opening drew them as a

@@ -550,15 +550,17 @@ def _teeth(
     # deep changed none of these hits. With tones too, a smile read as bared teeth: 28 happy hits)
     relief = 1.0 + (OPEN_RELIEF - 1.0) * (1.0 - clench)
 
-    def row(crowns, along, depth):
+    def row(crowns, along, depth, shaped=1.0):
         side, line, tone = crowns
         lines = relief * depth * detail * (0.2 + 0.3 * along) * line
-        crowns = (1.0 - relief * CROWN_ROUNDING * side) * (1.0 - lines)
-        return crowns * (1.0 + clench * (tone - 1.0))
+        crowns = (1.0 - shaped * relief * CROWN_ROUNDING * side) * (1.0 - lines)
+        return crowns * (1.0 + shaped * clench * (tone - 1.0))
 
     shading = (1.0 - 0.65 * turn) * contact  # the row turning away from the light, the lower lip's contact
     tooth_shade = shading * row(crowns_up, edge, 1.0)
-    tooth_shade_lo = shading * row(_crowns(f.x_mm, LOWER_TOOTH_EDGES_MM, f.mm), edge_lo, 0.5 + 0.5 * clench)
+    tooth_shade_lo = shading * row(
+        _crowns(f.x_mm, LOWER_TOOTH_EDGES_MM, f.mm), edge_lo, 0.5 + 0.5 * clench, detail
+    )
     soft = jnp.maximum(0.9, 0.1 * h_up)
     # clenched rows reach their lips (the gums a raised lip could show stay in the lips' shadow) and meet on
     # a straight bite line: one that followed the opening's shape curved up at the corners, a smile arc
