@@ -1338,10 +1338,8 @@ def test_a_smiles_teeth_resting_on_the_lower_lip_part_in_a_notch_at_each_gap(mon
             assert ratio[last, col(x)] == pytest.approx(1.0 - ap_mouth.TIP_NOTCH_SHADE, abs=0.02), x
             # a rounded V: tallest at the gap (over half its depth dark), lower 0.5 mm beside it, gone at 2 mm
             tall = [(ratio[:, col(x + dx)] < 0.7).sum() * 0.1 for dx in (0.0, 0.5, 2.0)]
-            assert 0.5 * depth_px < tall[0] <= depth_px and tall[1] < tall[0] - 0.1 and tall[2] == 0.0, (
-                x,
-                tall,
-            )
+            assert 0.5 * depth_px < tall[0] <= depth_px, (x, tall)
+            assert tall[1] < tall[0] - 0.1 and tall[2] == 0.0, (x, tall)
     middles = 0.5 * (np.asarray(ap_mouth.TOOTH_EDGES_MM[:-1]) + np.asarray(ap_mouth.TOOTH_EDGES_MM[1:]))
     for m in middles[:3]:
         np.testing.assert_allclose(ratio[:, col(m)], 1.0, atol=1e-6)  # no line along the lip mid-crown

@@ -413,8 +413,8 @@ def _detail(mm: Float[Array, ""]) -> Float[Array, ""]:
     """How much of the mouth's fine structure to draw: 1 where a millimetre spans 1.2 pixels or more (faces
     of 76 px inter-pupil distance and up), 0 below 0.7 px/mm (44 px; the demo's astronaut: 0.68). Small
     faces get fewer, clearer structures: the upper teeth band and the dark cavity, without the lines between
-    teeth (1.4 mm wide, they alias into stripes), the lower teeth and the tongue (a grey band beside a dark
-    slit)."""
+    teeth (1.4 mm wide, they alias into stripes) or a clenched lower row's own crown tones and rounding, the
+    lower teeth and the tongue (a grey band beside a dark slit)."""
     return _smoothstep((mm - 0.7) / 0.5)
 
 
@@ -558,6 +558,8 @@ def _teeth(
 
     shading = (1.0 - 0.65 * turn) * contact  # the row turning away from the light, the lower lip's contact
     tooth_shade = shading * row(crowns_up, edge, 1.0)
+    # (below _detail's scale the lower row's crowns, 3-4 px, lose their own tones and rounding as they lose
+    # their lines: on the demo's astronaut they aliased into a grey band of vertical stripes)
     tooth_shade_lo = shading * row(
         _crowns(f.x_mm, LOWER_TOOTH_EDGES_MM, f.mm), edge_lo, 0.5 + 0.5 * clench, detail
     )
@@ -581,6 +583,7 @@ def _teeth(
     # just behind the upper one and is lit nearly as well, its shadow under the upper edge (``overbite``):
     # at 0.8 it was a row of brown tiles under white ones (London angry outputs, by eye); at 0.9 the critic's
     # jittered-box P(angry or afraid) of angry +0.012 (interval excluding 0), afraid +0.009, disgusted +0.003
+    # (its single-box counts of angry and afraid fell by 2 faces each, within their run-to-run swing)
     lo_rgb = teeth_rgb[None, None, :] * ((0.85 + 0.05 * clench) * tooth_shade_lo * overbite)[..., None]
     return m_up, up_rgb, m_lo, lo_rgb
 
