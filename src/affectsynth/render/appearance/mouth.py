@@ -553,8 +553,8 @@ def _teeth(
     def row(crowns, along, depth, shaped=1.0):
         side, line, tone = crowns
         lines = relief * depth * detail * (0.2 + 0.3 * along) * line
-        crowns = (1.0 - shaped * relief * CROWN_ROUNDING * side) * (1.0 - lines)
-        return crowns * (1.0 + shaped * clench * (tone - 1.0))
+        shade = (1.0 - shaped * relief * CROWN_ROUNDING * side) * (1.0 - lines)
+        return shade * (1.0 + shaped * clench * (tone - 1.0))
 
     shading = (1.0 - 0.65 * turn) * contact  # the row turning away from the light, the lower lip's contact
     tooth_shade = shading * row(crowns_up, edge, 1.0)
