@@ -971,7 +971,7 @@ def test_default_windows_hold_the_eyes_and_the_mouth(monkeypatch, basis, aus, ac
 
 
 def test_small_faces_draw_fewer_mouth_structures():
-    """Below 0.7 px/mm no lines between teeth, lower teeth or tongue (they alias into a striped grey band);
+    """Below 0.7 px/mm no lower teeth, tongue or clenched crown tones (they alias into a striped grey band);
     full detail from 1.2 px/mm; monotone in between."""
     mm = jnp.linspace(0.2, 3.0, 57)
     d = np.asarray(ap_mouth._detail(mm))
@@ -1347,22 +1347,37 @@ def test_a_smiles_teeth_resting_on_the_lower_lip_part_in_a_notch_at_each_gap(mon
     np.testing.assert_allclose(ratio[: int((8.0 * mm - depth_px) / 0.1) - 1], 1.0, atol=1e-6)
 
 
-def test_a_small_faces_clenched_lower_row_is_one_band_not_stripes():
+def test_a_small_faces_clenched_rows_show_hairlines_but_not_their_crowns_tones():
     """Below ``_detail``'s scale a clenched lower row's crowns (5-7 mm, 3-4 px on the demo's astronaut at
-    0.68 px/mm) are drawn without their own tones and rounding, as the lines between them already are: they
-    aliased into a grey band of vertical stripes under the white upper row. Across the middle of the mouth
-    the row then changes only as the whole row turns from the light; on a large face its crowns still show."""
+    0.68 px/mm) are drawn without their own tones and rounding: they aliased into a grey band of vertical
+    stripes under the white upper row. The hairlines where crowns touch stay, in both rows (without them her
+    bared rows were a white mouth guard): widened to 0.6 px, each darkens its gap and nothing 1.5 px away.
+    Across the rest of the mouth the lower row changes only as the whole row turns from the light; on a
+    large face its crowns' tones and rounding still show."""
     xs = np.arange(-10.0, 10.001, 0.05, dtype=np.float32)
     one = jnp.float32(1.0)
+    turn = 1.0 - 0.65 * (xs / 25.0) ** 2
 
-    def lower_row(mm):
-        frame, d_up = _flat_mouth(mm, 12.0 * mm, xs, np.array([9.0 * mm], np.float32))  # 3 mm under the bite
-        lo = np.asarray(ap_mouth._teeth(frame, jnp.ones(3), one, one, one, d_up - 6.0 * mm)[3])[0, :, 0]
-        return lo / (1.0 - 0.65 * (xs / 25.0) ** 2)  # the row's turn from the light taken out
+    def rows(mm):
+        frame, d_up = _flat_mouth(mm, 12.0 * mm, xs, np.array([3.0 * mm, 9.0 * mm], np.float32))
+        _, up, _, lo = ap_mouth._teeth(frame, jnp.ones(3), one, one, one, d_up - 6.0 * mm)
+        return np.asarray(up)[0, :, 0] / turn, np.asarray(lo)[1, :, 0] / turn  # 3 mm over, 3 mm under
 
-    small, large = lower_row(0.6), lower_row(2.0)
-    assert np.ptp(small) < 0.01, np.ptp(small)
-    assert np.ptp(large) > 0.05, np.ptp(large)
+    def to_gap(edges):
+        return np.min(np.abs(np.abs(xs)[:, None] - np.float32(edges)[None, :]), axis=1)
+
+    mm = 0.6
+    up, lo = rows(mm)
+    for row, edges in ((up, ap_mouth.TOOTH_EDGES_MM), (lo, ap_mouth.LOWER_TOOTH_EDGES_MM)):
+        d = to_gap(edges)
+        away = d > 1.5 / mm
+        level = np.median(row[away])
+        for g in (e for e in edges if e < 10.0):
+            at = np.abs(np.abs(xs) - g) < 0.3
+            assert level - row[at].min() > 0.02, (g, level, row[at].min())
+    assert np.ptp(lo[to_gap(ap_mouth.LOWER_TOOTH_EDGES_MM) > 1.5 / mm]) < 0.01
+    _, large = rows(2.0)
+    assert np.ptp(large[to_gap(ap_mouth.LOWER_TOOTH_EDGES_MM) > 1.5 / 2.0]) > 0.05
 
 
 def test_the_lower_row_grows_with_the_opening_and_is_never_a_ghost():
