@@ -1001,6 +1001,56 @@ def _seam_frame(closed_mm, dst_gap_mm, d=0.0, width=5):
     )
 
 
+def _open_mouth_photo(gap_mm, inside):
+    """(photo, context) of the template face at ``PX_PER_MM`` with its inner lower lip lowered ``gap_mm``
+    (the lower lip and chin with it), lips red on skin, and the opening between the inner lips painted
+    ``inside(share)``: share 0 at the inner upper lip .. 1 at the inner lower lip."""
+    t = topo.face_topology()
+    canon = np.array(t.template, np.float32)
+    below = canon[:, 1] < canon[t.region("lips_inner_lower"), 1].max() + 0.5
+    below[t.region("lips_inner_upper")] = False
+    canon[below, 1] -= gap_mm
+    lm = to_image(canon)
+    ys, xs = np.mgrid[:SIZE, :SIZE] + 0.5
+    xy = jnp.stack([jnp.asarray(xs, jnp.float32), jnp.asarray(ys, jnp.float32)], -1)
+    img = np.broadcast_to(np.float32([0.78, 0.58, 0.48]), (SIZE, SIZE, 3)).copy()
+    outer = np.concatenate([lm[t.region("lips_outer_upper"), :2], lm[t.region("lips_outer_lower"), :2]])
+    img[np.asarray(ap_draw._polygon_sdf(xy, jnp.asarray(outer))) < 0] = [0.66, 0.32, 0.3]
+    up, lo = lm[t.region("lips_inner_upper"), :2], lm[t.region("lips_inner_lower"), :2]
+    hole = np.asarray(ap_draw._polygon_sdf(xy, jnp.asarray(np.concatenate([up, lo])))) < 0
+    top = np.interp(xs, up[:, 0], up[:, 1])
+    bottom = np.interp(xs, lo[::-1, 0], lo[::-1, 1])
+    share = np.clip((ys - top) / np.maximum(bottom - top, 1e-3), 0.0, 1.0)
+    img[hole] = inside(share[hole])
+    ctx = types.SimpleNamespace(landmarks=jnp.asarray(lm), interocular=jnp.float32(topo.IPD_MM * PX_PER_MM))
+    return jnp.asarray(img), ctx
+
+
+def test_a_photo_showing_its_teeth_gives_the_painted_teeth_their_colour():
+    """A smiling photo's own teeth set the painted teeth's hue (``_own_teeth``): the brighter half of the
+    samples across its opening (lit crowns over a dark gap) is their colour, fully where the lips part 5 mm
+    or more and the samples are brighter and paler than the lips. A dark gap, a red tongue or lips parted
+    by a millimetre give nothing: the hue stays the eye whites' and skin's."""
+    warm = np.float32([0.86, 0.78, 0.66])
+    lips = jnp.float32([0.66, 0.32, 0.3])
+
+    def teeth_over_gap(share):
+        return np.where(share[:, None] < 0.6, warm, np.float32([0.08, 0.03, 0.03]))
+
+    img, ctx = _open_mouth_photo(8.0, teeth_over_gap)
+    own, weight = ap_mouth._own_teeth(img, ctx, lips)
+    assert float(weight) == pytest.approx(1.0, abs=1e-6)
+    lum = float(ap_draw._luminance(jnp.asarray(warm)))
+    np.testing.assert_allclose(np.asarray(own), warm / lum, atol=0.03)
+    assert float(ap_draw._luminance(own)) == pytest.approx(1.0, abs=1e-5)
+    for inside in (
+        lambda s: np.broadcast_to(np.float32([0.08, 0.03, 0.03]), (len(s), 3)),  # a dark gap
+        lambda s: np.broadcast_to(np.float32([0.72, 0.3, 0.32]), (len(s), 3)),  # the tongue
+    ):
+        assert float(ap_mouth._own_teeth(*_open_mouth_photo(8.0, inside), lips)[1]) == 0.0
+    assert float(ap_mouth._own_teeth(*_open_mouth_photo(1.0, teeth_over_gap), lips)[1]) == 0.0
+
+
 def test_lips_closing_over_the_photos_teeth_hide_them():
     """A smiling photo's teeth and dark gap left between lips that close (its neutral) are taken, lip pixels
     (a little darker or lighter) are not; nothing when the photo's mouth was closed or the target's lips
