@@ -10,6 +10,9 @@ FACTS.md section 7: same photo lightly perturbed ~0.08, a real smile ~0.22, anot
     +mouth / +shading / +wrinkles / +eyes    geometry and that one cue
     full           every cue (the default)
     full, alpha    every cue, a feathered paste instead of the Poisson blend
+    thin plate     no synthesis: the input warped by a thin-plate spline that takes its landmarks where the
+                   full edit puts them, the image border fixed: the expression's landmark geometry alone,
+                   without the renderer (its mesh's piecewise-linear warp, the cues, the blend)
 
 and a geometric check of identity-shape leakage: the landmark offsets the warp applies (deformation and
 neutralisation apart), per face region, in inter-pupil distances. Jaw contour and nose should move little
@@ -45,7 +48,7 @@ def _load_eval():
 
 
 def configurations(af) -> dict:
-    """Name -> SynthesisOptions of each ablation (see the module docstring)."""
+    """Name -> SynthesisOptions of each ablation (see the module docstring); None for ``THIN_PLATE``."""
     look = af.AppearanceOptions
     off = {"shading": False, "wrinkles": False, "mouth_interior": False, "eyes": False}
     geo = look(**off)
@@ -57,7 +60,59 @@ def configurations(af) -> dict:
         **{k: af.SynthesisOptions(appearance=v) for k, v in cue.items()},
         "full": af.SynthesisOptions(),
         "full, alpha": af.SynthesisOptions(blend="alpha"),
+        THIN_PLATE: None,
     }
+
+
+THIN_PLATE = "thin plate"
+"""The configuration that is not a synthesis (``thin_plate_warp`` by the full edit's landmark offsets)."""
+
+
+def thin_plate_warp(image: np.ndarray, src_xy: np.ndarray, dst_xy: np.ndarray, step: int = 8) -> np.ndarray:
+    """``image`` f32[H, W, C] warped so that the points ``src_xy`` land on ``dst_xy`` (N x 2 pixels, x
+    right): each output pixel looks up its source through a thin-plate spline fitted to the points' moves
+    back (``dst -> src - dst``), pinned to no move at 32 points on the image border, evaluated every
+    ``step`` pixels and interpolated bilinearly; the lookup is OpenCV's cubic (edges replicated)."""
+    import cv2
+    from scipy.interpolate import RBFInterpolator
+
+    h, w = image.shape[:2]
+    ring = [(x, y) for x in np.linspace(0, w - 1, 9) for y in (0, h - 1)]
+    ring += [(x, y) for y in np.linspace(0, h - 1, 9)[1:-1] for x in (0, w - 1)]
+    ring = np.asarray(ring, np.float64)
+    at = np.concatenate([np.asarray(dst_xy, np.float64), ring])
+    back = np.concatenate([np.asarray(src_xy, np.float64) - np.asarray(dst_xy, np.float64), 0 * ring])
+    spline = RBFInterpolator(at, back, kernel="thin_plate_spline")
+    gy, gx = np.mgrid[0 : h + step : step, 0 : w + step : step]
+    coarse = spline(np.column_stack([gx.ravel(), gy.ravel()]).astype(np.float64))
+    coarse = coarse.reshape(*gy.shape, 2).astype(np.float32)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    fine = [cv2.remap(coarse[..., k], xs / step, ys / step, cv2.INTER_LINEAR) for k in (0, 1)]
+    return cv2.remap(
+        np.asarray(image, np.float32),
+        xs + fine[0],
+        ys + fine[1],
+        cv2.INTER_CUBIC,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def _thin_plate_outputs(image, lm, targets: np.ndarray, model) -> list[np.ndarray]:
+    """``thin_plate_warp`` of ``image`` by the full edit's landmark offsets (``pipeline.edit_offsets``, the
+    default options) at each target."""
+    import jax
+    import jax.numpy as jnp
+
+    import affectsynth as af
+    from affectsynth import pipeline as pl
+
+    lm = jnp.asarray(lm, jnp.float32)
+    opts, key = af.SynthesisOptions(), jax.random.PRNGKey(0)
+    outs = []
+    for tv in targets:
+        _, offsets, _ = pl.edit_offsets(lm, jnp.asarray(tv), key, model, opts)
+        outs.append(thin_plate_warp(image, np.asarray(lm[:, :2]), np.asarray((lm + offsets)[:, :2])))
+    return outs
 
 
 def _u8(img) -> np.ndarray:
@@ -97,10 +152,14 @@ def identity_table(photos, targets: dict, configs: dict, progress: bool = True) 
     for cname, opts in configs.items():
         for _pid, image, lm, desc, rect in inputs:
             k = len(names)
-            res = af.synthesize_batch(
-                np.repeat(image[None], k, 0), np.repeat(lm[None], k, 0), tv, model, options=opts
-            )
-            for n, out in zip(names, np.asarray(res.images), strict=True):
+            if opts is None:  # THIN_PLATE
+                outs = _thin_plate_outputs(image, lm, tv, model)
+            else:
+                res = af.synthesize_batch(
+                    np.repeat(image[None], k, 0), np.repeat(lm[None], k, 0), tv, model, options=opts
+                )
+                outs = np.asarray(res.images)
+            for n, out in zip(names, outs, strict=True):
                 d, _ = dl.descriptor(_u8(out), rect)
                 table[cname][n].append(float(np.linalg.norm(d - desc)))
             bar.update()
