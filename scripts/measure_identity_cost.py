@@ -39,12 +39,17 @@ DEFAULT_TARGETS = ("neutral", "calm", "happy", "surprised", "disgusted", "sad")
 REGIONS = ("jaw", "chin", "nose", "face_oval", "right_cheek", "lips", "right_eye_lower", "right_brow")
 
 
-def _load_eval():
-    """``eval_legibility`` (targets, photo list, dlib wrapper) loaded by path: scripts are not a package."""
-    spec = importlib.util.spec_from_file_location("eval_legibility", REPO / "scripts" / "eval_legibility.py")
+def _load_script(name: str):
+    """``scripts/<name>.py`` loaded by path: scripts are not a package."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _load_eval():
+    """``eval_legibility`` (targets, photo list, dlib wrapper)."""
+    return _load_script("eval_legibility")
 
 
 def configurations(af) -> dict:
@@ -113,6 +118,34 @@ def _thin_plate_outputs(image, lm, targets: np.ndarray, model) -> list[np.ndarra
         _, offsets, _ = pl.edit_offsets(lm, jnp.asarray(tv), key, model, opts)
         outs.append(thin_plate_warp(image, np.asarray(lm[:, :2]), np.asarray((lm + offsets)[:, :2])))
     return outs
+
+
+def real_smile_table(photos, data: Path) -> dict:
+    """What the same people's real smiles cost, {"photo": [...], "thin plate": [...]}: the smiling photo
+    against the neutral one, and the neutral photo warped (``thin_plate_warp``) by the smile's own landmark
+    moves (FaceMesh on both photos, the smile's similarity-aligned onto the neutral's on points an
+    expression hardly moves, as ``measure_smile.py`` aligns them): how much of a real expression's cost
+    is its landmark geometry."""
+    import affectsynth as af
+
+    smile = _load_script("measure_smile")
+    stable, _ = smile.stable_points()
+    dl = _load_eval()._Dlib()
+    out = {"photo": [], "thin plate": []}
+    for pid, image, lm, desc, rect in face_inputs(photos, dl):
+        path = Path(data) / "smiling" / f"{pid}.jpg"
+        if not path.is_file():
+            continue
+        smiling = np.asarray(af.load_image(path), np.float32)
+        d_photo, _ = dl.descriptor(_u8(smiling))
+        if d_photo is None:
+            continue
+        lm_s = np.asarray(af.detect_landmarks(smiling, source=str(path)))[:, :2]
+        moved = smile.align(lm_s.astype(np.float64), lm[:, :2].astype(np.float64), stable)
+        d_warp, _ = dl.descriptor(_u8(thin_plate_warp(image, lm[:, :2], moved)), rect)
+        out["photo"].append(float(np.linalg.norm(d_photo - desc)))
+        out["thin plate"].append(float(np.linalg.norm(d_warp - desc)))
+    return out
 
 
 def _u8(img) -> np.ndarray:
@@ -230,13 +263,22 @@ def main(argv=None) -> int:
         every = [d for n in names for d in row[n]]
         cells = "".join(f"{np.median(row[n]):10.3f}" for n in names)
         print(f"{c:<14}{cells}{np.median(every):8.3f}{np.max(every):7.3f}")
+    if THIN_PLATE in table:
+        real = real_smile_table(photos, a.data)
+        if real["photo"]:
+            print(
+                f"the same people's real smiles ({len(real['photo'])}): the smiling photo "
+                f"{np.median(real['photo']):.3f}, the neutral photo warped by the smile's landmark moves "
+                f"{np.median(real['thin plate']):.3f}"
+            )
     print("\nlandmark offsets of the warp: mean |offset| per region / inter-pupil distance")
     print(f"{'offsets of':<14}" + "".join(f"{r[:9]:>10}" for r in REGIONS))
     for n, row in leak.items():
         print(f"{n:<14}" + "".join(f"{row[r]:10.4f}" for r in REGIONS))
     if a.json:
         tmp = a.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"identity": table, "offsets": leak}, indent=1))
+        extra = {"real_smiles": real} if THIN_PLATE in table else {}
+        tmp.write_text(json.dumps({"identity": table, "offsets": leak, **extra}, indent=1))
         tmp.replace(a.json)
     return 0
 
