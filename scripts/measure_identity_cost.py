@@ -52,6 +52,10 @@ def _load_eval():
     return _load_script("eval_legibility")
 
 
+THIN_PLATE = "thin plate"
+"""The configuration that is not a synthesis (``thin_plate_warp`` by the full edit's landmark offsets)."""
+
+
 def configurations(af) -> dict:
     """Name -> SynthesisOptions of each ablation (see the module docstring); None for ``THIN_PLATE``."""
     look = af.AppearanceOptions
@@ -67,10 +71,6 @@ def configurations(af) -> dict:
         "full, alpha": af.SynthesisOptions(blend="alpha"),
         THIN_PLATE: None,
     }
-
-
-THIN_PLATE = "thin plate"
-"""The configuration that is not a synthesis (``thin_plate_warp`` by the full edit's landmark offsets)."""
 
 
 def thin_plate_warp(image: np.ndarray, src_xy: np.ndarray, dst_xy: np.ndarray, step: int = 8) -> np.ndarray:

@@ -1026,29 +1026,42 @@ def _open_mouth_photo(gap_mm, inside):
     return jnp.asarray(img), ctx
 
 
-def test_a_photo_showing_its_teeth_gives_the_painted_teeth_their_colour():
-    """A smiling photo's own teeth set the painted teeth's hue (``_own_teeth``): the brighter half of the
-    samples across its opening (lit crowns over a dark gap) is their colour, fully where the lips part 5 mm
-    or more and the samples are brighter and paler than the lips. A dark gap, a red tongue or lips parted
-    by a millimetre give nothing: the hue stays the eye whites' and skin's."""
+def test_a_photo_showing_its_teeth_gives_the_painted_teeth_their_hue(monkeypatch):
+    """A smiling photo's own teeth set the painted teeth's hue (``_own_teeth``): the brightest third of the
+    samples across its opening (lit crowns over a dark gap) gives it, fully where the lips part 5 mm or
+    more and the samples are brighter and paler than the lips; the exposure stays the eye whites' (the
+    teeth as bright as without). A dark gap, a red tongue or lips parted by a millimetre give nothing."""
     warm = np.float32([0.86, 0.78, 0.66])
+    dark = np.float32([0.08, 0.03, 0.03])
     lips = jnp.float32([0.66, 0.32, 0.3])
 
     def teeth_over_gap(share):
-        return np.where(share[:, None] < 0.6, warm, np.float32([0.08, 0.03, 0.03]))
+        return np.where(share[:, None] < 0.6, warm, dark)
+
+    def hue(rgb):
+        return np.asarray(rgb) / float(ap_draw._luminance(jnp.asarray(rgb)))
 
     img, ctx = _open_mouth_photo(8.0, teeth_over_gap)
     own, weight = ap_mouth._own_teeth(img, ctx, lips)
     assert float(weight) == pytest.approx(1.0, abs=1e-6)
-    lum = float(ap_draw._luminance(jnp.asarray(warm)))
-    np.testing.assert_allclose(np.asarray(own), warm / lum, atol=0.03)
-    assert float(ap_draw._luminance(own)) == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(np.asarray(own), hue(warm), atol=0.03)
     for inside in (
-        lambda s: np.broadcast_to(np.float32([0.08, 0.03, 0.03]), (len(s), 3)),  # a dark gap
+        lambda s: np.broadcast_to(dark, (len(s), 3)),  # a dark gap
         lambda s: np.broadcast_to(np.float32([0.72, 0.3, 0.32]), (len(s), 3)),  # the tongue
     ):
         assert float(ap_mouth._own_teeth(*_open_mouth_photo(8.0, inside), lips)[1]) == 0.0
     assert float(ap_mouth._own_teeth(*_open_mouth_photo(1.0, teeth_over_gap), lips)[1]) == 0.0
+    # in the photo's colours (a dimmer photo: the teeth stay under their 0.96 ceiling), against the same
+    # photo's colours without its teeth's hue
+    with_teeth = ap_mouth._mouth_colours(0.6 * img, ctx)[1]
+    monkeypatch.setattr(ap_mouth, "_own_teeth", lambda *a: (jnp.ones(3), jnp.float32(0.0)))
+    without = ap_mouth._mouth_colours(0.6 * img, ctx)[1]
+    assert float(jnp.max(with_teeth)) < 0.96
+    np.testing.assert_allclose(hue(with_teeth), hue(warm), atol=0.03)
+    assert float(ap_draw._luminance(with_teeth)) == pytest.approx(
+        float(ap_draw._luminance(without)), rel=1e-5
+    )
+    assert np.abs(hue(without) - hue(warm)).max() > 0.05  # the eye whites' hue differs
 
 
 def test_lips_closing_over_the_photos_teeth_hide_them():

@@ -162,7 +162,7 @@ OWN_TEETH_CONTRAST = ((1.05, 1.25), (0.8, 0.6))
 """When the photo's brightest samples in its opening count as teeth: their luminance over its lips' (not at
 the first value, fully from the second) and their saturation over the lips' (likewise). Teeth are brighter
 and paler than lips: a parted mouth's dark gap is darker, its tongue as red. (Lit, pale lips are nearly as
-bright as teeth: the demo's astronaut's are 0.77 of hers, with 0.5 of their saturation.)"""
+bright as teeth: the demo's astronaut's are 0.74 of hers, with 1.9 times their saturation.)"""
 
 
 class _MouthFrame(NamedTuple):
@@ -411,9 +411,9 @@ def _own_teeth(
     crowns (with samples at a quarter, half and three quarters of the way, the brightest two of 21 were at
     0.93 of the exposure the eye whites give, which matches real teeth; on the 24 London smiling photos
     whose teeth show, taking the brighter half's luminance too made the painted teeth 0.11 darker against
-    the skin than the photo's own). The weight rises with the opening (``OWN_TEETH_GAP_MM``)
-    and with how much brighter and paler than the lips the samples are (``OWN_TEETH_CONTRAST``): a closed
-    mouth, a dark gap or a tongue give 0."""
+    the skin than the photo's own). The weight rises with the opening (``OWN_TEETH_GAP_MM``) and with how
+    much brighter and paler than the lips the samples are (``OWN_TEETH_CONTRAST``): a closed mouth, a dark
+    gap or a tongue give 0."""
     t = topo.face_topology()
     src = ctx.landmarks[:, :2]
     up = src[jnp.asarray(t.region("lips_inner_upper")[2:-2])]
