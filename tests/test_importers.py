@@ -108,7 +108,7 @@ def test_ict_jaw_open_parts_the_lips(made, rig):
     t = topo.face_topology()
     x = T + made.fields["AU27"]
     assert x[13, 1] - x[14, 1] >= 20.0  # inner lip centres, upper minus lower (mm)
-    up, lo = auf._lip_pairs(t)
+    up, lo = t.inner_lip_pairs()
     assert np.all(x[up[1:-1], 1] > x[lo[1:-1], 1])
     # contour by contour: each upper inner-lip point sits on ICT vertices that jawOpen moves far less than
     # those under its lower partner (near the corners the jaw drags both; at the centre only the lower)

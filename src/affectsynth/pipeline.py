@@ -209,9 +209,7 @@ people smiling: median 0.038, 90th percentile 0.18."""
 
 def _inner_lip_pairs(landmarks: Float[Array, "478 3"]):
     """(upper ids, lower ids paired with them by index, half of each pair's difference lower - upper)."""
-    t = topo.face_topology()
-    upper = jnp.asarray(t.region("lips_inner_upper"))
-    lower = jnp.asarray(t.region("lips_inner_lower")[::-1])
+    upper, lower = (jnp.asarray(ids) for ids in topo.face_topology().inner_lip_pairs())
     return upper, lower, 0.5 * (landmarks[lower] - landmarks[upper])
 
 

@@ -158,11 +158,6 @@ def _mirror_field(t: topo.FaceTopology, f: np.ndarray) -> np.ndarray:
     return f[t.mirror] * np.array([-1.0, 1.0, 1.0])
 
 
-def _lip_pairs(t: topo.FaceTopology) -> tuple[np.ndarray, np.ndarray]:
-    """Inner upper / inner lower lip points paired by index (same x in the symmetric template)."""
-    return t.region("lips_inner_upper"), t.region("lips_inner_lower")[::-1]
-
-
 def _lid_pairs(t: topo.FaceTopology, side: str) -> tuple[np.ndarray, np.ndarray]:
     return t.region(f"{side}_eye_upper"), t.region(f"{side}_eye_lower")[::-1]
 
@@ -172,7 +167,7 @@ def _lip_halves(t: topo.FaceTopology, g: "_Geometry") -> tuple[np.ndarray, np.nd
     from matplotlib.path import Path as PolyPath
 
     x = g.x
-    iu, il = _lip_pairs(t)
+    iu, il = t.inner_lip_pairs()
     ou, ol = t.region("lips_outer_upper"), t.region("lips_outer_lower")
     outline = PolyPath(x[np.concatenate([ou, ol[1:-1]]), :2])
     inside = np.flatnonzero(outline.contains_points(x[: topo.NUM_MESH_POINTS, :2], radius=1e-6))
@@ -192,7 +187,7 @@ def _seal_lips(t: topo.FaceTopology, f: np.ndarray) -> np.ndarray:
     relative to the lower one: where it would, the lip that moves more drags the other along.
     """
     f = f.copy()
-    up, lo = _lip_pairs(t)
+    up, lo = t.inner_lip_pairs()
     mx = 0.5 * (f[up, 0] + f[lo, 0])
     f[up, 0] = mx
     f[lo, 0] = mx
@@ -216,7 +211,7 @@ def _point_sets(g: _Geometry) -> tuple[dict[str, np.ndarray], dict[str, np.ndarr
     ax = np.abs(x[lb, 0])
     u = (ax - ax.min()) / (ax.max() - ax.min())  # 0 inner .. 1 outer
     le_up, le_lo = _lid_pairs(t, "left")
-    iu, il = _lip_pairs(t)
+    iu, il = t.inner_lip_pairs()
     ou, ol = t.region("lips_outer_upper"), t.region("lips_outer_lower")[::-1]
     xc = np.abs(x[ou, 0]).max()
     corner_in, corner_out = iu[-1], ou[-1]  # left inner / outer lip corners (x > 0)

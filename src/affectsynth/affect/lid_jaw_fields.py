@@ -57,7 +57,7 @@ def jaw_rotation(g: "auf._Geometry", degrees: float, lip_taper: bool = True) -> 
     pup = 0.5 * (x[topo.LEFT_PUPIL] + x[topo.RIGHT_PUPIL])
     ipd = topo.IPD_MM * g.s
     centre = np.array([0.0, pup[1] - 0.75 * ipd, pup[2] - 1.3 * ipd])
-    iu, il = auf._lip_pairs(t)
+    iu, il = t.inner_lip_pairs()
     ou = t.region("lips_outer_upper")
     upper, lower = auf._lip_halves(t, g)
     mesh = np.arange(topo.NUM_MESH_POINTS)
@@ -85,7 +85,7 @@ def jaw_rotation(g: "auf._Geometry", degrees: float, lip_taper: bool = True) -> 
 def lip_stretch(g: "auf._Geometry") -> np.ndarray:
     """AU27's left half beyond the jaw: the upper lip up a little, the corners drawn in."""
     t, x = g.t, g.x
-    iu, _ = auf._lip_pairs(t)
+    iu, _ = t.inner_lip_pairs()
     ou = t.region("lips_outer_upper")
     up_l = auf._left(g, np.concatenate([iu, ou]))
     corner = np.array([iu[-1], ou[-1]])

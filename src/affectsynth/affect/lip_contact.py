@@ -29,9 +29,7 @@ def press_lips(
     part = sum(jnp.maximum(au[idx[n]], 0.0) for n in PARTING_AUS)
     x = jnp.clip((press - part) / margin, 0.0, 1.0)
     frac = x * x * (3.0 - 2.0 * x)
-    t = topo.face_topology()
-    upper = jnp.asarray(t.region("lips_inner_upper"))
-    lower = jnp.asarray(t.region("lips_inner_lower")[::-1])  # paired with ``upper`` by index
+    upper, lower = (jnp.asarray(ids) for ids in topo.face_topology().inner_lip_pairs())
     half = 0.5 * (landmarks[lower] - landmarks[upper])
     half = half.at[:, 2].set(0.0)  # in the image plane only
     return jnp.zeros_like(landmarks).at[upper].add(frac * half).at[lower].add(-frac * half)

@@ -50,6 +50,11 @@ class FaceTopology:
         except KeyError:
             raise KeyError(f"unknown region {name!r}; known: {sorted(self.regions)}") from None
 
+    def inner_lip_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(inner upper lip ids, inner lower lip ids paired with them by index): both from the same corner to
+        the other (the lower contour is stored the other way round), each pair one above the other."""
+        return self.region("lips_inner_upper"), self.region("lips_inner_lower")[::-1]
+
     def interocular(self, vertices: np.ndarray) -> float:
         """Distance between the pupil centres of a (478, 3) vertex array."""
         return float(np.linalg.norm(vertices[LEFT_PUPIL] - vertices[RIGHT_PUPIL]))

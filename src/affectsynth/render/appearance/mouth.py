@@ -350,7 +350,7 @@ def _across_seam(
     own inner-lip gap there: upper minus lower inner-lip point, pixels, interpolated along the mouth)."""
     t = topo.face_topology()
     dst, src = ctx.target_landmarks[:, :2], ctx.landmarks[:, :2]
-    up, lo = jnp.asarray(t.region("lips_inner_upper")), jnp.asarray(t.region("lips_inner_lower")[::-1])
+    up, lo = (jnp.asarray(ids) for ids in t.inner_lip_pairs())
     mid = 0.5 * (dst[up] + dst[lo])
     c0, c1 = mid[0], mid[-1]
     ex = (c1 - c0) / (jnp.linalg.norm(c1 - c0) + 1e-6)
@@ -414,10 +414,8 @@ def _own_teeth(
     the skin than the photo's own). The weight rises with the opening (``OWN_TEETH_GAP_MM``) and with how
     much brighter and paler than the lips the samples are (``OWN_TEETH_CONTRAST``): a closed mouth, a dark
     gap or a tongue give 0."""
-    t = topo.face_topology()
     src = ctx.landmarks[:, :2]
-    up = src[jnp.asarray(t.region("lips_inner_upper")[2:-2])]
-    lo = src[jnp.asarray(t.region("lips_inner_lower")[::-1][2:-2])]
+    up, lo = (src[jnp.asarray(ids[2:-2])] for ids in topo.face_topology().inner_lip_pairs())
     share = jnp.array([0.35, 0.5, 0.65], src.dtype)
     pts = up[None] + share[:, None, None] * (lo - up)[None]
     rgb = sample_bilinear(patch, pts.reshape(-1, 2))
