@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -46,22 +45,13 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from measure_identity_cost import _load_eval, face_inputs  # noqa: E402  (scripts/ is not a package)
+
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "faces" / "london"
 REGION_MM = 15.0  # skin within this distance (template millimetres) of a feature's landmarks belongs to it
 MASKED = ("warp mouth", "warp eyes", "warp rest")
-
-
-def _load_script(name: str):
-    """``scripts/<name>.py`` loaded by path (scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _load_eval():
-    """``eval_legibility`` (targets, photos, dlib wrapper, critic loader)."""
-    return _load_script("eval_legibility")
 
 
 def region_weights() -> dict[str, np.ndarray]:
@@ -402,7 +392,7 @@ def main(argv=None) -> int:
         photos = sorted((p for p in photos if p[0] in keep), key=lambda p: keep.index(p[0]))
     critic = None if a.no_critic else ev.load_critic(ev.DEFAULT_CRITIC)
     model = af.load_model()
-    inputs = _load_script("measure_identity_cost").face_inputs(photos, dl)
+    inputs = face_inputs(photos, dl)
     if a.drop_aus:
         rows = drop_au_table(inputs, targets, model, dl, critic, a.out)
         (a.out / "drop_au.json").write_text(json.dumps(rows, indent=1))
