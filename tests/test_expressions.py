@@ -428,6 +428,19 @@ def test_tense_face_lowers_the_brows_and_opens_a_squared_down_turned_mouth(field
         assert d[R["lips_outer_upper"][[0, -1]], 1].max() < -1.5 * g  # corners down: never a smile
 
 
+def test_negative_gallery_faces_never_lift_the_mouth_corners(fields):
+    """Every face the generated gallery shows at negative valence keeps its lip corners from rising (at most
+    0.5 mm at the anchor's pattern): AU9 and AU10 lift the corners with the upper lip (2.9 and 1.6 mm at
+    full intensity), and disgust's AU15 at 0.5 left them 2.3 mm up, a raised lip over level-or-rising
+    corners that read as a smile on 7 of 48 London faces (4 at AU15 0.8, 2 at 1)."""
+    corners = R["lips_outer_upper"][[0, -1]]
+    negative = [(n, p) for n, v, _, p in vam.GALLERY_PROTOTYPES if v < -0.3]
+    assert {"tense", "disgusted", "sad"} <= {n for n, _ in negative}
+    for name, pattern in negative:
+        d = sum(w * fields[k] for k, w in pattern.items())
+        assert d[corners, 1].max() < 0.5, (name, d[corners, 1])
+
+
 def test_chin_raiser_arches_the_mouth_with_the_corner_depressor(fields):
     """AU17 pushes the lower lip up in the middle more than at the corners, so with AU15 (sadness) the mouth
     arches: the lower-lip centre ends above where it was, the corners below."""

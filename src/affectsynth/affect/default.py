@@ -47,7 +47,7 @@ def _package_version() -> str:
         return "0"
 
 
-DEFAULT_MODEL_REVISION = 32
+DEFAULT_MODEL_REVISION = 33
 """Bumped whenever the default model's build changes in a way the other key parts do not capture."""
 
 
