@@ -122,21 +122,20 @@ failing, the tightened lids on 6, and as often on the first 12 faces; revision 1
 pressed lips) and a squared mouth baring clenched teeth: the upper lip raised (AU10) and the lower lip pulled
 down (AU16) off both rows of teeth over a closed jaw (no AU26: revision 20's dropped jaw showed a band of
 upper teeth over a dark cavity, a gasp, and read surprised on 11-12 of 48 London faces; the mouth interior
-paints a closed jaw's opening as both rows clenched), the corners pulled down (AU15 at 1) and not
-stretched sideways (no AU20), and a nose wrinkle (AU9 0.5, Du et al.'s hatred, 4+9/10) that pulls the brow
-heads down further. The mouth's corners decide between a snarl and a grin: stretched at AU20 0.6-0.8 with
-the upper teeth bared and no AU15, 15 of 96 London afraid/angry outputs read happy; at AU20 0.4 and AU15 0.5
-(revision 31: mouth 6.6 mm wider, corners 0.7 mm down) 10 did, and by eye several mouths were grins. With
-AU20 0 and AU15 1 (4.1 mm wider, corners 2.3 mm down) the opening narrows to a squared, down-turned one: the
-critic's jittered-box P(hit) over the 48 London faces rose by 0.028 (afraid) and 0.030 (angry), both
-intervals excluding 0, disgusted +0.002, the others unchanged (``scripts/compare_runs.py``); 6 of the 96
-read happy. Lips pressed shut (23/24,
-revision 19) moved the vermilion 1-2 mm, which the 512 px crop hardly shows: 35 of 48 London faces read
-neutral at both targets. Anger's brows rather than fear's: lowered brows are the negative-valence cue
-(FACTS.md 3: AU4), fear's raised brows read as surprise (positive valence here), and the class's neighbours
-towards disgust lower the brows too. Both targets name this region, so both get it; ``au_intensities`` keeps
-each prototype at its anchor (the afraid preset still maps to fear's pattern for the appearance of other
-models' classes)."""
+paints a closed jaw's opening as both rows clenched), the corners pulled down (AU15 at 1) and not stretched
+sideways (no AU20), and a nose wrinkle (AU9 0.5, Du et al.'s hatred, 4+9/10) that pulls the brow heads down
+further. The mouth's corners decide between a snarl and a grin: stretched at AU20 0.6-0.8 with the upper teeth
+bared and no AU15, 15 of 96 London afraid/angry outputs read happy; at AU20 0.4 and AU15 0.5 (revision 31:
+mouth 6.6 mm wider, corners 0.7 mm down) 10 did, and by eye several mouths were grins. With AU20 0 and AU15 1
+(4.1 mm wider, corners 2.3 mm down) the opening narrows to a squared, down-turned one: the critic's
+jittered-box P(hit) over the 48 London faces rose by 0.028 (afraid) and 0.030 (angry), both intervals
+excluding 0, disgusted +0.002, the others unchanged (``scripts/compare_runs.py``); 6 of the 96 read happy.
+Lips pressed shut (23/24, revision 19) moved the vermilion 1-2 mm, which the 512 px crop hardly shows: 35 of
+48 London faces read neutral at both targets. Anger's brows rather than fear's: lowered brows are the
+negative-valence cue (FACTS.md 3: AU4), fear's raised brows read as surprise (positive valence here), and the
+class's neighbours towards disgust lower the brows too. Both targets name this region, so both get it;
+``au_intensities`` keeps each prototype at its anchor (the afraid preset still maps to fear's pattern for the
+appearance of other models' classes)."""
 
 
 def _anchor_tables(prototypes=PROTOTYPES):
