@@ -32,7 +32,7 @@ def landmarks(folder: Path, limit: int) -> np.ndarray:
 def lip_gap(lm: np.ndarray) -> np.ndarray:
     """Widest inner-lip pair distance per face, in inter-pupil distances."""
     t = topo.face_topology()
-    up, lo = t.region("lips_inner_upper"), t.region("lips_inner_lower")[::-1]
+    up, lo = t.inner_lip_pairs()
     iod = np.linalg.norm(lm[:, topo.LEFT_PUPIL, :2] - lm[:, topo.RIGHT_PUPIL, :2], axis=1)
     return np.linalg.norm(lm[:, lo, :2] - lm[:, up, :2], axis=2).max(1) / iod
 

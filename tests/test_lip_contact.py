@@ -10,7 +10,7 @@ from affectsynth.affect.lip_contact import press_lips
 from affectsynth.face import topology as topo
 
 T = topo.face_topology()
-UP, LO = T.region("lips_inner_upper"), T.region("lips_inner_lower")[::-1]
+UP, LO = T.inner_lip_pairs()
 
 
 def _au(**kw):

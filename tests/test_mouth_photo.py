@@ -35,7 +35,7 @@ def astronaut():
 def lip_gap(lm) -> float:
     """The widest inner-lip distance (upper point to its lower partner), inter-pupil distances."""
     t = topo.face_topology()
-    up, lo = t.region("lips_inner_upper")[1:-1], t.region("lips_inner_lower")[::-1][1:-1]
+    up, lo = (ids[1:-1] for ids in t.inner_lip_pairs())
     iod = np.linalg.norm(lm[topo.LEFT_PUPIL, :2] - lm[topo.RIGHT_PUPIL, :2])
     return float(np.max(np.linalg.norm(lm[up, :2] - lm[lo, :2], axis=1)) / iod)
 

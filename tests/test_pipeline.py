@@ -197,7 +197,7 @@ def _parted(gap_iod, iod=60.0):
 
     t = topo.face_topology()
     lm = (t.template * np.array([1, -1, -1]) * iod / topo.IPD_MM + 300.0).astype(np.float32)
-    up, lo = t.region("lips_inner_upper")[1:-1], t.region("lips_inner_lower")[::-1][1:-1]
+    up, lo = (ids[1:-1] for ids in t.inner_lip_pairs())
     lm[lo] = lm[up]  # sealed, then parted by the gap
     lm[up, 1] -= 0.5 * gap_iod * iod
     lm[lo, 1] += 0.5 * gap_iod * iod
@@ -212,7 +212,7 @@ def test_close_lips_leaves_a_resting_mouth_and_closes_a_smile():
         lm, iod, t = _parted(gap)
         move = np.asarray(close_lips(jnp.asarray(lm), jnp.asarray(iod)))
         out = lm + move
-        up, lo = t.region("lips_inner_upper"), t.region("lips_inner_lower")[::-1]
+        up, lo = t.inner_lip_pairs()
         assert np.max(np.linalg.norm(out[up] - out[lo], axis=1)) < 1e-3 * iod
         # the lips close as a real mouth does (LIP_CLOSE_SPREAD): the upper lip's border comes down, the
         # lower lip's border and the chin rise, none further than the inner contour next to it (the template's
@@ -437,7 +437,8 @@ def _seam_whiteness(image: np.ndarray) -> float:
 
     t = topo.face_topology()
     lm = np.asarray(af.detect_landmarks(image))[:, :2]
-    mid = 0.5 * (lm[t.region("lips_inner_upper")] + lm[t.region("lips_inner_lower")[::-1]])
+    up, lo = t.inner_lip_pairs()
+    mid = 0.5 * (lm[up] + lm[lo])
     mid = mid[len(mid) // 6 : len(mid) - len(mid) // 6]
     pts = np.concatenate([np.linspace(a, b, 6) for a, b in zip(mid[:-1], mid[1:], strict=True)])
     outer = lm[np.concatenate([t.region("lips_outer_upper"), t.region("lips_outer_lower")])]
