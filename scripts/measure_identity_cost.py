@@ -120,19 +120,18 @@ def _thin_plate_outputs(image, lm, targets: np.ndarray, model) -> list[np.ndarra
     return outs
 
 
-def real_smile_table(photos, data: Path) -> dict:
+def real_smile_table(inputs, dl, data: Path) -> dict:
     """What the same people's real smiles cost, {"photo": [...], "thin plate": [...]}: the smiling photo
     against the neutral one, and the neutral photo warped (``thin_plate_warp``) by the smile's own landmark
     moves (FaceMesh on both photos, the smile's similarity-aligned onto the neutral's on points an
     expression hardly moves, as ``measure_smile.py`` aligns them): how much of a real expression's cost
-    is its landmark geometry."""
+    is its landmark geometry. ``inputs``: ``face_inputs`` of the neutral photos, described by ``dl``."""
     import affectsynth as af
 
     smile = _load_script("measure_smile")
     stable, _ = smile.stable_points()
-    dl = _load_eval()._Dlib()
     out = {"photo": [], "thin plate": []}
-    for pid, image, lm, desc, rect in face_inputs(photos, dl):
+    for pid, image, lm, desc, rect in inputs:
         path = Path(data) / "smiling" / f"{pid}.jpg"
         if not path.is_file():
             continue
@@ -168,18 +167,16 @@ def face_inputs(photos, dl) -> list[tuple]:
     return inputs
 
 
-def identity_table(photos, targets: dict, configs: dict, progress: bool = True) -> dict:
-    """{config: {target: [distance per face]}} for every configuration (one batch per face and config)."""
+def identity_table(inputs, dl, targets: dict, configs: dict, progress: bool = True) -> dict:
+    """{config: {target: [distance per face]}} for every configuration (one batch per face and config);
+    ``inputs``: ``face_inputs`` of the photos, described by ``dl``."""
     from tqdm import tqdm
 
     import affectsynth as af
 
-    ev = _load_eval()
-    dl = ev._Dlib()
     model = af.load_model()
     names = list(targets)
     tv = np.array([targets[n] for n in names], np.float32)
-    inputs = face_inputs(photos, dl)
     table = {c: {n: [] for n in names} for c in configs}
     bar = tqdm(total=len(configs) * len(inputs), desc="ablations", unit="face", disable=not progress)
     for cname, opts in configs.items():
@@ -254,7 +251,9 @@ def main(argv=None) -> int:
     if a.configs:
         configs = {k: configs[k] for k in a.configs.split(",")}
     photos = ev.find_photos(a.data, a.faces)
-    table = identity_table(photos, targets, configs, progress=not a.no_progress)
+    dl = ev._Dlib()
+    inputs = face_inputs(photos, dl)  # once: the ablations and the real smiles compare with the same inputs
+    table = identity_table(inputs, dl, targets, configs, progress=not a.no_progress)
     leak = leakage_table(photos, targets)
     names = list(targets)
     print(f"\nidentity: median dlib distance output vs input, {len(photos)} faces")
@@ -264,7 +263,7 @@ def main(argv=None) -> int:
         cells = "".join(f"{np.median(row[n]):10.3f}" for n in names)
         print(f"{c:<14}{cells}{np.median(every):8.3f}{np.max(every):7.3f}")
     if THIN_PLATE in table:
-        real = real_smile_table(photos, a.data)
+        real = real_smile_table(inputs, dl, a.data)
         if real["photo"]:
             print(
                 f"the same people's real smiles ({len(real['photo'])}): the smiling photo "
