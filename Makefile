@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 WARMUP ?= 1
 
-.PHONY: install warmup test test-fast lint format bench bench-latency demo figures clean
+.PHONY: install warmup test test-fast lint format bench bench-latency demo figures second-classifier clean
 
 install: $(PY)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.lock
@@ -47,5 +47,9 @@ demo:
 figures:
 	$(PY) scripts/plot_expressions.py
 
+# evaluation only: the second expression classifier of scripts/eval_second_classifier.py (Node.js 18+, npm)
+second-classifier:
+	cd scripts/second_classifier && npm ci --no-audit --no-fund
+
 clean:
-	rm -rf out build dist .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf out build dist .pytest_cache .ruff_cache src/*.egg-info scripts/second_classifier/node_modules
