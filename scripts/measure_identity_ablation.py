@@ -47,7 +47,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from measure_identity_cost import _load_eval, face_inputs  # noqa: E402  (scripts/ is not a package)
+import eval_legibility as ev  # noqa: E402  (scripts/ is not a package)
+from measure_identity_cost import face_inputs  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "faces" / "london"
 REGION_MM = 15.0  # skin within this distance (template millimetres) of a feature's landmarks belongs to it
@@ -365,7 +366,6 @@ def main(argv=None) -> int:
     ap.add_argument("--reference", action="store_true", help="neutral vs smiling photos only")
     ap.add_argument("--drop-aus", action="store_true", help="remove one AU at a time (full pipeline)")
     a = ap.parse_args(argv)
-    ev = _load_eval()
     if not (a.data / "neutral").is_dir():
         print(f"{a.data}: no neutral/ photo folder", file=sys.stderr)
         return 2

@@ -26,7 +26,6 @@ usage:
 """
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -34,22 +33,14 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))  # scripts/ is not a package: its scripts import each other so
+
+import eval_legibility as ev  # noqa: E402  (targets, photo list, dlib wrapper)
+import measure_smile  # noqa: E402
+
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "faces" / "london"
 DEFAULT_TARGETS = ("neutral", "calm", "happy", "surprised", "disgusted", "sad")
 REGIONS = ("jaw", "chin", "nose", "face_oval", "right_cheek", "lips", "right_eye_lower", "right_brow")
-
-
-def _load_script(name: str):
-    """``scripts/<name>.py`` loaded by path: scripts are not a package."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _load_eval():
-    """``eval_legibility`` (targets, photo list, dlib wrapper)."""
-    return _load_script("eval_legibility")
 
 
 THIN_PLATE = "thin plate"
@@ -128,8 +119,7 @@ def real_smile_table(inputs, dl, data: Path) -> dict:
     is its landmark geometry. ``inputs``: ``face_inputs`` of the neutral photos, described by ``dl``."""
     import affectsynth as af
 
-    smile = _load_script("measure_smile")
-    stable, _ = smile.stable_points()
+    stable, _ = measure_smile.stable_points()
     out = {"photo": [], "thin plate": []}
     for pid, image, lm, desc, rect in inputs:
         path = Path(data) / "smiling" / f"{pid}.jpg"
@@ -140,7 +130,7 @@ def real_smile_table(inputs, dl, data: Path) -> dict:
         if d_photo is None:
             continue
         lm_s = np.asarray(af.detect_landmarks(smiling, source=str(path)))[:, :2]
-        moved = smile.align(lm_s.astype(np.float64), lm[:, :2].astype(np.float64), stable)
+        moved = measure_smile.align(lm_s.astype(np.float64), lm[:, :2].astype(np.float64), stable)
         d_warp, _ = dl.descriptor(_u8(thin_plate_warp(image, lm[:, :2], moved)), rect)
         out["photo"].append(float(np.linalg.norm(d_photo - desc)))
         out["thin plate"].append(float(np.linalg.norm(d_warp - desc)))
@@ -238,7 +228,6 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     import affectsynth as af
 
-    ev = _load_eval()
     if not (a.data / "neutral").is_dir():
         print(f"{a.data}: no neutral/ photo folder", file=sys.stderr)
         return 2
