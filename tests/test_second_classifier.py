@@ -109,7 +109,7 @@ def test_reader_reads_real_faces(london_dir, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     paths = [london_dir / "neutral" / "001.jpg", london_dir / "smiling" / "001.jpg", bad]
-    got = ev2.read_images(paths, progress=False)
+    got = ev2.read_images(paths, progress=False, jobs=2)  # split across two readers
     assert got[str(paths[0])]["top"] == "neutral"
     assert got[str(paths[1])]["top"] == "happy"
     assert "error" in got[str(bad)]
