@@ -110,6 +110,8 @@ def read_images(
                 proc.stdin.write("".join(f"{p}\n" for p in chunk))  # the reader reads all before it writes
                 proc.stdin.close()
                 for line in proc.stdout:
+                    if not line.startswith("{"):  # a library's notice on stdout is not a reading
+                        continue
                     r = json.loads(line)
                     got[r.pop("image")] = parse_reading(r)
                     with lock:

@@ -4,6 +4,7 @@ where ``make second-classifier`` installed it (and ``../shared`` is there)."""
 
 import json
 import shutil
+import sys
 
 import pytest
 
@@ -114,3 +115,45 @@ def test_reader_reads_real_faces(london_dir, tmp_path):
     assert got[str(paths[1])]["top"] == "happy"
     assert "error" in got[str(bad)]
     json.dumps(got)  # plain data
+
+
+FAKE_READER = """
+import json, sys
+print("a library's notice on stdout")
+for path in sys.stdin.read().split():
+    if "crash" in path:
+        print("reader died on " + path, file=sys.stderr)
+        sys.exit(3)
+    if "blank" in path:
+        print(json.dumps({"image": path, "error": "no face"}))
+        continue
+    probs = {"neutral": 0.1, "happy": 0.8, "sad": 0.02, "angry": 0.02, "fearful": 0.02, "disgusted": 0.02,
+             "surprised": 0.02}
+    print(json.dumps({"image": path, "box": [0, 0, 9, 9], "probs": probs}))
+"""
+
+
+@pytest.fixture
+def fake_reader(tmp_path, monkeypatch):
+    """A stand-in for the Node reader (run by this Python), with the package folder it checks for."""
+    folder = tmp_path / "reader"
+    (folder / "node_modules" / "@vladmandic" / "face-api").mkdir(parents=True)
+    script = folder / "read_expressions.py"
+    script.write_text(FAKE_READER)
+    monkeypatch.setattr(ev2, "READER", script)
+    return sys.executable
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 5])
+def test_readers_share_the_list_and_skip_notices(fake_reader, tmp_path, jobs):
+    paths = [tmp_path / f"{i:03d}__happy.png" for i in range(7)] + [tmp_path / "blank.png"]
+    got = ev2.read_images(paths, node=fake_reader, progress=False, jobs=jobs)
+    assert set(got) == {str(p) for p in paths}
+    assert all(got[str(p)]["top"] == "happy" for p in paths[:-1])
+    assert got[str(paths[-1])] == {"error": "no face"}
+
+
+def test_a_failing_reader_is_one_line(fake_reader, tmp_path):
+    paths = [tmp_path / "001__happy.png", tmp_path / "crash.png"]
+    with pytest.raises(SystemExit, match=r"read 0 of 1 images: reader died on .*crash\.png"):
+        ev2.read_images(paths, node=fake_reader, progress=False, jobs=2)
