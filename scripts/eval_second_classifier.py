@@ -28,7 +28,6 @@ usage:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import subprocess
@@ -46,6 +45,7 @@ READER = REPO / "scripts" / "second_classifier" / "read_expressions.cjs"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_legibility import TARGETS  # noqa: E402
+from eval_legibility import by_group as by_group_of_people  # noqa: E402
 
 CLASSES = {
     "neutral": "neutral",
@@ -166,25 +166,13 @@ def score(readings: dict[str, dict], ids: list[str]) -> dict:
     }
 
 
-def by_group(readings: dict[str, dict], ids: list[str], info: Path, column: str = "ethnicity") -> dict:
-    """Hits per group of people (``info``'s ``column``): {group: {"n", target: [hits, judged]}}; {} without
-    the file."""
-    if not info.is_file():
-        return {}
-    with open(info, newline="") as f:
-        group = {row["face_id"]: row.get(column, "") for row in csv.DictReader(f)}
-    out: dict[str, dict] = {}
-    for pid in ids:
-        g = out.setdefault(group.get(pid, "unknown"), {"n": 0})
-        g["n"] += 1
-        for t, region in REGIONS.items():
-            r = readings.get(f"{pid}__{t}")
-            if region is None or r is None or "error" in r:
-                continue
-            cell = g.setdefault(t, [0, 0])
-            cell[0] += r["top"] in region
-            cell[1] += 1
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]["n"]))
+def by_group(readings: dict[str, dict], ids: list[str], data: Path) -> dict:
+    """Hits per group of people (``data/info.csv``'s ethnicity): {group: {"n", target: [hits, judged]}}; {}
+    without the file. Counted by ``eval_legibility.by_group``, as the critic's are."""
+    targets = {t: {"regions": region} for t, region in REGIONS.items()}
+    missing = {"error": "no image"}  # a target the folder lacks is not judged
+    per_image = {f"{p}__{t}": readings.get(f"{p}__{t}", missing) for p in ids for t in REGIONS}
+    return by_group_of_people({"targets": targets, "per_image": per_image}, {}, data)
 
 
 def references(readings: dict[str, dict]) -> dict:
@@ -289,7 +277,7 @@ def evaluate(out: Path, *, data: Path, node: str = "node", progress: bool = True
     return {
         "scores": score(readings, ids),
         "references": references(readings),
-        "groups": by_group(readings, ids, data / "info.csv"),
+        "groups": by_group(readings, ids, data),
         "critic": critic_hits(out),
         "readings": readings,
     }

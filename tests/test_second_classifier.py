@@ -66,10 +66,10 @@ def test_groups_and_references(tmp_path):
         "real_smiles_happy/001": _reading("happy"),
         "real_smiles_happy/002": {"error": "no face"},
     }
-    g = ev2.by_group(readings, ["001", "002", "003"], info)
+    g = ev2.by_group(readings, ["001", "002", "003"], tmp_path)
     assert list(g) == ["a", "b"]  # larger group first
     assert g["a"] == {"n": 2, "happy": [2, 2]} and g["b"] == {"n": 1, "happy": [0, 1]}
-    assert ev2.by_group(readings, ["001"], tmp_path / "missing.csv") == {}
+    assert ev2.by_group(readings, ["001"], tmp_path / "no_info") == {}
     assert ev2.references(readings) == {"inputs_neutral": [1, 2], "real_smiles_happy": [1, 1]}
 
 
