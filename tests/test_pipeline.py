@@ -27,9 +27,11 @@ from affectsynth.resting import (
     REST_CORNER_HEIGHT,
     REST_MOUTH_WIDTH,
     SMILING_CORNER_HEIGHT,
+    UNHAPPY_VALENCE,
     _mouth_shape,
     level_corners,
     relax_smile,
+    unturn_corners,
 )
 
 PEOPLE = ("001.jpg", "004.jpg", "009.jpg", "014.jpg")
@@ -51,7 +53,7 @@ def measured(london_dir):
         image = af.load_image(london_dir / "neutral" / name)
         lm = af.detect_landmarks(image)
         base = np.array(_features(lm))
-        out = {"image": image}
+        out = {"image": image, "name": name}
         for key, (v, a) in {"happy": (0.8, 0.4), "tense": (-0.6, 0.6), "zero": (0.0, 0.0)}.items():
             res = af.synthesize(image, v, a, model=model, landmarks=lm)
             out[key] = res
@@ -99,6 +101,19 @@ def test_tense_negative_target_lowers_the_brows(measured):
     brows = [m["tense_delta"][1] for m in measured]
     assert np.median(brows) < -0.01, brows
     assert max(m["tense_delta"][0] for m in measured) < 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_a_tense_mouth_turns_down_even_where_the_resting_mouth_turns_up(measured):
+    """Re-detected on the V=-0.6, A=+0.6 outputs, the lip corners end well below the lips' centre on every
+    face (``_mouth_shape``, < -0.04 IOD), London 009 included, whose neutral mouth turns up (its corners
+    0.060 above the centre, 001 0.012, 014 0.014; the median neutral photo -0.025): ``unturn_corners``.
+    Measured -0.070, -0.090, -0.055, -0.073 (001, 004, 009, 014). Before it, 009's bared mouth kept its
+    corners level with the centre (-0.010), a grin that a second classifier read as happy (P 0.9 at angry),
+    and 001's and 014's stood at -0.037 and -0.038."""
+    heights = {m["name"]: float(_mouth_shape(jnp.asarray(m["tense_lm"]))[0]) for m in measured}
+    assert max(heights.values()) < -0.04, heights
 
 
 @pytest.mark.slow
@@ -310,11 +325,57 @@ def test_level_corners_leaves_a_resting_mouth_and_levels_a_smiles_curve():
         np.testing.assert_array_equal(move[far], 0.0)
 
 
+def test_unturn_corners_takes_a_resting_upturn_away_only_for_unpleasant_targets():
+    """A mouth whose corners stand higher than the median neutral face's (``REST_CORNER_HEIGHT``) loses the
+    excess at valences below ``-UNHAPPY_VALENCE[1]``, part of it in between, none of it for pleasant or
+    neutral targets; a mouth whose corners are lower is never moved."""
+    for bend in (-0.07, -0.12):  # corners below the median neutral face's: nothing, at any valence
+        lm, iod, _ = _curved(bend)
+        assert np.asarray(_mouth_shape(jnp.asarray(lm)))[0] < REST_CORNER_HEIGHT - 0.02
+        for valence in (-1.0, -0.6, 0.0, 0.8):
+            got = unturn_corners(jnp.asarray(lm), jnp.asarray(iod), jnp.asarray(valence))
+            np.testing.assert_array_equal(np.asarray(got), 0.0)
+    # the template's mouth turns up (0.023 IOD); 0.12 passes the cap. At bend -0.02 the corners still stand
+    # higher than the median's but the seam between the lips sags from its centre (London 087, 092: lowering
+    # it by its own rise moved nothing at the corners, only a wave's raised side); a wave raises one side of
+    # the line and lowers the other
+    for bend, wave in ((0.0, 0.0), (0.02, 0.0), (0.12, 0.0), (-0.02, 0.0), (0.0, 0.015), (-0.02, -0.02)):
+        lm, iod, t = _curved(bend)
+        up = t.region("lips_inner_upper")
+        centre, half = 0.5 * (lm[up[0], :2] + lm[up[-1], :2]), 0.5 * np.linalg.norm(lm[up[-1]] - lm[up[0]])
+        u = np.clip((lm[:, 0] - centre[0]) / half, -1.0, 1.0)
+        lm[:, 1] += wave * iod * np.sin(np.pi * u) * np.exp(-np.square((lm[:, 1] - centre[1]) / (0.25 * iod)))
+        before = np.asarray(_mouth_shape(jnp.asarray(lm)))
+        assert before[0] > REST_CORNER_HEIGHT + 0.02
+        for valence in (-UNHAPPY_VALENCE[0] + 1e-3, 0.0, 0.4, 1.0):  # pleasant, neutral, barely unpleasant
+            got = unturn_corners(jnp.asarray(lm), jnp.asarray(iod), jnp.asarray(valence))
+            np.testing.assert_array_equal(np.asarray(got), 0.0)
+        drops = []
+        for valence in (-0.2, -0.3, -0.4, -UNHAPPY_VALENCE[1], -0.6, -1.0):
+            args = (jnp.asarray(lm), jnp.asarray(iod), jnp.asarray(valence))
+            move = np.asarray(unturn_corners(*args))
+            np.testing.assert_allclose(np.asarray(jax.jit(unturn_corners)(*args)), move, atol=1e-4)
+            after = np.asarray(_mouth_shape(jnp.asarray(lm + move)))
+            drops.append(before[0] - after[0])
+            assert abs(after[1] - before[1]) < 0.005  # the mouth no narrower
+            np.testing.assert_allclose(move[[13, 14]], 0.0, atol=1e-3)  # the lips' centre stays
+            assert np.all(move[:, 1] >= -1e-6)  # only down (image y)
+            np.testing.assert_allclose(move[:, [0, 2]], 0.0, atol=1e-4)
+            far = np.abs(lm[:, 1] - lm[13, 1]) > 0.8 * iod
+            np.testing.assert_array_equal(move[far], 0.0)
+            if valence <= -UNHAPPY_VALENCE[1]:
+                if before[0] - REST_CORNER_HEIGHT <= MAX_CORNER_DROP:
+                    assert abs(after[0] - REST_CORNER_HEIGHT) < 0.01, (bend, valence, after)
+                else:
+                    assert abs(drops[-1] - MAX_CORNER_DROP) < 0.01, (bend, valence, drops)
+        assert np.all(np.diff(drops) >= -1e-5) and drops[0] > 1e-4 and drops[0] < drops[3] - 0.01, drops
+
+
 @settings(max_examples=25, deadline=None)
 @given(angle=st.floats(-1.2, 1.2), gap=st.floats(0.03, 0.2), bend=st.floats(0.0, 0.1))
 def test_closing_and_levelling_turn_with_the_head(angle, gap, bend):
-    """``close_lips`` and ``level_corners`` work in the mouth's own frame: a head rolled by ``angle`` gets the
-    same offsets rolled with it."""
+    """``close_lips``, ``level_corners`` and ``unturn_corners`` work in the mouth's own frame: a head rolled
+    by ``angle`` gets the same offsets rolled with it."""
     c, s = np.cos(angle), np.sin(angle)
     rot = np.array([[c, -s], [s, c]], np.float32)
 
@@ -326,6 +387,7 @@ def test_closing_and_levelling_turn_with_the_head(angle, gap, bend):
     for lm, iod, fn in (
         (*_parted(gap)[:2], lambda x, iod: close_lips(x, iod)),
         (*_curved(bend)[:2], lambda x, iod: level_corners(x, iod, jnp.asarray(1.0))),
+        (*_curved(bend)[:2], lambda x, iod: unturn_corners(x, iod, jnp.asarray(-0.6))),
     ):
         move = np.asarray(fn(jnp.asarray(lm), jnp.asarray(iod)))
         turned = np.asarray(fn(jnp.asarray(rolled(lm)), jnp.asarray(iod)))

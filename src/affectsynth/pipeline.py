@@ -50,7 +50,7 @@ from .render.appearance.context import (
 )
 from .render.poisson import poisson_blend
 from .render.raster import interpolate, rasterize, sample_bilinear
-from .resting import gaussian_fade, level_corners, mouth_coordinates, relax_smile
+from .resting import gaussian_fade, level_corners, mouth_coordinates, relax_smile, unturn_corners
 
 CROP_BUCKET = 64
 BLENDS = ("poisson", "alpha")
@@ -374,13 +374,16 @@ def _composite(patch: Float[Array, "h w 3"], render: Float[Array, "h w 3"], frag
 def edit_offsets(lm: Float[Array, "478 3"], target, key, model: AffectModel, options: SynthesisOptions):
     """Fit the face and return (fit, the landmark offsets the render applies (pixels, landmark frame), the
     appearance AUs): the target's deformation, less the input's own expression when ``options.neutralize``,
-    plus the lip contact. Apart from ``_edit_patch`` so the chain can be measured link by link
+    plus, for an unpleasant target, the resting mouth's upturn taken away (``unturn_corners``), and the lip
+    contact. Apart from ``_edit_patch`` so the chain can be measured link by link
     (``scripts/measure_chain.py``)."""
     fit = fit_morphable_model(lm, model.morphable, steps=options.fit_steps)
     offsets = to_image_offsets(fit, _target_deformation(model, target, key, options))
     rest = _neutral_offsets(fit, lm, model, options) if options.neutralize else jnp.zeros_like(lm)
     # the lids close the same share of this face's opening (at rest), not the template's millimetres
     offsets = offsets + lid_share(lm + rest, offsets, fit.interocular) + rest
+    # an unpleasant target takes away a resting mouth's upturn (it made bared teeth grin)
+    offsets = offsets + unturn_corners(lm + rest, fit.interocular, jnp.asarray(target)[0])
     au = appearance_action_units(model, target, fit.expression, options)
     offsets = offsets + press_lips(lm + offsets, au)
     return fit, offsets, au

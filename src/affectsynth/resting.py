@@ -1,7 +1,8 @@
-"""Neutralisation's landmark rules for what the face model's fit misses: a smile's raised lip corners.
+"""Landmark rules for the mouth at rest, where the face model's fit misses it: a smile's raised lip corners
+(neutralisation) and a resting mouth that turns up (taken away for unpleasant targets).
 
-Pure JAX, used by ``pipeline._neutral_offsets``. Thresholds come from FaceMesh on the 48 London people
-(neutral and smiling photos of each, FACTS.md section 9).
+Pure JAX, used by ``pipeline._neutral_offsets`` and ``pipeline.edit_offsets``. Thresholds come from
+FaceMesh on the 48 London people (neutral and smiling photos of each, FACTS.md section 9).
 """
 
 import jax
@@ -96,28 +97,66 @@ def mouth_coordinates(
     return rel @ along / (0.5 * width), rel @ down, down
 
 
-def level_corners(
-    landmarks: Float[Array, "478 3"], interocular: Float[Array, ""], parted: Float[Array, ""]
+def _lower_corners(
+    landmarks: Float[Array, "478 3"], interocular, drop, *, own_curve: bool = True
 ) -> Float[Array, "478 3"]:
-    """Offsets (pixels) that lower what is left of a smile's raised corners after ``relax_smile``: the line
-    where the closed lips meet keeps the smile's curve, so its sides (and the lips and skin around them) come
-    down by ``D g(u)``, ``g`` the line's own rise towards the corners (0 at the centre, 1 at the corners,
-    held beyond them), ``D`` the corners' height above ``REST_CORNER_HEIGHT``. The mouth does not narrow (the
-    lip-corner puller undone further pursed wide mouths) and the line does not wave (a corner depressor's
-    narrower footprint bent it into an M). Gated like ``relax_smile``: a resting face gets 0."""
+    """Offsets (pixels) that bring the sides of the lip line (and the lips and skin around them) down by
+    ``drop g(u)`` pixels, fading across the lip line (``CORNER_DROP_SPREAD``). ``g`` is 0 at the centre, 1 at
+    the corners and held beyond them: the line's own rise towards the corners (``own_curve``, for a smile's
+    curve), else ``u^2`` (a resting line that is tilted or wavy has no rise to follow: its own rise lowered
+    a stretch beside the centre and not the corners). The mouth does not narrow and the line does not wave
+    (a corner depressor's narrower footprint bent it into an M)."""
     t = topo.face_topology()
     seam = jnp.asarray(t.region("lips_inner_upper"))
-    shape = _mouth_shape(landmarks)
-    smiling = _smiling(shape, parted)
     iod = jnp.maximum(interocular, 1e-6)
-    drop = smiling * jnp.clip(shape[0] - REST_CORNER_HEIGHT, 0.0, MAX_CORNER_DROP) * iod  # pixels
     u, v, down = mouth_coordinates(landmarks, seam[0], seam[-1])
     nodes, line = jax.lax.cummax(u[seam]), v[seam]  # non-decreasing, as interp needs
     v_line = jnp.interp(u, nodes, line)  # the lip line under (or over) each point; held beyond the corners
     centre = jnp.interp(0.0, nodes, line)
     depth = jnp.maximum(centre - 0.5 * (line[0] + line[-1]), 1e-3 * iod)  # the line's sag below its ends
-    g = jnp.clip((centre - v_line) / depth, 0.0, 1.0)
+    g = jnp.clip((centre - v_line) / depth, 0.0, 1.0) if own_curve else jnp.minimum(jnp.square(u), 1.0)
     g = g * jnp.exp(-jnp.square(jnp.maximum(jnp.abs(u) - 1.0, 0.0) / CORNER_DROP_SPREAD[1]))
     fade = gaussian_fade((v - v_line) / (CORNER_DROP_SPREAD[0] * iod))
     move = (drop * g * fade)[:, None] * down[None, :]
     return jnp.concatenate([move, jnp.zeros_like(landmarks[:, 2:])], axis=-1)
+
+
+def level_corners(
+    landmarks: Float[Array, "478 3"], interocular: Float[Array, ""], parted: Float[Array, ""]
+) -> Float[Array, "478 3"]:
+    """Offsets (pixels) that lower what is left of a smile's raised corners after ``relax_smile``: the line
+    where the closed lips meet keeps the smile's curve, so its sides come down (``_lower_corners``) by the
+    corners' height above ``REST_CORNER_HEIGHT`` (undoing more of the lip-corner puller instead pursed wide
+    mouths). Gated like ``relax_smile``: a resting face gets 0."""
+    shape = _mouth_shape(landmarks)
+    smiling = _smiling(shape, parted)
+    iod = jnp.maximum(interocular, 1e-6)
+    drop = smiling * jnp.clip(shape[0] - REST_CORNER_HEIGHT, 0.0, MAX_CORNER_DROP) * iod  # pixels
+    return _lower_corners(landmarks, interocular, drop)
+
+
+UNHAPPY_VALENCE = (0.15, 0.45)
+"""Valences below ``-[0]`` start to take a resting mouth's upturn away (``unturn_corners``), fully below
+``-[1]``: the negative targets of issue 15 (afraid -0.5 ... sad -0.6) all get the whole of it."""
+
+
+def unturn_corners(
+    landmarks: Float[Array, "478 3"], interocular: Float[Array, ""], valence: Float[Array, ""]
+) -> Float[Array, "478 3"]:
+    """Offsets (pixels) that take away a resting mouth's upturn for an unpleasant target: corners that stand
+    higher above the lips' centre than the median neutral face's (``REST_CORNER_HEIGHT``) come down to it
+    (``_lower_corners``; at most ``MAX_CORNER_DROP``), in full for valences below ``-UNHAPPY_VALENCE[1]``, not
+    at all above ``-UNHAPPY_VALENCE[0]``.
+
+    Some people's neutral mouths turn up (London 003, 009: corners 0.03-0.06 inter-pupil distances above the
+    lips' centre, against a median of -0.025). The face model's fit gives that to face shape, not to a
+    smile, so it survives neutralisation and the negative expressions add to it: their bared mouths kept the
+    corners level with the centre, an upturned band of teeth that reads as a grin (a second classifier read
+    009's and 014's afraid, angry and disgusted faces as happy). Applied to ``landmarks`` at rest.
+    """
+    x = jnp.clip((-valence - UNHAPPY_VALENCE[0]) / (UNHAPPY_VALENCE[1] - UNHAPPY_VALENCE[0]), 0.0, 1.0)
+    weight = x * x * (3.0 - 2.0 * x)
+    shape = _mouth_shape(landmarks)
+    iod = jnp.maximum(interocular, 1e-6)
+    drop = weight * jnp.clip(shape[0] - REST_CORNER_HEIGHT, 0.0, MAX_CORNER_DROP) * iod  # pixels
+    return _lower_corners(landmarks, interocular, drop, own_curve=False)
