@@ -382,8 +382,10 @@ def edit_offsets(lm: Float[Array, "478 3"], target, key, model: AffectModel, opt
     rest = _neutral_offsets(fit, lm, model, options) if options.neutralize else jnp.zeros_like(lm)
     # the lids close the same share of this face's opening (at rest), not the template's millimetres
     offsets = offsets + lid_share(lm + rest, offsets, fit.interocular) + rest
-    # an unpleasant target takes away a resting mouth's upturn (it made bared teeth grin)
-    offsets = offsets + unturn_corners(lm + rest, fit.interocular, jnp.asarray(target)[0])
+    # an unpleasant target takes away a resting mouth's upturn (it made bared teeth grin); part of the
+    # target's expression, so scaled by the strength as its deformation is
+    unturn = unturn_corners(lm + rest, fit.interocular, jnp.asarray(target)[0])
+    offsets = offsets + options.strength * unturn
     au = appearance_action_units(model, target, fit.expression, options)
     offsets = offsets + press_lips(lm + offsets, au)
     return fit, offsets, au
