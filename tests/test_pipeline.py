@@ -22,12 +22,12 @@ from affectsynth.pipeline import (
     neutral_excess,
 )
 from affectsynth.resting import (
+    AFFECT_VALENCE,
     MAX_CORNER_DROP,
     MAX_SMILE_RELAX,
     REST_CORNER_HEIGHT,
     REST_MOUTH_WIDTH,
     SMILING_CORNER_HEIGHT,
-    UNHAPPY_VALENCE,
     _mouth_shape,
     level_corners,
     relax_smile,
@@ -114,6 +114,24 @@ def test_a_tense_mouth_turns_down_even_where_the_resting_mouth_turns_up(measured
     and 001's and 014's stood at -0.037 and -0.038."""
     heights = {m["name"]: float(_mouth_shape(jnp.asarray(m["tense_lm"]))[0]) for m in measured}
     assert max(heights.values()) < -0.04, heights
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_a_smile_turns_up_even_where_the_resting_mouth_turns_down(london_dir):
+    """London 105 and 172 have the most downturned neutral mouths of the 48 (corners 0.100 and 0.071
+    inter-pupil distances below the lips' centre; the median -0.025). Re-detected at the happy target (0.8,
+    0.4), their corners stand > 0.04 above the lips' centre: measured 0.065 and 0.072. Before
+    ``unturn_corners`` raised a resting downturn for pleasant targets, -0.004 and 0.007: a smile whose
+    corners stayed level with its centre."""
+    model = af.load_model()
+    heights = {}
+    for name in ("105.jpg", "172.jpg"):
+        image = af.load_image(london_dir / "neutral" / name)
+        lm = af.detect_landmarks(image)
+        out = af.detect_landmarks(af.synthesize(image, 0.8, 0.4, model=model, landmarks=lm))
+        heights[name] = float(_mouth_shape(jnp.asarray(out))[0])
+    assert min(heights.values()) > 0.04, heights
 
 
 @pytest.mark.slow
@@ -325,50 +343,55 @@ def test_level_corners_leaves_a_resting_mouth_and_levels_a_smiles_curve():
         np.testing.assert_array_equal(move[far], 0.0)
 
 
-def test_unturn_corners_takes_a_resting_upturn_away_only_for_unpleasant_targets():
-    """A mouth whose corners stand higher than the median neutral face's (``REST_CORNER_HEIGHT``) loses the
-    excess at valences below ``-UNHAPPY_VALENCE[1]``, part of it in between, none of it for pleasant or
-    neutral targets; a mouth whose corners are lower is never moved."""
-    for bend in (-0.07, -0.12):  # corners below the median neutral face's: nothing, at any valence
-        lm, iod, _ = _curved(bend)
-        assert np.asarray(_mouth_shape(jnp.asarray(lm)))[0] < REST_CORNER_HEIGHT - 0.02
-        for valence in (-1.0, -0.6, 0.0, 0.8):
-            got = unturn_corners(jnp.asarray(lm), jnp.asarray(iod), jnp.asarray(valence))
-            np.testing.assert_array_equal(np.asarray(got), 0.0)
-    # the template's mouth turns up (0.023 IOD); 0.12 passes the cap. At bend -0.02 the corners still stand
-    # higher than the median's but the seam between the lips sags from its centre (London 087, 092: lowering
-    # it by its own rise moved nothing at the corners, only a wave's raised side); a wave raises one side of
-    # the line and lowers the other
-    for bend, wave in ((0.0, 0.0), (0.02, 0.0), (0.12, 0.0), (-0.02, 0.0), (0.0, 0.015), (-0.02, -0.02)):
-        lm, iod, t = _curved(bend)
-        up = t.region("lips_inner_upper")
-        centre, half = 0.5 * (lm[up[0], :2] + lm[up[-1], :2]), 0.5 * np.linalg.norm(lm[up[-1]] - lm[up[0]])
-        u = np.clip((lm[:, 0] - centre[0]) / half, -1.0, 1.0)
-        lm[:, 1] += wave * iod * np.sin(np.pi * u) * np.exp(-np.square((lm[:, 1] - centre[1]) / (0.25 * iod)))
+def _waved(bend: float, wave: float):
+    """``_curved`` lips whose line a sine wave raises on one side and lowers on the other (``wave`` IOD)."""
+    lm, iod, t = _curved(bend)
+    up = t.region("lips_inner_upper")
+    centre, half = 0.5 * (lm[up[0], :2] + lm[up[-1], :2]), 0.5 * np.linalg.norm(lm[up[-1]] - lm[up[0]])
+    u = np.clip((lm[:, 0] - centre[0]) / half, -1.0, 1.0)
+    lm[:, 1] += wave * iod * np.sin(np.pi * u) * np.exp(-np.square((lm[:, 1] - centre[1]) / (0.25 * iod)))
+    return lm, iod
+
+
+def test_unturn_corners_takes_away_a_resting_turn_against_the_targets_valence():
+    """Corners that stand higher than the median neutral face's (``REST_CORNER_HEIGHT``) come down to it for
+    valences below ``-AFFECT_VALENCE[1]``; corners that stand lower come up to it above ``AFFECT_VALENCE[1]``;
+    part of the way in between; not at all within ``AFFECT_VALENCE[0]`` of neutral, nor towards the turn
+    the valence wants (an upturn is kept for pleasant targets, a downturn for unpleasant ones)."""
+    # the template's mouth turns up (0.023 IOD); bend 0.12 passes the cap; -0.07 and -0.12 turn it down
+    # (-0.059, -0.117). At bend -0.02 the corners still stand above the median but the seam between the lips
+    # sags from its centre (London 087, 092: lowering it by its own rise moved nothing at the corners, only a
+    # wave's raised side); a wave raises one side of the line and lowers the other
+    cases = [(0.0, 0.0), (0.02, 0.0), (0.12, 0.0), (-0.02, 0.0), (0.0, 0.015), (-0.02, -0.02)]
+    cases += [(-0.07, 0.0), (-0.12, 0.0), (-0.07, 0.015)]
+    for bend, wave in cases:
+        lm, iod = _waved(bend, wave)
         before = np.asarray(_mouth_shape(jnp.asarray(lm)))
-        assert before[0] > REST_CORNER_HEIGHT + 0.02
-        for valence in (-UNHAPPY_VALENCE[0] + 1e-3, 0.0, 0.4, 1.0):  # pleasant, neutral, barely unpleasant
+        excess = before[0] - REST_CORNER_HEIGHT
+        assert abs(excess) > 0.02
+        sign = 1.0 if excess > 0 else -1.0  # the valence that goes against this mouth's turn: -sign
+        for valence in (-AFFECT_VALENCE[0] + 1e-3, 0.0, AFFECT_VALENCE[0] - 1e-3, sign * 0.4, sign * 1.0):
             got = unturn_corners(jnp.asarray(lm), jnp.asarray(iod), jnp.asarray(valence))
-            np.testing.assert_array_equal(np.asarray(got), 0.0)
-        drops = []
-        for valence in (-0.2, -0.3, -0.4, -UNHAPPY_VALENCE[1], -0.6, -1.0):
-            args = (jnp.asarray(lm), jnp.asarray(iod), jnp.asarray(valence))
+            np.testing.assert_array_equal(np.asarray(got), 0.0)  # near neutral, or with the mouth's turn
+        moved = []
+        for strength in (0.2, 0.3, 0.4, AFFECT_VALENCE[1], 0.6, 1.0):
+            args = (jnp.asarray(lm), jnp.asarray(iod), jnp.asarray(-sign * strength))
             move = np.asarray(unturn_corners(*args))
             np.testing.assert_allclose(np.asarray(jax.jit(unturn_corners)(*args)), move, atol=1e-4)
             after = np.asarray(_mouth_shape(jnp.asarray(lm + move)))
-            drops.append(before[0] - after[0])
-            assert abs(after[1] - before[1]) < 0.005  # the mouth no narrower
+            moved.append(sign * (before[0] - after[0]))  # towards the median
+            assert abs(after[1] - before[1]) < 0.005  # the mouth no narrower or wider
             np.testing.assert_allclose(move[[13, 14]], 0.0, atol=1e-3)  # the lips' centre stays
-            assert np.all(move[:, 1] >= -1e-6)  # only down (image y)
+            assert np.all(sign * move[:, 1] >= -1e-6)  # only one way (down for an upturn, image y)
             np.testing.assert_allclose(move[:, [0, 2]], 0.0, atol=1e-4)
             far = np.abs(lm[:, 1] - lm[13, 1]) > 0.8 * iod
             np.testing.assert_array_equal(move[far], 0.0)
-            if valence <= -UNHAPPY_VALENCE[1]:
-                if before[0] - REST_CORNER_HEIGHT <= MAX_CORNER_DROP:
-                    assert abs(after[0] - REST_CORNER_HEIGHT) < 0.01, (bend, valence, after)
+            if strength >= AFFECT_VALENCE[1]:
+                if abs(excess) <= MAX_CORNER_DROP:
+                    assert abs(after[0] - REST_CORNER_HEIGHT) < 0.01, (bend, wave, strength, after)
                 else:
-                    assert abs(drops[-1] - MAX_CORNER_DROP) < 0.01, (bend, valence, drops)
-        assert np.all(np.diff(drops) >= -1e-5) and drops[0] > 1e-4 and drops[0] < drops[3] - 0.01, drops
+                    assert abs(moved[-1] - MAX_CORNER_DROP) < 0.01, (bend, wave, strength, moved)
+        assert np.all(np.diff(moved) >= -1e-5) and moved[0] > 1e-4 and moved[0] < moved[3] - 0.01, moved
 
 
 @settings(max_examples=25, deadline=None)

@@ -374,7 +374,7 @@ def _composite(patch: Float[Array, "h w 3"], render: Float[Array, "h w 3"], frag
 def edit_offsets(lm: Float[Array, "478 3"], target, key, model: AffectModel, options: SynthesisOptions):
     """Fit the face and return (fit, the landmark offsets the render applies (pixels, landmark frame), the
     appearance AUs): the target's deformation, less the input's own expression when ``options.neutralize``,
-    plus, for an unpleasant target, the resting mouth's upturn taken away (``unturn_corners``), and the lip
+    plus the resting mouth's turn against the target's valence taken away (``unturn_corners``), and the lip
     contact. Apart from ``_edit_patch`` so the chain can be measured link by link
     (``scripts/measure_chain.py``)."""
     fit = fit_morphable_model(lm, model.morphable, steps=options.fit_steps)
@@ -382,8 +382,8 @@ def edit_offsets(lm: Float[Array, "478 3"], target, key, model: AffectModel, opt
     rest = _neutral_offsets(fit, lm, model, options) if options.neutralize else jnp.zeros_like(lm)
     # the lids close the same share of this face's opening (at rest), not the template's millimetres
     offsets = offsets + lid_share(lm + rest, offsets, fit.interocular) + rest
-    # an unpleasant target takes away a resting mouth's upturn (it made bared teeth grin); part of the
-    # target's expression, so scaled by the strength as its deformation is
+    # a target takes away a resting mouth's turn against its valence (an upturn made bared teeth grin, a
+    # downturn flattened smiles); part of the target's expression, so scaled by the strength as it is
     unturn = unturn_corners(lm + rest, fit.interocular, jnp.asarray(target)[0])
     offsets = offsets + options.strength * unturn
     au = appearance_action_units(model, target, fit.expression, options)

@@ -1,5 +1,5 @@
 """Landmark rules for the mouth at rest, where the face model's fit misses it: a smile's raised lip corners
-(neutralisation) and a resting mouth that turns up (taken away for unpleasant targets).
+(neutralisation) and a resting mouth's turn (taken away where the target's valence goes against it).
 
 Pure JAX, used by ``pipeline._neutral_offsets`` and ``pipeline.edit_offsets``. Thresholds come from
 FaceMesh on the 48 London people (neutral and smiling photos of each, FACTS.md section 9).
@@ -101,11 +101,11 @@ def _lower_corners(
     landmarks: Float[Array, "478 3"], interocular, drop, *, own_curve: bool = True
 ) -> Float[Array, "478 3"]:
     """Offsets (pixels) that bring the sides of the lip line (and the lips and skin around them) down by
-    ``drop g(u)`` pixels, fading across the lip line (``CORNER_DROP_SPREAD``). ``g`` is 0 at the centre, 1 at
-    the corners and held beyond them: the line's own rise towards the corners (``own_curve``, for a smile's
-    curve), else ``u^2`` (a resting line that is tilted or wavy has no rise to follow: its own rise lowered
-    a stretch beside the centre and not the corners). The mouth does not narrow and the line does not wave
-    (a corner depressor's narrower footprint bent it into an M)."""
+    ``drop g(u)`` pixels (up where ``drop`` is negative), fading across the lip line (``CORNER_DROP_SPREAD``).
+    ``g`` is 0 at the centre, 1 at the corners and held beyond them: the line's own rise towards the corners
+    (``own_curve``, for a smile's curve), else ``u^2`` (a resting line that is tilted or wavy has no rise to
+    follow: its own rise lowered a stretch beside the centre and not the corners). The mouth does not narrow
+    and the line does not wave (a corner depressor's narrower footprint bent it into an M)."""
     t = topo.face_topology()
     seam = jnp.asarray(t.region("lips_inner_upper"))
     iod = jnp.maximum(interocular, 1e-6)
@@ -135,28 +135,37 @@ def level_corners(
     return _lower_corners(landmarks, interocular, drop)
 
 
-UNHAPPY_VALENCE = (0.15, 0.45)
-"""Valences below ``-[0]`` start to take a resting mouth's upturn away (``unturn_corners``), fully below
-``-[1]``: the negative targets of issue 15 (afraid -0.5 ... sad -0.6) all get the whole of it."""
+AFFECT_VALENCE = (0.15, 0.45)
+"""``unturn_corners`` starts to act at valences beyond ``+-[0]`` and acts fully beyond ``+-[1]``: the
+targets of issue 15 (happy 0.8 ... calm 0.55, afraid -0.5 ... sad -0.6) all get the whole of it, surprised
+(0.3) half."""
 
 
 def unturn_corners(
     landmarks: Float[Array, "478 3"], interocular: Float[Array, ""], valence: Float[Array, ""]
 ) -> Float[Array, "478 3"]:
-    """Offsets (pixels) that take away a resting mouth's upturn for an unpleasant target: corners that stand
-    higher above the lips' centre than the median neutral face's (``REST_CORNER_HEIGHT``) come down to it
-    (``_lower_corners``; at most ``MAX_CORNER_DROP``), in full for valences below ``-UNHAPPY_VALENCE[1]``, not
-    at all above ``-UNHAPPY_VALENCE[0]``.
+    """Offsets (pixels) that take away a resting mouth's turn where the target's valence goes against it: for
+    an unpleasant target, corners that stand higher above the lips' centre than the median neutral face's
+    (``REST_CORNER_HEIGHT``) come down to it; for a pleasant one, corners that stand lower come up to it
+    (``_lower_corners``; at most ``MAX_CORNER_DROP`` either way). In full beyond ``AFFECT_VALENCE[1]``, not at
+    all within ``AFFECT_VALENCE[0]`` of neutral: a neutral target keeps the person's own mouth.
 
-    Some people's neutral mouths turn up (London 003, 009: corners 0.03-0.06 inter-pupil distances above the
-    lips' centre, against a median of -0.025). The face model's fit gives that to face shape, not to a
-    smile, so it survives neutralisation and the negative expressions add to it: their bared mouths kept the
-    corners level with the centre, an upturned band of teeth that reads as a grin (a second classifier read
-    009's and 014's afraid, angry and disgusted faces as happy). Applied to ``landmarks`` at rest.
+    People's neutral mouths differ in their turn (the 48 London photos: -0.100 to +0.060 inter-pupil
+    distances, median -0.025). The face model's fit gives the turn to face shape, not to expression, so it
+    survives neutralisation and the expressions add to it. Bared teeth on a mouth that turns up kept their
+    corners level with the lips' centre, an upturned band that reads as a grin (a second classifier read
+    009's and 014's afraid, angry and disgusted faces as happy); a smile on a mouth that turns down kept a
+    flatter curve (the critic's P(happy) at the happy target rose with the resting turn, Spearman 0.38 over
+    the 42 London faces it can read). Applied to ``landmarks`` at rest.
     """
-    x = jnp.clip((-valence - UNHAPPY_VALENCE[0]) / (UNHAPPY_VALENCE[1] - UNHAPPY_VALENCE[0]), 0.0, 1.0)
-    weight = x * x * (3.0 - 2.0 * x)
+
+    def ramp(v):
+        x = jnp.clip((v - AFFECT_VALENCE[0]) / (AFFECT_VALENCE[1] - AFFECT_VALENCE[0]), 0.0, 1.0)
+        return x * x * (3.0 - 2.0 * x)
+
     shape = _mouth_shape(landmarks)
     iod = jnp.maximum(interocular, 1e-6)
-    drop = weight * jnp.clip(shape[0] - REST_CORNER_HEIGHT, 0.0, MAX_CORNER_DROP) * iod  # pixels
-    return _lower_corners(landmarks, interocular, drop, own_curve=False)
+    excess = shape[0] - REST_CORNER_HEIGHT
+    drop = ramp(-valence) * jnp.clip(excess, 0.0, MAX_CORNER_DROP)  # an upturn, for unpleasant targets
+    drop = drop + ramp(valence) * jnp.clip(excess, -MAX_CORNER_DROP, 0.0)  # a downturn (raised), pleasant
+    return _lower_corners(landmarks, interocular, drop * iod, own_curve=False)
