@@ -411,6 +411,7 @@ def test_closing_and_levelling_turn_with_the_head(angle, gap, bend):
         (*_parted(gap)[:2], lambda x, iod: close_lips(x, iod)),
         (*_curved(bend)[:2], lambda x, iod: level_corners(x, iod, jnp.asarray(1.0))),
         (*_curved(bend)[:2], lambda x, iod: unturn_corners(x, iod, jnp.asarray(-0.6))),
+        (*_curved(-0.07 - bend)[:2], lambda x, iod: unturn_corners(x, iod, jnp.asarray(0.6))),  # raised
     ):
         move = np.asarray(fn(jnp.asarray(lm), jnp.asarray(iod)))
         turned = np.asarray(fn(jnp.asarray(rolled(lm)), jnp.asarray(iod)))
