@@ -112,9 +112,12 @@ def _lower_corners(
     u, v, down = mouth_coordinates(landmarks, seam[0], seam[-1])
     nodes, line = jax.lax.cummax(u[seam]), v[seam]  # non-decreasing, as interp needs
     v_line = jnp.interp(u, nodes, line)  # the lip line under (or over) each point; held beyond the corners
-    centre = jnp.interp(0.0, nodes, line)
-    depth = jnp.maximum(centre - 0.5 * (line[0] + line[-1]), 1e-3 * iod)  # the line's sag below its ends
-    g = jnp.clip((centre - v_line) / depth, 0.0, 1.0) if own_curve else jnp.minimum(jnp.square(u), 1.0)
+    if own_curve:
+        centre = jnp.interp(0.0, nodes, line)
+        depth = jnp.maximum(centre - 0.5 * (line[0] + line[-1]), 1e-3 * iod)  # the line's sag below its ends
+        g = jnp.clip((centre - v_line) / depth, 0.0, 1.0)
+    else:
+        g = jnp.minimum(jnp.square(u), 1.0)
     g = g * jnp.exp(-jnp.square(jnp.maximum(jnp.abs(u) - 1.0, 0.0) / CORNER_DROP_SPREAD[1]))
     fade = gaussian_fade((v - v_line) / (CORNER_DROP_SPREAD[0] * iod))
     move = (drop * g * fade)[:, None] * down[None, :]
