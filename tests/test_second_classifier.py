@@ -54,6 +54,18 @@ def test_hit_regions_cover_the_legibility_targets():
     assert all(r is None or r <= set(ev2.CLASSES.values()) for r in ev2.REGIONS.values())
 
 
+def test_hit_regions_are_the_critics_own():
+    """``REGIONS`` restates the FER critic's hit rule (``critic.TARGETS``) so that the script runs without
+    it; where the critic is there, the two must not drift apart (``eval_legibility`` takes the critic's)."""
+    ev = load_script("eval_legibility")
+    try:
+        critic = ev.load_critic(ev.DEFAULT_CRITIC)
+    except (ImportError, FileNotFoundError) as e:
+        pytest.skip(f"FER critic not usable: {e}")
+    theirs = {t: (frozenset(want) if want else None) for t, (_, _, want) in critic.TARGETS.items()}
+    assert ev2.REGIONS == theirs
+
+
 def test_groups_and_references(tmp_path):
     info = tmp_path / "info.csv"
     info.write_text("face_id,age,gender,ethnicity\n001,30,female,a\n002,40,male,b\n003,22,male,a\n")
