@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from ._smooth import smoothstep
 from .affect.grid import class_index
 from .affect.lip_contact import press_lips
 from .affect.model import (
@@ -219,8 +220,7 @@ def _lip_parting(landmarks: Float[Array, "478 3"], interocular: Float[Array, ""]
     half = _inner_lip_pairs(landmarks)[2]
     gap = 2.0 * jnp.max(jnp.sqrt(jnp.sum(jnp.square(half[:, :2]), axis=-1)))
     rest = REST_LIP_GAP * interocular
-    x = jnp.clip((gap - rest) / jnp.maximum(rest, 1e-6), 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
+    return smoothstep((gap - rest) / jnp.maximum(rest, 1e-6))
 
 
 LIP_CLOSE_SPREAD = (0.12, 0.55)

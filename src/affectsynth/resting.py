@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._smooth import smoothstep
 from .face import topology as topo
 
 REST_CORNER_HEIGHT = -0.025
@@ -39,8 +40,7 @@ def _mouth_shape(landmarks: Float[Array, "478 3"]) -> Float[Array, "2"]:
 def _smiling(shape: Float[Array, "2"], parted: Float[Array, ""]) -> Float[Array, ""]:
     """Whether the face smiles, 0..1: its lips are parted beyond rest (``parted``) or its corners stand higher
     than on any neutral photo (``SMILING_CORNER_HEIGHT``; ``shape``: ``_mouth_shape``)."""
-    x = jnp.clip((shape[0] - SMILING_CORNER_HEIGHT[0]) / SMILING_CORNER_HEIGHT[1], 0.0, 1.0)
-    return jnp.maximum(parted, x * x * (3.0 - 2.0 * x))
+    return jnp.maximum(parted, smoothstep((shape[0] - SMILING_CORNER_HEIGHT[0]) / SMILING_CORNER_HEIGHT[1]))
 
 
 def relax_smile(
@@ -162,13 +162,10 @@ def unturn_corners(
     the 42 London faces it can read). Applied to ``landmarks`` at rest.
     """
 
-    def ramp(v):
-        x = jnp.clip((v - AFFECT_VALENCE[0]) / (AFFECT_VALENCE[1] - AFFECT_VALENCE[0]), 0.0, 1.0)
-        return x * x * (3.0 - 2.0 * x)
-
     shape = _mouth_shape(landmarks)
     iod = jnp.maximum(interocular, 1e-6)
     excess = shape[0] - REST_CORNER_HEIGHT
-    drop = ramp(-valence) * jnp.clip(excess, 0.0, MAX_CORNER_DROP)  # an upturn, for unpleasant targets
-    drop = drop + ramp(valence) * jnp.clip(excess, -MAX_CORNER_DROP, 0.0)  # a downturn (raised), pleasant
+    # an upturn comes down for unpleasant targets, a downturn (raised) goes up for pleasant ones
+    drop = smoothstep(-valence, *AFFECT_VALENCE) * jnp.clip(excess, 0.0, MAX_CORNER_DROP)
+    drop = drop + smoothstep(valence, *AFFECT_VALENCE) * jnp.clip(excess, -MAX_CORNER_DROP, 0.0)
     return _lower_corners(landmarks, interocular, drop * iod, own_curve=False)

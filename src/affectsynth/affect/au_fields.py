@@ -17,6 +17,7 @@ import functools
 
 import numpy as np
 
+from .._smooth import smoothstep as _smoothstep
 from ..face import topology as topo
 
 AU_NAMES: tuple[str, ...] = (
@@ -141,12 +142,6 @@ def _left(g: _Geometry, ids) -> np.ndarray:
 def _midline_half(g: _Geometry, ids) -> np.ndarray:
     """Per-id factor 1/2 on the midline (x = 0): a left field + its mirror then counts midline points once."""
     return np.where(np.abs(g.x[np.asarray(ids), 0]) < 1e-4, 0.5, 1.0)
-
-
-def _smoothstep(t):
-    """3t^2 - 2t^3 on [0, 1], clamped outside."""
-    t = np.clip(t, 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
 
 
 def _profile(n: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._smooth import smoothstep
 from ..face import topology as topo
 from .au_fields import AU_NAMES
 
@@ -27,8 +28,7 @@ def press_lips(
     idx = {n: i for i, n in enumerate(AU_NAMES)}
     press = sum(jnp.maximum(au[idx[n]], 0.0) for n in PRESSING_AUS)
     part = sum(jnp.maximum(au[idx[n]], 0.0) for n in PARTING_AUS)
-    x = jnp.clip((press - part) / margin, 0.0, 1.0)
-    frac = x * x * (3.0 - 2.0 * x)
+    frac = smoothstep((press - part) / margin)
     upper, lower = (jnp.asarray(ids) for ids in topo.face_topology().inner_lip_pairs())
     half = 0.5 * (landmarks[lower] - landmarks[upper])
     half = half.at[:, 2].set(0.0)  # in the image plane only

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._smooth import smoothstep
 from ..errors import TargetError
 
 _TOKEN_SPLIT = re.compile(r"[\s;]+")
@@ -90,8 +91,7 @@ def _polyline(waypoints, t):
 
 def ease_in_out(s: Float[Array, " N"]) -> Float[Array, " N"]:
     """Smoothstep ``3s^2 - 2s^3``: starts and stops with zero velocity (a looping GIF does not jolt)."""
-    s = jnp.clip(s, 0.0, 1.0)
-    return s * s * (3.0 - 2.0 * s)
+    return smoothstep(s)
 
 
 def resample_path(

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._smooth import smoothstep
 from ..face import topology as topo
 from .au_fields import AU_NAMES, _lid_pairs
 
@@ -156,11 +157,6 @@ _TABLES = _anchor_tables()
 _THETA, _RADII, _PATTERNS, _GAP_PREV, _GAP_NEXT = _TABLES
 
 
-def _smoothstep(t, xp):
-    t = xp.clip((t - PLATEAU) / (1.0 - 2.0 * PLATEAU), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
 def anchor_weights(xp, theta, tables=_TABLES):
     """Weights of the prototypes at angle ``theta``: a smoothstep hat per anchor, 1 at its own angle and 0
     at its neighbours'. Between two neighbours the weights are :math:`1 - S(t)` and :math:`S(t)` with ``t``
@@ -168,8 +164,8 @@ def anchor_weights(xp, theta, tables=_TABLES):
     ``m = PLATEAU``: they sum to 1, are exact on a plateau around each anchor and C1 in angle."""
     anchors, _, _, gap_prev, gap_next = tables
     delta = xp.mod(theta - xp.asarray(anchors, dtype=theta.dtype) + np.pi, 2 * np.pi) - np.pi
-    after = _smoothstep(delta / xp.asarray(gap_next, dtype=theta.dtype), xp)
-    before = _smoothstep(-delta / xp.asarray(gap_prev, dtype=theta.dtype), xp)
+    after = smoothstep(delta / xp.asarray(gap_next, dtype=theta.dtype), PLATEAU, 1.0 - PLATEAU)
+    before = smoothstep(-delta / xp.asarray(gap_prev, dtype=theta.dtype), PLATEAU, 1.0 - PLATEAU)
     return 1.0 - xp.where(delta >= 0, after, before)
 
 

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ..._smooth import smoothstep as _smoothstep
 from ..._types import Image, Triangles
 from .context import AU_NAMES, AppearanceContext
 
@@ -54,11 +55,6 @@ def _pixel_grid(h: int, w: int) -> Float[Array, "H W 2"]:
 
 def _luminance(rgb: Float[Array, "... 3"]) -> Float[Array, "..."]:
     return rgb @ jnp.array([0.2126, 0.7152, 0.0722], rgb.dtype)
-
-
-def _smoothstep(x):
-    x = jnp.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
 
 
 def _band(x, lo, hi, soft):
