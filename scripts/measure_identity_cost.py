@@ -14,15 +14,22 @@ FACTS.md section 7: same photo lightly perturbed ~0.08, a real smile ~0.22, anot
                    full edit puts them, the image border fixed: the expression's landmark geometry alone,
                    without the renderer (its mesh's piecewise-linear warp, the cues, the blend)
 
-and a geometric check of identity-shape leakage: the landmark offsets the warp applies (deformation and
+``--swap`` adds where in the face the landmark geometry's cost lies, with thin-plate warps of the neutral
+photo by groups of landmarks (``SWAP_GROUPS``): for every target, the edit's landmark moves with one
+group's moves taken away (the cost that group's motion adds); and for happy, ours against the same
+person's real smile, and ours with one group taken from the real smile instead (a group whose swap brings
+the distance down is where our smile departs from real ones in a way dlib sees).
+
+And a geometric check of identity-shape leakage: the landmark offsets the warp applies (deformation and
 neutralisation apart), per face region, in inter-pupil distances. Jaw contour and nose should move little
 under any target but an open jaw; large offsets there change face shape rather than expression.
 
-Prints two tables; ``--json`` also writes every number.
+Prints two tables (three with ``--swap``); ``--json`` also writes every number.
 
 usage:
     python scripts/measure_identity_cost.py --faces 12
     python scripts/measure_identity_cost.py --faces 4 --targets happy,disgusted --configs geometry,full
+    python scripts/measure_identity_cost.py --faces 48 --configs "thin plate" --targets happy --swap
 """
 
 import argparse
@@ -111,26 +118,141 @@ def _thin_plate_outputs(image, lm, targets: np.ndarray, model) -> list[np.ndarra
     return outs
 
 
+SWAP_GROUPS = {
+    "lips": ("lips",),
+    "chin and jaw": ("chin", "jaw", "face_oval"),
+    "cheeks": ("right_cheek", "left_cheek"),
+    "eyes": (
+        "right_eye_upper",
+        "right_eye_lower",
+        "left_eye_upper",
+        "left_eye_lower",
+        "right_iris",
+        "left_iris",
+    ),
+    "brows": ("right_brow", "left_brow", "forehead"),
+    "nose": ("nose",),
+}
+"""Groups of FaceMesh points for ``smile_swap_table``, by topology region; a point in no region joins the
+group of the nearest point that is in one (on the template)."""
+
+
+def landmark_groups() -> np.ndarray:
+    """i32[478]: each FaceMesh point's index into ``SWAP_GROUPS`` (every point in exactly one group)."""
+    from affectsynth.face import topology as topo
+
+    t = topo.face_topology()
+    label = np.full(len(t.template), -1)
+    for g, regions in enumerate(SWAP_GROUPS.values()):
+        for r in regions:
+            ids = t.region(r)
+            label[ids[label[ids] < 0]] = g
+    known = np.flatnonzero(label >= 0)
+    for i in np.flatnonzero(label < 0):
+        label[i] = label[known[np.argmin(np.linalg.norm(t.template[known] - t.template[i], axis=1))]]
+    return label
+
+
+def real_smile_landmarks(pid: str, lm: np.ndarray, data: Path, stable: np.ndarray):
+    """(smiling photo, its FaceMesh points (N x 2) similarity-aligned onto the neutral ones ``lm`` on
+    ``stable``), or None where the person has no smiling photo."""
+    import affectsynth as af
+
+    path = Path(data) / "smiling" / f"{pid}.jpg"
+    if not path.is_file():
+        return None
+    smiling = np.asarray(af.load_image(path), np.float32)
+    lm_s = np.asarray(af.detect_landmarks(smiling, source=str(path)))[:, :2]
+    return smiling, measure_smile.align(lm_s.astype(np.float64), lm[:, :2].astype(np.float64), stable)
+
+
+def _warp_cost(dl, image, src, rect, desc):
+    """dlib distance to ``desc`` of ``image`` thin-plate warped from landmarks ``src`` to ``dst`` (N x 2), as
+    a function of ``dst``."""
+
+    def cost(dst):
+        d, _ = dl.descriptor(_u8(thin_plate_warp(image, src, dst)), rect)
+        return float(np.linalg.norm(d - desc))
+
+    return cost
+
+
+def region_cost_table(inputs, dl, targets: dict) -> dict:
+    """{target: {"all": [...], group: [...]}}: dlib distances of the neutral photo ``thin_plate_warp``-ed by
+    the edit's landmark moves (``pipeline.edit_offsets``), and by them with one ``SWAP_GROUPS`` group's
+    moves taken away (those points held still)."""
+    import jax
+    import jax.numpy as jnp
+
+    import affectsynth as af
+    from affectsynth import pipeline as pl
+
+    model, opts, key = af.load_model(), af.SynthesisOptions(), jax.random.PRNGKey(0)
+    labels = landmark_groups()
+    out = {n: {"all": [], **{g: [] for g in SWAP_GROUPS}} for n in targets}
+    for _pid, image, lm, desc, rect in inputs:
+        src = lm[:, :2].astype(np.float64)
+        cost = _warp_cost(dl, image, src, rect, desc)
+        for n, v in targets.items():
+            _, offsets, _ = pl.edit_offsets(jnp.asarray(lm), jnp.asarray(v, jnp.float32), key, model, opts)
+            dst = np.asarray((jnp.asarray(lm) + offsets)[:, :2], np.float64)
+            out[n]["all"].append(cost(dst))
+            for g, name in enumerate(SWAP_GROUPS):
+                out[n][name].append(cost(np.where((labels == g)[:, None], src, dst)))
+    return out
+
+
+def smile_swap_table(inputs, dl, data: Path) -> dict:
+    """Our happy's landmark geometry against the same person's real smile, group by group (``--swap``):
+    {"id", "open" (the real smile shows teeth), "ours", "real", "swap": {group: [...]}} of dlib distances to
+    the neutral photo, each the neutral photo ``thin_plate_warp``-ed: by our happy's landmark moves
+    (``pipeline.edit_offsets``), by the real smile's, and by ours with one ``SWAP_GROUPS`` group of points
+    taken from the real smile."""
+    import jax
+    import jax.numpy as jnp
+
+    import affectsynth as af
+    from affectsynth import pipeline as pl
+
+    model, opts, key = af.load_model(), af.SynthesisOptions(), jax.random.PRNGKey(0)
+    stable, _ = measure_smile.stable_points()
+    labels = landmark_groups()
+    happy = jnp.asarray(ev.TARGETS["happy"], jnp.float32)
+    out = {"id": [], "open": [], "ours": [], "real": [], "swap": {g: [] for g in SWAP_GROUPS}}
+    for pid, image, lm, desc, rect in inputs:
+        smile = real_smile_landmarks(pid, lm, data, stable)
+        if smile is None:
+            continue
+        real = smile[1]
+        _, offsets, _ = pl.edit_offsets(jnp.asarray(lm), happy, key, model, opts)
+        ours = np.asarray((jnp.asarray(lm) + offsets)[:, :2], np.float64)
+        cost = _warp_cost(dl, image, lm[:, :2].astype(np.float64), rect, desc)
+
+        out["id"].append(pid)
+        out["open"].append(ev.lip_opening(real) >= ev.OPEN_SMILE)  # as eval_legibility splits them
+        out["ours"].append(cost(ours))
+        out["real"].append(cost(real))
+        for g, name in enumerate(SWAP_GROUPS):
+            out["swap"][name].append(cost(np.where((labels == g)[:, None], real, ours)))
+    return out
+
+
 def real_smile_table(inputs, dl, data: Path) -> dict:
     """What the same people's real smiles cost, {"photo": [...], "thin plate": [...]}: the smiling photo
     against the neutral one, and the neutral photo warped (``thin_plate_warp``) by the smile's own landmark
     moves (FaceMesh on both photos, the smile's similarity-aligned onto the neutral's on points an
     expression hardly moves, as ``measure_smile.py`` aligns them): how much of a real expression's cost
     is its landmark geometry. ``inputs``: ``face_inputs`` of the neutral photos, described by ``dl``."""
-    import affectsynth as af
-
     stable, _ = measure_smile.stable_points()
     out = {"photo": [], "thin plate": []}
     for pid, image, lm, desc, rect in inputs:
-        path = Path(data) / "smiling" / f"{pid}.jpg"
-        if not path.is_file():
+        smile = real_smile_landmarks(pid, lm, data, stable)
+        if smile is None:
             continue
-        smiling = np.asarray(af.load_image(path), np.float32)
+        smiling, moved = smile
         d_photo, _ = dl.descriptor(_u8(smiling))
         if d_photo is None:
             continue
-        lm_s = np.asarray(af.detect_landmarks(smiling, source=str(path)))[:, :2]
-        moved = measure_smile.align(lm_s.astype(np.float64), lm[:, :2].astype(np.float64), stable)
         d_warp, _ = dl.descriptor(_u8(thin_plate_warp(image, lm[:, :2], moved)), rect)
         out["photo"].append(float(np.linalg.norm(d_photo - desc)))
         out["thin plate"].append(float(np.linalg.norm(d_warp - desc)))
@@ -224,6 +346,7 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", default="", help="comma-separated configuration names (default: all)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--json", type=Path, help="write every number here")
+    ap.add_argument("--swap", action="store_true", help="also the costs of groups of landmarks (see above)")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     import affectsynth as af
@@ -259,6 +382,35 @@ def main(argv=None) -> int:
                 f"{np.median(real['photo']):.3f}, the neutral photo warped by the smile's landmark moves "
                 f"{np.median(real['thin plate']):.3f}"
             )
+    swap = smile_swap_table(inputs, dl, a.data) if a.swap else None
+    regions = region_cost_table(inputs, dl, targets) if a.swap else None
+    if regions:
+        print("\nthe edit's landmark moves, one group's moves taken away (thin-plate warps; median distance)")
+        print(f"{'target':<10}{'all':>8}" + "".join(f"{g[:12]:>14}" for g in SWAP_GROUPS))
+        for n, row in regions.items():
+            print(
+                f"{n:<10}{np.median(row['all']):8.3f}"
+                + "".join(f"{np.median(row[g]):14.3f}" for g in SWAP_GROUPS)
+            )
+    if swap and swap["id"]:
+        print(
+            "\nour happy's landmark moves with one group of points from the same person's real smile instead"
+        )
+        print("(thin-plate warps of the neutral photo; median dlib distance to it)")
+        kinds = {"all": np.ones(len(swap["id"]), bool), "open": np.array(swap["open"])}
+        kinds["closed"] = ~kinds["open"]
+        print(f"{'smiles':<8}{'n':>4}{'ours':>8}{'real':>8}" + "".join(f"{g[:12]:>14}" for g in SWAP_GROUPS))
+        for k, keep in kinds.items():
+            if keep.any():
+                med = [
+                    np.median(np.asarray(v)[keep])
+                    for v in (swap["ours"], swap["real"], *swap["swap"].values())
+                ]
+                print(
+                    f"{k:<8}{int(keep.sum()):>4}"
+                    + "".join(f"{m:8.3f}" for m in med[:2])
+                    + "".join(f"{m:14.3f}" for m in med[2:])
+                )
     print("\nlandmark offsets of the warp: mean |offset| per region / inter-pupil distance")
     print(f"{'offsets of':<14}" + "".join(f"{r[:9]:>10}" for r in REGIONS))
     for n, row in leak.items():
@@ -266,6 +418,7 @@ def main(argv=None) -> int:
     if a.json:
         tmp = a.json.with_suffix(".tmp")
         extra = {"real_smiles": real} if THIN_PLATE in table else {}
+        extra |= {"smile_swap": swap, "without_group": regions} if swap else {}
         tmp.write_text(json.dumps({"identity": table, "offsets": leak, **extra}, indent=1))
         tmp.replace(a.json)
     return 0

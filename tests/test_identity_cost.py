@@ -42,3 +42,18 @@ def test_points_land_where_they_are_sent_and_the_border_stays():
         np.testing.assert_allclose(out[i, j], expect, atol=0.03)
     for edge in (np.s_[0], np.s_[-1], np.s_[:, 0], np.s_[:, -1]):  # within 0.05 px of no move
         np.testing.assert_allclose(out[edge], img[edge], atol=0.006)
+
+
+def test_swap_groups_take_every_landmark_once_and_both_sides_alike():
+    """``--swap`` replaces one group of points at a time: together the groups must be all 478 points, none
+    in two, and a point's mirror twin in the same group (or a swap would move one side of the face only)."""
+    from affectsynth.face import topology as topo
+
+    mic = load_script("measure_identity_cost")
+    labels = mic.landmark_groups()
+    t = topo.face_topology()
+    assert labels.shape == (len(t.template),)
+    assert set(np.unique(labels)) == set(range(len(mic.SWAP_GROUPS)))
+    np.testing.assert_array_equal(labels[t.mirror], labels)
+    lips = list(mic.SWAP_GROUPS).index("lips")
+    assert np.all(labels[t.region("lips")] == lips) and np.all(labels[t.region("nose")] != lips)
