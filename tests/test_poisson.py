@@ -376,3 +376,23 @@ def test_rejects_unknown_preconditioner():
         P.solve_poisson(
             jnp.zeros((4, 3)), jnp.zeros((3, 4)), jnp.zeros((4, 4)), jnp.zeros((4, 4)), preconditioner="ilu"
         )
+
+
+def test_a_loop_of_eager_solves_compiles_once():
+    """Called outside any jit, problem after problem of one size, the solver compiles once; its CG loop over
+    fresh closures used to compile again on every call (0.7 s, memory never freed)."""
+    rng = np.random.default_rng(5)
+    n = 24
+    mask = _disc(n, 12, 12, 8.0)
+
+    def solve():
+        gx, gy = rng.normal(size=(n, n - 1)), rng.normal(size=(n - 1, n))
+        return P.solve_poisson(
+            jnp.asarray(gx, jnp.float32), jnp.asarray(gy, jnp.float32), jnp.zeros((n, n)), mask
+        )
+
+    solve()
+    compiled = P.solve_poisson._cache_size()
+    for _ in range(3):
+        assert np.asarray(solve().residual) <= 1e-5
+    assert P.solve_poisson._cache_size() == compiled

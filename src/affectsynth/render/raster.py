@@ -36,6 +36,7 @@ the viewer), which in pixel coordinates (``y`` down) means a *negative* signed a
 area (clockwise as seen on screen), i.e. those facing away from the camera; the frontal face is kept.
 """
 
+import functools
 import math
 
 import equinox as eqx
@@ -138,8 +139,12 @@ def _setup(vertices, triangles, height: int, width: int, window: int, cull_backf
     return _Setup(table=table, box=box, count=count)
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
 def _raster_ids(vertices, triangles, height: int, width: int, window: int, capacity: int, cull: bool):
-    """Visible triangle id per pixel (flat, ``_NO_TRIANGLE`` where none) by windowed z-buffering."""
+    """Visible triangle id per pixel (flat, ``_NO_TRIANGLE`` where none) by windowed z-buffering.
+
+    Compiled as a whole: ``rasterize`` called outside any ``jit`` compiled the ``while_loop`` over its
+    fresh ``body`` closure again on every call (0.3 s and ~75 memory maps never given back)."""
     setup = _setup(vertices, triangles, height, width, window, cull)
     ends = jnp.cumsum(setup.count)
     total = ends[-1]
