@@ -100,22 +100,30 @@ def thin_plate_warp(image: np.ndarray, src_xy: np.ndarray, dst_xy: np.ndarray, s
     )
 
 
-def _thin_plate_outputs(image, lm, targets: np.ndarray, model) -> list[np.ndarray]:
-    """``thin_plate_warp`` of ``image`` by the full edit's landmark offsets (``pipeline.edit_offsets``, the
-    default options) at each target."""
+def edited_landmarks(model):
+    """``(landmarks f32[N, 3], target (v, a)) -> f64[N, 2]``: where the full edit (``pipeline.edit_offsets``,
+    the default options) puts each landmark, in the photo's pixels."""
     import jax
     import jax.numpy as jnp
 
     import affectsynth as af
     from affectsynth import pipeline as pl
 
-    lm = jnp.asarray(lm, jnp.float32)
     opts, key = af.SynthesisOptions(), jax.random.PRNGKey(0)
-    outs = []
-    for tv in targets:
-        _, offsets, _ = pl.edit_offsets(lm, jnp.asarray(tv), key, model, opts)
-        outs.append(thin_plate_warp(image, np.asarray(lm[:, :2]), np.asarray((lm + offsets)[:, :2])))
-    return outs
+
+    def edited(lm, target):
+        lm = jnp.asarray(lm, jnp.float32)
+        _, offsets, _ = pl.edit_offsets(lm, jnp.asarray(target, jnp.float32), key, model, opts)
+        return np.asarray((lm + offsets)[:, :2], np.float64)
+
+    return edited
+
+
+def _thin_plate_outputs(image, lm, targets: np.ndarray, model) -> list[np.ndarray]:
+    """``thin_plate_warp`` of ``image`` by the full edit's landmark moves (``edited_landmarks``) at each
+    target."""
+    edited = edited_landmarks(model)
+    return [thin_plate_warp(image, lm[:, :2], edited(lm, tv)) for tv in targets]
 
 
 SWAP_GROUPS = {
@@ -179,23 +187,18 @@ def _warp_cost(dl, image, src, rect, desc):
 
 def region_cost_table(inputs, dl, targets: dict) -> dict:
     """{target: {"all": [...], group: [...]}}: dlib distances of the neutral photo ``thin_plate_warp``-ed by
-    the edit's landmark moves (``pipeline.edit_offsets``), and by them with one ``SWAP_GROUPS`` group's
-    moves taken away (those points held still)."""
-    import jax
-    import jax.numpy as jnp
-
+    the edit's landmark moves (``edited_landmarks``), and by them with one ``SWAP_GROUPS`` group's moves
+    taken away (those points held still)."""
     import affectsynth as af
-    from affectsynth import pipeline as pl
 
-    model, opts, key = af.load_model(), af.SynthesisOptions(), jax.random.PRNGKey(0)
+    edited = edited_landmarks(af.load_model())
     labels = landmark_groups()
     out = {n: {"all": [], **{g: [] for g in SWAP_GROUPS}} for n in targets}
     for _pid, image, lm, desc, rect in inputs:
         src = lm[:, :2].astype(np.float64)
         cost = _warp_cost(dl, image, src, rect, desc)
         for n, v in targets.items():
-            _, offsets, _ = pl.edit_offsets(jnp.asarray(lm), jnp.asarray(v, jnp.float32), key, model, opts)
-            dst = np.asarray((jnp.asarray(lm) + offsets)[:, :2], np.float64)
+            dst = edited(lm, v)
             out[n]["all"].append(cost(dst))
             for g, name in enumerate(SWAP_GROUPS):
                 out[n][name].append(cost(np.where((labels == g)[:, None], src, dst)))
@@ -206,26 +209,20 @@ def smile_swap_table(inputs, dl, data: Path) -> dict:
     """Our happy's landmark geometry against the same person's real smile, group by group (``--swap``):
     {"id", "open" (the real smile shows teeth), "ours", "real", "swap": {group: [...]}} of dlib distances to
     the neutral photo, each the neutral photo ``thin_plate_warp``-ed: by our happy's landmark moves
-    (``pipeline.edit_offsets``), by the real smile's, and by ours with one ``SWAP_GROUPS`` group of points
-    taken from the real smile."""
-    import jax
-    import jax.numpy as jnp
-
+    (``edited_landmarks``), by the real smile's, and by ours with one ``SWAP_GROUPS`` group of points taken
+    from the real smile."""
     import affectsynth as af
-    from affectsynth import pipeline as pl
 
-    model, opts, key = af.load_model(), af.SynthesisOptions(), jax.random.PRNGKey(0)
+    edited = edited_landmarks(af.load_model())
     stable, _ = measure_smile.stable_points()
     labels = landmark_groups()
-    happy = jnp.asarray(ev.TARGETS["happy"], jnp.float32)
     out = {"id": [], "open": [], "ours": [], "real": [], "swap": {g: [] for g in SWAP_GROUPS}}
     for pid, image, lm, desc, rect in inputs:
         smile = real_smile_landmarks(pid, lm, data, stable)
         if smile is None:
             continue
         real = smile[1]
-        _, offsets, _ = pl.edit_offsets(jnp.asarray(lm), happy, key, model, opts)
-        ours = np.asarray((jnp.asarray(lm) + offsets)[:, :2], np.float64)
+        ours = edited(lm, ev.TARGETS["happy"])
         cost = _warp_cost(dl, image, lm[:, :2].astype(np.float64), rect, desc)
 
         out["id"].append(pid)
