@@ -20,6 +20,10 @@ group's moves taken away (the cost that group's motion adds); and for happy, our
 person's real smile, and ours with one group taken from the real smile instead (a group whose swap brings
 the distance down is where our smile departs from real ones in a way dlib sees).
 
+``--mean-smile`` asks whether our smile's *pattern* costs more than a real one's: the mean of the other
+people's open real smiles, carried onto each face in its own frame, as it is and scaled to our smile's
+size, against ours (thin-plate warps), with the size of the moves per group of points.
+
 And a geometric check of identity-shape leakage: the landmark offsets the warp applies (deformation and
 neutralisation apart), per face region, in inter-pupil distances. Jaw contour and nose should move little
 under any target but an open jaw; large offsets there change face shape rather than expression.
@@ -30,6 +34,7 @@ usage:
     python scripts/measure_identity_cost.py --faces 12
     python scripts/measure_identity_cost.py --faces 4 --targets happy,disgusted --configs geometry,full
     python scripts/measure_identity_cost.py --faces 48 --configs "thin plate" --targets happy --swap
+    python scripts/measure_identity_cost.py --faces 48 --configs "thin plate" --targets happy --mean-smile
 """
 
 import argparse
@@ -234,6 +239,78 @@ def smile_swap_table(inputs, dl, data: Path) -> dict:
     return out
 
 
+def face_frame(points: np.ndarray) -> tuple[float, np.ndarray]:
+    """(inter-pupil distance, rotation f64[2, 2] from the face's frame to the photo's) of FaceMesh points
+    (N x 2, pixels): the frame's x runs along the line through the pupils (468, 473)."""
+    a, b = np.asarray(points[468], np.float64), np.asarray(points[473], np.float64)
+    iod = float(np.linalg.norm(b - a))
+    c, s = (b - a) / iod
+    return iod, np.array([[c, -s], [s, c]])
+
+
+def mean_smile_table(inputs, dl, data: Path) -> dict:
+    """Is our happy's landmark pattern costlier than a typical real smile of the same size? (``--mean-smile``)
+
+    Each person's landmark moves (ours at happy, ``edited_landmarks``; their real smile's, aligned as
+    ``real_smile_landmarks`` aligns them) are put in their face's frame (``face_frame``: rotated to the
+    pupils' line, in inter-pupil distances). The mean of the *other* people's open real smiles is then
+    carried back onto each person, as it is and scaled to the size of our smile on that person (the
+    norm over all points), and every version warps the neutral photo (``thin_plate_warp``) for dlib.
+    Returns {"id", "open", "size ratio", "cost": {version: [...]}, "rms": {group: {...}}}: the costs,
+    and the root-mean-square move per ``SWAP_GROUPS`` group (inter-pupil distances; the median over
+    the open smilers of ours and of their real smiles, and the mean open smile's own)."""
+    import affectsynth as af
+
+    edited = edited_landmarks(af.load_model())
+    stable, _ = measure_smile.stable_points()
+    people = []
+    for pid, image, lm, desc, rect in inputs:
+        smile = real_smile_landmarks(pid, lm, data, stable)
+        if smile is None:
+            continue
+        src = lm[:, :2].astype(np.float64)
+        iod, rot = face_frame(src)
+        people.append(
+            {
+                "id": pid,
+                "cost": _warp_cost(dl, image, src, rect, desc),
+                "back": lambda d, src=src, iod=iod, rot=rot: src + iod * d @ rot.T,
+                "open": bool(ev.lip_opening(smile[1]) >= ev.OPEN_SMILE),
+                "real": (smile[1] - src) @ rot / iod,
+                "ours": (edited(lm, ev.TARGETS["happy"]) - src) @ rot / iod,
+            }
+        )
+    versions = ("ours", "real", "mean open smile", "mean open smile, our size")
+    out = {"id": [], "open": [], "size ratio": [], "cost": {v: [] for v in versions}}
+    for p in people:
+        others = [q["real"] for q in people if q["open"] and q is not p]
+        if not others:
+            continue
+        mean = np.mean(others, axis=0)
+        ratio = float(np.linalg.norm(p["ours"]) / np.linalg.norm(mean))
+        moves = (p["ours"], p["real"], mean, ratio * mean)
+        out["id"].append(p["id"])
+        out["open"].append(p["open"])
+        out["size ratio"].append(ratio)
+        for v, d in zip(versions, moves, strict=True):
+            out["cost"][v].append(p["cost"](p["back"](d)))
+    opened = [p for p in people if p["open"]]
+    labels = landmark_groups()
+    out["rms"] = {}
+    for g, name in enumerate(SWAP_GROUPS):
+        sel = labels == g
+
+        def rms(d, sel=sel):
+            return float(np.sqrt(np.mean(np.sum(d[sel] ** 2, axis=-1))))
+
+        out["rms"][name] = {
+            "ours": float(np.median([rms(p["ours"]) for p in opened])) if opened else None,
+            "real": float(np.median([rms(p["real"]) for p in opened])) if opened else None,
+            "mean open smile": rms(np.mean([p["real"] for p in opened], axis=0)) if opened else None,
+        }
+    return out
+
+
 def real_smile_table(inputs, dl, data: Path) -> dict:
     """What the same people's real smiles cost, {"photo": [...], "thin plate": [...]}: the smiling photo
     against the neutral one, and the neutral photo warped (``thin_plate_warp``) by the smile's own landmark
@@ -344,6 +421,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--json", type=Path, help="write every number here")
     ap.add_argument("--swap", action="store_true", help="also the costs of groups of landmarks (see above)")
+    ap.add_argument(
+        "--mean-smile", action="store_true", help="also our smile against the mean real smile (see above)"
+    )
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     import affectsynth as af
@@ -408,6 +488,24 @@ def main(argv=None) -> int:
                     + "".join(f"{m:8.3f}" for m in med[:2])
                     + "".join(f"{m:14.3f}" for m in med[2:])
                 )
+    mean_smile = mean_smile_table(inputs, dl, a.data) if a.mean_smile else None
+    if mean_smile and mean_smile["id"]:
+        print("\nour happy against the mean of the other people's open real smiles, carried onto each face")
+        print("(thin-plate warps of the neutral photo; median dlib distance to it)")
+        kinds = {"all": np.ones(len(mean_smile["id"]), bool), "open": np.array(mean_smile["open"])}
+        kinds["closed"] = ~kinds["open"]
+        head = "".join(f"{v[:26]:>28}" for v in mean_smile["cost"])
+        print(f"{'smiles':<8}{'n':>4}{head}{'size ratio':>12}")
+        for k, keep in kinds.items():
+            if keep.any():
+                costs = mean_smile["cost"].values()
+                cells = "".join(f"{np.median(np.asarray(c)[keep]):28.3f}" for c in costs)
+                ratio = np.median(np.asarray(mean_smile["size ratio"])[keep])
+                print(f"{k:<8}{int(keep.sum()):>4}{cells}{ratio:12.2f}")
+        print("root-mean-square landmark move per group, inter-pupil distances (open smilers)")
+        print(f"{'group':<14}{'ours':>8}{'real':>8}{'mean real':>11}")
+        for g, row in mean_smile["rms"].items():
+            print(f"{g:<14}" + "".join(f"{row[v]:{w}.4f}" for v, w in zip(row, (8, 8, 11), strict=True)))
     print("\nlandmark offsets of the warp: mean |offset| per region / inter-pupil distance")
     print(f"{'offsets of':<14}" + "".join(f"{r[:9]:>10}" for r in REGIONS))
     for n, row in leak.items():
@@ -416,6 +514,7 @@ def main(argv=None) -> int:
         tmp = a.json.with_suffix(".tmp")
         extra = {"real_smiles": real} if THIN_PLATE in table else {}
         extra |= {"smile_swap": swap, "without_group": regions} if swap else {}
+        extra |= {"mean_smile": mean_smile} if mean_smile else {}
         tmp.write_text(json.dumps({"identity": table, "offsets": leak, **extra}, indent=1))
         tmp.replace(a.json)
     return 0

@@ -57,3 +57,23 @@ def test_swap_groups_take_every_landmark_once_and_both_sides_alike():
     np.testing.assert_array_equal(labels[t.mirror], labels)
     lips = list(mic.SWAP_GROUPS).index("lips")
     assert np.all(labels[t.region("lips")] == lips) and np.all(labels[t.region("nose")] != lips)
+
+
+def test_face_frame_undoes_the_photos_rotation_and_scale():
+    """``face_frame``: a face turned by 30 degrees and scaled 3x in the photo gives the same moves, in its
+    frame and inter-pupil distances, as the upright face, and carrying them back gives the photo's moves."""
+    frame = load_script("measure_identity_cost").face_frame
+    rng = np.random.default_rng(1)
+    upright = rng.uniform(-1.0, 1.0, (478, 2))
+    upright[468], upright[473] = (-0.5, 0.0), (0.5, 0.0)
+    moves = 0.05 * rng.normal(size=(478, 2))
+    t = np.deg2rad(30.0)
+    turn = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    photo = 3.0 * upright @ turn.T + (200.0, 150.0)
+    photo_moves = 3.0 * moves @ turn.T
+    iod, rot = frame(photo)
+    assert abs(iod - 3.0) < 1e-9
+    np.testing.assert_allclose(rot, turn, atol=1e-12)
+    in_frame = photo_moves @ rot / iod
+    np.testing.assert_allclose(in_frame, moves, atol=1e-12)
+    np.testing.assert_allclose(iod * in_frame @ rot.T, photo_moves, atol=1e-12)

@@ -7,6 +7,7 @@ Skips cleanly without ``../shared`` (photos, FER critic) or onnxruntime. The flo
 expressions improve.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -256,3 +257,61 @@ def test_compare_runs_jitters_the_critics_box_and_pairs_faces(tmp_path):
     assert abs(mean) < 1e-12 and lo < 0 < hi
     mean, lo, hi = cr.paired_interval(noise + 0.03)
     assert lo > 0
+
+
+def _sweep_result(strength: float, hits: dict, ident: float | None, over: int = 0) -> dict:
+    """A minimal ``eval_legibility`` result at one strength, as ``scripts/sweep_strength.py`` reads it."""
+    targets = {t: {"hit": h} for t, h in hits.items()}
+    identity = {"available": False}
+    if ident is not None:
+        identity = {
+            "available": True,
+            "median": ident,
+            "max": 0.4 + over,
+            "n_over": over,
+            "median_per_target": {"happy": ident},
+            "real_smiles_median": 0.22,
+        }
+    return {
+        "config": {"strength": strength, "faces": 2},
+        "scores": {
+            "targets": targets,
+            "macro_hit": float(np.mean(list(hits.values()))),
+            "valence_ccc": 0.7,
+            "real_smiles_happy": 0.5,
+        },
+        "identity": identity,
+    }
+
+
+def test_strength_sweep_states_each_goal_and_reuses_only_matching_runs(tmp_path):
+    """``sweep_strength``: the goals read from one strength's figures (the weakest classed target other
+    than happy and neutral decides "others"; identity goals are unknown without dlib), the table says when
+    no strength meets them all, and a stored run is reused only at its own strength and face count."""
+    sw = load_script("sweep_strength")
+    names = ("neutral", "happy", "excited", "surprised", "afraid", "angry", "disgusted", "sad")
+    good = dict.fromkeys(names, 0.9)
+    row = sw.summarise(_sweep_result(1.0, good, 0.2))
+    assert all(sw.goals_met(row).values())
+    weak_sad = sw.summarise(_sweep_result(1.0, {**good, "sad": 0.35}, 0.2))
+    assert weak_sad["others_min"] == 0.35
+    assert sw.goals_met(weak_sad)["others_min"] is False
+    assert sw.goals_met(weak_sad)["macro"] is True
+    far = sw.goals_met(sw.summarise(_sweep_result(1.0, good, 0.26, over=1)))
+    assert far["identity_median"] is False and far["identity_over"] is False
+    blind = sw.goals_met(sw.summarise(_sweep_result(1.0, good, None)))
+    assert blind["identity_median"] is None and blind["happy"] is True
+    assert "every goal holds at strength 1" in sw.table([row])
+    assert "no strength in the sweep meets every goal" in sw.table([weak_sad])
+
+    folder = sw.run_dir(tmp_path, 0.8)
+    folder.mkdir(parents=True)
+    (folder / "legibility.json").write_text(json.dumps(_sweep_result(0.8, good, 0.2)))
+    assert sw.load_run(tmp_path, 0.8, 2)["config"]["strength"] == 0.8
+    assert sw.load_run(tmp_path, 0.8, 3) is None  # other faces
+    assert sw.load_run(tmp_path, 1.0, 2) is None  # nothing stored at 1.0
+    (sw.run_dir(tmp_path, 1.0)).mkdir()
+    (sw.run_dir(tmp_path, 1.0) / "legibility.json").write_text(json.dumps(_sweep_result(0.8, good, 0.2)))
+    assert sw.load_run(tmp_path, 1.0, 2) is None  # a run made at another strength
+    png = sw.chart([row, sw.summarise(_sweep_result(0.6, good, 0.15))], tmp_path / "sweep.png")
+    assert png.stat().st_size > 0
