@@ -7,7 +7,9 @@ input: median <= 0.25, none >= 0.6). ``SynthesisOptions.strength`` scales the wh
 deformation and the appearance cues), so running ``scripts/eval_legibility.py`` at several strengths
 traces what one goal costs in the other: a table of which goals hold at each strength, ``<out>/sweep.json``
 and a chart ``<out>/strength_sweep.png`` (hit rates against strength, and against the median identity
-distance, with the goals and the same people's real smiles marked).
+distance, with the goals and the same people's real smiles marked). Where a strength's folder also holds
+``second_classifier.json`` (``scripts/eval_second_classifier.py --out <out>/strength_<s>``), the second
+classifier's hit rates join the table and its macro the chart.
 
 Each strength's run lives in ``<out>/strength_<s>/`` (the images, ``legibility.json``, the contact sheet);
 ``--reuse`` loads a run already there instead of synthesising it again (a run is reused only when its
@@ -52,8 +54,10 @@ def run_dir(out: Path, strength: float) -> Path:
     return Path(out) / f"strength_{strength:g}"
 
 
-def summarise(res: dict) -> dict:
-    """One strength's ``eval_legibility`` result -> the figures the goals are stated in."""
+def summarise(res: dict, second: dict | None = None) -> dict:
+    """One strength's ``eval_legibility`` result -> the figures the goals are stated in; with ``second`` (that
+    run's ``second_classifier.json``, from ``scripts/eval_second_classifier.py``) also the second
+    classifier's hit rates and macro."""
     targets = res["scores"]["targets"]
     hits = {t: targets[t]["hit"] for t in CLASSED}
     ident = res.get("identity", {})
@@ -73,6 +77,12 @@ def summarise(res: dict) -> dict:
         "identity_per_target": dict(ident.get("median_per_target", {})) if have else {},
         "real_smiles_happy": res["scores"].get("real_smiles_happy"),
         "real_smiles_identity": ident.get("real_smiles_median") if have else None,
+        "second": None
+        if second is None
+        else {
+            "hits": {t: second["scores"]["targets"][t]["hit"] for t in CLASSED},
+            "macro": float(second["scores"]["macro_hit"]),
+        },
     }
 
 
@@ -130,6 +140,13 @@ def table(rows: list[dict]) -> str:
             + f"{r['macro']:>8.3f}{r['valence_ccc']:>7.3f}{_f(r['identity_median']):>8}"
             f"{_f(r['identity_max']):>8}{_f(r['identity_over'], 'd'):>6}  {marks}"
         )
+    if any(r.get("second") for r in rows):
+        lines.append("second classifier (scripts/eval_second_classifier.py), where the run has its reading:")
+        for r in rows:
+            if r.get("second"):
+                hits = r["second"]["hits"]
+                cells = "".join(f"{_f(hits[t]):>10}" for t in CLASSED)
+                lines.append(f"{r['strength']:>8g}{cells}{r['second']['macro']:>8.3f}")
     both = [r["strength"] for r in rows if all(goals_met(r).values())]
     lines.append(
         "every goal holds at strength " + ", ".join(f"{s:g}" for s in both)
@@ -168,6 +185,9 @@ def chart(rows: list[dict], path: Path) -> Path:
             b.plot(ident, ys, style, lw=1.5, label=key)
             for x, y, st in zip(ident, ys, s, strict=True):
                 b.annotate(f"{st:g}", (x, y), textcoords="offset points", xytext=(4, -9), fontsize=7)
+        seconds = [(x, r["second"]["macro"]) for x, r in zip(ident, rows, strict=True) if r.get("second")]
+        if seconds:
+            b.plot(*zip(*seconds, strict=True), "k--s", lw=1, mfc="none", label="macro, second classifier")
         real = rows[-1]
         if real.get("real_smiles_identity") is not None and real.get("real_smiles_happy") is not None:
             b.plot(
@@ -182,7 +202,7 @@ def chart(rows: list[dict], path: Path) -> Path:
         for y in (0.6, 0.8, 0.4):
             b.axhline(y, color="grey", ls="--", lw=0.7)
         b.set_xlabel("median dlib distance, output vs input (lower keeps the person)")
-        b.set_ylabel("critic hit rate")
+        b.set_ylabel("hit rate (the critic's, unless marked)")
         b.set_ylim(0, 1.02)
         b.legend(fontsize=7)
         b.set_title("what legibility costs in identity (labels: strength)")
@@ -223,7 +243,8 @@ def main(argv=None) -> int:
         print(f"[{k + 1}/{len(set(a.strengths))}] strength {strength:g}: {'reused' if res else 'running'}")
         if res is None:
             res = run(a.out, strength, faces=a.faces, data=a.data, progress=not a.no_progress)
-        rows.append(summarise(res))
+        second = run_dir(a.out, strength) / "second_classifier.json"
+        rows.append(summarise(res, json.loads(second.read_text()) if second.is_file() else None))
     print(table(rows))
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "sweep.json"

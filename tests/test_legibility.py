@@ -313,5 +313,10 @@ def test_strength_sweep_states_each_goal_and_reuses_only_matching_runs(tmp_path)
     (sw.run_dir(tmp_path, 1.0)).mkdir()
     (sw.run_dir(tmp_path, 1.0) / "legibility.json").write_text(json.dumps(_sweep_result(0.8, good, 0.2)))
     assert sw.load_run(tmp_path, 1.0, 2) is None  # a run made at another strength
-    png = sw.chart([row, sw.summarise(_sweep_result(0.6, good, 0.15))], tmp_path / "sweep.png")
+    second = {"scores": {"targets": {t: {"hit": 0.5} for t in names}, "macro_hit": 0.5}}
+    both = sw.summarise(_sweep_result(0.6, good, 0.15), second)
+    assert both["second"]["macro"] == 0.5 and both["second"]["hits"]["sad"] == 0.5
+    assert row["second"] is None
+    assert "second classifier" in sw.table([row, both]) and "second classifier" not in sw.table([row])
+    png = sw.chart([row, both], tmp_path / "sweep.png")
     assert png.stat().st_size > 0
