@@ -628,6 +628,29 @@ def test_smile_widens_the_mouth_and_the_cheeks_as_far_as_ict(fields, ict_dir):
         assert np.all(real > 0.0) and np.all(out >= share * real), (ids, out, real)
 
 
+def test_smile_lifts_the_skin_below_the_corners_without_dragging_it_out(fields, ict_dir):
+    """Under the lip corners (8-30 mm below them, 0.5-1.4 corner widths from the midline) AU12 lifts the
+    skin as ICT's mouthSmile does but drags it out and back no further (mean |x|, |z| within 1.25x of
+    ICT's, |y| at least 0.8x). Dragged along with the corner (1.73x out, 1.51x back), the lateral chin went
+    out with the mouth and the lower face widened: on the London faces our happy moved the chin and jaw
+    landmarks 1.4x as far as the same people's real open smiles move theirs (1.07x with the taper;
+    ``measure_identity_cost.py --mean-smile``)."""
+    x = T.astype(np.float64)
+    corner = L_CORNER
+    xc, cy = x[corner, 0], x[corner, 1]
+    lips = np.concatenate(
+        [R[r] for r in ("lips_outer_upper", "lips_outer_lower", "lips_inner_upper", "lips_inner_lower")]
+    )
+    ids = np.arange(NUM_MESH_POINTS)
+    ax, depth = np.abs(x[ids, 0]), cy - x[ids, 1]
+    ids = ids[(ax > 0.5 * xc) & (ax < 1.4 * xc) & (depth > 8.0) & (depth < 30.0) & ~np.isin(ids, lips)]
+    assert len(ids) >= 8
+    ours = np.abs(fields["AU12"][ids]).mean(0)
+    ref = np.abs(_ict_npz_fields(ict_dir)["AU12"][ids]).mean(0)
+    assert ours[0] <= 1.25 * ref[0] and ours[2] <= 1.25 * ref[2], (ours, ref)
+    assert ours[1] >= 0.8 * ref[1], (ours, ref)
+
+
 def test_smile_lifts_the_lips_borders_with_their_inner_contours(fields, ict_dir):
     """AU12 lifts the upper and lower lips' vermilion borders at the midline (FaceMesh 0, 17) at least 3/4 as
     far as ICT's mouthSmile does and 7/10 as far as their own inner contours (13, 14): the lips rise as a

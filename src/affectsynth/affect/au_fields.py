@@ -460,8 +460,13 @@ AU_SPECS: dict[str, _Spec] = {
 are set against ICT-FaceKit's scanned shapes (FACTS.md 9; ``test_fields_at_real_magnitudes``)."""
 
 
+SMILE_BELOW_TAPER = (0.55, 0.1, 0.4)
+"""How much of AU12's pull (x out, y up, z back) the skin loses from 4 to 20 mm below the lip corners
+(``_fades``): ICT-FaceKit's mouthSmile there moves (3.5, 8.3, -5.0) mm against its corner's (7, 9.4, -7)."""
+
+
 def _fades(g: _Geometry) -> dict[str, np.ndarray]:
-    """Smooth multipliers f[V, 1] applied after the interpolation."""
+    """Smooth multipliers f[V, 1] (or f[V, 3], per axis) applied after the interpolation."""
     x = g.x
     ou = g.t.region("lips_outer_upper")
     xc, corner_y, tip_y = np.abs(x[ou, 0]).max(), x[ou[-1], 1], x[4, 1]
@@ -477,12 +482,18 @@ def _fades(g: _Geometry) -> dict[str, np.ndarray]:
     # ~0.7x the corner; an untapered pull lifted the jaw-line skin as much as the corner itself)
     beyond = _smoothstep((np.abs(x[:, 0]) - xc - 8.0 * g.s) / (14.0 * g.s))
     smile = midline * (1.0 - 0.25 * beyond * (1.0 - above))
+    # below the corners the pull lifts the skin but drags it out and back less (``SMILE_BELOW_TAPER``): with
+    # the corner's whole vector the lateral chin went out 1.7x as far as ICT's and the lower face widened (on
+    # 48 London faces, the critic's jittered P(happy) +0.034, identity at happy -0.002, both intervals
+    # excluding 0; scripts/compare_runs.py, measure_identity_cost.py --mean-smile)
+    below = _smoothstep((corner_y - x[:, 1] - 4.0 * g.s) / (16.0 * g.s))
+    smile = smile[:, None] * (1.0 - below[:, None] * np.array(SMILE_BELOW_TAPER))
     # the cheek raiser lifts malar skin above the nasolabial fold; at the mouth corner's level and below it
     # moves it about half as much (ICT cheekSquint; untapered, the jaw-line skin rose as much as the malar)
     cheek = 0.45 + 0.55 * _smoothstep((x[:, 1] - corner_y) / max(tip_y - corner_y, 1e-6))
     return {
         "under_nose": under_nose[:, None],
-        "smile_midline": smile[:, None],
+        "smile_midline": smile,
         "above_fold": cheek[:, None],
         "pressed_upper_lip": (under_nose * _upper_lip_press(g))[:, None],
     }
