@@ -110,8 +110,10 @@ def load_run(out: Path, strength: float, faces: int | None) -> dict | None:
 
 
 def run(out: Path, strength: float, *, faces: int | None, data: Path, progress: bool) -> dict:
-    """``eval_legibility.evaluate`` at ``strength`` into its own folder, its JSON written whole."""
+    """``eval_legibility.evaluate`` at ``strength`` into its own folder, its JSON written whole (a second
+    classifier's reading of the images it replaces is removed)."""
     folder = run_dir(out, strength)
+    (folder / "second_classifier.json").unlink(missing_ok=True)
     res = ev.evaluate(folder, data=data, faces=faces, strength=strength, progress=progress)
     res.pop("_synthesis", None)
     path = folder / "legibility.json"
@@ -236,7 +238,8 @@ def main(argv=None) -> int:
     except (ImportError, FileNotFoundError) as e:
         print(f"skipped: the FER critic is not usable ({type(e).__name__}: {e})")
         return 0
-    faces = a.faces or len(ev.find_photos(a.data))
+    available = len(ev.find_photos(a.data))
+    faces = min(a.faces, available) if a.faces else available
     rows = []
     for k, strength in enumerate(sorted(set(a.strengths))):
         res = load_run(a.out, strength, faces) if a.reuse else None
