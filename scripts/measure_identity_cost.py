@@ -179,6 +179,25 @@ def real_smile_landmarks(pid: str, lm: np.ndarray, data: Path, stable: np.ndarra
     return smiling, measure_smile.align(lm_s.astype(np.float64), lm[:, :2].astype(np.float64), stable)
 
 
+def real_smiles(inputs, data: Path) -> dict:
+    """{id: ``real_smile_landmarks``} of each input whose person has a smiling photo, detected once for
+    every table that compares with the real smiles (``inputs``: ``face_inputs``)."""
+    stable, _ = measure_smile.stable_points()
+    out = {}
+    for pid, _image, lm, _desc, _rect in inputs:
+        smile = real_smile_landmarks(pid, lm, data, stable)
+        if smile is not None:
+            out[pid] = smile
+    return out
+
+
+def smile_kinds(opened) -> dict[str, np.ndarray]:
+    """{"all", "open", "closed"}: masks over people by whether their real smile shows teeth, as the tables
+    report them."""
+    opened = np.asarray(opened, bool)
+    return {"all": np.ones(len(opened), bool), "open": opened, "closed": ~opened}
+
+
 def _warp_cost(dl, image, src, rect, desc):
     """dlib distance to ``desc`` of ``image`` thin-plate warped from landmarks ``src`` to ``dst`` (N x 2), as
     a function of ``dst``."""
@@ -210,23 +229,21 @@ def region_cost_table(inputs, dl, targets: dict) -> dict:
     return out
 
 
-def smile_swap_table(inputs, dl, data: Path) -> dict:
+def smile_swap_table(inputs, dl, smiles: dict) -> dict:
     """Our happy's landmark geometry against the same person's real smile, group by group (``--swap``):
     {"id", "open" (the real smile shows teeth), "ours", "real", "swap": {group: [...]}} of dlib distances to
     the neutral photo, each the neutral photo ``thin_plate_warp``-ed: by our happy's landmark moves
     (``edited_landmarks``), by the real smile's, and by ours with one ``SWAP_GROUPS`` group of points taken
-    from the real smile."""
+    from the real smile (``smiles``: ``real_smiles``)."""
     import affectsynth as af
 
     edited = edited_landmarks(af.load_model())
-    stable, _ = measure_smile.stable_points()
     labels = landmark_groups()
     out = {"id": [], "open": [], "ours": [], "real": [], "swap": {g: [] for g in SWAP_GROUPS}}
     for pid, image, lm, desc, rect in inputs:
-        smile = real_smile_landmarks(pid, lm, data, stable)
-        if smile is None:
+        if pid not in smiles:
             continue
-        real = smile[1]
+        real = smiles[pid][1]
         ours = edited(lm, ev.TARGETS["happy"])
         cost = _warp_cost(dl, image, lm[:, :2].astype(np.float64), rect, desc)
 
@@ -248,7 +265,7 @@ def face_frame(points: np.ndarray) -> tuple[float, np.ndarray]:
     return iod, np.array([[c, -s], [s, c]])
 
 
-def mean_smile_table(inputs, dl, data: Path) -> dict:
+def mean_smile_table(inputs, dl, smiles: dict) -> dict:
     """Is our happy's landmark pattern costlier than a typical real smile of the same size? (``--mean-smile``)
 
     Each person's landmark moves (ours at happy, ``edited_landmarks``; their real smile's, aligned as
@@ -258,14 +275,14 @@ def mean_smile_table(inputs, dl, data: Path) -> dict:
     norm over all points), and every version warps the neutral photo (``thin_plate_warp``) for dlib.
     Returns {"id", "open", "size ratio", "cost": {version: [...]}, "rms": {group: {...}}}: the costs,
     and the root-mean-square move per ``SWAP_GROUPS`` group (inter-pupil distances; the median over
-    the open smilers of ours and of their real smiles, and the mean open smile's own)."""
+    the open smilers of ours and of their real smiles, and the mean open smile's own). ``smiles``:
+    ``real_smiles``."""
     import affectsynth as af
 
     edited = edited_landmarks(af.load_model())
-    stable, _ = measure_smile.stable_points()
     people = []
     for pid, image, lm, desc, rect in inputs:
-        smile = real_smile_landmarks(pid, lm, data, stable)
+        smile = smiles.get(pid)
         if smile is None:
             continue
         src = lm[:, :2].astype(np.float64)
@@ -311,19 +328,18 @@ def mean_smile_table(inputs, dl, data: Path) -> dict:
     return out
 
 
-def real_smile_table(inputs, dl, data: Path) -> dict:
+def real_smile_table(inputs, dl, smiles: dict) -> dict:
     """What the same people's real smiles cost, {"photo": [...], "thin plate": [...]}: the smiling photo
     against the neutral one, and the neutral photo warped (``thin_plate_warp``) by the smile's own landmark
     moves (FaceMesh on both photos, the smile's similarity-aligned onto the neutral's on points an
     expression hardly moves, as ``measure_smile.py`` aligns them): how much of a real expression's cost
-    is its landmark geometry. ``inputs``: ``face_inputs`` of the neutral photos, described by ``dl``."""
-    stable, _ = measure_smile.stable_points()
+    is its landmark geometry. ``inputs``: ``face_inputs`` of the neutral photos, described by ``dl``;
+    ``smiles``: ``real_smiles``."""
     out = {"photo": [], "thin plate": []}
     for pid, image, lm, desc, rect in inputs:
-        smile = real_smile_landmarks(pid, lm, data, stable)
-        if smile is None:
+        if pid not in smiles:
             continue
-        smiling, moved = smile
+        smiling, moved = smiles[pid]
         d_photo, _ = dl.descriptor(_u8(smiling))
         if d_photo is None:
             continue
@@ -451,15 +467,16 @@ def main(argv=None) -> int:
         every = [d for n in names for d in row[n]]
         cells = "".join(f"{np.median(row[n]):10.3f}" for n in names)
         print(f"{c:<14}{cells}{np.median(every):8.3f}{np.max(every):7.3f}")
+    smiles = real_smiles(inputs, a.data) if THIN_PLATE in table or a.swap or a.mean_smile else {}
     if THIN_PLATE in table:
-        real = real_smile_table(inputs, dl, a.data)
+        real = real_smile_table(inputs, dl, smiles)
         if real["photo"]:
             print(
                 f"the same people's real smiles ({len(real['photo'])}): the smiling photo "
                 f"{np.median(real['photo']):.3f}, the neutral photo warped by the smile's landmark moves "
                 f"{np.median(real['thin plate']):.3f}"
             )
-    swap = smile_swap_table(inputs, dl, a.data) if a.swap else None
+    swap = smile_swap_table(inputs, dl, smiles) if a.swap else None
     regions = region_cost_table(inputs, dl, targets) if a.swap else None
     if regions:
         print("\nthe edit's landmark moves, one group's moves taken away (thin-plate warps; median distance)")
@@ -474,8 +491,7 @@ def main(argv=None) -> int:
             "\nour happy's landmark moves with one group of points from the same person's real smile instead"
         )
         print("(thin-plate warps of the neutral photo; median dlib distance to it)")
-        kinds = {"all": np.ones(len(swap["id"]), bool), "open": np.array(swap["open"])}
-        kinds["closed"] = ~kinds["open"]
+        kinds = smile_kinds(swap["open"])
         print(f"{'smiles':<8}{'n':>4}{'ours':>8}{'real':>8}" + "".join(f"{g[:12]:>14}" for g in SWAP_GROUPS))
         for k, keep in kinds.items():
             if keep.any():
@@ -488,12 +504,11 @@ def main(argv=None) -> int:
                     + "".join(f"{m:8.3f}" for m in med[:2])
                     + "".join(f"{m:14.3f}" for m in med[2:])
                 )
-    mean_smile = mean_smile_table(inputs, dl, a.data) if a.mean_smile else None
+    mean_smile = mean_smile_table(inputs, dl, smiles) if a.mean_smile else None
     if mean_smile and mean_smile["id"]:
         print("\nour happy against the mean of the other people's open real smiles, carried onto each face")
         print("(thin-plate warps of the neutral photo; median dlib distance to it)")
-        kinds = {"all": np.ones(len(mean_smile["id"]), bool), "open": np.array(mean_smile["open"])}
-        kinds["closed"] = ~kinds["open"]
+        kinds = smile_kinds(mean_smile["open"])
         head = "".join(f"{v[:26]:>28}" for v in mean_smile["cost"])
         print(f"{'smiles':<8}{'n':>4}{head}{'size ratio':>12}")
         for k, keep in kinds.items():
