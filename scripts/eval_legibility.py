@@ -661,6 +661,17 @@ def scaled_set(data: Path, dest: Path, scale: float) -> Path:
     return dest
 
 
+def save_result(res: dict, out: Path) -> Path:
+    """Write ``evaluate``'s result (less its in-memory ``_synthesis``, which it drops) as
+    ``out/legibility.json``, whole, then renamed: never half a file. Returns the path."""
+    res.pop("_synthesis", None)
+    path = Path(out) / "legibility.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(res, indent=1, default=float))
+    tmp.replace(path)
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "out" / "legibility", help="output folder")
@@ -702,12 +713,8 @@ def main(argv=None) -> int:
         synthesize=not a.score_only,
         progress=not a.no_progress,
     )
-    res.pop("_synthesis")
+    path = save_result(res, a.out)
     print(report(res))
-    path = a.out / "legibility.json"
-    tmp = path.with_suffix(".json.tmp")  # written whole, then renamed: never half a file
-    tmp.write_text(json.dumps(res, indent=1, default=float))
-    tmp.replace(path)
     print(f"wrote {path} and {res['sheet']}")
     return 0
 

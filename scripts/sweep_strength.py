@@ -110,16 +110,12 @@ def load_run(out: Path, strength: float, faces: int | None) -> dict | None:
 
 
 def run(out: Path, strength: float, *, faces: int | None, data: Path, progress: bool) -> dict:
-    """``eval_legibility.evaluate`` at ``strength`` into its own folder, its JSON written whole (a second
-    classifier's reading of the images it replaces is removed)."""
+    """``eval_legibility.evaluate`` at ``strength`` into its own folder, its JSON written by
+    ``eval_legibility.save_result`` (a second classifier's reading of the images it replaces is removed)."""
     folder = run_dir(out, strength)
     (folder / "second_classifier.json").unlink(missing_ok=True)
     res = ev.evaluate(folder, data=data, faces=faces, strength=strength, progress=progress)
-    res.pop("_synthesis", None)
-    path = folder / "legibility.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(res, indent=1, default=float))
-    tmp.replace(path)
+    ev.save_result(res, folder)
     return res
 
 
